@@ -1,0 +1,172 @@
+"""The score result: what `score` computes and what every analysis, report and page reads.
+
+On disk (OUT/):
+- ``scores.safetensors``: ``scores`` [n_queries, n_sequences] float32; optional ``per_layer``
+  [n_layers, n_queries, n_sequences], ``per_token`` [n_queries, n_tokens_total] (row n of the corpus owns the
+  slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
+  ``self_influence`` [n_sequences].
+- ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
+- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids.
+- ``results.jsonl``: per query, the top-k sequences with score, text, per-layer split and per-token scores.
+- ``manifest.json``: layer names, the options used, units and sign.
+
+Sign and units: I(z, q) = ∇f(q)ᵀ (G + λI)⁻¹ ∇log p(z). Positive means adding z to training raises the query's
+completion log-probability; an influence of 1 is one nat of log p(completion) per N copies of z added
+(N = number of training sequences), to first order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+SIGN_AND_UNITS = (
+    "influence = grad f(query)^T (G + lambda I)^-1 grad log p(sequence); positive: training on the sequence raises "
+    "log p(completion | prompt); units: nats of completion log-probability per N copies of the sequence "
+    "(N = number of training sequences), to first order"
+)
+
+
+@dataclass
+class SequenceInfo:
+    """One column of the score matrix: a training sequence cut from a corpus record."""
+
+    row: int
+    record_id: str
+    start: int  # first token of the record covered by this sequence (after packing or truncation)
+    end: int  # one past the last token
+    text: str
+    tokens: list[str] = field(default_factory=list)  # decoded token pieces, one per token
+
+
+@dataclass
+class QueryInfo:
+    """One row of the score matrix: a prompt and the completion whose log-probability is measured."""
+
+    index: int
+    query_id: str
+    prompt: str
+    completion: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    completion_logprob: float | None = None  # log p(completion | prompt) under the model, in nats
+
+
+@dataclass
+class ScoreResult:
+    """Influence scores of training sequences (columns) on queries (rows), with optional decompositions.
+
+    ``per_token[q, token_offsets[n] + j]`` is the influence carried by the model's prediction of token j of
+    sequence n (its activations at position j-1); token 0 is never predicted and always holds 0.
+    Sums: ``per_layer.sum(0) == scores`` and each sequence's per-token slice sums to its score.
+    """
+
+    scores: torch.Tensor
+    sequences: list[SequenceInfo]
+    queries: list[QueryInfo]
+    layer_names: list[str]
+    per_layer: torch.Tensor | None = None
+    per_token: torch.Tensor | None = None
+    token_offsets: torch.Tensor | None = None
+    self_influence: torch.Tensor | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def token_scores(self, query: int, row: int) -> torch.Tensor:
+        """Per-token influence of sequence ``row`` on query ``query`` (length = the sequence's tokens)."""
+        if self.per_token is None or self.token_offsets is None:
+            raise ValueError("these results hold no per-token scores; score again with per_token enabled")
+        lo, hi = int(self.token_offsets[row]), int(self.token_offsets[row + 1])
+        return self.per_token[query, lo:hi]
+
+    def top(self, query: int, k: int) -> list[int]:
+        """Rows of the k most positively influential sequences for a query, best first."""
+        k = min(k, self.scores.shape[1])
+        return torch.topk(self.scores[query], k).indices.tolist()
+
+    def save(self, out_dir: str | os.PathLike[str], top_k: int = 20) -> Path:
+        """Write the result into ``out_dir`` (see module docstring); each file is written atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {"scores": self.scores.float().contiguous()}
+        for name in ("per_layer", "per_token", "token_offsets", "self_influence"):
+            value = getattr(self, name)
+            if value is not None:
+                tensors[name] = value.contiguous()
+        _atomic(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
+        _atomic_text(out / "sequences.jsonl", _jsonl(asdict(s) for s in self.sequences))
+        _atomic_text(out / "queries.jsonl", _jsonl(asdict(q) for q in self.queries))
+        _atomic_text(out / "results.jsonl", _jsonl(self._query_summaries(top_k)))
+        manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata}
+        _atomic_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike[str]) -> ScoreResult:
+        """Read a result written by :meth:`save`."""
+        out = Path(out_dir)
+        path = out / "scores.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{out} holds no scores.safetensors: is it the --out folder of `wherefrom score`?")
+        tensors = load_file(str(path))
+        manifest = json.loads((out / "manifest.json").read_text())
+        layer_names = manifest.pop("layer_names")
+        manifest.pop("sign_and_units", None)
+        return cls(
+            scores=tensors["scores"],
+            sequences=[SequenceInfo(**r) for r in _read_jsonl(out / "sequences.jsonl")],
+            queries=[QueryInfo(**r) for r in _read_jsonl(out / "queries.jsonl")],
+            layer_names=layer_names,
+            per_layer=tensors.get("per_layer"),
+            per_token=tensors.get("per_token"),
+            token_offsets=tensors.get("token_offsets"),
+            self_influence=tensors.get("self_influence"),
+            metadata=manifest,
+        )
+
+    def _query_summaries(self, top_k: int) -> list[dict[str, Any]]:
+        summaries = []
+        for q in self.queries:
+            top = []
+            for rank, row in enumerate(self.top(q.index, top_k), start=1):
+                seq = self.sequences[row]
+                entry: dict[str, Any] = {
+                    "rank": rank,
+                    "row": row,
+                    "record_id": seq.record_id,
+                    "score": float(self.scores[q.index, row]),
+                    "text": seq.text,
+                }
+                if self.per_layer is not None:
+                    entry["per_layer"] = dict(zip(self.layer_names, self.per_layer[:, q.index, row].tolist()))
+                if self.per_token is not None:
+                    entry["tokens"] = seq.tokens
+                    entry["per_token"] = self.token_scores(q.index, row).tolist()
+                top.append(entry)
+            summaries.append({"query": q.index, "query_id": q.query_id, "prompt": q.prompt,
+                              "completion": q.completion, "top": top})
+        return summaries
+
+
+def _jsonl(rows: Any) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
