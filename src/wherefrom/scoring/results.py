@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from wherefrom.fileio import atomic_write, atomic_write_text, jsonl_text, read_jsonl
+
 SIGN_AND_UNITS = (
     "influence = grad f(query)^T (G + lambda I)^-1 grad log p(sequence); positive: training on the sequence raises "
     "log p(completion | prompt); units: nats of completion log-probability per N copies of the sequence "
@@ -98,12 +100,12 @@ class ScoreResult:
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value.contiguous()
-        _atomic(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
-        _atomic_text(out / "sequences.jsonl", _jsonl(asdict(s) for s in self.sequences))
-        _atomic_text(out / "queries.jsonl", _jsonl(asdict(q) for q in self.queries))
-        _atomic_text(out / "results.jsonl", _jsonl(self._query_summaries(top_k)))
+        atomic_write(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
+        atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
+        atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
         manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata}
-        _atomic_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return out
 
     @classmethod
@@ -119,8 +121,8 @@ class ScoreResult:
         manifest.pop("sign_and_units", None)
         return cls(
             scores=tensors["scores"],
-            sequences=[SequenceInfo(**r) for r in _read_jsonl(out / "sequences.jsonl")],
-            queries=[QueryInfo(**r) for r in _read_jsonl(out / "queries.jsonl")],
+            sequences=[SequenceInfo(**r) for r in _readjsonl_text(out / "sequences.jsonl")],
+            queries=[QueryInfo(**r) for r in _readjsonl_text(out / "queries.jsonl")],
             layer_names=layer_names,
             per_layer=tensors.get("per_layer"),
             per_token=tensors.get("per_token"),
@@ -151,22 +153,3 @@ class ScoreResult:
             summaries.append({"query": q.index, "query_id": q.query_id, "prompt": q.prompt,
                               "completion": q.completion, "top": top})
         return summaries
-
-
-def _jsonl(rows: Any) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -1,0 +1,42 @@
+"""EK-FAC eigenvalue correction Λ = E_seq[(Q_Sᵀ DW̄ Q_A)∘2] (Grosse et al. eq. 20; George et al. 2018).
+
+DW̄ = Σ_t Ds_t ā_tᵀ is a sequence's pseudo-gradient summed over its tokens, so the correction captures the
+correlation between tokens that K-FAC's independence assumption drops. Rotating ā and Ds into the eigenbases
+first (cost T·(in² + out²) per sequence) is cheaper than rotating each DW̄ (out·in·(in + out)) for T < in, out.
+With no bases the same pass gives the diagonal of G (the `diagonal` strategy).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wherefrom.engine.stream import StreamBatch
+
+
+class CorrectionAccumulator:
+    """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences, in float64."""
+
+    def __init__(self, bases: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
+                 shapes: dict[str, tuple[int, int]]) -> None:
+        as_float: dict[int, torch.Tensor] = {}  # one float32 copy per distinct basis (gate/up share Q_A)
+        self.bases = {name: tuple(None if q is None else as_float.setdefault(id(q), q.float()) for q in qs)
+                      for name, qs in bases.items()}
+        self.sums = {name: torch.zeros(out, n_in, dtype=torch.float64) for name, (out, n_in) in shapes.items()}
+        self.n_sequences = 0
+
+    def update(self, item: StreamBatch) -> None:
+        """Add each sequence of one batch."""
+        self.n_sequences += item.batch.rows.numel()
+        rotated_inputs: dict[tuple[int, int], torch.Tensor] = {}
+        for name, layer in item.layers.items():
+            Q_A, Q_S = self.bases[name]
+            key = (id(layer.inputs), id(Q_A))
+            if key not in rotated_inputs:
+                rotated_inputs[key] = layer.inputs if Q_A is None else layer.inputs @ Q_A
+            ds = layer.output_grads if Q_S is None else layer.output_grads @ Q_S
+            DW = torch.einsum("bto,bti->boi", ds, rotated_inputs[key])  # rotated per-sequence gradients
+            self.sums[name] += DW.square().sum(dim=0).double()
+
+    def eigenvalues(self) -> dict[str, torch.Tensor]:
+        """Per layer Λ [out, in(+1)]: the mean over sequences."""
+        return {name: s / self.n_sequences for name, s in self.sums.items()}

@@ -1,0 +1,52 @@
+"""Damped inverse-Hessian-vector products (G + λI)⁻¹ V per layer, for every strategy.
+
+In the Kronecker eigenbasis (Grosse et al. eq. 21): (G + λI)⁻¹ V ≈ Q_S [(Q_Sᵀ V Q_A) ⊘ (Λ + λ)] Q_Aᵀ,
+with Λ the EK-FAC corrected eigenvalues, or τ·(Λ_S ⊗ Λ_A) for K-FAC (τ = tokens per sequence, because G is
+the mean per-sequence token-summed Gauss-Newton Hessian). The diagonal strategy uses Q = I; identity skips G.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DAMPING_FACTOR = 0.1  # λ_ℓ = 0.1 × mean(Λ_ℓ), the paper's heuristic
+
+
+@dataclass
+class LayerCurvature:
+    """One layer's curvature: eigenbases (None = standard basis) and eigenvalues Λ [out, in(+1)] (None = identity)."""
+
+    Q_A: torch.Tensor | None
+    Q_S: torch.Tensor | None
+    eigenvalues: torch.Tensor | None
+
+    def damping(self, absolute: float | None) -> float:
+        """λ for this layer: the absolute value if given, else 0.1 × mean(Λ)."""
+        if absolute is not None:
+            return absolute
+        if self.eigenvalues is None:
+            return 0.0
+        return DAMPING_FACTOR * float(self.eigenvalues.mean())
+
+    def precondition(self, V: torch.Tensor, damping: float | None = None) -> torch.Tensor:
+        """(G + λI)⁻¹ V for V of shape [..., out, in(+1)]; computed in float64 and returned in V's dtype."""
+        if self.eigenvalues is None:
+            return V  # identity: the plain gradient dot product
+        V64 = V.double()
+        rotated = self.to_eigenbasis(V64)
+        rotated = rotated / (self.eigenvalues + self.damping(damping))
+        return self.from_eigenbasis(rotated).to(V.dtype)
+
+    def to_eigenbasis(self, V: torch.Tensor) -> torch.Tensor:
+        """Q_Sᵀ V Q_A."""
+        if self.Q_S is not None:
+            V = self.Q_S.T.to(V.dtype) @ V
+        return V if self.Q_A is None else V @ self.Q_A.to(V.dtype)
+
+    def from_eigenbasis(self, V: torch.Tensor) -> torch.Tensor:
+        """Q_S V Q_Aᵀ."""
+        if self.Q_S is not None:
+            V = self.Q_S.to(V.dtype) @ V
+        return V if self.Q_A is None else V @ self.Q_A.T.to(V.dtype)

@@ -1,0 +1,96 @@
+"""Save and load fitted factors: ``factors.safetensors`` plus ``manifest.json`` (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from wherefrom.curvature.fitting import FittedCurvature
+from wherefrom.curvature.preconditioner import LayerCurvature
+from wherefrom.errors import WherefromError
+from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.models.selection import TrackedLayer
+from wherefrom.version import __version__
+
+FORMAT = "wherefrom-factors/1"
+_PARTS = ("Q_A", "Q_S", "eigenvalues")
+
+
+@dataclass
+class FactorRun:
+    """A fitted run folder: the curvature and the manifest describing what it was fitted on."""
+
+    curvature: FittedCurvature
+    manifest: dict[str, Any]
+
+    @property
+    def strategy(self) -> str:
+        return str(self.manifest["options"]["strategy"])
+
+
+def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
+             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any]) -> Path:
+    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, layer in curvature.layers.items():
+        for part in _PARTS:
+            value = getattr(layer, part)
+            if value is not None:
+                tensors[f"{name}/{part}"] = value.double().clone().contiguous()
+    manifest = {
+        "format": FORMAT,
+        "library_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"source": model_source, "fingerprint": model_fingerprint},
+        "corpus_fingerprint": corpus_fingerprint,
+        "options": options,
+        "n_sequences": curvature.n_sequences,
+        "n_tokens": curvature.n_tokens,
+        "layers": [{"name": l.name, "type": l.layer_type.__name__, "in_features": l.shape.in_features,
+                    "out_features": l.shape.out_features, "has_bias": l.shape.has_bias} for l in layers],
+    }
+    atomic_write(run_dir / "factors.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return run_dir
+
+
+def load_run(run_dir: Path) -> FactorRun:
+    """Read a run folder written by :func:`save_run`."""
+    manifest_path, factors_path = run_dir / "manifest.json", run_dir / "factors.safetensors"
+    if not manifest_path.is_file() or not factors_path.is_file():
+        raise WherefromError(f"{run_dir} is not a fitted run (needs manifest.json and factors.safetensors); "
+                             "create one with `wherefrom fit --out RUN`.")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise WherefromError(f"{run_dir} was written in format {manifest.get('format')!r}; this wherefrom reads "
+                             f"{FORMAT}. Fit again with this version.")
+    tensors = load_file(str(factors_path))
+    layers = {
+        entry["name"]: LayerCurvature(*(tensors.get(f"{entry['name']}/{part}") for part in _PARTS))
+        for entry in manifest["layers"]
+    }
+    return FactorRun(FittedCurvature(layers, manifest["n_sequences"], manifest["n_tokens"]), manifest)
+
+
+def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer]) -> None:
+    """Refuse factors fitted for another model or other modules, naming the difference."""
+    fitted = run.manifest["model"]
+    if fitted["fingerprint"] != model_fingerprint:
+        raise WherefromError(
+            f"these factors were fitted for model {fitted['source']} (fingerprint {fitted['fingerprint']}), not for "
+            f"the model given now (fingerprint {model_fingerprint}); fit again with `wherefrom fit` for this model."
+        )
+    expected = [(e["name"], e["in_features"], e["out_features"], e["has_bias"]) for e in run.manifest["layers"]]
+    actual = [(l.name, l.shape.in_features, l.shape.out_features, l.shape.has_bias) for l in layers]
+    if expected != actual:
+        missing = sorted({e[0] for e in expected} ^ {a[0] for a in actual})[:4]
+        raise WherefromError(f"the factors track other modules than the model has now (differences: {missing or 'shapes'}); "
+                             "fit again with the same --modules.")
+

@@ -1,0 +1,5 @@
+"""Errors meant for the person running wherefrom: each names the problem and what to do about it."""
+
+
+class WherefromError(Exception):
+    """A problem with the user's input or saved state; the CLI prints it without a traceback."""

@@ -1,0 +1,88 @@
+"""Load a causal LM and its tokenizer from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wherefrom.errors import WherefromError
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for influence passes (eval mode, frozen weights) with its tokenizer and identity."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str
+    fingerprint: str
+
+
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(source)
+    if not path.exists():
+        raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
+                             "a .gguf file, or a PEFT adapter directory (nothing is downloaded).")
+    if path.is_file() and path.suffix == ".gguf":
+        kwargs = {"gguf_file": path.name}
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+    elif (path / "adapter_config.json").is_file():
+        model, tokenizer = _load_peft(path, dtype)
+    elif (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
+    prepare_for_influence(model)
+    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
+
+
+def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise WherefromError("loading a LoRA adapter needs peft: pip install 'wherefrom[peft]'") from exc
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    if not base or not Path(base).is_dir():
+        raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
+                             "edit base_model_name_or_path in adapter_config.json to point at it.")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path)
+    tokenizer_dir = path if (path / "tokenizer_config.json").is_file() else Path(base)
+    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def prepare_for_influence(model: nn.Module) -> nn.Module:
+    """Eval mode (no dropout) and frozen weights: passes compute layer gradients from activations, never .grad."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's config and every parameter's name, shape and first two moments (float64).
+
+    Cheap (one reduction per tensor) and changes with any fine-tuning step, so factors fitted for one model are
+    never silently used with another.
+    """
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        settings = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+        h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p64 = p.detach().double()
+            h.update(f"{name}{tuple(p.shape)}{float(p64.sum()):.12e}{float((p64 * p64).sum()):.12e}".encode())
+    return h.hexdigest()[:16]

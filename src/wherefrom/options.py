@@ -1,0 +1,83 @@
+"""Options of every pass, as typed dataclasses whose fields carry their help text.
+
+The CLI flags, the docs and the run manifest are all generated from these fields, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
+Fisher = Literal["sampled", "empirical"]
+STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
+FISHERS: tuple[str, ...] = ("sampled", "empirical")
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a default and the help text shown by the CLI and docs."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How corpus records become training sequences."""
+
+    max_length: int = option(512, "Tokens per training sequence; longer records are truncated.")
+    pack: bool = option(False, "Concatenate records (separated by EOS) and cut fixed blocks of max_length tokens.")
+    batch_size: int = option(8, "Sequences per forward/backward pass.")
+
+
+@dataclass(frozen=True)
+class FitOptions(DataOptions):
+    """Options of `fit`: which layers to track and how to approximate their Gauss-Newton Hessian."""
+
+    modules: str = option(
+        "mlp",
+        "Layers to track: 'mlp' (MLP linears of every block, as in the paper), 'attention', 'all-linear', "
+        "or a regular expression over module names.",
+    )
+    strategy: Strategy = option(
+        "ekfac",
+        "Curvature: 'ekfac' (eigenvalue-corrected K-FAC), 'kfac', 'diagonal', or 'identity' (gradient dot product).",
+    )
+    fisher: Fisher = option(
+        "sampled",
+        "'sampled': labels drawn from the model's own predictions (true Fisher = Gauss-Newton); "
+        "'empirical': the data's labels (deterministic).",
+    )
+    seed: int = option(0, "Seed for sampled labels (each sequence's draw depends only on the seed and its row).")
+
+
+@dataclass(frozen=True)
+class ScoreOptions(DataOptions):
+    """Options of `score`: damping, decompositions and output size."""
+
+    damping: float | None = option(
+        None,
+        "Damping λ added to G, where G is the mean over training sequences of each sequence's token-summed "
+        "Gauss-Newton Hessian. Default: 0.1 × the mean eigenvalue of each layer (the paper's choice).",
+    )
+    top_k: int = option(20, "Sequences listed per query in results.jsonl and on the terminal.")
+    per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
+    per_token: bool = option(False, "Keep each training token's share of every score.")
+    self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
+    query_rank: int | None = option(
+        None, "Keep each layer's preconditioned query gradient at this rank (SVD; the paper's query batching)."
+    )
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of an option field."""
+    return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default value of an option field."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return None if f.default is MISSING else f.default
+
+
+def to_dict(options: Any) -> dict[str, Any]:
+    """Options as a plain dict for manifests."""
+    return asdict(options)

@@ -1,0 +1,101 @@
+"""Contract training sequences' activity with preconditioned query gradients (Grosse et al. eq. 30-31).
+
+For a layer with preconditioned query gradient V = (G + λI)⁻¹ ∇L_q and a training sequence with inputs ā_t and
+output gradients Ds_t, the influence is ⟨V, Σ_t Ds_t ā_tᵀ⟩ = Σ_t Ds_tᵀ V ā_t: the per-token terms are the
+token decomposition, the per-layer terms the layer decomposition. Per-example gradients are formed only when
+that is cheaper than the contraction (many queries, no per-token scores).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wherefrom.curvature.preconditioner import LayerCurvature
+from wherefrom.engine.stream import LayerBatch, StreamBatch
+from wherefrom.scoring.lowrank import LowRankQueries
+
+_CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
+
+
+class ScoreAccumulator:
+    """Consumes the stream of training sequences and fills the score matrix and its decompositions."""
+
+    def __init__(self, queries: dict[str, torch.Tensor | LowRankQueries], n_queries: int, n_sequences: int,
+                 per_layer: bool, token_offsets: torch.Tensor | None,
+                 self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None) -> None:
+        self.queries = queries
+        self.layer_index = {name: i for i, name in enumerate(queries)}
+        self.per_layer = per_layer
+        self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
+        self.token_offsets = token_offsets
+        self.per_token = None if token_offsets is None else torch.zeros(n_queries, int(token_offsets[-1]))
+        self.self_curvature = self_curvature
+        self.self_influence = None if self_curvature is None else torch.zeros(n_sequences, dtype=torch.float64)
+
+    def update(self, item: StreamBatch) -> None:
+        """Add one batch of training sequences."""
+        rows = item.batch.rows
+        token_total = None
+        for name, layer in item.layers.items():
+            V = self.queries[name]
+            if self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
+                tokens = token_contributions(V, layer)  # [Q, B, T]
+                scores = tokens.sum(-1)
+                token_total = tokens if token_total is None else token_total + tokens
+            else:
+                scores = sequence_scores(V, layer)
+            self.scores[self.layer_index[name] if self.per_layer else 0][:, rows] += scores.double()
+            if self.self_influence is not None:
+                curvature, damping = self.self_curvature[name]
+                self.self_influence[rows] += self_influence(curvature, damping, layer)
+        if self.per_token is not None and token_total is not None:
+            self._store_tokens(rows, item.batch.attention_mask.sum(1), token_total)
+
+    def _store_tokens(self, rows: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> None:
+        # Position t's activity predicts token t+1: the contribution is shown on the predicted token.
+        for b, (row, n) in enumerate(zip(rows.tolist(), lengths.tolist())):
+            lo = int(self.token_offsets[row])
+            self.per_token[:, lo + 1:lo + n] = tokens[:, b, :n - 1]
+
+    def totals(self) -> torch.Tensor:
+        """The score matrix [Q, N] (sum over layers)."""
+        return self.scores.sum(0).float()
+
+
+def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> torch.Tensor:
+    """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
+    if isinstance(V, LowRankQueries):
+        V = V.U @ V.W.transpose(-1, -2)
+    DW = torch.einsum("bto,bti->boi", layer.output_grads, layer.inputs)
+    return V.reshape(V.shape[0], -1) @ DW.reshape(DW.shape[0], -1).T
+
+
+def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> torch.Tensor:
+    """Ds_tᵀ V_q ā_t for every query q, sequence b and position t: [Q, B, T]."""
+    ds, a = layer.output_grads, layer.inputs
+    if isinstance(V, LowRankQueries):
+        left = torch.einsum("bto,qor->qbtr", ds, V.U)
+        right = torch.einsum("bti,qir->qbtr", a, V.W)
+        return (left * right).sum(-1)
+    per_query = max(1, _CHUNK_ELEMENTS // max(1, ds.numel()))
+    chunks = [(torch.einsum("bti,qoi->qbto", a, V[lo:lo + per_query]) * ds).sum(-1)
+              for lo in range(0, V.shape[0], per_query)]
+    return torch.cat(chunks)
+
+
+def self_influence(curvature: LayerCurvature, damping: float | None, layer: LayerBatch) -> torch.Tensor:
+    """∇L_zᵀ (G + λI)⁻¹ ∇L_z per sequence, computed in the eigenbasis: Σ (Q_Sᵀ DW̄ Q_A)∘2 ⊘ (Λ + λ): [B]."""
+    a = layer.inputs if curvature.Q_A is None else layer.inputs @ curvature.Q_A.to(layer.inputs.dtype)
+    ds = layer.output_grads if curvature.Q_S is None else layer.output_grads @ curvature.Q_S.to(layer.inputs.dtype)
+    DW = torch.einsum("bto,bti->boi", ds, a).double()
+    if curvature.eigenvalues is None:
+        return DW.square().sum((1, 2))
+    return (DW.square() / (curvature.eigenvalues + curvature.damping(damping))).sum((1, 2))
+
+
+def _low_rank_is_cheaper(V: LowRankQueries, layer: LayerBatch) -> bool:
+    n_queries, n_out, rank = V.U.shape
+    tokens, n_in = layer.inputs.shape[1], layer.inputs.shape[-1]
+    contraction = n_queries * tokens * rank * (n_in + n_out)
+    materialised = tokens * n_out * n_in + n_queries * n_out * n_in
+    return contraction < materialised

@@ -1,0 +1,62 @@
+"""Score training sequences against queries: query gradients → (G + λI)⁻¹ → one streamed pass over the corpus."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wherefrom.curvature.fitting import FittedCurvature
+from wherefrom.data.batching import make_batches
+from wherefrom.data.corpus import TrainingSequence
+from wherefrom.data.queries import Query
+from wherefrom.engine.stream import Labels, stream
+from wherefrom.models.selection import TrackedLayer
+from wherefrom.options import ScoreOptions
+from wherefrom.scoring.contract import ScoreAccumulator
+from wherefrom.scoring.lowrank import LowRankQueries, low_rank
+from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
+from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
+
+
+def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
+                           ) -> dict[str, torch.Tensor | LowRankQueries]:
+    """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given."""
+    result: dict[str, torch.Tensor | LowRankQueries] = {}
+    for name, grad in gradients.grads.items():
+        V = curvature.layers[name].precondition(grad, options.damping)
+        result[name] = V if options.query_rank is None else low_rank(V, options.query_rank)
+    return result
+
+
+def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
+          queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
+          quiet: bool = False) -> ScoreResult:
+    """Influence of every training sequence on every query, with the decompositions ``options`` asks for."""
+    gradients = query_gradients(model, layers, queries, options.batch_size, quiet)
+    lengths = torch.tensor([len(s.input_ids) for s in sequences])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
+    self_curvature = {l.name: (curvature.layers[l.name], options.damping) for l in layers} \
+        if options.self_influence else None
+    accumulator = ScoreAccumulator(preconditioned_queries(curvature, gradients, options), len(queries),
+                                   len(sequences), options.per_layer, offsets, self_curvature)
+    batches = make_batches([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size)
+    n_batches = -(-len(sequences) // options.batch_size)
+    for item in stream(model, layers, batches, n_batches, Labels("data"), "scoring sequences", quiet):
+        accumulator.update(item)
+    return ScoreResult(
+        scores=accumulator.totals(),
+        sequences=[_sequence_info(s, tokenizer, options.per_token) for s in sequences],
+        queries=[QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids),
+                           float(gradients.logprobs[i])) for i, q in enumerate(queries)],
+        layer_names=[l.name for l in layers],
+        per_layer=accumulator.scores.float() if options.per_layer else None,
+        per_token=accumulator.per_token,
+        token_offsets=offsets,
+        self_influence=None if accumulator.self_influence is None else accumulator.self_influence.float(),
+    )
+
+
+def _sequence_info(sequence: TrainingSequence, tokenizer: object, with_tokens: bool) -> SequenceInfo:
+    ids = list(sequence.input_ids)
+    tokens = [tokenizer.decode([t]) for t in ids] if with_tokens else []
+    return SequenceInfo(sequence.row, sequence.record_id, sequence.start, sequence.end, tokenizer.decode(ids), tokens)
