@@ -35,9 +35,10 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>")
 
 
-def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 16, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 16, dtype: torch.dtype = torch.float32,
+               attention: str = "sdpa") -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(CHARS) + 3, hidden_size=hidden, intermediate_size=2 * hidden,
+    config = LlamaConfig(attn_implementation=attention, vocab_size=len(CHARS) + 3, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
                          max_position_embeddings=64, tie_word_embeddings=False)
     return LlamaForCausalLM(config).to(dtype).eval()

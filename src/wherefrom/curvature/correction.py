@@ -17,9 +17,9 @@ class CorrectionAccumulator:
     """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences, in float64."""
 
     def __init__(self, bases: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
-                 shapes: dict[str, tuple[int, int]]) -> None:
-        as_float: dict[int, torch.Tensor] = {}  # one float32 copy per distinct basis (gate/up share Q_A)
-        self.bases = {name: tuple(None if q is None else as_float.setdefault(id(q), q.float()) for q in qs)
+                 shapes: dict[str, tuple[int, int]], dtype: torch.dtype) -> None:
+        converted: dict[int, torch.Tensor] = {}  # one copy in the model's dtype per distinct basis (gate/up share Q_A)
+        self.bases = {name: tuple(None if q is None else converted.setdefault(id(q), q.to(dtype)) for q in qs)
                       for name, qs in bases.items()}
         self.sums = {name: torch.zeros(out, n_in, dtype=torch.float64) for name, (out, n_in) in shapes.items()}
         self.n_sequences = 0

@@ -1,4 +1,8 @@
-"""K-FAC covariances A = E[ā āᵀ] and S = E[Ds Dsᵀ] over non-padding tokens (Grosse et al. eq. 16-17)."""
+"""K-FAC covariances A = E[ā āᵀ] and S = E[Ds Dsᵀ] over predicting tokens (Grosse et al. eq. 16-17).
+
+A predicting token is a position whose output predicts a target (every token but a sequence's last): the last
+position's Ds is exactly zero, so counting its ā āᵀ in A would bias K-FAC's Kronecker product by about 1/T.
+"""
 
 from __future__ import annotations
 
@@ -19,19 +23,21 @@ class CovarianceAccumulator:
         self.n_sequences = 0
 
     def update(self, item: StreamBatch) -> None:
-        """Add one batch (padding rows of ā and Ds are zero, so they add nothing)."""
-        self.n_tokens += int(item.batch.attention_mask.sum())
+        """Add one batch; only predicting tokens count (Ds is zero elsewhere, ā is masked here)."""
+        predicting = torch.zeros_like(item.batch.target_mask)
+        predicting[:, :-1] = item.batch.target_mask[:, 1:]
+        self.n_tokens += int(predicting.sum())
         self.n_sequences += item.batch.rows.numel()
         shared: dict[int, torch.Tensor] = {}  # layers reading the same ā (e.g. gate_proj and up_proj) share ā āᵀ
         for name, layer in item.layers.items():
             a = layer.inputs
             if id(a) not in shared:
-                flat = a.reshape(-1, a.shape[-1])
+                flat = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
                 shared[id(a)] = (flat.T @ flat).double()
             self.A_sum[name] += shared[id(a)]
             ds = layer.output_grads.reshape(-1, layer.output_grads.shape[-1])
             self.S_sum[name] += (ds.T @ ds).double()
 
     def covariances(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (A, S), each divided by the number of tokens."""
+        """Per layer (A, S), each divided by the number of predicting tokens."""
         return {name: (self.A_sum[name] / self.n_tokens, self.S_sum[name] / self.n_tokens) for name in self.A_sum}

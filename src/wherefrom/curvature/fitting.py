@@ -38,8 +38,9 @@ class FittedCurvature:
 def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[TrainingSequence],
                   options: FitOptions, quiet: bool = False) -> FittedCurvature:
     """Run the passes of ``options.strategy`` over ``sequences`` and return every layer's curvature."""
+    dtype = next(model.parameters()).dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
-    n_tokens = sum(len(s.input_ids) for s in sequences)
+    n_tokens = sum(len(s.input_ids) - 1 for s in sequences)  # predicting tokens
 
     def run(consumer: Callable[[StreamBatch], None], description: str) -> None:
         token_lists = [s.input_ids for s in sequences]
@@ -53,7 +54,7 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
         return FittedCurvature(curvature, len(sequences), n_tokens)
     shapes = {l.name: (l.shape.out_features, l.shape.in_dim) for l in layers}
     if options.strategy == "diagonal":
-        diagonal = CorrectionAccumulator({name: (None, None) for name in shapes}, shapes)
+        diagonal = CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, dtype)
         run(diagonal.update, "diagonal of G")
         curvature = {name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()}
         return FittedCurvature(curvature, len(sequences), n_tokens)
@@ -66,7 +67,8 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
         curvature = {name: LayerCurvature(Q_A, Q_S, tau * torch.outer(lam_S, lam_A))
                      for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()}
         return FittedCurvature(curvature, len(sequences), n_tokens)
-    correction = CorrectionAccumulator({name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}, shapes)
+    correction = CorrectionAccumulator({name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}, shapes,
+                                       dtype)
     run(correction.update, "eigenvalue correction Λ")
     curvature = {name: LayerCurvature(eigen[name][1], eigen[name][3], lam)
                  for name, lam in correction.eigenvalues().items()}

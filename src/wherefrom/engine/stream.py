@@ -52,7 +52,7 @@ class Labels:
         """Target token at each position t (predicted from position t-1): [B, T]."""
         if self.source == "data":
             return batch.input_ids
-        probs = torch.softmax(logits.detach().float(), dim=-1)
+        probs = torch.softmax(logits.detach().double(), dim=-1)
         sampled = torch.empty_like(batch.input_ids)
         sampled[:, 0] = batch.input_ids[:, 0]
         for b, row in enumerate(batch.rows.tolist()):
@@ -86,7 +86,9 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
 
 def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Per-row Σ_t -log p(targets[t] | tokens < t), over positions where ``target_mask`` is 1: [B]."""
-    predicted = logits[:, :-1].float()
+    predicted = logits[:, :-1]
+    if predicted.dtype in (torch.float16, torch.bfloat16):
+        predicted = predicted.float()  # the loss in half precision loses the small log-probabilities
     nll = F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets[:, 1:].reshape(-1), reduction="none")
     return (nll.view(targets.shape[0], -1) * target_mask[:, 1:].to(nll.dtype)).sum(dim=1)
 

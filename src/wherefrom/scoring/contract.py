@@ -22,15 +22,17 @@ class ScoreAccumulator:
 
     def __init__(self, queries: dict[str, torch.Tensor | LowRankQueries], n_queries: int, n_sequences: int,
                  per_layer: bool, token_offsets: torch.Tensor | None,
-                 self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None) -> None:
+                 self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.queries = queries
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
         self.token_offsets = token_offsets
-        self.per_token = None if token_offsets is None else torch.zeros(n_queries, int(token_offsets[-1]))
+        self.per_token = None if token_offsets is None else torch.zeros(n_queries, int(token_offsets[-1]), dtype=dtype)
         self.self_curvature = self_curvature
         self.self_influence = None if self_curvature is None else torch.zeros(n_sequences, dtype=torch.float64)
+        self.dtype = dtype
 
     def update(self, item: StreamBatch) -> None:
         """Add one batch of training sequences."""
@@ -58,8 +60,8 @@ class ScoreAccumulator:
             self.per_token[:, lo + 1:lo + n] = tokens[:, b, :n - 1]
 
     def totals(self) -> torch.Tensor:
-        """The score matrix [Q, N] (sum over layers)."""
-        return self.scores.sum(0).float()
+        """The score matrix [Q, N] (sum over layers), in the model's dtype."""
+        return self.scores.sum(0).to(self.dtype)
 
 
 def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> torch.Tensor:

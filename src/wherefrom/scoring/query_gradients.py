@@ -24,7 +24,8 @@ class QueryGradients:
 def query_gradients(model: nn.Module, layers: list[TrackedLayer], queries: list[Query], batch_size: int,
                     quiet: bool = False) -> QueryGradients:
     """Stream the queries with data labels on completion tokens only and contract ā with Ds per query."""
-    grads = {l.name: torch.zeros(len(queries), l.shape.out_features, l.shape.in_dim) for l in layers}
+    dtype = next(model.parameters()).dtype
+    grads = {l.name: torch.zeros(len(queries), l.shape.out_features, l.shape.in_dim, dtype=dtype) for l in layers}
     logprobs = torch.zeros(len(queries), dtype=torch.float64)
     batches = make_batches([q.input_ids for q in queries], [len(q.prompt_ids) for q in queries], batch_size)
     n_batches = -(-len(queries) // batch_size)

@@ -95,11 +95,11 @@ class ScoreResult:
         """Write the result into ``out_dir`` (see module docstring); each file is written atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {"scores": self.scores.float().contiguous()}
-        for name in ("per_layer", "per_token", "token_offsets", "self_influence"):
+        tensors = {}
+        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence"):
             value = getattr(self, name)
             if value is not None:
-                tensors[name] = value.contiguous()
+                tensors[name] = (value.float() if value.is_floating_point() else value).contiguous()
         atomic_write(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
         atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))

@@ -38,7 +38,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     self_curvature = {l.name: (curvature.layers[l.name], options.damping) for l in layers} \
         if options.self_influence else None
     accumulator = ScoreAccumulator(preconditioned_queries(curvature, gradients, options), len(queries),
-                                   len(sequences), options.per_layer, offsets, self_curvature)
+                                   len(sequences), options.per_layer, offsets, self_curvature,
+                                   next(model.parameters()).dtype)
     batches = make_batches([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size)
     n_batches = -(-len(sequences) // options.batch_size)
     for item in stream(model, layers, batches, n_batches, Labels("data"), "scoring sequences", quiet):
@@ -49,10 +50,10 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
         queries=[QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids),
                            float(gradients.logprobs[i])) for i, q in enumerate(queries)],
         layer_names=[l.name for l in layers],
-        per_layer=accumulator.scores.float() if options.per_layer else None,
+        per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
         token_offsets=offsets,
-        self_influence=None if accumulator.self_influence is None else accumulator.self_influence.float(),
+        self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
     )
 
 

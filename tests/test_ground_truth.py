@@ -1,0 +1,172 @@
+"""wherefrom's gradients, curvature and influence against independent float64 computations."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from exact import block_diagonal, damped_influence, gauss_newton, sequence_gradient
+from tiny import TEXTS, char_tokenizer, tiny_gpt2, tiny_llama
+from wherefrom.curvature.fitting import fit_curvature
+from wherefrom.data.corpus import TrainingSequence
+from wherefrom.data.queries import Query
+from wherefrom.models.loading import prepare_for_influence
+from wherefrom.models.selection import select_layers
+from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.scoring.query_gradients import query_gradients
+from wherefrom.scoring.scorer import score
+
+TOKENIZER = char_tokenizer()
+
+
+def sequences_of(token_lists: list[list[int]]) -> list[TrainingSequence]:
+    return [TrainingSequence(i, str(i), 0, len(t), tuple(t)) for i, t in enumerate(token_lists)]
+
+
+def whole_sequence_queries(token_lists: list[list[int]]) -> list[Query]:
+    """Queries whose measurement is the log-probability of the whole sequence after its first token."""
+    return [Query(str(i), "", "", tuple(t[:1]), tuple(t[1:])) for i, t in enumerate(token_lists)]
+
+
+def corpus_tokens(n: int = 6) -> list[list[int]]:
+    return [TOKENIZER(t)["input_ids"][:18] for t in TEXTS[:n]]
+
+
+QUERY_TOKENS = [TOKENIZER("paris is the capital of france")["input_ids"], TOKENIZER("a cat sat")["input_ids"]]
+
+
+def exact_train_grads(model, layers, tokens):
+    return torch.stack([sequence_gradient(model, layers, t) for t in tokens])
+
+
+@pytest.mark.parametrize("make_model", [tiny_llama, tiny_gpt2], ids=["llama-linear", "gpt2-conv1d-bias"])
+def test_contracted_gradients_equal_autograd(make_model):
+    model = prepare_for_influence(make_model(dtype=torch.float64))
+    layers = select_layers(model, "all-linear")
+    tokens = corpus_tokens()
+    queries = [Query("q", "", "", tuple(t[:3]), tuple(t[3:])) for t in tokens]  # prompt tokens are not measured
+    got = query_gradients(model, layers, queries, batch_size=4, quiet=True)  # padded batches of mixed lengths
+    for i, t in enumerate(tokens):
+        expected = sequence_gradient(model, layers, t, first_target=3)
+        flat = torch.cat([got.grads[l.name][i].reshape(-1) for l in layers])
+        torch.testing.assert_close(flat, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_identity_strategy_is_the_exact_gradient_dot_product():
+    model = prepare_for_influence(tiny_gpt2(dtype=torch.float64))
+    layers = select_layers(model, "mlp")
+    tokens = corpus_tokens()
+    curvature = fit_curvature(model, layers, sequences_of(tokens), FitOptions(strategy="identity"), quiet=True)
+    result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(QUERY_TOKENS), sequences_of(tokens),
+                   ScoreOptions(batch_size=3), quiet=True)
+    expected = exact_train_grads(model, layers, QUERY_TOKENS) @ exact_train_grads(model, layers, tokens).T
+    torch.testing.assert_close(result.scores, expected, rtol=1e-10, atol=1e-12)
+
+
+class UniformSoftmaxRegression(nn.Module):
+    """Embedding → one linear layer → logits, with zero weights, so p(y|x) is uniform for every x.
+
+    Then the Gauss-Newton Hessian is E_x[ā āᵀ] ⊗ (diag p - p pᵀ): exactly a Kronecker product, and K-FAC and
+    EK-FAC must both equal it.
+    """
+
+    def __init__(self, vocab: int = 7, width: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(vocab, width).double()
+        self.proj = nn.Linear(width, vocab).double()
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+    def forward(self, input_ids, attention_mask=None):  # noqa: ANN001, ANN201 - the HF calling convention
+        return SimpleNamespace(logits=self.proj(self.embed(input_ids)))
+
+
+@pytest.mark.parametrize("strategy", ["kfac", "ekfac"])
+def test_kfac_and_ekfac_are_exact_when_the_gauss_newton_hessian_is_a_kronecker_product(strategy):
+    model = prepare_for_influence(UniformSoftmaxRegression())
+    layers = select_layers(model, "proj")
+    # One prediction per sequence, every label once per input: the empirical Fisher equals the true Fisher.
+    tokens = [[x, y] for x in (1, 2, 3) for y in range(7)]
+    G = gauss_newton(model, layers, tokens)
+    curvature = fit_curvature(model, layers, sequences_of(tokens),
+                              FitOptions(strategy=strategy, fisher="empirical", batch_size=5), quiet=True)
+    queries = [[4, 2], [1, 6], [2, 0]]
+    damping = 1e-3
+    result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(queries), sequences_of(tokens),
+                   ScoreOptions(damping=damping, batch_size=4), quiet=True)
+    q_grads, z_grads = exact_train_grads(model, layers, queries), exact_train_grads(model, layers, tokens)
+    expected = damped_influence(G, q_grads, z_grads, torch.full((G.shape[0],), damping, dtype=torch.float64))
+    torch.testing.assert_close(result.scores, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_sampled_fisher_converges_to_the_gauss_newton_hessian():
+    model = prepare_for_influence(UniformSoftmaxRegression())
+    layers = select_layers(model, "proj")
+    inputs = [[x, 0] for x in (1, 2, 3) for _ in range(2000)]  # labels are sampled, the data's label is ignored
+    G = gauss_newton(model, layers, [[1, 0], [2, 0], [3, 0]])
+    curvature = fit_curvature(model, layers, sequences_of(inputs),
+                              FitOptions(strategy="ekfac", fisher="sampled", batch_size=500, seed=3), quiet=True)
+    queries, train = [[4, 2], [1, 6]], [[1, 3], [2, 5], [3, 1]]
+    result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(queries), sequences_of(train),
+                   ScoreOptions(damping=1e-2, batch_size=4), quiet=True)
+    expected = damped_influence(G, exact_train_grads(model, layers, queries), exact_train_grads(model, layers, train),
+                                torch.full((G.shape[0],), 1e-2, dtype=torch.float64))
+    assert (result.scores - expected).norm() / expected.norm() < 0.1  # Monte Carlo error ~ 1/sqrt(n): 0.22 at n=100
+
+
+def kronecker_matrix(curvature) -> torch.Tensor:
+    """The dense G a fitted layer stands for: (Q_S ⊗ Q_A) diag(Λ) (Q_S ⊗ Q_A)ᵀ, in row-major vec(W̄) order."""
+    Q = torch.kron(curvature.Q_S, curvature.Q_A)
+    return Q @ torch.diag(curvature.eigenvalues.reshape(-1)) @ Q.T
+
+
+def test_ekfac_is_the_best_diagonal_in_the_kfac_eigenbasis():
+    """With data labels, EK-FAC's Λ is the exact diagonal of G in K-FAC's eigenbasis, so it is closer to G (in
+    Frobenius norm) than K-FAC's Λ_S ⊗ Λ_A in the same basis (George et al. 2018)."""
+    model = prepare_for_influence(tiny_llama(dtype=torch.float64))
+    layers = select_layers(model, "mlp")
+    tokens = corpus_tokens(8)
+    z_grads = exact_train_grads(model, layers, tokens)
+    fitted = {strategy: fit_curvature(model, layers, sequences_of(tokens),
+                                      FitOptions(strategy=strategy, fisher="empirical", batch_size=3), quiet=True)
+              for strategy in ("kfac", "ekfac")}
+    lo = 0
+    for layer in layers:
+        n = layer.shape.out_features * layer.shape.in_dim
+        g = z_grads[:, lo:lo + n]
+        G = g.T @ g / len(tokens)  # this layer's block of the empirical Fisher
+        lo += n
+        ekfac = kronecker_matrix(fitted["ekfac"].layers[layer.name])
+        kfac = kronecker_matrix(fitted["kfac"].layers[layer.name])
+        rotation = torch.kron(fitted["ekfac"].layers[layer.name].Q_S, fitted["ekfac"].layers[layer.name].Q_A)
+        torch.testing.assert_close(ekfac.diagonal().sum(), G.trace())  # the rotation keeps the trace
+        torch.testing.assert_close(fitted["ekfac"].layers[layer.name].eigenvalues.reshape(-1),
+                                   (rotation.T @ G @ rotation).diagonal())
+        assert (ekfac - G).norm() <= (kfac - G).norm() + 1e-12, layer.name
+
+
+def test_ekfac_influence_is_closer_to_the_exact_gauss_newton_influence_than_kfac():
+    model = prepare_for_influence(tiny_llama(dtype=torch.float64, attention="eager"))
+    layers = select_layers(model, "mlp")
+    tokens = corpus_tokens(8)
+    sizes = [l.shape.out_features * l.shape.in_dim for l in layers]
+    G = block_diagonal(gauss_newton(model, layers, tokens), sizes)  # the true GGN, no label sampling
+    damping = 0.1 * float(G.diagonal().mean())
+    expected = damped_influence(G, exact_train_grads(model, layers, QUERY_TOKENS), exact_train_grads(model, layers, tokens),
+                                torch.full((G.shape[0],), damping, dtype=torch.float64))
+    errors = {}
+    for strategy in ("kfac", "ekfac", "diagonal"):
+        # Each sequence 20 times: every copy draws its own labels, so the sampled Fisher nears its expectation.
+        curvature = fit_curvature(model, layers, sequences_of(tokens * 20),
+                                  FitOptions(strategy=strategy, fisher="sampled", batch_size=40), quiet=True)
+        result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(QUERY_TOKENS), sequences_of(tokens),
+                       ScoreOptions(damping=damping, batch_size=8), quiet=True)
+        errors[strategy] = float((result.scores - expected).norm() / expected.norm())
+    assert errors["ekfac"] <= errors["kfac"] < errors["diagonal"], errors
