@@ -1,0 +1,84 @@
+"""Spurious sequences: influence carried by very few tokens (Grosse et al. 2023, sec. 5.2).
+
+For a sequence's per-token influence vector a, the ratio ||a||_2 / ||a||_1 lies in [1/sqrt(len(a)), 1]: it is 1
+when a single token carries all of the influence and 1/sqrt(len(a)) when every token carries the same amount.
+The paper flags a sequence as spurious when the ratio exceeds 2/3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wherefrom.analysis._arrays import as_numpy
+from wherefrom.scoring.results import ScoreResult
+
+SPURIOUS_THRESHOLD = 2.0 / 3.0
+
+
+@dataclass(frozen=True)
+class SpuriousSequence:
+    """A sequence whose influence on a query sits in few tokens."""
+
+    query: int
+    row: int
+    ratio: float  # ||a||_2 / ||a||_1 of its per-token influence on the query
+
+
+def token_norm_ratios(per_token: Any, token_offsets: Any) -> np.ndarray:
+    """||a||_2 / ||a||_1 of every sequence's per-token influence, shape [n_queries, n_sequences].
+
+    ``per_token`` is [n_queries, n_tokens_total] (or one query's [n_tokens_total]); sequence n owns the slice
+    ``token_offsets[n]:token_offsets[n+1]``. A sequence whose tokens all carry zero influence gets NaN.
+    """
+    tokens = np.atleast_2d(as_numpy(per_token))
+    offsets = as_numpy(token_offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets.size < 2 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise ValueError("token_offsets must be a non-decreasing 1-D array starting at 0 with n_sequences + 1 entries")
+    if offsets[-1] != tokens.shape[1]:
+        raise ValueError(
+            f"token_offsets ends at {offsets[-1]} but per_token holds {tokens.shape[1]} tokens per query; "
+            "pass the offsets saved with these per-token scores"
+        )
+    l1 = _segment_sums(np.abs(tokens), offsets)
+    l2 = np.sqrt(_segment_sums(tokens * tokens, offsets))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(l1 > 0.0, l2 / l1, np.nan)
+
+
+def flag_spurious(ratios: Any, threshold: float = SPURIOUS_THRESHOLD) -> list[list[SpuriousSequence]]:
+    """Per query, the sequences whose norm ratio exceeds ``threshold``, highest ratio first (NaN never flags)."""
+    table = np.atleast_2d(as_numpy(ratios))
+    flagged = []
+    for query, row_ratios in enumerate(table):
+        rows = np.flatnonzero(row_ratios > threshold)
+        rows = rows[np.argsort(-row_ratios[rows], kind="stable")]
+        flagged.append([SpuriousSequence(query=query, row=int(r), ratio=float(row_ratios[r])) for r in rows])
+    return flagged
+
+
+def spurious_sequences(
+    result: ScoreResult, threshold: float = SPURIOUS_THRESHOLD, top_k: int | None = None
+) -> list[list[SpuriousSequence]]:
+    """Spurious sequences of each query of ``result``; with ``top_k``, only among that query's top-k by score."""
+    if result.per_token is None or result.token_offsets is None:
+        raise ValueError("these results hold no per-token scores; score again with per-token scores enabled")
+    ratios = token_norm_ratios(result.per_token, result.token_offsets)
+    if top_k is not None:
+        kept = np.full(ratios.shape, np.nan)
+        for query in range(ratios.shape[0]):
+            top = result.top(query, top_k)
+            kept[query, top] = ratios[query, top]
+        ratios = kept
+    return flag_spurious(ratios, threshold)
+
+
+def _segment_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sums of ``values[:, offsets[n]:offsets[n+1]]`` for every n (empty segments sum to 0)."""
+    sums = np.zeros((values.shape[0], offsets.size - 1))
+    nonempty = np.flatnonzero(np.diff(offsets) > 0)
+    if nonempty.size:
+        sums[:, nonempty] = np.add.reduceat(values, offsets[nonempty], axis=1)
+    return sums
