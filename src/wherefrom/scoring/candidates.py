@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from wherefrom.scoring.results import QueryInfo, _atomic
+from wherefrom.fileio import atomic_write
+from wherefrom.scoring.results import QueryInfo
 
 K1 = 1.5  # the paper's BM25 saturation constant
 FORMAT_VERSION = 1
@@ -144,7 +145,7 @@ class CandidateIndex:
             with open(target, "wb") as handle:
                 np.savez(handle, **arrays)
 
-        _atomic(path, write)
+        atomic_write(path, write)
         return path
 
     @classmethod
