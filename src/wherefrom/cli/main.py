@@ -1,0 +1,131 @@
+"""The `wherefrom` command line: fit curvature, score queries. Flags and help come from wherefrom.options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from wherefrom.errors import WherefromError
+from wherefrom.options import STRATEGIES, FISHERS, FitOptions, ScoreOptions, default_of, help_of
+from wherefrom.version import __version__
+
+app = typer.Typer(
+    name="wherefrom",
+    help="Trace what a language model says back to the training sequences that shaped it "
+         "(EK-FAC influence functions, Grosse et al. 2023).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_err = Console(stderr=True)
+
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or summary.")
+
+
+def _fit_opt(name: str, *flags: str) -> object:
+    return typer.Option(default_of(FitOptions, name), *flags, help=help_of(FitOptions, name))
+
+
+def _score_opt(name: str, *flags: str) -> object:
+    return typer.Option(default_of(ScoreOptions, name), *flags, help=help_of(ScoreOptions, name))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wherefrom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """wherefrom: influence of training sequences on a language model's completions."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    if value not in allowed:
+        raise WherefromError(f"{flag} {value!r} is not one of: {', '.join(allowed)}.")
+    return value
+
+
+def _run(action: object) -> None:
+    try:
+        action()
+    except WherefromError as exc:
+        _err.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def fit(
+    model: str = typer.Option(..., help="Local HF model folder, .gguf file, or PEFT adapter folder."),
+    corpus: Path = typer.Option(..., help="Training corpus: .jsonl, .txt, .parquet, or a datasets folder."),
+    out: Path = typer.Option(..., help="Run folder to write factors.safetensors and manifest.json into."),
+    modules: str = _fit_opt("modules"),
+    strategy: str = _fit_opt("strategy"),
+    fisher: str = _fit_opt("fisher"),
+    max_length: int = _fit_opt("max_length", "--max-length"),
+    pack: bool = _fit_opt("pack", "--pack"),
+    batch_size: int = _fit_opt("batch_size", "--batch-size"),
+    seed: int = _fit_opt("seed"),
+    quiet: bool = QUIET,
+) -> None:
+    """Fit each tracked layer's curvature (EK-FAC by default) on a corpus."""
+
+    def action() -> None:
+        from wherefrom.api import fit as fit_run
+
+        options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, modules=modules,
+                             strategy=_choice(strategy, STRATEGIES, "--strategy"),
+                             fisher=_choice(fisher, FISHERS, "--fisher"), seed=seed)
+        run = fit_run(model, corpus, out, options, quiet)
+        if not quiet:
+            _err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
+                       f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
+
+    _run(action)
+
+
+@app.command()
+def score(
+    run: Path = typer.Option(..., help="Run folder written by `wherefrom fit`."),
+    queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages."),
+    out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
+    corpus: Optional[Path] = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
+    top_k: int = _score_opt("top_k", "--top-k"),
+    per_layer: bool = _score_opt("per_layer", "--per-layer"),
+    per_token: bool = _score_opt("per_token", "--per-token"),
+    self_influence: bool = _score_opt("self_influence", "--self-influence"),
+    damping: Optional[float] = _score_opt("damping"),
+    query_rank: Optional[int] = _score_opt("query_rank", "--query-rank"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Score training sequences' influence on each query's completion (positive = raises its log-probability)."""
+
+    def action() -> None:
+        from wherefrom.api import score as score_run
+        from wherefrom.curvature.store import load_run
+        from wherefrom.outputs.summary import print_summary
+
+        fitted = load_run(run).manifest["options"]
+        options = ScoreOptions(
+            max_length=max_length or fitted["max_length"], pack=fitted["pack"],
+            batch_size=batch_size or fitted["batch_size"], damping=damping, top_k=top_k, per_layer=per_layer,
+            per_token=per_token, self_influence=self_influence, query_rank=query_rank,
+        )
+        result = score_run(run, queries, corpus, out, options, quiet=quiet)
+        if not quiet:
+            print_summary(result, top_k=min(top_k, 5))
+            _err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
+
+    _run(action)
