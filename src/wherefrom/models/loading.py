@@ -26,7 +26,9 @@ class LoadedModel:
 def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
     path = Path(source)
     if not path.exists():
         raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
