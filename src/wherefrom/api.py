@@ -4,18 +4,25 @@
     >>> fit("my-model/", "corpus.jsonl", "run/", FitOptions(strategy="ekfac"))
     >>> result = score("run/", "queries.jsonl", out="out/", options=ScoreOptions(per_token=True))
     >>> result.scores  # [n_queries, n_sequences]; positive: the sequence raises log p(completion)
+
+Both resume an interrupted run from its finished shards, and split the work across torchrun's processes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run, save_run
 from wherefrom.data.corpus import build_sequences, corpus_fingerprint
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
+from wherefrom.engine.distributed import current_world
+from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import select_layers
@@ -23,31 +30,60 @@ from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 
+SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
+
+
+def job_fingerprint(**parts: Any) -> str:
+    """A hash of everything that determines a job's result (options, model, corpus, queries)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
-        options: FitOptions = FitOptions(), quiet: bool = False) -> FactorRun:
-    """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``."""
+        options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False) -> FactorRun:
+    """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``.
+
+    Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
+    refused for an existing run folder unless ``restart``.
+    """
+    out = Path(out)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
-    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet)
-    manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
-    save_run(Path(out), curvature, layers, loaded.source, loaded.fingerprint, corpus_fingerprint(sequences),
-             manifest_options)
-    return load_run(Path(out))
+    corpus_id = corpus_fingerprint(sequences)
+    job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size",)},
+                          model=loaded.fingerprint, corpus=corpus_id)
+    if (out / "manifest.json").is_file():
+        finished = load_run(out)
+        if finished.manifest.get("job") == job and not restart:
+            return finished
+        if not restart:
+            raise WherefromError(f"{out} already holds factors fitted with other options, model or corpus; "
+                                 "choose another --out, or add --restart to replace them.")
+    world = current_world()
+    checkpoints = Checkpoints(out / SHARDS, job)
+    checkpoints.open(restart)
+    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
+    if world.is_main:
+        manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
+        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job)
+        checkpoints.finish()
+    world.barrier()
+    return load_run(out)
 
 
 def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None, out: str | Path | None = None,
           options: ScoreOptions | None = None, model: str | Path | LoadedModel | None = None,
-          quiet: bool = False) -> ScoreResult:
+          quiet: bool = False, restart: bool = False) -> ScoreResult:
     """Score every sequence of ``corpus`` (default: the fitted corpus) against each query of ``queries``.
 
-    ``options`` defaults to the run's own max_length, pack and batch_size. Results are saved in ``out`` when given.
+    ``options`` defaults to the run's own max_length, pack and batch_size. Results are saved in ``out`` when given;
+    an interrupted scoring job with the same ``out`` resumes from its finished shards.
     """
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
     if options is None:
-        options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"])
+        options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
+                               shard_size=fitted["shard_size"])
     if options.query_rank is not None and options.query_rank < 1:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     source = model if model is not None else factors.manifest["model"]["source"]
@@ -57,8 +93,13 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     corpus_path = corpus if corpus is not None else fitted["corpus"]
     sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    world = current_world()
+    checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job_fingerprint(
+        options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
+        run=factors.manifest["job"], corpus=corpus_fingerprint(sequences), queries=[asdict(q) for q in query_list]))
+    checkpoints.open(restart)
     result = score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, query_list, sequences,
-                             options, quiet)
+                             options, quiet, checkpoints, world)
     result.metadata = {
         "strategy": factors.strategy,
         "fisher": fitted["fisher"],
@@ -68,6 +109,8 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         "corpus": str(corpus_path),
         "options": asdict(options),
     }
-    if out is not None:
+    if out is not None and world.is_main:
         result.save(out, options.top_k)
+        checkpoints.finish()
+    world.barrier()
     return result

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write`` on a temporary sibling of ``path``, then rename it into place."""
-    tmp = path.with_name(path.name + ".partial")
+    """Call ``write`` on a temporary sibling of ``path`` (one per process), then rename it into place."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     write(tmp)
     os.replace(tmp, path)
 

@@ -26,6 +26,9 @@ class DataOptions:
     max_length: int = option(512, "Tokens per training sequence; longer records are truncated.")
     pack: bool = option(False, "Concatenate records (separated by EOS) and cut fixed blocks of max_length tokens.")
     batch_size: int = option(8, "Sequences per forward/backward pass.")
+    shard_size: int = option(
+        512, "Sequences per shard: each finished shard is saved, so a killed run resumes from the last one."
+    )
 
 
 @dataclass(frozen=True)

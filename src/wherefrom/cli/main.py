@@ -24,6 +24,7 @@ app = typer.Typer(
 _err = Console(stderr=True)
 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or summary.")
+RESTART = typer.Option(False, "--restart", help="Discard finished shards or results of a different earlier run.")
 
 
 def _fit_opt(name: str, *flags: str) -> object:
@@ -76,6 +77,8 @@ def fit(
     pack: bool = _fit_opt("pack", "--pack"),
     batch_size: int = _fit_opt("batch_size", "--batch-size"),
     seed: int = _fit_opt("seed"),
+    shard_size: int = _fit_opt("shard_size", "--shard-size"),
+    restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
     """Fit each tracked layer's curvature (EK-FAC by default) on a corpus."""
@@ -83,10 +86,10 @@ def fit(
     def action() -> None:
         from wherefrom.api import fit as fit_run
 
-        options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, modules=modules,
-                             strategy=_choice(strategy, STRATEGIES, "--strategy"),
+        options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
+                             modules=modules, strategy=_choice(strategy, STRATEGIES, "--strategy"),
                              fisher=_choice(fisher, FISHERS, "--fisher"), seed=seed)
-        run = fit_run(model, corpus, out, options, quiet)
+        run = fit_run(model, corpus, out, options, quiet, restart)
         if not quiet:
             _err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
                        f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
@@ -96,7 +99,9 @@ def fit(
 
 @app.command()
 def score(
-    run: Path = typer.Option(..., help="Run folder written by `wherefrom fit`."),
+    run: Path = typer.Option(..., "--run", "--run-dir",
+                             help="Run folder written by `wherefrom fit` (under torchrun, spell it --run-dir: "
+                                  "torchrun's own parser takes --run for its --run-path)."),
     queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages."),
     out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
     corpus: Optional[Path] = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
@@ -108,6 +113,8 @@ def score(
     query_rank: Optional[int] = _score_opt("query_rank", "--query-rank"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
     """Score training sequences' influence on each query's completion (positive = raises its log-probability)."""
@@ -120,10 +127,11 @@ def score(
         fitted = load_run(run).manifest["options"]
         options = ScoreOptions(
             max_length=max_length or fitted["max_length"], pack=fitted["pack"],
-            batch_size=batch_size or fitted["batch_size"], damping=damping, top_k=top_k, per_layer=per_layer,
+            batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
+            damping=damping, top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
         )
-        result = score_run(run, queries, corpus, out, options, quiet=quiet)
+        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
             _err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")

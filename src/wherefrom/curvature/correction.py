@@ -22,11 +22,11 @@ class CorrectionAccumulator:
         self.bases = {name: tuple(None if q is None else converted.setdefault(id(q), q.to(dtype)) for q in qs)
                       for name, qs in bases.items()}
         self.sums = {name: torch.zeros(out, n_in, dtype=torch.float64) for name, (out, n_in) in shapes.items()}
-        self.n_sequences = 0
+        self.sums["n_sequences"] = torch.zeros((), dtype=torch.float64)
 
     def update(self, item: StreamBatch) -> None:
         """Add each sequence of one batch."""
-        self.n_sequences += item.batch.rows.numel()
+        self.sums["n_sequences"] += item.batch.rows.numel()
         rotated_inputs: dict[tuple[int, int], torch.Tensor] = {}
         for name, layer in item.layers.items():
             Q_A, Q_S = self.bases[name]
@@ -37,6 +37,17 @@ class CorrectionAccumulator:
             DW = torch.einsum("bto,bti->boi", ds, rotated_inputs[key])  # rotated per-sequence gradients
             self.sums[name] += DW.square().sum(dim=0).double()
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            self.sums[key] += value
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
     def eigenvalues(self) -> dict[str, torch.Tensor]:
         """Per layer Λ [out, in(+1)]: the mean over sequences."""
-        return {name: s / self.n_sequences for name, s in self.sums.items()}
+        n = self.sums["n_sequences"]
+        return {name: s / n for name, s in self.sums.items() if name != "n_sequences"}

@@ -16,28 +16,48 @@ class CovarianceAccumulator:
     """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer; sums are kept in float64."""
 
     def __init__(self, layers: list[TrackedLayer]) -> None:
-        self.A_sum = {l.name: torch.zeros(l.shape.in_dim, l.shape.in_dim, dtype=torch.float64) for l in layers}
-        self.S_sum = {l.name: torch.zeros(l.shape.out_features, l.shape.out_features, dtype=torch.float64)
-                      for l in layers}
-        self.n_tokens = 0
-        self.n_sequences = 0
+        self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64),
+                                              "n_sequences": torch.zeros((), dtype=torch.float64)}
+        for l in layers:
+            self.sums[f"A/{l.name}"] = torch.zeros(l.shape.in_dim, l.shape.in_dim, dtype=torch.float64)
+            self.sums[f"S/{l.name}"] = torch.zeros(l.shape.out_features, l.shape.out_features, dtype=torch.float64)
+        self.names = [l.name for l in layers]
 
     def update(self, item: StreamBatch) -> None:
         """Add one batch; only predicting tokens count (Ds is zero elsewhere, ā is masked here)."""
         predicting = torch.zeros_like(item.batch.target_mask)
         predicting[:, :-1] = item.batch.target_mask[:, 1:]
-        self.n_tokens += int(predicting.sum())
-        self.n_sequences += item.batch.rows.numel()
+        self.sums["n_tokens"] += predicting.sum()
+        self.sums["n_sequences"] += item.batch.rows.numel()
         shared: dict[int, torch.Tensor] = {}  # layers reading the same ā (e.g. gate_proj and up_proj) share ā āᵀ
         for name, layer in item.layers.items():
             a = layer.inputs
             if id(a) not in shared:
                 flat = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
                 shared[id(a)] = (flat.T @ flat).double()
-            self.A_sum[name] += shared[id(a)]
+            self.sums[f"A/{name}"] += shared[id(a)]
             ds = layer.output_grads.reshape(-1, layer.output_grads.shape[-1])
-            self.S_sum[name] += (ds.T @ ds).double()
+            self.sums[f"S/{name}"] += (ds.T @ ds).double()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            self.sums[key] += value
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.sums["n_tokens"])
+
+    @property
+    def n_sequences(self) -> int:
+        return int(self.sums["n_sequences"])
 
     def covariances(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (A, S), each divided by the number of predicting tokens."""
-        return {name: (self.A_sum[name] / self.n_tokens, self.S_sum[name] / self.n_tokens) for name in self.A_sum}
+        n = self.sums["n_tokens"]
+        return {name: (self.sums[f"A/{name}"] / n, self.sums[f"S/{name}"] / n) for name in self.names}

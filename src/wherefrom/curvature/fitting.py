@@ -1,14 +1,13 @@
 """Fit each tracked layer's curvature by streaming the corpus: the passes each strategy needs, and nothing more.
 
 - ekfac: covariance pass (A, S) → float64 eigendecompositions → eigenvalue-correction pass (Λ).
-- kfac: covariance pass → eigendecompositions; Λ = τ·(Λ_S ⊗ Λ_A), τ = mean tokens per sequence.
+- kfac: covariance pass → eigendecompositions; Λ = τ·(Λ_S ⊗ Λ_A), τ = mean predicting tokens per sequence.
 - diagonal: one pass for diag(G) = E_seq[DW̄∘2].
 - identity: no pass (gradient dot product).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,12 +17,15 @@ from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.eigen import eigendecompose
 from wherefrom.curvature.preconditioner import LayerCurvature
-from wherefrom.data.batching import make_batches
 from wherefrom.data.corpus import TrainingSequence
-from wherefrom.engine.stream import Labels, StreamBatch, stream
+from wherefrom.engine.distributed import World
+from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import FitOptions
 from wherefrom.progress import track
+
+Eigen = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # Λ_A, Q_A, Λ_S, Q_S
 
 
 @dataclass
@@ -36,48 +38,49 @@ class FittedCurvature:
 
 
 def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[TrainingSequence],
-                  options: FitOptions, quiet: bool = False) -> FittedCurvature:
+                  options: FitOptions, quiet: bool = False, checkpoints: Checkpoints | None = None,
+                  world: World | None = None) -> FittedCurvature:
     """Run the passes of ``options.strategy`` over ``sequences`` and return every layer's curvature."""
+    checkpoints = checkpoints or Checkpoints(None, "")
+    world = world or World()
     dtype = next(model.parameters()).dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
+    plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     n_tokens = sum(len(s.input_ids) - 1 for s in sequences)  # predicting tokens
+    shapes = {l.name: (l.shape.out_features, l.shape.in_dim) for l in layers}
 
-    def run(consumer: Callable[[StreamBatch], None], description: str) -> None:
-        token_lists = [s.input_ids for s in sequences]
-        batches = make_batches(token_lists, [1] * len(sequences), options.batch_size)
-        n_batches = -(-len(sequences) // options.batch_size)
-        for item in stream(model, layers, batches, n_batches, labels, description, quiet):
-            consumer(item)
+    def result(curvature: dict[str, LayerCurvature]) -> FittedCurvature:
+        return FittedCurvature(curvature, len(sequences), n_tokens)
 
     if options.strategy == "identity":
-        curvature = {l.name: LayerCurvature(None, None, None) for l in layers}
-        return FittedCurvature(curvature, len(sequences), n_tokens)
-    shapes = {l.name: (l.shape.out_features, l.shape.in_dim) for l in layers}
+        return result({l.name: LayerCurvature(None, None, None) for l in layers})
     if options.strategy == "diagonal":
-        diagonal = CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, dtype)
-        run(diagonal.update, "diagonal of G")
-        curvature = {name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()}
-        return FittedCurvature(curvature, len(sequences), n_tokens)
+        diagonal = run_pass(model, layers, plan, labels, "diagonal", "diagonal of G",
+                            lambda: CorrectionAccumulator({n: (None, None) for n in shapes}, shapes, dtype),
+                            checkpoints, world, quiet)
+        return result({name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()})
 
-    covariance = CovarianceAccumulator(layers)
-    run(covariance.update, "covariances A, S")
-    eigen = _eigendecompose_all(covariance.covariances(), quiet)
+    covariance = run_pass(model, layers, plan, labels, "covariance", "covariances A, S",
+                          lambda: CovarianceAccumulator(layers), checkpoints, world, quiet)
+    eigen = eigendecompose_all(covariance.covariances(), world, quiet)
     if options.strategy == "kfac":
         tau = covariance.n_tokens / covariance.n_sequences
-        curvature = {name: LayerCurvature(Q_A, Q_S, tau * torch.outer(lam_S, lam_A))
-                     for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()}
-        return FittedCurvature(curvature, len(sequences), n_tokens)
-    correction = CorrectionAccumulator({name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}, shapes,
-                                       dtype)
-    run(correction.update, "eigenvalue correction Λ")
-    curvature = {name: LayerCurvature(eigen[name][1], eigen[name][3], lam)
-                 for name, lam in correction.eigenvalues().items()}
-    return FittedCurvature(curvature, len(sequences), n_tokens)
+        return result({name: LayerCurvature(Q_A, Q_S, tau * torch.outer(lam_S, lam_A))
+                       for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()})
+    bases = {name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}
+    correction = run_pass(model, layers, plan, labels, "correction", "eigenvalue correction Λ",
+                          lambda: CorrectionAccumulator(bases, shapes, dtype), checkpoints, world, quiet)
+    return result({name: LayerCurvature(eigen[name][1], eigen[name][3], lam)
+                   for name, lam in correction.eigenvalues().items()})
 
 
-def _eigendecompose_all(covariances: dict[str, tuple[torch.Tensor, torch.Tensor]], quiet: bool
-                        ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(Λ_A, Q_A, Λ_S, Q_S) per layer; identical factors (layers sharing an input) are decomposed once."""
+def eigendecompose_all(covariances: dict[str, tuple[torch.Tensor, torch.Tensor]], world: World,
+                       quiet: bool) -> dict[str, Eigen]:
+    """(Λ_A, Q_A, Λ_S, Q_S) per layer, each layer decomposed on one rank (round-robin) and shared by summing.
+
+    Identical factors (layers reading the same input, like gate_proj and up_proj) are decomposed once and the
+    layers then share one basis tensor.
+    """
     done: dict[tuple[object, ...], tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def decompose(name: str, factor: str, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +90,19 @@ def _eigendecompose_all(covariances: dict[str, tuple[torch.Tensor, torch.Tensor]
         done[key] = (matrix, eigendecompose(name, factor, matrix))
         return done[key][1]
 
-    eigen = {}
-    for name, (A, S) in track(covariances.items(), len(covariances), "eigendecompositions", quiet):
+    eigen: dict[str, Eigen] = {}
+    names = list(covariances)
+    mine = [name for index, name in enumerate(names) if world.owns(index)]
+    for name in track(mine, len(mine), "eigendecompositions", quiet or not world.is_main):
+        A, S = covariances[name]
         eigen[name] = (*decompose(name, "A", A), *decompose(name, "S", S))
-    return eigen
+    if world.size == 1:
+        return eigen
+    shared = {}
+    for name in names:  # zeros on the ranks that do not own the layer; one all-reduce shares every result
+        A, S = covariances[name]
+        parts = eigen.get(name) or (A.new_zeros(A.shape[0]), torch.zeros_like(A), S.new_zeros(S.shape[0]),
+                                    torch.zeros_like(S))
+        shared.update({f"{name}/{i}": p.clone() for i, p in enumerate(parts)})
+    world.sum(shared)
+    return {name: tuple(shared[f"{name}/{i}"] for i in range(4)) for name in names}

@@ -35,7 +35,7 @@ class FactorRun:
 
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
-             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any]) -> Path:
+             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str) -> Path:
     """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -50,6 +50,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"source": model_source, "fingerprint": model_fingerprint},
         "corpus_fingerprint": corpus_fingerprint,
+        "job": job,
         "options": options,
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,

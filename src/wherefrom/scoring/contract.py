@@ -33,10 +33,12 @@ class ScoreAccumulator:
         self.self_curvature = self_curvature
         self.self_influence = None if self_curvature is None else torch.zeros(n_sequences, dtype=torch.float64)
         self.dtype = dtype
+        self.seen = (n_sequences, 0)  # the contiguous range of rows this accumulator has scored
 
     def update(self, item: StreamBatch) -> None:
         """Add one batch of training sequences."""
         rows = item.batch.rows
+        self.seen = (min(self.seen[0], int(rows.min())), max(self.seen[1], int(rows.max()) + 1))
         token_total = None
         for name, layer in item.layers.items():
             V = self.queries[name]
@@ -59,7 +61,33 @@ class ScoreAccumulator:
             lo = int(self.token_offsets[row])
             self.per_token[:, lo + 1:lo + n] = tokens[:, b, :n - 1]
 
-    def totals(self) -> torch.Tensor:
+    def state(self) -> dict[str, torch.Tensor]:
+        """The scored columns only: rows [lo, hi) and their scores, tokens and self-influence."""
+        lo, hi = self.seen
+        state = {"rows": torch.tensor([lo, hi]), "scores": self.scores[:, :, lo:hi]}
+        if self.self_influence is not None:
+            state["self_influence"] = self.self_influence[lo:hi]
+        if self.per_token is not None:
+            state["per_token"] = self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])]
+        return state
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        lo, hi = state["rows"].tolist()
+        self.scores[:, :, lo:hi] += state["scores"]
+        if self.self_influence is not None:
+            self.self_influence[lo:hi] += state["self_influence"]
+        if self.per_token is not None:
+            self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])] += state["per_token"]
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        tensors = {"scores": self.scores}
+        if self.self_influence is not None:
+            tensors["self_influence"] = self.self_influence
+        if self.per_token is not None:
+            tensors["per_token"] = self.per_token
+        return tensors
+
+    def score_matrix(self) -> torch.Tensor:
         """The score matrix [Q, N] (sum over layers), in the model's dtype."""
         return self.scores.sum(0).to(self.dtype)
 

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from wherefrom.curvature.fitting import FittedCurvature
-from wherefrom.data.batching import make_batches
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
-from wherefrom.engine.stream import Labels, stream
+from wherefrom.engine.distributed import World
+from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
@@ -30,22 +31,25 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
-          quiet: bool = False) -> ScoreResult:
+          quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for."""
-    gradients = query_gradients(model, layers, queries, options.batch_size, quiet)
+    world = world or World()
+    gradients = query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {l.name: (curvature.layers[l.name], options.damping) for l in layers} \
         if options.self_influence else None
-    accumulator = ScoreAccumulator(preconditioned_queries(curvature, gradients, options), len(queries),
-                                   len(sequences), options.per_layer, offsets, self_curvature,
-                                   next(model.parameters()).dtype)
-    batches = make_batches([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size)
-    n_batches = -(-len(sequences) // options.batch_size)
-    for item in stream(model, layers, batches, n_batches, Labels("data"), "scoring sequences", quiet):
-        accumulator.update(item)
+    queries_V = preconditioned_queries(curvature, gradients, options)
+    dtype = next(model.parameters()).dtype
+    plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
+    accumulator = run_pass(
+        model, layers, plan, Labels("data"), "scores", "scoring sequences",
+        lambda: ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
+                                 self_curvature, dtype),
+        checkpoints or Checkpoints(None, ""), world, quiet,
+    )
     return ScoreResult(
-        scores=accumulator.totals(),
+        scores=accumulator.score_matrix(),
         sequences=[_sequence_info(s, tokenizer, options.per_token) for s in sequences],
         queries=[QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids),
                            float(gradients.logprobs[i])) for i, q in enumerate(queries)],

@@ -1,0 +1,57 @@
+"""torch.distributed glue: every pass splits its shards across ranks, then sums their additive states.
+
+Started by torchrun (RANK, WORLD_SIZE, MASTER_ADDR set), wherefrom joins the process group itself: gloo on CPU,
+nccl on GPU. Without torchrun everything runs as a world of one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's rank among ``size`` processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes final outputs and shows progress."""
+        return self.rank == 0
+
+    def owns(self, index: int) -> bool:
+        """Whether shard (or layer) ``index`` is this rank's work (round-robin)."""
+        return index % self.size == self.rank
+
+    def sum(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Element-wise sum over ranks of each tensor (in place; a no-op for a world of one)."""
+        if self.size > 1:
+            for value in tensors.values():
+                # Reduce in row-major memory: ranks must agree on the layout (eigh returns column-major Q).
+                buffer = value if value.is_contiguous() else value.contiguous()
+                dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                if buffer is not value:
+                    value.copy_(buffer)
+        return tensors
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.size > 1:
+            dist.barrier()
+
+
+def current_world() -> World:
+    """The world this process belongs to, joining torchrun's process group on first use."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(dist.destroy_process_group)
+    if dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()

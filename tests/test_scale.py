@@ -1,0 +1,82 @@
+"""Resumable sharded runs (killed with SIGKILL mid-way) and torchrun across processes: same results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                    os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: object, runner: tuple[str, ...] = (sys.executable, "-m", "wherefrom")) -> list[str]:
+    return [*runner, *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    save_model_dir(tiny_llama(), root / "model")
+    rows = [{"id": f"d{i}", "text": f"{TEXTS[i % len(TEXTS)]} {TEXTS[(i * 3 + 1) % len(TEXTS)]}"} for i in range(240)]
+    write_jsonl(root / "corpus.jsonl", rows)
+    write_jsonl(root / "queries.jsonl", [{"prompt": "paris is the capital of", "completion": " france."},
+                                         {"prompt": "the cat", "completion": " sat on the mat."}])
+    return root
+
+
+def fit_args(root: Path, out: Path, *extra: object) -> list[object]:
+    return ["fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", out, "--batch-size", 4,
+            "--shard-size", 8, "--max-length", 48, "-q", *extra]
+
+
+def test_a_killed_fit_resumes_to_the_identical_result(workspace, tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(cli(*fit_args(workspace, reference)), env=ENV, check=True)
+    run = tmp_path / "killed"
+    process = subprocess.Popen(cli(*fit_args(workspace, run)), env=ENV)
+    shards = run / ".shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("correction-*.safetensors"))) < 3:
+        time.sleep(0.01)  # kill in the second pass, after covariance shards and a few correction shards
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "manifest.json").exists(), "the run finished before it could be killed"
+    finished_before = len(list(shards.glob("*.safetensors")))
+    assert finished_before >= 3
+    changed = subprocess.run(cli(*fit_args(workspace, run, "--seed", 5)), env=ENV, capture_output=True, text=True)
+    assert changed.returncode == 2 and "--restart" in changed.stderr  # other options: refused, shards kept
+    assert len(list(shards.glob("*.safetensors"))) == finished_before
+    subprocess.run(cli(*fit_args(workspace, run)), env=ENV, check=True)  # the same command resumes
+    got, expected = load_file(str(run / "factors.safetensors")), load_file(str(reference / "factors.safetensors"))
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    assert not shards.exists()
+
+
+def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wherefrom")
+    for name, runner in (("single", (sys.executable, "-m", "wherefrom")), ("distributed", torchrun)):
+        subprocess.run(cli(*fit_args(workspace, tmp_path / f"run-{name}"), runner=runner), env=ENV, check=True)
+        subprocess.run(cli("score", "--run-dir", tmp_path / f"run-{name}", "--queries", workspace / "queries.jsonl",
+                           "--out", tmp_path / f"out-{name}", "--per-layer", "--per-token", "-q", runner=runner),
+                       env=ENV, check=True)
+    single = load_file(str(tmp_path / "run-single" / "factors.safetensors"))
+    distributed = load_file(str(tmp_path / "run-distributed" / "factors.safetensors"))
+    for key in single:
+        if key.endswith("eigenvalues"):
+            torch.testing.assert_close(distributed[key], single[key], rtol=1e-6, atol=1e-9)
+    a = load_file(str(tmp_path / "out-single" / "scores.safetensors"))
+    b = load_file(str(tmp_path / "out-distributed" / "scores.safetensors"))
+    for key in ("scores", "per_layer", "per_token"):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4 * float(a[key].abs().max()))
