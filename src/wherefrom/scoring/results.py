@@ -121,8 +121,8 @@ class ScoreResult:
         manifest.pop("sign_and_units", None)
         return cls(
             scores=tensors["scores"],
-            sequences=[SequenceInfo(**r) for r in _readjsonl_text(out / "sequences.jsonl")],
-            queries=[QueryInfo(**r) for r in _readjsonl_text(out / "queries.jsonl")],
+            sequences=[SequenceInfo(**r) for r in read_jsonl(out / "sequences.jsonl")],
+            queries=[QueryInfo(**r) for r in read_jsonl(out / "queries.jsonl")],
             layer_names=layer_names,
             per_layer=tensors.get("per_layer"),
             per_token=tensors.get("per_token"),
