@@ -137,3 +137,25 @@ def score(
             _err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
 
     _run(action)
+
+
+@app.command()
+def report(
+    out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    top_k: int = typer.Option(10, "--top-k", help="Sequences shown per query."),
+    title: Optional[str] = typer.Option(None, help="Title of the page."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
+) -> None:
+    """Write a self-contained HTML report (token heatmaps, layer heatmap, tail statistics) of a score folder."""
+
+    def action() -> None:
+        from wherefrom.outputs.report import write_report
+        from wherefrom.scoring.results import ScoreResult
+
+        if not (out / "scores.safetensors").is_file():
+            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
+        path = write_report(ScoreResult.load(out), output, top_k=top_k, title=title, n_bootstrap=bootstraps)
+        _err.print(f"report → [bold]{path}[/]")
+
+    _run(action)
