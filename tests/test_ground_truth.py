@@ -170,3 +170,26 @@ def test_ekfac_influence_is_closer_to_the_exact_gauss_newton_influence_than_kfac
                        ScoreOptions(damping=damping, batch_size=8), quiet=True)
         errors[strategy] = float((result.scores - expected).norm() / expected.norm())
     assert errors["ekfac"] <= errors["kfac"] < errors["diagonal"], errors
+
+
+def test_a_factor_with_nan_stops_with_an_error_naming_the_layer():
+    from wherefrom.errors import WherefromError
+
+    model = prepare_for_influence(tiny_llama())
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("inf")
+    layers = select_layers(model, "mlp")
+    with pytest.raises(WherefromError, match=r"layer model\.layers\.1\.mlp\.up_proj produced NaN or inf"):
+        fit_curvature(model, layers, sequences_of(corpus_tokens()), FitOptions(batch_size=3), quiet=True)
+
+
+def test_eigendecomposition_refuses_a_non_finite_factor():
+    from wherefrom.curvature.eigen import eigendecompose
+    from wherefrom.errors import WherefromError
+
+    bad = torch.eye(3, dtype=torch.float64)
+    bad[1, 2] = float("nan")
+    with pytest.raises(WherefromError, match="layer blocks.0.fc: factor S holds NaN or inf"):
+        eigendecompose("blocks.0.fc", "S", bad)
+    values, vectors = eigendecompose("ok", "A", torch.diag(torch.tensor([2.0, -1e-18, 1.0], dtype=torch.float64)))
+    assert values.tolist() == [0.0, 1.0, 2.0] and torch.allclose(vectors.abs().sum(0), torch.ones(3, dtype=torch.float64))

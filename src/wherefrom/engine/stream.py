@@ -67,6 +67,8 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
     with _Capture(model, layers) as capture:
         for batch in track(batches, n_batches, description, quiet):
             logits = _logits(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+            if not torch.isfinite(logits).all():
+                raise _non_finite_error(capture, layers, batch)
             targets = labels.targets(logits, batch)
             loss = token_summed_nll(logits, targets, batch.target_mask)
             outputs = [capture.outputs[layer.name] for layer in layers]
@@ -91,6 +93,16 @@ def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: t
         predicted = predicted.float()  # the loss in half precision loses the small log-probabilities
     nll = F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets[:, 1:].reshape(-1), reduction="none")
     return (nll.view(targets.shape[0], -1) * target_mask[:, 1:].to(nll.dtype)).sum(dim=1)
+
+
+def _non_finite_error(capture: _Capture, layers: list[TrackedLayer], batch: Batch) -> WherefromError:
+    """Name the first tracked layer whose output overflowed, and the rows that did it."""
+    culprit = next((l.name for l in layers if not torch.isfinite(capture.outputs[l.name]).all()), None)
+    where = f"layer {culprit} produced NaN or inf" if culprit else "the model's logits hold NaN or inf"
+    return WherefromError(
+        f"{where} on sequences {batch.rows.tolist()}. Check that the model loads correctly (a corrupt or "
+        "mis-converted checkpoint), run it in float32 rather than float16, and look at those corpus records."
+    )
 
 
 def _logits(output: object) -> torch.Tensor:
