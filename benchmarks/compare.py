@@ -69,6 +69,7 @@ class ToolResult:
     threads: int
     timing_note: str
     reused: bool = False
+    load_average_at_start: list[float] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -247,16 +248,17 @@ def machine_description() -> dict:
 
 
 def comparisons(results: dict[str, ToolResult]) -> dict:
-    """Pearson per query and scale of every scored tool against wherefrom, and every pair's mean Pearson."""
+    """Pearson per query and scale of every scored tool against the reference (wherefrom when it was run,
+    else the first scored peer), and every pair's mean Pearson."""
     scores = {tool: np.load(r.scores_path) for tool, r in results.items() if r.scores_path}
-    out: dict = {"vs_wherefrom": {}, "pairwise_mean_pearson": {}}
-    if "wherefrom" in scores:
-        for tool, tool_scores in scores.items():
-            if tool != "wherefrom":
-                out["vs_wherefrom"][tool] = {
-                    "pearson": pearson_per_query(tool_scores, scores["wherefrom"]),
-                    "scale": scale_vs(tool_scores, scores["wherefrom"]),
-                }
+    reference = "wherefrom" if "wherefrom" in scores else next(iter(scores), None)
+    out: dict = {"reference": reference, "vs_reference": {}, "pairwise_mean_pearson": {}}
+    for tool, tool_scores in scores.items():
+        if tool != reference:
+            out["vs_reference"][tool] = {
+                "pearson": pearson_per_query(tool_scores, scores[reference]),
+                "scale": scale_vs(tool_scores, scores[reference]),
+            }
     names = list(scores)
     for i, first in enumerate(names):
         for second in names[i + 1:]:
@@ -269,9 +271,10 @@ def comparisons(results: dict[str, ToolResult]) -> dict:
 def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict, machine: dict, args) -> str:
     wherefrom = results.get("wherefrom")
     floor = results.get("floor")
-    n_queries = next((len(v["pearson"]) for v in compared["vs_wherefrom"].values()), 0)
+    reference = compared["reference"]
+    n_queries = next((len(v["pearson"]) for v in compared["vs_reference"].values()), 0)
     pearson_headers = [f"Pearson q{i}" for i in range(n_queries)]
-    headers = ["tool", "fit s", "score s", "total s", "peak GB", "× wherefrom", "× floor", "scale",
+    headers = ["tool", "fit s", "score s", "total s", "peak GB", "× wherefrom", "× floor", f"scale vs {reference}",
                *pearson_headers]  # fmt: skip
     lines = [
         f"# Peer comparison: {workload.name} workload",
@@ -280,7 +283,7 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
         f"{' '.join(sys.argv[1:])}`.",
         "",
         f"Machine: {machine['cpu']}, {machine['logical_cores']} logical cores **shared with other jobs** "
-        f"(load average {machine['load_average_at_start']} at start), {machine['memory_gb']} GB RAM. "
+        f"(load average {machine['load_average_at_start']} when this table was made), {machine['memory_gb']} GB RAM. "
         f"Every tool ran with {args.threads} thread(s) (OMP_NUM_THREADS/MKL_NUM_THREADS), CPU, float32, "
         "and once only: timings on a shared machine vary by tens of percent between runs.",
         "",
@@ -292,7 +295,7 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
             continue
         result = results[tool]
         label = tool + (f" (measured earlier, {result.measured_at})" if result.reused else "")
-        vs = compared["vs_wherefrom"].get(tool)
+        vs = compared["vs_reference"].get(tool)
         cells = [
             label,
             f"{result.fit_s:.1f}",
@@ -301,12 +304,14 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
             f"{result.peak_gb:.2f}",
             f"{result.total_s / wherefrom.total_s:.2f}" if wherefrom else "n/a",
             f"{result.total_s / floor.total_s:.2f}" if floor else "n/a",
-            f"{vs['scale']:.3f}" if vs else ("1" if tool == "wherefrom" else "—"),
+            f"{vs['scale']:.3f}" if vs else ("1 (reference)" if tool == reference else "—"),
             *([f"{p:.4f}" for p in vs["pearson"]] if vs else ["—"] * n_queries),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Pairwise mean Pearson over queries:", ""]
     lines += [f"- {pair}: {value:.4f}" for pair, value in compared["pairwise_mean_pearson"].items()]
+    lines += ["", "Load average (1, 5, 15 min) of the machine when each tool started:", ""]
+    lines += [f"- {tool}: {results[tool].load_average_at_start or 'not recorded'}" for tool in TOOLS if tool in results]
     lines += ["", "How each tool's time was measured:", ""]
     lines += [f"- {tool}: {results[tool].timing_note}" for tool in TOOLS if tool in results]
     lines += [
@@ -314,8 +319,8 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
         "Columns: fit s / score s / total s in seconds of wall time; peak GB = peak resident memory (10^9 bytes) "
         "of the tool's process tree over its stages (the floor's includes the model); × wherefrom and × floor = "
         "total s divided by wherefrom's and the floor's total s; scale = least-squares slope of the tool's scores "
-        "on wherefrom's (1 = same magnitude); Pearson qN = correlation with wherefrom's scores over the "
-        "passages for query N. Sign convention everywhere: positive = the training sequence raises "
+        f"on {reference}'s (1 = same magnitude); Pearson qN = correlation with {reference}'s scores over the "
+        "passages for query N (the reference is wherefrom whenever it ran). Sign convention everywhere: positive = the training sequence raises "
         "log p(completion | prompt) (no peer needed a flip). See benchmarks/README.md.",
         "",
     ]
@@ -364,7 +369,9 @@ def main() -> None:
             print(f"[{tool}] reusing the result measured {results[tool].measured_at}")
             continue
         tool_dir.mkdir(parents=True, exist_ok=True)
+        load_average = [round(x, 2) for x in os.getloadavg()]
         results[tool] = RUNNERS[tool](workload, tool_dir, env, args)
+        results[tool].load_average_at_start = load_average
         save_result(tool_dir, results[tool])
 
     compared = comparisons(results)
