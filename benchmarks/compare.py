@@ -336,9 +336,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2, help="decoder blocks of the reduced workload")
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads for every tool (default 1)")
     parser.add_argument("--wherefrom-cmd", default="wherefrom", help="how to call wherefrom's CLI")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder prepare.py wrote (default bench-work/)")
     parser.add_argument(
-        "--peers-python", type=Path, default=WORK / "peers-venv" / "bin" / "python",
-        help="interpreter of the peers virtualenv (benchmarks/setup_peers.sh)",
+        "--peers-python", type=Path,
+        help="interpreter of the peers virtualenv (default: WORK/peers-venv/bin/python, see setup_peers.sh)",
     )  # fmt: skip
     parser.add_argument("--results-dir", type=Path, help="where peers.md/peers.json go (default: "
                         "benchmarks/results for the full workload, the runs folder for a reduced one)")
@@ -347,7 +348,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    workload = reduced_workload(args.passages, args.layers) if args.reduced else full_workload()
+    args.peers_python = args.peers_python or args.work / "peers-venv" / "bin" / "python"
+    workload = reduced_workload(args.passages, args.layers, args.work) if args.reduced else full_workload(args.work)
     results_dir = args.results_dir or (REPO_ROOT / "benchmarks" / "results" if not args.reduced else workload.runs_dir)
     tools = [tool for tool in TOOLS if tool not in args.skip]
     if any(tool in PEERS[:2] for tool in tools) and not args.peers_python.exists():
