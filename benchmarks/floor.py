@@ -1,0 +1,121 @@
+"""The physical floor of EK-FAC on the benchmark workload: the work no implementation can skip.
+
+EK-FAC over N training sequences needs three passes of forward + backward over the corpus (covariances, the
+eigenvalue correction, the training gradients for scoring) and the eigendecompositions of the Kronecker factors.
+This script times exactly that, with nothing else:
+- pass: one forward and one backward per batch, the backward computing gradients with respect to the tracked
+  MLP layers' outputs only (parameters frozen, the embedding output requires grad so autograd walks the whole
+  network, no weight gradient is formed);
+- eigh: torch.linalg.eigh in float64 of a random symmetric matrix of each factor's shape (A: in x in per distinct
+  layer input, so gate_proj and up_proj share one; S: out x out per layer).
+Writes a JSON with the timings: fit_s = 2 passes + eigh, score_s = 1 pass, total_s = 3 passes + eigh.
+
+  python benchmarks/floor.py --model DIR --corpus corpus.jsonl --out floor.json [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from benchmarks.workload import corpus_token_ids, mlp_linear_names
+
+PASSES = 3
+
+
+def timed_pass(model: torch.nn.Module, tracked: list[torch.nn.Module], batches: list[torch.Tensor]) -> float:
+    """Seconds for forward + backward (to the tracked layers' outputs only) over all batches."""
+    outputs: list[torch.Tensor] = []
+    handles = [module.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for module in tracked]
+    embed = model.get_input_embeddings()
+    start = time.perf_counter()
+    for input_ids in batches:
+        outputs.clear()
+        inputs_embeds = embed(input_ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=inputs_embeds).logits
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), input_ids[:, 1:].reshape(-1), reduction="sum"
+        )
+        torch.autograd.grad(loss, outputs)
+    elapsed = time.perf_counter() - start
+    for handle in handles:
+        handle.remove()
+    return elapsed
+
+
+def factor_sizes(model: torch.nn.Module, names: list[str]) -> list[int]:
+    """Side lengths of the Kronecker factors: one A per distinct layer input, one S per layer."""
+    modules = dict(model.named_modules())
+    sizes = []
+    shared_inputs: set[str] = set()
+    for name in names:
+        layer = modules[name]
+        block, projection = name.rsplit(".", 1)
+        if projection in ("gate_proj", "up_proj"):
+            if block not in shared_inputs:
+                shared_inputs.add(block)
+                sizes.append(layer.in_features)
+        else:
+            sizes.append(layer.in_features)
+        sizes.append(layer.out_features)
+    return sizes
+
+
+def timed_eigendecompositions(sizes: list[int], seed: int = 0) -> float:
+    """Seconds for float64 eigh of one random symmetric positive matrix of each size."""
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for size in sizes:
+        half = torch.randn(size, size, dtype=torch.float64, generator=generator)
+        matrix = half @ half.T / size
+        start = time.perf_counter()
+        torch.linalg.eigh(matrix)
+        total += time.perf_counter() - start
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file for the timings")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model.requires_grad_(False)
+    names = mlp_linear_names(model)
+    modules = dict(model.named_modules())
+    tracked = [modules[name] for name in names]
+    ids = torch.tensor(corpus_token_ids(args.corpus))
+    batches = list(ids.split(args.batch_size))
+
+    pass_s = [timed_pass(model, tracked, batches) for _ in range(PASSES)]
+    sizes = factor_sizes(model, names)
+    eigh_s = timed_eigendecompositions(sizes)
+    result = {
+        "pass_s": pass_s,
+        "eigh_s": eigh_s,
+        "n_eigh": len(sizes),
+        "fit_s": pass_s[0] + pass_s[1] + eigh_s,
+        "score_s": pass_s[2],
+        "total_s": sum(pass_s) + eigh_s,
+        "n_layers": len(names),
+        "n_sequences": int(ids.shape[0]),
+        "sequence_length": int(ids.shape[1]),
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
