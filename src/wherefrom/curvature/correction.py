@@ -1,5 +1,7 @@
 """EK-FAC eigenvalue correction Λ = E_seq[(Q_Sᵀ DW̄ Q_A)∘2] (Grosse et al. eq. 20; George et al. 2018).
 
+Sums are kept in the model's dtype, like the covariances.
+
 DW̄ = Σ_t Ds_t ā_tᵀ is a sequence's pseudo-gradient summed over its tokens, so the correction captures the
 correlation between tokens that K-FAC's independence assumption drops. Rotating ā and Ds into the eigenbases
 first (cost T·(in² + out²) per sequence) is cheaper than rotating each DW̄ (out·in·(in + out)) for T < in, out.
@@ -14,14 +16,14 @@ from wherefrom.engine.stream import StreamBatch
 
 
 class CorrectionAccumulator:
-    """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences, in float64."""
+    """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences."""
 
     def __init__(self, bases: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
                  shapes: dict[str, tuple[int, int]], dtype: torch.dtype) -> None:
         converted: dict[int, torch.Tensor] = {}  # one copy in the model's dtype per distinct basis (gate/up share Q_A)
         self.bases = {name: tuple(None if q is None else converted.setdefault(id(q), q.to(dtype)) for q in qs)
                       for name, qs in bases.items()}
-        self.sums = {name: torch.zeros(out, n_in, dtype=torch.float64) for name, (out, n_in) in shapes.items()}
+        self.sums = {name: torch.zeros(out, n_in, dtype=dtype) for name, (out, n_in) in shapes.items()}
         self.sums["n_sequences"] = torch.zeros((), dtype=torch.float64)
 
     def update(self, item: StreamBatch) -> None:
@@ -35,7 +37,7 @@ class CorrectionAccumulator:
                 rotated_inputs[key] = layer.inputs if Q_A is None else layer.inputs @ Q_A
             ds = layer.output_grads if Q_S is None else layer.output_grads @ Q_S
             DW = torch.einsum("bto,bti->boi", ds, rotated_inputs[key])  # rotated per-sequence gradients
-            self.sums[name] += DW.square().sum(dim=0).double()
+            self.sums[name] += DW.square().sum(dim=0)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.sums
@@ -49,5 +51,5 @@ class CorrectionAccumulator:
 
     def eigenvalues(self) -> dict[str, torch.Tensor]:
         """Per layer Λ [out, in(+1)]: the mean over sequences."""
-        n = self.sums["n_sequences"]
+        n = float(self.sums["n_sequences"])
         return {name: s / n for name, s in self.sums.items() if name != "n_sequences"}

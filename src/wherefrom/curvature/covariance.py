@@ -2,25 +2,46 @@
 
 A predicting token is a position whose output predicts a target (every token but a sequence's last): the last
 position's Ds is exactly zero, so counting its ā āᵀ in A would bias K-FAC's Kronecker product by about 1/T.
+Sums are kept in the model's dtype (their float32 round-off, ~1e-7·√batches, is far below the sampling noise);
+float64 starts at the eigendecomposition, where it is needed.
 """
 
 from __future__ import annotations
 
 import torch
+from scipy.linalg import blas
 
 from wherefrom.engine.stream import StreamBatch
 from wherefrom.models.selection import TrackedLayer
 
 
-class CovarianceAccumulator:
-    """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer; sums are kept in float64."""
+def gram_upper(x: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of xᵀx for x [n, d] (the lower triangle is not filled).
 
-    def __init__(self, layers: list[TrackedLayer]) -> None:
+    On CPU this is BLAS syrk, which does half the work of a matmul; elsewhere a plain matmul.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
+        syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
+        # x row-major [n, d] is xᵀ column-major [d, n]: syrk computes xᵀx without a copy.
+        return torch.from_numpy(syrk(1.0, x.numpy().T, trans=0))
+    return x.T @ x
+
+
+def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
+    """A symmetric matrix from its upper triangle."""
+    return torch.triu(upper) + torch.triu(upper, diagonal=1).T
+
+
+class CovarianceAccumulator:
+    """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer (upper triangles)."""
+
+    def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32) -> None:
         self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64),
                                               "n_sequences": torch.zeros((), dtype=torch.float64)}
         for l in layers:
-            self.sums[f"A/{l.name}"] = torch.zeros(l.shape.in_dim, l.shape.in_dim, dtype=torch.float64)
-            self.sums[f"S/{l.name}"] = torch.zeros(l.shape.out_features, l.shape.out_features, dtype=torch.float64)
+            self.sums[f"A/{l.name}"] = torch.zeros(l.shape.in_dim, l.shape.in_dim, dtype=dtype)
+            self.sums[f"S/{l.name}"] = torch.zeros(l.shape.out_features, l.shape.out_features, dtype=dtype)
+        self.layers = layers
         self.names = [l.name for l in layers]
 
     def update(self, item: StreamBatch) -> None:
@@ -33,11 +54,9 @@ class CovarianceAccumulator:
         for name, layer in item.layers.items():
             a = layer.inputs
             if id(a) not in shared:
-                flat = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
-                shared[id(a)] = (flat.T @ flat).double()
+                shared[id(a)] = gram_upper((a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1]))
             self.sums[f"A/{name}"] += shared[id(a)]
-            ds = layer.output_grads.reshape(-1, layer.output_grads.shape[-1])
-            self.sums[f"S/{name}"] += (ds.T @ ds).double()
+            self.sums[f"S/{name}"] += gram_upper(layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.sums
@@ -57,7 +76,8 @@ class CovarianceAccumulator:
     def n_sequences(self) -> int:
         return int(self.sums["n_sequences"])
 
-    def covariances(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (A, S), each divided by the number of predicting tokens."""
-        n = self.sums["n_tokens"]
-        return {name: (self.sums[f"A/{name}"] / n, self.sums[f"S/{name}"] / n) for name in self.names}
+    def pop(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``name``'s (A, S) in float64, each divided by the number of predicting tokens; frees the sums."""
+        n = float(self.sums["n_tokens"])
+        A, S = self.sums.pop(f"A/{name}"), self.sums.pop(f"S/{name}")
+        return symmetric_from_upper(A.double()) / n, symmetric_from_upper(S.double()) / n

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ Eigen = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # Λ_A, Q
 class FittedCurvature:
     """The result of `fit`: per-layer curvature and the counts it was estimated from."""
 
-    layers: dict[str, LayerCurvature]
+    layers: Mapping[str, LayerCurvature]  # a dict after fitting; read layer by layer from disk after loading
     n_sequences: int
     n_tokens: int
 
@@ -61,11 +62,11 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
         return result({name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()})
 
     covariance = run_pass(model, layers, plan, labels, "covariance", "covariances A, S",
-                          lambda: CovarianceAccumulator(layers), checkpoints, world, quiet)
-    eigen = eigendecompose_all(covariance.covariances(), world, quiet)
+                          lambda: CovarianceAccumulator(layers, dtype), checkpoints, world, quiet)
+    eigen = eigendecompose_all(covariance, world, dtype, quiet)
     if options.strategy == "kfac":
         tau = covariance.n_tokens / covariance.n_sequences
-        return result({name: LayerCurvature(Q_A, Q_S, tau * torch.outer(lam_S, lam_A))
+        return result({name: LayerCurvature(Q_A, Q_S, (tau * torch.outer(lam_S, lam_A)).to(dtype))
                        for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()})
     bases = {name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}
     correction = run_pass(model, layers, plan, labels, "correction", "eigenvalue correction Λ",
@@ -74,35 +75,36 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
                    for name, lam in correction.eigenvalues().items()})
 
 
-def eigendecompose_all(covariances: dict[str, tuple[torch.Tensor, torch.Tensor]], world: World,
+def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: torch.dtype,
                        quiet: bool) -> dict[str, Eigen]:
     """(Λ_A, Q_A, Λ_S, Q_S) per layer, each layer decomposed on one rank (round-robin) and shared by summing.
 
-    Identical factors (layers reading the same input, like gate_proj and up_proj) are decomposed once and the
-    layers then share one basis tensor.
+    Eigendecompositions run in float64; the bases are then kept in the model's dtype (they only rotate).
+    Covariances are freed layer by layer. A layer whose A equals the previous layer's (gate_proj and up_proj read
+    the same input) reuses that decomposition, and both layers share one basis tensor.
     """
-    done: dict[tuple[object, ...], tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
-
-    def decompose(name: str, factor: str, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (tuple(matrix.shape), float(matrix.sum()), float(matrix.diagonal().sum()))
-        if key in done and torch.equal(done[key][0], matrix):
-            return done[key][1]
-        done[key] = (matrix, eigendecompose(name, factor, matrix))
-        return done[key][1]
-
-    eigen: dict[str, Eigen] = {}
-    names = list(covariances)
+    names = list(covariance.names)
     mine = [name for index, name in enumerate(names) if world.owns(index)]
+    eigen: dict[str, Eigen] = {}
+    previous_A: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
     for name in track(mine, len(mine), "eigendecompositions", quiet or not world.is_main):
-        A, S = covariances[name]
-        eigen[name] = (*decompose(name, "A", A), *decompose(name, "S", S))
+        A, S = covariance.pop(name)
+        if previous_A is not None and previous_A[0].shape == A.shape and torch.equal(previous_A[0], A):
+            lam_A, Q_A = previous_A[1]
+        else:
+            lam_A, Q_A = eigendecompose(name, "A", A)
+            Q_A = Q_A.to(dtype)
+            previous_A = (A, (lam_A, Q_A))
+        lam_S, Q_S = eigendecompose(name, "S", S)
+        eigen[name] = (lam_A, Q_A, lam_S, Q_S.to(dtype))
     if world.size == 1:
         return eigen
     shared = {}
     for name in names:  # zeros on the ranks that do not own the layer; one all-reduce shares every result
-        A, S = covariances[name]
-        parts = eigen.get(name) or (A.new_zeros(A.shape[0]), torch.zeros_like(A), S.new_zeros(S.shape[0]),
-                                    torch.zeros_like(S))
-        shared.update({f"{name}/{i}": p.clone() for i, p in enumerate(parts)})
+        layer = next(l for l in covariance.layers if l.name == name)
+        n_in, n_out = layer.shape.in_dim, layer.shape.out_features
+        parts = eigen.get(name) or (torch.zeros(n_in, dtype=torch.float64), torch.zeros(n_in, n_in, dtype=dtype),
+                                    torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, n_out, dtype=dtype))
+        shared.update({f"{name}/{i}": p.contiguous().clone() for i, p in enumerate(parts)})
     world.sum(shared)
     return {name: tuple(shared[f"{name}/{i}"] for i in range(4)) for name in names}

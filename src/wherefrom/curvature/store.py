@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.preconditioner import LayerCurvature
@@ -38,12 +40,15 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
              model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str) -> Path:
     """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
+    stored: set[int] = set()
     for name, layer in curvature.layers.items():
         for part in _PARTS:
             value = getattr(layer, part)
-            if value is not None:
-                tensors[f"{name}/{part}"] = value.double().clone().contiguous()
+            if value is not None:  # safetensors refuses two names for one storage (layers sharing Q_A)
+                pointer = value.untyped_storage().data_ptr()
+                tensors[f"{name}/{part}"] = value.clone().contiguous() if pointer in stored else value.contiguous()
+                stored.add(pointer)
     manifest = {
         "format": FORMAT,
         "library_version": __version__,
@@ -72,12 +77,30 @@ def load_run(run_dir: Path) -> FactorRun:
     if manifest.get("format") != FORMAT:
         raise WherefromError(f"{run_dir} was written in format {manifest.get('format')!r}; this wherefrom reads "
                              f"{FORMAT}. Fit again with this version.")
-    tensors = load_file(str(factors_path))
-    layers = {
-        entry["name"]: LayerCurvature(*(tensors.get(f"{entry['name']}/{part}") for part in _PARTS))
-        for entry in manifest["layers"]
-    }
+    layers = StoredCurvature(factors_path, [entry["name"] for entry in manifest["layers"]])
     return FactorRun(FittedCurvature(layers, manifest["n_sequences"], manifest["n_tokens"]), manifest)
+
+
+class StoredCurvature(Mapping[str, LayerCurvature]):
+    """Layers' curvature read from factors.safetensors one layer at a time, so scoring never holds all of it."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names = path, names
+        with safe_open(str(path), framework="pt") as f:
+            self.keys = set(f.keys())
+
+    def __getitem__(self, name: str) -> LayerCurvature:
+        if name not in self.names:
+            raise KeyError(name)
+        with safe_open(str(self.path), framework="pt") as f:
+            parts = [f.get_tensor(key) if (key := f"{name}/{part}") in self.keys else None for part in _PARTS]
+        return LayerCurvature(*parts)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer]) -> None:

@@ -21,10 +21,13 @@ from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
 
 def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
                            ) -> dict[str, torch.Tensor | LowRankQueries]:
-    """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given."""
+    """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given.
+
+    Consumes ``gradients.grads`` layer by layer, so the raw and preconditioned gradients never coexist.
+    """
     result: dict[str, torch.Tensor | LowRankQueries] = {}
-    for name, grad in gradients.grads.items():
-        V = curvature.layers[name].precondition(grad, options.damping)
+    for name in list(gradients.grads):
+        V = curvature.layers[name].precondition(gradients.grads.pop(name), options.damping)
         result[name] = V if options.query_rank is None else low_rank(V, options.query_rank)
     return result
 
