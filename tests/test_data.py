@@ -101,5 +101,5 @@ def test_lora_adapter_tracks_the_adapter_layers_with_exact_gradients(tmp_path):
 
     tokens = TOKENIZER(TEXTS[0])["input_ids"]
     got = query_gradients(loaded.model, layers, [Query("q", "", "", tuple(tokens[:1]), tuple(tokens[1:]))], 1, True)
-    flat = torch.cat([got.grads[l.name][0].reshape(-1) for l in layers])
+    flat = torch.cat([got.dense(l.name)[0].reshape(-1) for l in layers])
     torch.testing.assert_close(flat, sequence_gradient(loaded.model, layers, tokens), rtol=1e-9, atol=1e-12)

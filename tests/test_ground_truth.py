@@ -51,7 +51,7 @@ def test_contracted_gradients_equal_autograd(make_model):
     got = query_gradients(model, layers, queries, batch_size=4, quiet=True)  # padded batches of mixed lengths
     for i, t in enumerate(tokens):
         expected = sequence_gradient(model, layers, t, first_target=3)
-        flat = torch.cat([got.grads[l.name][i].reshape(-1) for l in layers])
+        flat = torch.cat([got.dense(l.name)[i].reshape(-1) for l in layers])
         torch.testing.assert_close(flat, expected, rtol=1e-10, atol=1e-12)
 
 

@@ -30,20 +30,21 @@ class LayerCurvature:
             return 0.0
         return DAMPING_FACTOR * float(self.eigenvalues.mean())
 
-    def precondition(self, V: torch.Tensor, damping: float | None = None) -> torch.Tensor:
-        """(G + λI)⁻¹ V for V of shape [..., out, in(+1)]; computed in float64 and returned in V's dtype."""
-        if self.eigenvalues is None:
-            return V  # identity: the plain gradient dot product
-        V64 = V.double()
-        rotated = self.to_eigenbasis(V64)
-        rotated = rotated / (self.eigenvalues + self.damping(damping))
-        return self.from_eigenbasis(rotated).to(V.dtype)
+    def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None = None) -> torch.Tensor:
+        """(G + λI)⁻¹ V for gradients given by their rows, V_q = Σ_t ds[q, t] a[q, t]ᵀ: [Q, out, in(+1)].
 
-    def to_eigenbasis(self, V: torch.Tensor) -> torch.Tensor:
-        """Q_Sᵀ V Q_A."""
+        The forward rotation works on the rows (cost T·(out² + in²) instead of out·in·(out + in) per query);
+        arithmetic is in the gradients' dtype, the eigendecomposition having been done in float64.
+        """
+        if self.eigenvalues is None:
+            return torch.einsum("qto,qti->qoi", ds, a)  # identity: the plain gradient dot product
         if self.Q_S is not None:
-            V = self.Q_S.T.to(V.dtype) @ V
-        return V if self.Q_A is None else V @ self.Q_A.to(V.dtype)
+            ds = ds @ self.Q_S.to(ds.dtype)
+        if self.Q_A is not None:
+            a = a @ self.Q_A.to(a.dtype)
+        rotated = torch.einsum("qto,qti->qoi", ds, a)  # Q_Sᵀ V Q_A
+        rotated /= (self.eigenvalues + self.damping(damping)).to(rotated.dtype)
+        return self.from_eigenbasis(rotated)
 
     def from_eigenbasis(self, V: torch.Tensor) -> torch.Tensor:
         """Q_S V Q_Aᵀ."""

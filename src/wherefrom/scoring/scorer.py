@@ -23,11 +23,11 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
                            ) -> dict[str, torch.Tensor | LowRankQueries]:
     """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given.
 
-    Consumes ``gradients.grads`` layer by layer, so the raw and preconditioned gradients never coexist.
+    Consumes ``gradients.factors`` layer by layer.
     """
     result: dict[str, torch.Tensor | LowRankQueries] = {}
-    for name in list(gradients.grads):
-        V = curvature.layers[name].precondition(gradients.grads.pop(name), options.damping)
+    for name in list(gradients.factors):
+        V = curvature.layers[name].precondition(*gradients.factors.pop(name), options.damping)
         result[name] = V if options.query_rank is None else low_rank(V, options.query_rank)
     return result
 
