@@ -34,6 +34,14 @@ def workspace(tmp_path_factory):
     return root
 
 
+def finished_shards(checkpoint: Path) -> int:
+    """How many shards a pass's checkpoint covers (0 before the first is saved)."""
+    try:
+        return len(load_file(str(checkpoint))["__finished_shards__"])
+    except (FileNotFoundError, OSError):
+        return 0
+
+
 def fit_args(root: Path, out: Path, *extra: object) -> list[object]:
     return ["fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", out, "--batch-size", 4,
             "--shard-size", 8, "--max-length", 48, "-q", *extra]
@@ -45,17 +53,18 @@ def test_a_killed_fit_resumes_to_the_identical_result(workspace, tmp_path):
     run = tmp_path / "killed"
     process = subprocess.Popen(cli(*fit_args(workspace, run)), env=ENV)
     shards = run / ".shards"
+    correction = shards / "correction.rank0-of-1.safetensors"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("correction-*.safetensors"))) < 3:
-        time.sleep(0.01)  # kill in the second pass, after covariance shards and a few correction shards
+    while time.time() < deadline and finished_shards(correction) < 3:
+        time.sleep(0.01)  # kill in the second pass, after a few of its shards
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "manifest.json").exists(), "the run finished before it could be killed"
-    finished_before = len(list(shards.glob("*.safetensors")))
-    assert finished_before >= 3
+    finished_before = finished_shards(correction)
+    assert 3 <= finished_before < 30 and finished_shards(shards / "covariance.rank0-of-1.safetensors") == 30
     changed = subprocess.run(cli(*fit_args(workspace, run, "--seed", 5)), env=ENV, capture_output=True, text=True)
     assert changed.returncode == 2 and "--restart" in changed.stderr  # other options: refused, shards kept
-    assert len(list(shards.glob("*.safetensors"))) == finished_before
+    assert finished_shards(correction) == finished_before
     subprocess.run(cli(*fit_args(workspace, run)), env=ENV, check=True)  # the same command resumes
     got, expected = load_file(str(run / "factors.safetensors")), load_file(str(reference / "factors.safetensors"))
     assert got.keys() == expected.keys()
@@ -75,7 +84,7 @@ def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
     distributed = load_file(str(tmp_path / "run-distributed" / "factors.safetensors"))
     for key in single:
         if key.endswith("eigenvalues"):
-            torch.testing.assert_close(distributed[key], single[key], rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(distributed[key], single[key], rtol=1e-4, atol=1e-7 * float(single[key].max()))
     a = load_file(str(tmp_path / "out-single" / "scores.safetensors"))
     b = load_file(str(tmp_path / "out-distributed" / "scores.safetensors"))
     for key in ("scores", "per_layer", "per_token"):

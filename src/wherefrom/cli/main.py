@@ -47,6 +47,9 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """wherefrom: influence of training sequences on a language model's completions."""
     from transformers.utils import logging as hf_logging
 
+    from wherefrom.allocator import return_large_blocks_to_os
+
+    return_large_blocks_to_os()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 

@@ -1,9 +1,10 @@
 """Sharded, resumable, distributed passes over a corpus: the one loop every consumer runs in.
 
-A pass cuts the sequences into shards of contiguous rows. Each rank streams the shards it owns into a fresh
-accumulator and saves that shard's state atomically before merging it into its total, so a run killed at any
-moment (SIGKILL included) restarts where it stopped: finished shards are read back, never recomputed or
-counted twice. Accumulator states are additive, so ranks combine by summing their totals.
+A pass cuts the sequences into shards of contiguous rows. Each rank streams the shards it owns, in order, into
+one accumulator, and after each shard saves the accumulator's state with the list of finished shards, atomically.
+A run killed at any moment (SIGKILL included) restarts from that state: finished shards are never recomputed or
+counted twice, and the sums are formed in the same order, so the result is identical. Accumulator states are
+additive, so ranks combine by summing their totals.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from torch import nn
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.distributed import World
 from wherefrom.engine.stream import Labels, StreamBatch, stream
+
+_DONE = "__finished_shards__"
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.models.selection import TrackedLayer
@@ -68,21 +71,20 @@ class Checkpoints:
         if not job.is_file():
             atomic_write_text(job, json.dumps({"fingerprint": self.fingerprint}) + "\n")
 
-    def has(self, name: str, index: int) -> bool:
-        """Whether a shard of this pass is finished."""
-        path = self._path(name, index)
-        return path is not None and path.is_file()
+    def load(self, name: str, world: World) -> tuple[dict[str, torch.Tensor], set[int]] | None:
+        """This rank's saved state of pass ``name`` and the shards it covers, or None."""
+        path = self._path(name, world)
+        if path is None or not path.is_file():
+            return None
+        state = load_file(str(path))
+        return state, set(state.pop(_DONE).tolist())
 
-    def load(self, name: str, index: int) -> dict[str, torch.Tensor] | None:
-        """A finished shard's state, or None."""
-        path = self._path(name, index)
-        return load_file(str(path)) if path is not None and path.is_file() else None
-
-    def save(self, name: str, index: int, state: dict[str, torch.Tensor]) -> None:
-        """Keep a finished shard's state (atomically)."""
-        path = self._path(name, index)
+    def save(self, name: str, world: World, state: dict[str, torch.Tensor], done: set[int]) -> None:
+        """Keep this rank's state after a finished shard (atomically)."""
+        path = self._path(name, world)
         if path is not None:
             tensors = {k: v.contiguous() for k, v in state.items()}
+            tensors[_DONE] = torch.tensor(sorted(done), dtype=torch.long)
             atomic_write(path, lambda p: save_file(tensors, str(p)))
 
     def finish(self) -> None:
@@ -90,8 +92,9 @@ class Checkpoints:
         if self.folder is not None and self.folder.is_dir():
             shutil.rmtree(self.folder)
 
-    def _path(self, name: str, index: int) -> Path | None:
-        return None if self.folder is None else self.folder / f"{name}-{index:05d}.safetensors"
+    def _path(self, name: str, world: World) -> Path | None:
+        # The world size is part of the name: a resume must split the shards the same way.
+        return None if self.folder is None else self.folder / f"{name}.rank{world.rank}-of-{world.size}.safetensors"
 
 
 @dataclass(frozen=True)
@@ -111,23 +114,23 @@ class PassPlan:
 def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, labels: Labels, name: str,
              description: str, make: Callable[[], Accumulator], checkpoints: Checkpoints, world: World,
              quiet: bool = False) -> Accumulator:
-    """Stream this rank's shards into accumulators (resuming finished ones) and sum the totals across ranks."""
+    """Stream this rank's unfinished shards into one accumulator (resuming a saved state) and sum across ranks."""
     total = make()
-    shards = plan.shards()
-    mine = [i for i in range(len(shards)) if world.owns(i)]
-    todo = {i for i in mine if not checkpoints.has(name, i)}
-    n_batches = sum(-(-len(shards[i]) // plan.batch_size) for i in todo)
-    progress = stream(model, layers, _batches(plan, [shards[i] for i in sorted(todo)]), n_batches, labels,
-                      description, quiet or not world.is_main)
-    for i in mine:
-        state = None if i in todo else checkpoints.load(name, i)
-        if state is None:
-            shard = make()
-            for _ in range(-(-len(shards[i]) // plan.batch_size)):
-                shard.update(next(progress))
-            state = shard.state()
-            checkpoints.save(name, i, state)
+    saved = checkpoints.load(name, world)
+    done: set[int] = set()
+    if saved is not None:
+        state, done = saved
         total.merge(state)
+    shards = plan.shards()
+    todo = [i for i in range(len(shards)) if world.owns(i) and i not in done]
+    n_batches = sum(-(-len(shards[i]) // plan.batch_size) for i in todo)
+    progress = stream(model, layers, _batches(plan, [shards[i] for i in todo]), n_batches, labels,
+                      description, quiet or not world.is_main)
+    for i in todo:
+        for _ in range(-(-len(shards[i]) // plan.batch_size)):
+            total.update(next(progress))
+        done.add(i)
+        checkpoints.save(name, world, total.state(), done)
     for _ in progress:  # close the stream (removes hooks, ends the progress bar)
         pass
     world.sum(total.totals())

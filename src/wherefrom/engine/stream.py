@@ -52,7 +52,7 @@ class Labels:
         """Target token at each position t (predicted from position t-1): [B, T]."""
         if self.source == "data":
             return batch.input_ids
-        probs = torch.softmax(logits.detach().double(), dim=-1)
+        probs = torch.softmax(logits.detach().float(), dim=-1)
         sampled = torch.empty_like(batch.input_ids)
         sampled[:, 0] = batch.input_ids[:, 0]
         for b, row in enumerate(batch.rows.tolist()):
@@ -88,11 +88,13 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
 
 def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Per-row Σ_t -log p(targets[t] | tokens < t), over positions where ``target_mask`` is 1: [B]."""
-    predicted = logits[:, :-1]
-    if predicted.dtype in (torch.float16, torch.bfloat16):
-        predicted = predicted.float()  # the loss in half precision loses the small log-probabilities
-    nll = F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets[:, 1:].reshape(-1), reduction="none")
-    return (nll.view(targets.shape[0], -1) * target_mask[:, 1:].to(nll.dtype)).sum(dim=1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the loss in half precision loses the small log-probabilities
+    # Position t predicts token t+1: shift the targets, not the logits (slicing the logits would copy them).
+    shifted = torch.full_like(targets, -100)
+    shifted[:, :-1] = torch.where(target_mask[:, 1:].bool(), targets[:, 1:], -100)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1), reduction="none")
+    return nll.view(targets.shape).sum(dim=1)
 
 
 def _non_finite_error(capture: _Capture, layers: list[TrackedLayer], batch: Batch) -> WherefromError:

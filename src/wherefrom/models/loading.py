@@ -85,6 +85,9 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p64 = p.detach().double()
-            h.update(f"{name}{tuple(p.shape)}{float(p64.sum()):.12e}{float((p64 * p64).sum()):.12e}".encode())
+            total, squares = 0.0, 0.0
+            for chunk in p.detach().reshape(-1).split(1 << 20):  # float64 moments without a float64 copy
+                chunk64 = chunk.double()
+                total, squares = total + float(chunk64.sum()), squares + float(chunk64.square().sum())
+            h.update(f"{name}{tuple(p.shape)}{total:.12e}{squares:.12e}".encode())
     return h.hexdigest()[:16]

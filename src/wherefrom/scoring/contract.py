@@ -73,6 +73,7 @@ class ScoreAccumulator:
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
         lo, hi = state["rows"].tolist()
+        self.seen = (min(self.seen[0], lo), max(self.seen[1], hi))
         self.scores[:, :, lo:hi] += state["scores"]
         if self.self_influence is not None:
             self.self_influence[lo:hi] += state["self_influence"]
