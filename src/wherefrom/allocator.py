@@ -1,9 +1,10 @@
-"""Make glibc return freed large blocks to the OS, so peak memory is what is live, not what was ever used.
+"""Memory hygiene for long passes: freed large blocks go back to the OS, and hot temporaries are reused.
 
-Each pass allocates and frees many tensors of a few to a hundred MB. glibc's malloc raises its mmap threshold
-after the first such free and then serves later large requests from the heap, which fragments and never
-shrinks: resident memory grows well past what is live. A fixed threshold keeps large blocks on mmap. Called by
-the CLI; a no-op where glibc is absent.
+Each batch allocates and frees many tensors of a few to a hundred MB. glibc's malloc raises its mmap threshold
+after the first such free and then serves later large requests from its heap, which fragments and never
+shrinks: resident memory grows well past what is live. A fixed threshold keeps large blocks on mmap (freed at
+once); the price, a page fault per fresh page, is kept small by reusing the largest per-layer temporaries
+through :class:`Workspace`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,30 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+import torch
+
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-_THRESHOLD_BYTES = 128 * 1024
+_THRESHOLD_BYTES = 256 * 1024
 
 
 def return_large_blocks_to_os() -> bool:
-    """Fix glibc's mmap threshold at 128 KiB; returns whether it took effect."""
+    """Fix glibc's mmap threshold; returns whether it took effect (a no-op where glibc is absent)."""
     name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES))
-    except (OSError, AttributeError):  # not glibc
+        return bool(name) and bool(ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES))
+    except (OSError, AttributeError):
         return False
+
+
+class Workspace:
+    """Reusable scratch tensors, one per (shape, dtype): a temporary written by every layer of every batch."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of that shape and dtype with arbitrary contents."""
+        key = (tuple(shape), dtype)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(shape, dtype=dtype)
+        return self._buffers[key]

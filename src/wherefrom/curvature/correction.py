@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from wherefrom.allocator import Workspace
 from wherefrom.engine.stream import StreamBatch
 
 
@@ -25,6 +26,7 @@ class CorrectionAccumulator:
                       for name, qs in bases.items()}
         self.sums = {name: torch.zeros(out, n_in, dtype=dtype) for name, (out, n_in) in shapes.items()}
         self.sums["n_sequences"] = torch.zeros((), dtype=torch.float64)
+        self.workspace = Workspace()
 
     def update(self, item: StreamBatch) -> None:
         """Add each sequence of one batch."""
@@ -36,8 +38,12 @@ class CorrectionAccumulator:
             if key not in rotated_inputs:
                 rotated_inputs[key] = layer.inputs if Q_A is None else layer.inputs @ Q_A
             ds = layer.output_grads if Q_S is None else layer.output_grads @ Q_S
-            DW = torch.einsum("bto,bti->boi", ds, rotated_inputs[key])  # rotated per-sequence gradients
-            self.sums[name] += DW.square().sum(dim=0)
+            a = rotated_inputs[key]
+            DW = self.workspace.get((ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
+            torch.bmm(ds.transpose(1, 2), a, out=DW)  # rotated per-sequence gradients
+            total = self.sums[name]
+            for sequence in DW:  # in place: no [B, out, in] temporary for the squares
+                total.addcmul_(sequence, sequence)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.sums

@@ -15,16 +15,18 @@ from wherefrom.engine.stream import StreamBatch
 from wherefrom.models.selection import TrackedLayer
 
 
-def gram_upper(x: torch.Tensor) -> torch.Tensor:
-    """The upper triangle of xᵀx for x [n, d] (the lower triangle is not filled).
+def add_gram_upper(total: torch.Tensor, x: torch.Tensor) -> None:
+    """total += xᵀx for x [n, d], filling at least the upper triangle of ``total`` [d, d].
 
-    On CPU this is BLAS syrk, which does half the work of a matmul; elsewhere a plain matmul.
+    On CPU this is BLAS syrk into ``total`` itself: half the work of a matmul and no temporary.
     """
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
+    if x.device.type == "cpu" and x.dtype == total.dtype and x.dtype in (torch.float32, torch.float64):
         syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
-        # x row-major [n, d] is xᵀ column-major [d, n]: syrk computes xᵀx without a copy.
-        return torch.from_numpy(syrk(1.0, x.numpy().T, trans=0))
-    return x.T @ x
+        # Row-major [n, d] is column-major [d, n], so syrk sees xᵀ without a copy; the row-major total seen
+        # column-major is its transpose, whose lower triangle is total's upper one.
+        syrk(1.0, x.contiguous().numpy().T, beta=1.0, c=total.numpy().T, trans=0, lower=1, overwrite_c=1)
+    else:
+        total += x.T @ x
 
 
 def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
@@ -50,13 +52,13 @@ class CovarianceAccumulator:
         predicting[:, :-1] = item.batch.target_mask[:, 1:]
         self.sums["n_tokens"] += predicting.sum()
         self.sums["n_sequences"] += item.batch.rows.numel()
-        shared: dict[int, torch.Tensor] = {}  # layers reading the same ā (e.g. gate_proj and up_proj) share ā āᵀ
+        masked: dict[int, torch.Tensor] = {}  # layers reading the same ā (e.g. gate_proj and up_proj) share it
         for name, layer in item.layers.items():
             a = layer.inputs
-            if id(a) not in shared:
-                shared[id(a)] = gram_upper((a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1]))
-            self.sums[f"A/{name}"] += shared[id(a)]
-            self.sums[f"S/{name}"] += gram_upper(layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+            if id(a) not in masked:
+                masked[id(a)] = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
+            add_gram_upper(self.sums[f"A/{name}"], masked[id(a)])
+            add_gram_upper(self.sums[f"S/{name}"], layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.sums

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from wherefrom.allocator import Workspace
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.engine.stream import LayerBatch, StreamBatch
 from wherefrom.scoring.lowrank import LowRankQueries
@@ -33,6 +34,7 @@ class ScoreAccumulator:
         self.self_curvature = self_curvature
         self.self_influence = None if self_curvature is None else torch.zeros(n_sequences, dtype=torch.float64)
         self.dtype = dtype
+        self.workspace = Workspace()
         self.seen = (n_sequences, 0)  # the contiguous range of rows this accumulator has scored
 
     def update(self, item: StreamBatch) -> None:
@@ -47,7 +49,7 @@ class ScoreAccumulator:
                 scores = tokens.sum(-1)
                 token_total = tokens if token_total is None else token_total + tokens
             else:
-                scores = sequence_scores(V, layer)
+                scores = sequence_scores(V, layer, self.workspace)
             self.scores[self.layer_index[name] if self.per_layer else 0][:, rows] += scores.double()
             if self.self_influence is not None:
                 curvature, damping = self.self_curvature[name]
@@ -93,11 +95,13 @@ class ScoreAccumulator:
         return self.scores.sum(0).to(self.dtype)
 
 
-def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> torch.Tensor:
+def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspace: Workspace) -> torch.Tensor:
     """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
     if isinstance(V, LowRankQueries):
         V = V.U @ V.W.transpose(-1, -2)
-    DW = torch.einsum("bto,bti->boi", layer.output_grads, layer.inputs)
+    ds, a = layer.output_grads, layer.inputs
+    DW = workspace.get((ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
+    torch.bmm(ds.transpose(1, 2), a, out=DW)
     return V.reshape(V.shape[0], -1) @ DW.reshape(DW.shape[0], -1).T
 
 
