@@ -38,6 +38,12 @@ def job_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _finished_job(out: Path) -> str | None:
+    """The job fingerprint of a finished score folder, if there is one."""
+    manifest = out / "manifest.json"
+    return json.loads(manifest.read_text()).get("job") if manifest.is_file() else None
+
+
 def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
         options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False) -> FactorRun:
     """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``.
@@ -93,10 +99,13 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     corpus_path = corpus if corpus is not None else fitted["corpus"]
     sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
+                          run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
+                          queries=[asdict(q) for q in query_list])
+    if out is not None and not restart and _finished_job(Path(out)) == job:
+        return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
     world = current_world()
-    checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job_fingerprint(
-        options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
-        run=factors.manifest["job"], corpus=corpus_fingerprint(sequences), queries=[asdict(q) for q in query_list]))
+    checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
     checkpoints.open(restart)
     result = score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, query_list, sequences,
                              options, quiet, checkpoints, world)
@@ -108,6 +117,7 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         "model": loaded.source,
         "corpus": str(corpus_path),
         "options": asdict(options),
+        "job": job,
     }
     if out is not None and world.is_main:
         result.save(out, options.top_k)

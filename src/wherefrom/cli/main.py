@@ -162,3 +162,24 @@ def report(
         _err.print(f"report → [bold]{path}[/]")
 
     _run(action)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("wherefrom-demo"), help="Folder for the runs, scores, summary and report."),
+    reduced: bool = typer.Option(False, help="A few hundred documents and a tiny model: seconds instead of minutes."),
+    threads: int = typer.Option(2, help="CPU threads for training the demo model."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
+    quiet: bool = QUIET,
+) -> None:
+    """The whole pipeline on a built-in corpus with known answers: train, fit, score, check, report."""
+
+    def action() -> None:
+        from wherefrom.demo.config import reduced_config
+        from wherefrom.demo.pipeline import run_demo
+        from wherefrom.outputs.demo_summary import print_demo_summary
+
+        summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps)
+        print_demo_summary(summary)
+
+    _run(action)
