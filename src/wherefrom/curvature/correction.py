@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from wherefrom.allocator import Workspace
+from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import StreamBatch
 
 
-class CorrectionAccumulator:
+class CorrectionAccumulator(SummedTensors):
     """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences."""
 
     def __init__(self, bases: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
@@ -44,17 +45,6 @@ class CorrectionAccumulator:
             total = self.sums[name]
             for sequence in DW:  # in place: no [B, out, in] temporary for the squares
                 total.addcmul_(sequence, sequence)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return self.sums
-
-    def merge(self, state: dict[str, torch.Tensor]) -> None:
-        for key, value in state.items():
-            self.sums[key] += value
-
-    def totals(self) -> dict[str, torch.Tensor]:
-        return self.sums
-
     def eigenvalues(self) -> dict[str, torch.Tensor]:
         """Per layer Λ [out, in(+1)]: the mean over sequences."""
         n = float(self.sums["n_sequences"])

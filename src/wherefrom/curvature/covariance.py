@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from scipy.linalg import blas
 
+from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import StreamBatch
 from wherefrom.models.selection import TrackedLayer
 
@@ -34,7 +35,7 @@ def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
     return torch.triu(upper) + torch.triu(upper, diagonal=1).T
 
 
-class CovarianceAccumulator:
+class CovarianceAccumulator(SummedTensors):
     """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer (upper triangles)."""
 
     def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32) -> None:
@@ -59,17 +60,6 @@ class CovarianceAccumulator:
                 masked[id(a)] = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
             add_gram_upper(self.sums[f"A/{name}"], masked[id(a)])
             add_gram_upper(self.sums[f"S/{name}"], layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return self.sums
-
-    def merge(self, state: dict[str, torch.Tensor]) -> None:
-        for key, value in state.items():
-            self.sums[key] += value
-
-    def totals(self) -> dict[str, torch.Tensor]:
-        return self.sums
-
     @property
     def n_tokens(self) -> int:
         return int(self.sums["n_tokens"])

@@ -46,6 +46,23 @@ class Accumulator(Protocol):
         """The full additive tensors, same shapes on every rank (summed across ranks in place)."""
 
 
+class SummedTensors:
+    """An accumulator whose whole state is a dict of running sums (``self.sums``): saved, merged and summed
+    across ranks as it is."""
+
+    sums: dict[str, torch.Tensor]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            self.sums[key] += value
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return self.sums
+
+
 @dataclass(frozen=True)
 class Checkpoints:
     """Where finished shards of a job are kept, and the fingerprint that says which job they belong to."""
