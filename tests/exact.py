@@ -33,7 +33,7 @@ def nll(logits: torch.Tensor, ids: torch.Tensor, first_target: int) -> torch.Ten
 def sequence_gradient(model: torch.nn.Module, layers: list[TrackedLayer], ids: list[int], first_target: int = 1
                       ) -> torch.Tensor:
     """∇ of the token-summed NLL w.r.t. all tracked layers' W̄, by plain autograd: [P]."""
-    params = [getattr(l.module, n) for l in layers for n in _layer_params(l)]
+    params = [getattr(layer.module, n) for layer in layers for n in _layer_params(layer)]
     for p in params:
         p.requires_grad_(True)
     x = torch.tensor([ids])
@@ -41,12 +41,12 @@ def sequence_gradient(model: torch.nn.Module, layers: list[TrackedLayer], ids: l
     for p in params:
         p.requires_grad_(False)
     it = iter(grads)
-    return torch.cat([to_wbar(l, {n: next(it) for n in _layer_params(l)}) for l in layers])
+    return torch.cat([to_wbar(layer, {n: next(it) for n in _layer_params(layer)}) for layer in layers])
 
 
 def gauss_newton(model: torch.nn.Module, layers: list[TrackedLayer], sequences: list[list[int]]) -> torch.Tensor:
     """G = (1/N) Σ_n Σ_t J_tᵀ (diag p_t - p_t p_tᵀ) J_t over predicting positions: the exact GGN (true Fisher) [P, P]."""
-    names = [f"{l.name}.{n}" for l in layers for n in _layer_params(l)]
+    names = [f"{layer.name}.{n}" for layer in layers for n in _layer_params(layer)]
     base = {n: p.detach() for n, p in model.named_parameters() if n in names}
     G = None
     for ids in sequences:
@@ -57,7 +57,7 @@ def gauss_newton(model: torch.nn.Module, layers: list[TrackedLayer], sequences: 
 
         jac = jacrev(logits_of)(base)  # name -> [T-1, V, *param shape]
         logits = logits_of(base)
-        J = torch.cat([_jac_wbar(l, jac, f"{l.name}.") for l in layers], dim=-1)  # [T-1, V, P]
+        J = torch.cat([_jac_wbar(layer, jac, f"{layer.name}.") for layer in layers], dim=-1)  # [T-1, V, P]
         p = torch.softmax(logits, dim=-1)
         H = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         term = torch.einsum("tvp,tvw,twq->pq", J, H, J)

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
+from tiny import TEXTS, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl
 from typer.testing import CliRunner
 
-from tiny import TEXTS, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl
 from wherefrom.cli.main import app
 
 runner = CliRunner()
@@ -35,7 +36,7 @@ def workspace(tmp_path_factory):
 def test_fit_writes_factors_and_a_manifest(workspace):
     manifest = json.loads((workspace / "run" / "manifest.json").read_text())
     assert manifest["options"]["strategy"] == "ekfac" and manifest["options"]["fisher"] == "sampled"
-    assert [l["name"] for l in manifest["layers"]][:3] == [f"model.layers.0.mlp.{p}_proj" for p in ("gate", "up", "down")]
+    assert [layer["name"] for layer in manifest["layers"]][:3] == [f"model.layers.0.mlp.{p}_proj" for p in ("gate", "up", "down")]
     assert manifest["n_sequences"] == len(TEXTS) and len(manifest["model"]["fingerprint"]) == 16
     factors = load_file(str(workspace / "run" / "factors.safetensors"))
     assert factors["model.layers.0.mlp.up_proj/eigenvalues"].shape == (32, 16)
@@ -126,7 +127,26 @@ def test_gpt2_conv1d_model_runs_end_to_end(workspace, tmp_path):
     assert invoke("fit", "--model", model, "--corpus", workspace / "corpus.jsonl", "--out", tmp_path / "run",
                   "--strategy", "kfac", "--fisher", "empirical", "-q").exit_code == 0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert {l["type"] for l in manifest["layers"]} == {"Conv1DLayer"} and manifest["layers"][0]["has_bias"]
+    assert {layer["type"] for layer in manifest["layers"]} == {"Conv1DLayer"} and manifest["layers"][0]["has_bias"]
     result = invoke("score", "--run", tmp_path / "run", "--queries", workspace / "queries.jsonl", "--out",
                     tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
+
+
+def test_a_prompt_only_query_is_completed_by_the_model_and_attributed(workspace, tmp_path):
+    from tiny import char_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"id": "open", "prompt": "the cat"}])
+    out = tmp_path / "out"
+    result = invoke("score", "--run", workspace / "run", "--queries", queries, "--out", out, "--max-new-tokens", 5, "-q")
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "queries.jsonl").read_text().splitlines()[0])
+    model = AutoModelForCausalLM.from_pretrained(workspace / "model")
+    tokenizer = char_tokenizer()
+    ids = torch.tensor([tokenizer("the cat")["input_ids"]])
+    expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                              pad_token_id=tokenizer.eos_token_id)[0, ids.shape[1]:].tolist()  # greedy
+    expected = expected[:expected.index(1)] if 1 in expected else expected
+    assert written["completion_ids"] == expected and len(expected) >= 1
+    assert written["completion"] == tokenizer.decode(expected)

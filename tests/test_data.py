@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Dataset
-
 from exact import sequence_gradient
 from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_llama, write_jsonl
+
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import parse_query, read_queries
 from wherefrom.data.records import read_records
@@ -95,11 +95,11 @@ def test_lora_adapter_tracks_the_adapter_layers_with_exact_gradients(tmp_path):
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     loaded = load_model(tmp_path / "adapter", dtype=torch.float64)
     layers = select_layers(loaded.model, "mlp")
-    assert layers and all(".lora_" in l.name for l in layers)
-    assert {l.name.split(".")[-2] for l in layers} == {"lora_A", "lora_B"}
+    assert layers and all(".lora_" in layer.name for layer in layers)
+    assert {layer.name.split(".")[-2] for layer in layers} == {"lora_A", "lora_B"}
     from wherefrom.data.queries import Query
 
     tokens = TOKENIZER(TEXTS[0])["input_ids"]
     got = query_gradients(loaded.model, layers, [Query("q", "", "", tuple(tokens[:1]), tuple(tokens[1:]))], 1, True)
-    flat = torch.cat([got.dense(l.name)[0].reshape(-1) for l in layers])
+    flat = torch.cat([got.dense(layer.name)[0].reshape(-1) for layer in layers])
     torch.testing.assert_close(flat, sequence_gradient(loaded.model, layers, tokens), rtol=1e-9, atol=1e-12)

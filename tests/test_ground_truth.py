@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
-
 from exact import block_diagonal, damped_influence, gauss_newton, sequence_gradient
 from tiny import TEXTS, char_tokenizer, tiny_gpt2, tiny_llama
+from torch import nn
+
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
@@ -51,7 +51,7 @@ def test_contracted_gradients_equal_autograd(make_model):
     got = query_gradients(model, layers, queries, batch_size=4, quiet=True)  # padded batches of mixed lengths
     for i, t in enumerate(tokens):
         expected = sequence_gradient(model, layers, t, first_target=3)
-        flat = torch.cat([got.dense(l.name)[i].reshape(-1) for l in layers])
+        flat = torch.cat([got.dense(layer.name)[i].reshape(-1) for layer in layers])
         torch.testing.assert_close(flat, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -156,7 +156,7 @@ def test_ekfac_influence_is_closer_to_the_exact_gauss_newton_influence_than_kfac
     model = prepare_for_influence(tiny_llama(dtype=torch.float64, attention="eager"))
     layers = select_layers(model, "mlp")
     tokens = corpus_tokens(8)
-    sizes = [l.shape.out_features * l.shape.in_dim for l in layers]
+    sizes = [layer.shape.out_features * layer.shape.in_dim for layer in layers]
     G = block_diagonal(gauss_newton(model, layers, tokens), sizes)  # the true GGN, no label sampling
     damping = 0.1 * float(G.diagonal().mean())
     expected = damped_influence(G, exact_train_grads(model, layers, QUERY_TOKENS), exact_train_grads(model, layers, tokens),

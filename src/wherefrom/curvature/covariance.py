@@ -41,11 +41,11 @@ class CovarianceAccumulator(SummedTensors):
     def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32) -> None:
         self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64),
                                               "n_sequences": torch.zeros((), dtype=torch.float64)}
-        for l in layers:
-            self.sums[f"A/{l.name}"] = torch.zeros(l.shape.in_dim, l.shape.in_dim, dtype=dtype)
-            self.sums[f"S/{l.name}"] = torch.zeros(l.shape.out_features, l.shape.out_features, dtype=dtype)
+        for layer in layers:
+            self.sums[f"A/{layer.name}"] = torch.zeros(layer.shape.in_dim, layer.shape.in_dim, dtype=dtype)
+            self.sums[f"S/{layer.name}"] = torch.zeros(layer.shape.out_features, layer.shape.out_features, dtype=dtype)
         self.layers = layers
-        self.names = [l.name for l in layers]
+        self.names = [layer.name for layer in layers]
 
     def update(self, item: StreamBatch) -> None:
         """Add one batch; only predicting tokens count (Ds is zero elsewhere, ā is masked here)."""

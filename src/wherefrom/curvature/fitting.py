@@ -48,13 +48,13 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     n_tokens = sum(len(s.input_ids) - 1 for s in sequences)  # predicting tokens
-    shapes = {l.name: (l.shape.out_features, l.shape.in_dim) for l in layers}
+    shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
 
     def result(curvature: dict[str, LayerCurvature]) -> FittedCurvature:
         return FittedCurvature(curvature, len(sequences), n_tokens)
 
     if options.strategy == "identity":
-        return result({l.name: LayerCurvature(None, None, None) for l in layers})
+        return result({layer.name: LayerCurvature(None, None, None) for layer in layers})
     if options.strategy == "diagonal":
         diagonal = run_pass(model, layers, plan, labels, "diagonal", "diagonal of G",
                             lambda: CorrectionAccumulator({n: (None, None) for n in shapes}, shapes, dtype),
@@ -101,7 +101,7 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
         return eigen
     shared = {}
     for name in names:  # zeros on the ranks that do not own the layer; one all-reduce shares every result
-        layer = next(l for l in covariance.layers if l.name == name)
+        layer = next(layer for layer in covariance.layers if layer.name == name)
         n_in, n_out = layer.shape.in_dim, layer.shape.out_features
         parts = eigen.get(name) or (torch.zeros(n_in, dtype=torch.float64), torch.zeros(n_in, n_in, dtype=dtype),
                                     torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, n_out, dtype=dtype))

@@ -59,8 +59,8 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "options": options,
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,
-        "layers": [{"name": l.name, "type": l.layer_type.__name__, "in_features": l.shape.in_features,
-                    "out_features": l.shape.out_features, "has_bias": l.shape.has_bias} for l in layers],
+        "layers": [{"name": layer.name, "type": layer.layer_type.__name__, "in_features": layer.shape.in_features,
+                    "out_features": layer.shape.out_features, "has_bias": layer.shape.has_bias} for layer in layers],
     }
     atomic_write(run_dir / "factors.safetensors", lambda p: save_file(tensors, str(p)))
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
@@ -112,9 +112,9 @@ def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[Tracke
             f"the model given now (fingerprint {model_fingerprint}); fit again with `wherefrom fit` for this model."
         )
     expected = [(e["name"], e["in_features"], e["out_features"], e["has_bias"]) for e in run.manifest["layers"]]
-    actual = [(l.name, l.shape.in_features, l.shape.out_features, l.shape.has_bias) for l in layers]
+    actual = [(layer.name, layer.shape.in_features, layer.shape.out_features, layer.shape.has_bias) for layer in layers]
     if expected != actual:
         missing = sorted({e[0] for e in expected} ^ {a[0] for a in actual})[:4]
-        raise WherefromError(f"the factors track other modules than the model has now (differences: {missing or 'shapes'}); "
-                             "fit again with the same --modules.")
+        raise WherefromError(f"the factors track other modules than the model has now (differences: "
+                             f"{missing or 'shapes'}); fit again with the same --modules.")
 

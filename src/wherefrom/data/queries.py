@@ -24,6 +24,11 @@ class Query:
     completion_ids: tuple[int, ...]
 
     @property
+    def needs_completion(self) -> bool:
+        """A prompt-only query: the model's own completion is generated and attributed."""
+        return not self.completion_ids
+
+    @property
     def input_ids(self) -> tuple[int, ...]:
         """Prompt tokens followed by completion tokens."""
         return self.prompt_ids + self.completion_ids
@@ -51,24 +56,33 @@ def parse_query(row: dict[str, Any], index: int, tokenizer: Any, max_length: int
     elif "messages" in row:
         prompt, completion, prompt_ids, completion_ids = _chat(row["messages"], tokenizer, query_id)
     elif "prompt" in row:
-        prompt, completion = str(row["prompt"]), str(row.get("completion", ""))
+        prompt = str(row["prompt"])
         prompt_ids = tuple(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if row.get("completion") is None:  # prompt only: the completion is generated later
+            _check_lengths(query_id, prompt_ids, (), max_length)
+            return Query(query_id, prompt, "", prompt_ids, ())
+        completion = str(row["completion"])
         completion_ids = tuple(tokenizer(completion, add_special_tokens=False)["input_ids"])
     else:
         raise WherefromError(f"query {query_id}: needs {QUERY_FORMATS}.")
     if not completion_ids:
         raise WherefromError(f"query {query_id}: the completion is empty; influence is measured on completion tokens, "
-                             "so give at least one.")
+                             "so give at least one (or leave 'completion' out to have the model write it).")
+    _check_lengths(query_id, prompt_ids, completion_ids, max_length)
+    return Query(query_id, prompt, completion, prompt_ids, completion_ids)
+
+
+def _check_lengths(query_id: str, prompt_ids: tuple[int, ...], completion_ids: tuple[int, ...],
+                   max_length: int) -> None:
     if not prompt_ids:
         raise WherefromError(f"query {query_id}: the prompt is empty; the first completion token needs a context "
                              "(a BOS token at least).")
     if len(completion_ids) >= max_length:
         raise WherefromError(f"query {query_id}: the completion has {len(completion_ids)} tokens, more than "
                              f"--max-length {max_length} allows with a prompt; shorten it or raise --max-length.")
-    if len(prompt_ids) + len(completion_ids) > max_length:
+    if len(prompt_ids) + max(len(completion_ids), 1) > max_length:
         raise WherefromError(f"query {query_id}: prompt + completion is {len(prompt_ids) + len(completion_ids)} "
                              f"tokens, over --max-length {max_length}; shorten the prompt or raise --max-length.")
-    return Query(query_id, prompt, completion, prompt_ids, completion_ids)
 
 
 def _chat(messages: Any, tokenizer: Any, query_id: str) -> tuple[str, str, tuple[int, ...], tuple[int, ...]]:

@@ -19,6 +19,7 @@ from wherefrom.outputs.report import write_report
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
 MAX_LENGTH = 64  # the demo model's context; its longest document is shorter
 RECALL_K = 10
+SMOLLM2_DOCUMENTS = 64  # pydoc topics, each cut to MAX_LENGTH tokens: a few minutes of CPU for a 135M model
 
 
 @dataclass
@@ -64,3 +65,20 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
     summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds)
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
+
+
+def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100) -> tuple[Path, object]:
+    """The demo pipeline on SmolLM2-135M-Instruct over Python's documentation, prompts completed by the model.
+
+    Returns the report's path and the score result (for the terminal summary).
+    """
+    from wherefrom.demo import smollm2
+
+    model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)
+    run = out / "run-ekfac"
+    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet)
+    options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16)
+    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet)
+    report = write_report(result, out / "report.html", title="wherefrom demo: SmolLM2 on Python's documentation",
+                          n_bootstrap=bootstraps)
+    return report, result

@@ -23,11 +23,11 @@ from torch import nn
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.distributed import World
 from wherefrom.engine.stream import Labels, StreamBatch, stream
-
-_DONE = "__finished_shards__"
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.models.selection import TrackedLayer
+
+_DONE = "__finished_shards__"
 
 
 class Accumulator(Protocol):

@@ -99,7 +99,7 @@ def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: t
 
 def _non_finite_error(capture: _Capture, layers: list[TrackedLayer], batch: Batch) -> WherefromError:
     """Name the first tracked layer whose output overflowed, and the rows that did it."""
-    culprit = next((l.name for l in layers if not torch.isfinite(capture.outputs[l.name]).all()), None)
+    culprit = next((layer.name for layer in layers if not torch.isfinite(capture.outputs[layer.name]).all()), None)
     where = f"layer {culprit} produced NaN or inf" if culprit else "the model's logits hold NaN or inf"
     return WherefromError(
         f"{where} on sequences {batch.rows.tolist()}. Check that the model loads correctly (a corrupt or "

@@ -36,8 +36,8 @@ def query_gradients(model: nn.Module, layers: list[TrackedLayer], queries: list[
     """Stream the queries with data labels on completion tokens only and keep each layer's ā and Ds rows."""
     dtype = next(model.parameters()).dtype
     width = max(len(q.input_ids) for q in queries)
-    factors = {l.name: (torch.zeros(len(queries), width, l.shape.out_features, dtype=dtype),
-                        torch.zeros(len(queries), width, l.shape.in_dim, dtype=dtype)) for l in layers}
+    factors = {layer.name: (torch.zeros(len(queries), width, layer.shape.out_features, dtype=dtype),
+                        torch.zeros(len(queries), width, layer.shape.in_dim, dtype=dtype)) for layer in layers}
     logprobs = torch.zeros(len(queries), dtype=torch.float64)
     batches = make_batches([q.input_ids for q in queries], [len(q.prompt_ids) for q in queries], batch_size)
     n_batches = -(-len(queries) // batch_size)

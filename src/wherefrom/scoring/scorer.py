@@ -40,7 +40,7 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     gradients = query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
-    self_curvature = {l.name: (curvature.layers[l.name], options.damping) for l in layers} \
+    self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence else None
     queries_V = preconditioned_queries(curvature, gradients, options)
     dtype = next(model.parameters()).dtype
@@ -56,7 +56,7 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
         sequences=[_sequence_info(s, tokenizer, options.per_token) for s in sequences],
         queries=[QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids),
                            float(gradients.logprobs[i])) for i, q in enumerate(queries)],
-        layer_names=[l.name for l in layers],
+        layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
         token_offsets=offsets,
