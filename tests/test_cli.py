@@ -150,3 +150,17 @@ def test_a_prompt_only_query_is_completed_by_the_model_and_attributed(workspace,
     expected = expected[:expected.index(1)] if 1 in expected else expected
     assert written["completion_ids"] == expected and len(expected) >= 1
     assert written["completion"] == tokenizer.decode(expected)
+
+
+def test_analyse_and_report_read_a_score_folder(workspace, tmp_path):
+    out = workspace / "out"
+    if not out.exists():
+        assert invoke("score", "--run", workspace / "run", "--queries", workspace / "queries.jsonl", "--out", out,
+                      "--per-token", "-q").exit_code == 0
+    analysed = invoke("analyse", out, "--bootstraps", 0)
+    assert analysed.exit_code == 0, analysed.output
+    assert "capital" in analysed.output and "top-1% share" in analysed.output
+    report = invoke("report", out, "-o", tmp_path / "r.html", "--bootstraps", 0)
+    assert report.exit_code == 0 and (tmp_path / "r.html").read_text().count("capital") >= 1
+    missing = invoke("analyse", tmp_path)
+    assert missing.exit_code == 2 and "scores.safetensors" in missing.output

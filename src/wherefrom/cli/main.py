@@ -200,3 +200,23 @@ def demo(
         print_demo_summary(summary)
 
     _run(action)
+
+
+@app.command()
+def analyse(
+    out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
+    top_k: int = typer.Option(10, "--top-k", help="Top sequences checked for spurious influence and memorisation."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
+) -> None:
+    """Tail fit, concentration, spurious sequences and memorisation per query, as a table."""
+
+    def action() -> None:
+        from wherefrom.outputs.analysis_table import print_analyses
+        from wherefrom.outputs.sections import query_sections
+        from wherefrom.scoring.results import ScoreResult
+
+        if not (out / "scores.safetensors").is_file():
+            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
+        print_analyses(query_sections(ScoreResult.load(out), top_k, bootstraps))
+
+    _run(action)
