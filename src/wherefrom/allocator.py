@@ -15,7 +15,7 @@ import ctypes.util
 import torch
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-_THRESHOLD_BYTES = 256 * 1024
+_THRESHOLD_BYTES = 1024 * 1024
 
 
 def return_large_blocks_to_os() -> bool:
@@ -31,11 +31,12 @@ class Workspace:
     """Reusable scratch tensors, one per (shape, dtype): a temporary written by every layer of every batch."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        self._buffers: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
 
-    def get(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """A tensor of that shape and dtype with arbitrary contents."""
-        key = (tuple(shape), dtype)
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of that shape and dtype with arbitrary contents. Buffers are told apart by name too, so two
+        temporaries that happen to share a shape never share memory."""
+        key = (name, tuple(shape), dtype)
         if key not in self._buffers:
             self._buffers[key] = torch.empty(shape, dtype=dtype)
         return self._buffers[key]

@@ -36,11 +36,14 @@ class CorrectionAccumulator(SummedTensors):
         for name, layer in item.layers.items():
             Q_A, Q_S = self.bases[name]
             key = (id(layer.inputs), id(Q_A))
-            if key not in rotated_inputs:
-                rotated_inputs[key] = layer.inputs if Q_A is None else layer.inputs @ Q_A
-            ds = layer.output_grads if Q_S is None else layer.output_grads @ Q_S
+            if key not in rotated_inputs:  # layers sharing ā and Q_A (gate_proj, up_proj) rotate it once
+                rotated_inputs[key] = layer.inputs if Q_A is None else torch.matmul(
+                    layer.inputs, Q_A, out=self.workspace.get("a", layer.inputs.shape, layer.inputs.dtype))
+            grads = layer.output_grads
+            ds = grads if Q_S is None else torch.matmul(grads, Q_S,
+                                                        out=self.workspace.get("ds", grads.shape, grads.dtype))
             a = rotated_inputs[key]
-            DW = self.workspace.get((ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
+            DW = self.workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
             torch.bmm(ds.transpose(1, 2), a, out=DW)  # rotated per-sequence gradients
             total = self.sums[name]
             for sequence in DW:  # in place: no [B, out, in] temporary for the squares

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from scipy.linalg import blas
 
+from wherefrom.allocator import Workspace
 from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import StreamBatch
 from wherefrom.models.selection import TrackedLayer
@@ -45,6 +46,7 @@ class CovarianceAccumulator(SummedTensors):
             self.sums[f"A/{layer.name}"] = torch.zeros(layer.shape.in_dim, layer.shape.in_dim, dtype=dtype)
             self.sums[f"S/{layer.name}"] = torch.zeros(layer.shape.out_features, layer.shape.out_features, dtype=dtype)
         self.layers = layers
+        self.workspace = Workspace()
         self.names = [layer.name for layer in layers]
 
     def update(self, item: StreamBatch) -> None:
@@ -57,7 +59,9 @@ class CovarianceAccumulator(SummedTensors):
         for name, layer in item.layers.items():
             a = layer.inputs
             if id(a) not in masked:
-                masked[id(a)] = (a * predicting.unsqueeze(-1).to(a.dtype)).reshape(-1, a.shape[-1])
+                buffer = self.workspace.get("masked", a.shape, a.dtype)
+                torch.mul(a, predicting.unsqueeze(-1).to(a.dtype), out=buffer)
+                masked[id(a)] = buffer.reshape(-1, a.shape[-1])
             add_gram_upper(self.sums[f"A/{name}"], masked[id(a)])
             add_gram_upper(self.sums[f"S/{name}"], layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
     @property

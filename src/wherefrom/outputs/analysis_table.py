@@ -18,7 +18,8 @@ def print_analyses(sections: list[QuerySection], console: Console | None = None)
     table = Table(title="Analyses per query (Grosse et al. 2023, sec. 5)", title_justify="left")
     for column in ("query", "completion", "α (tail)", "x_min", "p (fit)", "vs exponential", "top-1% share",
                    "spurious in top", "verbatim in corpus", "longest shared span"):
-        table.add_column(column, justify="left" if column in ("query", "completion", "longest shared span") else "right")
+        left = column in ("query", "completion", "longest shared span")
+        table.add_column(column, justify="left" if left else "right")
     for section in sections:
         fit, memo = section.tail.fit, section.memorisation
         comparison = "–"

@@ -100,7 +100,7 @@ def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspa
     if isinstance(V, LowRankQueries):
         V = V.U @ V.W.transpose(-1, -2)
     ds, a = layer.output_grads, layer.inputs
-    DW = workspace.get((ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
+    DW = workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
     torch.bmm(ds.transpose(1, 2), a, out=DW)
     return V.reshape(V.shape[0], -1) @ DW.reshape(DW.shape[0], -1).T
 
