@@ -157,7 +157,7 @@ def test_analyse_and_report_read_a_score_folder(workspace, tmp_path):
     if not out.exists():
         assert invoke("score", "--run", workspace / "run", "--queries", workspace / "queries.jsonl", "--out", out,
                       "--per-token", "-q").exit_code == 0
-    analysed = invoke("analyse", out, "--bootstraps", 0)
+    analysed = runner.invoke(app, ["analyse", str(out), "--bootstraps", "0"], env={"COLUMNS": "240"})
     assert analysed.exit_code == 0, analysed.output
     assert "capital" in analysed.output and "top-1% share" in analysed.output
     report = invoke("report", out, "-o", tmp_path / "r.html", "--bootstraps", 0)

@@ -9,7 +9,7 @@ from rich.text import Text
 from wherefrom.outputs._text import shorten
 from wherefrom.scoring.results import ScoreResult
 
-SNIPPET_WIDTH = 48
+SNIPPET_WIDTH = 72
 SIGN_AND_UNITS_SHORT = ("Score: nats of log p(completion | prompt) per N copies of the sequence added to training "
                         "(N = training sequences); positive raises it, negative lowers it")
 
@@ -36,7 +36,7 @@ def print_summary(result: ScoreResult, top_k: int = 5, console: Console | None =
         table.add_column("snippet", overflow="ellipsis", no_wrap=True, max_width=SNIPPET_WIDTH)
         for rank, row in enumerate(result.top(query.index, top_k), start=1):
             score, sequence = float(result.scores[query.index, row]), result.sequences[row]
-            table.add_row(str(rank), Text(f"{score:+.3g}", style="dark_orange" if score > 0 else "blue"),
+            table.add_row(str(rank), Text(f"{score:+.4g}", style="dark_orange" if score > 0 else "blue"),
                           Text(sequence.record_id), Text(shorten(sequence.text, SNIPPET_WIDTH)))
         console.print(table)
 
