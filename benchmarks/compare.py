@@ -334,7 +334,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reduced", action="store_true", help="use a reduced workload for quick checks")
     parser.add_argument("--passages", type=int, default=8, help="passages of the reduced workload")
     parser.add_argument("--layers", type=int, default=2, help="decoder blocks of the reduced workload")
-    parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads for every tool (default 1)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="OMP/MKL threads for every tool (default 2: the machine's cores; use 1 when it is busy)")
     parser.add_argument("--wherefrom-cmd", default="wherefrom", help="how to call wherefrom's CLI")
     parser.add_argument("--work", type=Path, default=WORK, help="folder prepare.py wrote (default bench-work/)")
     parser.add_argument(
