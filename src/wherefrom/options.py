@@ -5,7 +5,7 @@ The CLI flags, the docs and the run manifest are all generated from these fields
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
@@ -84,8 +84,3 @@ def default_of(cls: type, name: str) -> Any:
     """The default value of an option field."""
     f = next(f for f in fields(cls) if f.name == name)
     return None if f.default is MISSING else f.default
-
-
-def to_dict(options: Any) -> dict[str, Any]:
-    """Options as a plain dict for manifests."""
-    return asdict(options)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 
@@ -29,30 +28,13 @@ class LayerShape:
 
 
 class LayerType:
-    """How one kind of module exposes W̄ = [W | b] as an [out, in(+1)] matrix."""
+    """One kind of module computing s = W̄ ā per token: what it takes to track it is its shape (the hooks see ā and s)."""
 
     module_types: ClassVar[tuple[type, ...]] = ()
 
     @staticmethod
     def shape(module: nn.Module) -> LayerShape:
         """The layer's shape."""
-        raise NotImplementedError
-
-    @staticmethod
-    def weight_matrix(module: nn.Module) -> torch.Tensor:
-        """The weight as an [out, in] matrix (without bias)."""
-        raise NotImplementedError
-
-    @classmethod
-    def parameter_gradient(cls, module: nn.Module) -> torch.Tensor:
-        """The module's autograd gradient (``.grad``) as W̄'s [out, in(+1)] gradient; used by tests and checks."""
-        grad = cls.weight_matrix_grad(module)
-        if module.bias is not None and module.bias.grad is not None:
-            grad = torch.cat([grad, module.bias.grad[:, None]], dim=1)
-        return grad
-
-    @staticmethod
-    def weight_matrix_grad(module: nn.Module) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -83,14 +65,6 @@ class LinearLayer(LayerType):
     def shape(module: nn.Module) -> LayerShape:
         return LayerShape(module.in_features, module.out_features, module.bias is not None)
 
-    @staticmethod
-    def weight_matrix(module: nn.Module) -> torch.Tensor:
-        return module.weight
-
-    @staticmethod
-    def weight_matrix_grad(module: nn.Module) -> torch.Tensor:
-        return module.weight.grad
-
 
 def _conv1d_types() -> tuple[type, ...]:
     try:
@@ -111,11 +85,4 @@ class Conv1DLayer(LayerType):
         n_in, n_out = module.weight.shape
         return LayerShape(n_in, n_out, module.bias is not None)
 
-    @staticmethod
-    def weight_matrix(module: nn.Module) -> torch.Tensor:
-        return module.weight.T
-
-    @staticmethod
-    def weight_matrix_grad(module: nn.Module) -> torch.Tensor:
-        return module.weight.grad.T
 
