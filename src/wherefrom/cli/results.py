@@ -1,0 +1,52 @@
+"""`wherefrom report` and `wherefrom analyse`: read a score folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wherefrom.cli.common import app, err, run_action
+from wherefrom.errors import WherefromError
+
+
+@app.command()
+def report(
+    out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    top_k: int = typer.Option(10, "--top-k", help="Sequences shown per query."),
+    title: str | None = typer.Option(None, help="Title of the page."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
+) -> None:
+    """Write a self-contained HTML report (token heatmaps, layer heatmap, tail statistics) of a score folder."""
+
+    def action() -> None:
+        from wherefrom.outputs.report import write_report
+        from wherefrom.scoring.results import ScoreResult
+
+        if not (out / "scores.safetensors").is_file():
+            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
+        path = write_report(ScoreResult.load(out), output, top_k=top_k, title=title, n_bootstrap=bootstraps)
+        err.print(f"report → [bold]{path}[/]")
+
+    run_action(action)
+
+
+@app.command()
+def analyse(
+    out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
+    top_k: int = typer.Option(10, "--top-k", help="Top sequences checked for spurious influence and memorisation."),
+    bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
+) -> None:
+    """Tail fit, concentration, spurious sequences and memorisation per query, as a table."""
+
+    def action() -> None:
+        from wherefrom.outputs.analysis_table import print_analyses
+        from wherefrom.outputs.sections import query_sections
+        from wherefrom.scoring.results import ScoreResult
+
+        if not (out / "scores.safetensors").is_file():
+            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
+        print_analyses(query_sections(ScoreResult.load(out), top_k, bootstraps))
+
+    run_action(action)
