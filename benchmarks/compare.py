@@ -320,8 +320,8 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
         "of the tool's process tree over its stages (the floor's includes the model); × wherefrom and × floor = "
         "total s divided by wherefrom's and the floor's total s; scale = least-squares slope of the tool's scores "
         f"on {reference}'s (1 = same magnitude); Pearson qN = correlation with {reference}'s scores over the "
-        "passages for query N (the reference is wherefrom whenever it ran). Sign convention everywhere: positive = the training sequence raises "
-        "log p(completion | prompt) (no peer needed a flip). See benchmarks/README.md.",
+        "passages for query N (the reference is wherefrom whenever it ran). Sign convention everywhere: "
+        "positive = the training sequence raises log p(completion | prompt) (no peer needed a flip). See benchmarks/README.md.",
         "",
     ]
     return "\n".join(lines)

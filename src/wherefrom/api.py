@@ -10,33 +10,31 @@ Both resume an interrupted run from its finished shards, and split the work acro
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run, save_run
-from wherefrom.data.corpus import build_sequences, corpus_fingerprint
-from wherefrom.data.queries import read_queries
+from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
+from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
-from wherefrom.engine.distributed import current_world
+from wherefrom.engine.distributed import World, current_world
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
+from wherefrom.index.answers import index_result
+from wherefrom.index.store import GradientIndex, check_index_matches
+from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
-from wherefrom.models.selection import select_layers
+from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.scoring.columns import bm25_rows, top_rows
 from wherefrom.scoring.generation import complete_queries
+from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
-
-
-def job_fingerprint(**parts: Any) -> str:
-    """A hash of everything that determines a job's result (options, model, corpus, queries)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _finished_job(out: Path) -> str | None:
@@ -80,37 +78,42 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
 
 def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None, out: str | Path | None = None,
           options: ScoreOptions | None = None, model: str | Path | LoadedModel | None = None,
-          quiet: bool = False, restart: bool = False) -> ScoreResult:
+          quiet: bool = False, restart: bool = False, index: str | Path | None = None) -> ScoreResult:
     """Score every sequence of ``corpus`` (default: the fitted corpus) against each query of ``queries``.
 
-    ``options`` defaults to the run's own max_length, pack and batch_size. Results are saved in ``out`` when given;
-    an interrupted scoring job with the same ``out`` resumes from its finished shards.
+    ``options`` defaults to the run's own max_length, pack and batch_size. With ``index`` (a folder written by
+    `wherefrom index`) the scores come from the index, with no pass over the corpus, and ``options.rescore``
+    re-scores the index's top sequences exactly. Results are saved in ``out`` when given; an interrupted scoring
+    job with the same ``out`` resumes from its finished shards.
     """
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
     if options is None:
         options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
                                shard_size=fitted["shard_size"])
-    if options.query_rank is not None and options.query_rank < 1:
-        raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
+    _check_score_options(options, index is not None)
     source = model if model is not None else factors.manifest["model"]["source"]
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
+    gradient_index = None if index is None else GradientIndex.open(index)
+    corpus_path = corpus or (gradient_index.manifest["corpus"] if gradient_index else fitted["corpus"])
+    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    if gradient_index is not None:
+        check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
                                                                               options.max_length), options, quiet)
-    corpus_path = corpus if corpus is not None else fitted["corpus"]
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
-                          queries=[asdict(q) for q in query_list])
+                          queries=[asdict(q) for q in query_list],
+                          index=None if gradient_index is None else gradient_index.manifest["job"])
     if out is not None and not restart and _finished_job(Path(out)) == job:
         return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
     world = current_world()
     checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
     checkpoints.open(restart)
-    result = score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, query_list, sequences,
-                             options, quiet, checkpoints, world)
+    result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index, Path(run),
+                            quiet, checkpoints, world)
     result.metadata = {
         "strategy": factors.strategy,
         "fisher": fitted["fisher"],
@@ -118,6 +121,7 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         "n_training_sequences_fitted": factors.curvature.n_sequences,
         "model": loaded.source,
         "corpus": str(corpus_path),
+        "columns": _columns_note(options, gradient_index, len(result.sequences), len(sequences)),
         "options": asdict(options),
         "job": job,
     }
@@ -126,3 +130,41 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         checkpoints.finish()
     world.barrier()
     return result
+
+
+def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
+    if options.query_rank is not None and options.query_rank < 1:
+        raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
+    if options.rescore is not None and not with_index:
+        raise WherefromError("--rescore re-scores the top of an index's ranking: give --index INDEX too.")
+    if options.candidates is not None and with_index:
+        raise WherefromError("--candidates and --index both choose which sequences to score: use one of them.")
+
+
+def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: FactorRun, queries: list[Query],
+                   sequences: list[TrainingSequence], options: ScoreOptions, index: GradientIndex | None,
+                   run_dir: Path, quiet: bool, checkpoints: Checkpoints, world: World) -> ScoreResult:
+    """Score the columns the options choose: all sequences, BM25 candidates, or an index's (re-scored) top."""
+    gradients, rows = None, None
+    if options.candidates is not None:
+        rows = bm25_rows(sequences, queries, options.candidates, run_dir)
+    elif index is not None:
+        gradients = query_gradients(loaded.model, layers, queries, options.batch_size, quiet or not world.is_main)
+        if options.rescore is None:
+            return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
+        rows = top_rows(index.scores(gradients, options.damping), options.rescore)
+    chosen = sequences if rows is None else [sequences[r] for r in rows]
+    return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
+                           quiet, checkpoints, world, gradients)
+
+
+def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: int, n_corpus: int) -> str:
+    """In words, which sequences the score columns are."""
+    if options.candidates is not None:
+        return f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.candidates} by BM25"
+    if index is not None and options.rescore is not None:
+        return (f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.rescore} by the "
+                "gradient index, scored exactly")
+    if index is not None:
+        return f"all {n_corpus} sequences, scored from the gradient index ({index.manifest['options']['size']} numbers per layer)"
+    return f"all {n_corpus} sequences"

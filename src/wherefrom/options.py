@@ -65,6 +65,16 @@ class ScoreOptions(DataOptions):
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
     per_token: bool = option(False, "Keep each training token's share of every score.")
     self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
+    candidates: int | None = option(
+        None,
+        "Score only the N sequences per query ranked highest by the paper's modified BM25 over the model's tokens "
+        "(the union over queries is scored; the BM25 index is built once per corpus and kept in the run folder).",
+    )
+    rescore: int | None = option(
+        None,
+        "With --index: score the top N sequences per query of the index's ranking exactly (the union over queries), "
+        "with every decomposition asked for.",
+    )
     query_rank: int | None = option(
         None, "Keep each layer's preconditioned query gradient at this rank (SVD; the paper's query batching)."
     )
@@ -74,6 +84,17 @@ class ScoreOptions(DataOptions):
     top_p: float = option(1.0, "Nucleus sampling threshold (with sample).")
     generation_seed: int = option(0, "Seed for sampled completions.")
 
+
+
+@dataclass(frozen=True)
+class IndexOptions(DataOptions):
+    """Options of `index`: how much of each training gradient the index keeps."""
+
+    size: int = option(
+        8192,
+        "Numbers kept per layer and sequence (float16): the entries of the layer's gradient in the EK-FAC "
+        "eigenbasis with the largest eigenvalues. Larger is closer to full EK-FAC scores and bigger on disk.",
+    )
 
 def help_of(cls: type, name: str) -> str:
     """The help text of an option field."""

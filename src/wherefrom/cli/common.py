@@ -7,12 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from wherefrom.errors import WherefromError
-from wherefrom.options import (
-    FitOptions,
-    ScoreOptions,
-    default_of,
-    help_of,
-)
+from wherefrom.options import FitOptions, IndexOptions, ScoreOptions, default_of, help_of
 from wherefrom.version import __version__
 
 app = typer.Typer(
@@ -35,6 +30,10 @@ def fit_opt(name: str, *flags: str) -> object:
 
 def score_opt(name: str, *flags: str) -> object:
     return typer.Option(default_of(ScoreOptions, name), *flags, help=help_of(ScoreOptions, name))
+
+
+def index_opt(name: str, *flags: str) -> object:
+    return typer.Option(default_of(IndexOptions, name), *flags, help=help_of(IndexOptions, name))
 
 
 def _version(value: bool) -> None:

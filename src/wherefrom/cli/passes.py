@@ -1,4 +1,4 @@
-"""`wherefrom fit` and `wherefrom score`: the two passes over a corpus."""
+"""`wherefrom fit`, `score` and `index`: the passes over a corpus."""
 
 from __future__ import annotations
 
@@ -6,17 +6,8 @@ from pathlib import Path
 
 import typer
 
-from wherefrom.cli.common import (
-    QUIET,
-    RESTART,
-    app,
-    choice,
-    err,
-    fit_opt,
-    run_action,
-    score_opt,
-)
-from wherefrom.options import FISHERS, STRATEGIES, FitOptions, ScoreOptions
+from wherefrom.cli.common import QUIET, RESTART, app, choice, err, fit_opt, index_opt, run_action, score_opt
+from wherefrom.options import FISHERS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
 @app.command()
@@ -59,7 +50,12 @@ def score(
     queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages; "
                                            "a query with only a prompt is completed by the model first."),
     out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
-    corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on)."),
+    corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on, "
+                                                  "or the index's)."),
+    index: Path | None = typer.Option(None, help="Gradient index written by `wherefrom index`: scores come from it, "
+                                                 "with no pass over the corpus."),
+    candidates: int | None = score_opt("candidates"),
+    rescore: int | None = score_opt("rescore"),
     top_k: int = score_opt("top_k", "--top-k"),
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
@@ -91,11 +87,42 @@ def score(
             damping=damping, top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
-            generation_seed=generation_seed,
+            generation_seed=generation_seed, candidates=candidates, rescore=rescore,
         )
-        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart)
+        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
             err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
+
+    run_action(action)
+
+
+@app.command()
+def index(
+    run: Path = typer.Option(..., "--run", "--run-dir", help="Run folder written by `wherefrom fit` (ekfac or kfac)."),
+    out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, projections, manifest)."),
+    corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
+    size: int = index_opt("size"),
+    max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    restart: bool = RESTART,
+    quiet: bool = QUIET,
+) -> None:
+    """Store every training sequence's gradient, compressed, so `score --index` answers queries without a corpus pass."""
+
+    def action() -> None:
+        from wherefrom.curvature.store import load_run
+        from wherefrom.index import build_index
+
+        fitted = load_run(run).manifest["options"]
+        options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
+                               batch_size=batch_size or fitted["batch_size"],
+                               shard_size=shard_size or fitted["shard_size"], size=size)
+        built = build_index(run, out, corpus, options, quiet=quiet, restart=restart)
+        if not quiet:
+            megabytes = built.manifest["bytes_per_sequence"] * built.n_sequences / 1e6
+            err.print(f"indexed {built.n_sequences} sequences, {built.manifest['bytes_per_sequence']:,} bytes each "
+                      f"({megabytes:,.1f} MB) → [bold]{out}[/]")
 
     run_action(action)

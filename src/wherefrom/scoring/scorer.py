@@ -34,10 +34,14 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
-          quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None) -> ScoreResult:
-    """Influence of every training sequence on every query, with the decompositions ``options`` asks for."""
+          quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
+          gradients: QueryGradients | None = None) -> ScoreResult:
+    """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
+
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed.
+    """
     world = world or World()
-    gradients = query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
+    gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
@@ -53,9 +57,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     )
     return ScoreResult(
         scores=accumulator.score_matrix(),
-        sequences=[_sequence_info(s, tokenizer, options.per_token) for s in sequences],
-        queries=[QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids),
-                           float(gradients.logprobs[i])) for i, q in enumerate(queries)],
+        sequences=[sequence_info(s, tokenizer, options.per_token) for s in sequences],
+        queries=query_infos(queries, gradients.logprobs),
         layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
@@ -64,7 +67,14 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     )
 
 
-def _sequence_info(sequence: TrainingSequence, tokenizer: object, with_tokens: bool) -> SequenceInfo:
+def query_infos(queries: list[Query], logprobs: torch.Tensor) -> list[QueryInfo]:
+    """The score matrix's rows: each query with its completion's log-probability under the model."""
+    return [QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids), float(logprobs[i]))
+            for i, q in enumerate(queries)]
+
+
+def sequence_info(sequence: TrainingSequence, tokenizer: object, with_tokens: bool) -> SequenceInfo:
+    """A score column: the sequence's corpus row and text, and its token pieces when per-token scores are kept."""
     ids = list(sequence.input_ids)
     tokens = [tokenizer.decode([t]) for t in ids] if with_tokens else []
     return SequenceInfo(sequence.row, sequence.record_id, sequence.start, sequence.end, tokenizer.decode(ids), tokens)

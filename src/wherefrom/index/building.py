@@ -1,0 +1,136 @@
+"""`wherefrom index`: one pass over the corpus that stores every sequence's projected gradient.
+
+The pass is the engine's usual sharded, resumable, distributable stream; its consumer writes rows straight into
+a memory-mapped file, so a finished shard is on disk and nothing is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from wherefrom.curvature.store import FactorRun, check_compatible, load_run
+from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
+from wherefrom.data.records import read_records
+from wherefrom.engine.distributed import World, current_world
+from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels, StreamBatch
+from wherefrom.errors import WherefromError
+from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.index.projection import LayerProjection, choose_projection
+from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
+from wherefrom.jobs import job_fingerprint
+from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.selection import select_layers
+from wherefrom.options import IndexOptions
+from wherefrom.version import __version__
+
+SHARDS = ".shards"
+
+
+class IndexWriter:
+    """Consumes the stream and writes each sequence's scaled float16 row into the memory-mapped arrays."""
+
+    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray) -> None:
+        self.projections, self.gradients, self.scales = projections, gradients, scales
+
+    def update(self, item: StreamBatch) -> None:
+        """Project one batch's per-sequence gradients (in float32) and store them."""
+        rows = torch.cat([self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
+                          for name, layer in item.layers.items()], dim=1)
+        scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+        index = item.batch.rows.numpy()
+        self.gradients[index] = (rows / scale[:, None]).to(torch.float16).numpy()
+        self.scales[index] = scale.numpy()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Flush the rows to disk; the checkpoint then only records which shards are finished."""
+        self.gradients.flush()
+        self.scales.flush()
+        return {}
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        """Nothing to add: the rows of finished shards are already in the memory-mapped files."""
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = None,
+                options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
+                quiet: bool = False, restart: bool = False) -> GradientIndex:
+    """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
+    out, factors = Path(out), load_run(Path(run))
+    fitted = factors.manifest["options"]
+    options = options or IndexOptions(max_length=fitted["max_length"], pack=fitted["pack"],
+                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
+    source = model if model is not None else factors.manifest["model"]["source"]
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    layers = select_layers(loaded.model, fitted["modules"])
+    check_compatible(factors, loaded.fingerprint, layers)
+    corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
+    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
+                          run=factors.manifest["job"], corpus=corpus_fingerprint(sequences))
+    if (out / MANIFEST).is_file():
+        if json.loads((out / MANIFEST).read_text()).get("job") == job and not restart:
+            return GradientIndex.open(out)
+        if not restart:
+            raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
+                                 "choose another --out, or add --restart to replace it.")
+    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
+                   for layer in layers}
+    world = current_world()
+    checkpoints = Checkpoints(out / SHARDS, job)
+    checkpoints.open(restart)
+    gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
+    plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
+    run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
+             lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
+    if world.is_main:
+        _finish(out, Path(run).resolve(), projections, factors, corpus_path, sequences, options, job)
+        checkpoints.finish()
+    world.barrier()
+    return GradientIndex.open(out)
+
+
+def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World) -> tuple[np.ndarray, np.ndarray]:
+    """The memory-mapped arrays being filled: created by rank 0 unless a resumed build left them."""
+    paths = folder / GRADIENTS, folder / SCALES
+    if world.is_main and not all(p.is_file() for p in paths):
+        np.lib.format.open_memmap(paths[0], mode="w+", dtype=np.float16, shape=(n_rows, n_columns)).flush()
+        np.lib.format.open_memmap(paths[1], mode="w+", dtype=np.float32, shape=(n_rows,)).flush()
+    world.barrier()
+    return np.load(paths[0], mmap_mode="r+"), np.load(paths[1], mmap_mode="r+")
+
+
+def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
+            sequences: list[TrainingSequence], options: IndexOptions, job: str) -> None:
+    """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
+    for name in (GRADIENTS, SCALES):
+        os.replace(out / SHARDS / name, out / name)
+    tensors = {f"{name}/{part}": getattr(p, part).contiguous()
+               for name, p in projections.items() for part in PROJECTION_PARTS}
+    atomic_write(out / PROJECTIONS, lambda path: save_file(tensors, str(path)))
+    layers, column = [], 0
+    for name, p in projections.items():
+        layers.append({"name": name, "size": p.size, "columns": [column, column + p.size],
+                       "default_damping": p.default_damping})
+        column += p.size
+    manifest = {
+        "format": FORMAT, "library_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
+        "model": factors.manifest["model"], "strategy": factors.strategy,
+        "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(sequences),
+        "n_sequences": len(sequences), "columns": column, "bytes_per_sequence": column * 2 + 4,
+        "options": asdict(options), "layers": layers,
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
