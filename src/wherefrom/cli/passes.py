@@ -32,6 +32,7 @@ def fit(
     batch_size: int = fit_opt("batch_size", "--batch-size"),
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
+    factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -42,7 +43,7 @@ def fit(
 
         options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
                              modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
-                             fisher=choice(fisher, FISHERS, "--fisher"), seed=seed)
+                             fisher=choice(fisher, FISHERS, "--fisher"), seed=seed, factor_blocks=factor_blocks)
         run = fit_run(model, corpus, out, options, quiet, restart)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
