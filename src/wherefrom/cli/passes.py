@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import (
+    DRY_RUN,
     QUIET,
     RESTART,
     app,
     choice,
     err,
     fit_opt,
+    print_dry_run,
     run_action,
     score_opt,
 )
@@ -33,6 +35,7 @@ def fit(
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
     factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
+    dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -44,6 +47,11 @@ def fit(
         options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
                              modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
                              fisher=choice(fisher, FISHERS, "--fisher"), seed=seed, factor_blocks=factor_blocks)
+        if dry_run:
+            from wherefrom.costs.plans import estimate_fit
+
+            print_dry_run(lambda: estimate_fit(model, corpus, options), quiet)
+            return
         run = fit_run(model, corpus, out, options, quiet, restart)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
@@ -75,6 +83,7 @@ def score(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -94,6 +103,11 @@ def score(
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
             generation_seed=generation_seed,
         )
+        if dry_run:
+            from wherefrom.costs.plans import estimate_score
+
+            print_dry_run(lambda: estimate_score(run, queries, corpus, options), quiet)
+            return
         result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
