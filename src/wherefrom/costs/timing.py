@@ -73,14 +73,17 @@ def measure_pass(model: nn.Module, layers: list[TrackedLayer], token_lists: Sequ
     return SampleMeasure(statistics.median(per_sequence), graph_per_token)
 
 
-def eigh_seconds_per_cubed_dim(dim: int = 384) -> float:
-    """Seconds of one float64 eigendecomposition divided by dim³ (its cost grows as dim³)."""
+def eigh_seconds_per_cubed_dim(dim: int = 384, repeats: int = 3) -> float:
+    """Seconds of one float64 eigendecomposition divided by dim³ (its cost grows as dim³); median of ``repeats``."""
     matrix = torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     symmetric = matrix @ matrix.T
     torch.linalg.eigh(symmetric[:64, :64])  # warm-up
-    start = time.perf_counter()
-    torch.linalg.eigh(symmetric)
-    return (time.perf_counter() - start) / dim ** 3
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.linalg.eigh(symmetric)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) / dim ** 3
 
 
 def _wait_for_device(tensor: torch.Tensor) -> None:
