@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -72,6 +73,33 @@ def test_a_killed_fit_resumes_to_the_identical_result(workspace, tmp_path):
     assert not shards.exists()
 
 
+def test_a_killed_index_build_resumes_to_the_identical_index(workspace, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(cli(*fit_args(workspace, run)), env=ENV, check=True)
+    rows = [{"id": f"r{i}", "text": f"{TEXTS[i % len(TEXTS)]} {TEXTS[(i * 5 + 2) % len(TEXTS)]}"} for i in range(1200)]
+    corpus = write_jsonl(tmp_path / "large.jsonl", rows)
+
+    def index_args(out: Path) -> list[str]:
+        return cli("index", "--run", run, "--corpus", corpus, "--out", out, "--batch-size", 2, "--shard-size", 4,
+                   "--size", 16, "-q")
+
+    subprocess.run(index_args(tmp_path / "reference"), env=ENV, check=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(index_args(killed), env=ENV)
+    checkpoint = killed / ".shards" / "index.rank0-of-1.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and finished_shards(checkpoint) < 5:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "manifest.json").exists(), "the index was finished before it could be killed"
+    assert 5 <= finished_shards(checkpoint) < 300
+    subprocess.run(index_args(killed), env=ENV, check=True)
+    for name in ("gradients.npy", "scales.npy", "projections.safetensors"):
+        assert (killed / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert not (killed / ".shards").exists()
+
+
 def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wherefrom")
     for name, runner in (("single", (sys.executable, "-m", "wherefrom")), ("distributed", torchrun)):
@@ -79,6 +107,8 @@ def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
         subprocess.run(cli("score", "--run-dir", tmp_path / f"run-{name}", "--queries", workspace / "queries.jsonl",
                            "--out", tmp_path / f"out-{name}", "--per-layer", "--per-token", "-q", runner=runner),
                        env=ENV, check=True)
+        subprocess.run(cli("index", "--run-dir", tmp_path / f"run-{name}", "--out", tmp_path / f"index-{name}", "-q",
+                           runner=runner), env=ENV, check=True)
     single = load_file(str(tmp_path / "run-single" / "factors.safetensors"))
     distributed = load_file(str(tmp_path / "run-distributed" / "factors.safetensors"))
     for key in single:
@@ -88,3 +118,5 @@ def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
     b = load_file(str(tmp_path / "out-distributed" / "scores.safetensors"))
     for key in ("scores", "per_layer", "per_token"):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4 * float(a[key].abs().max()))
+    rows = [np.load(tmp_path / f"index-{name}" / "gradients.npy").astype(np.float32) for name in ("single", "distributed")]
+    np.testing.assert_allclose(rows[1], rows[0], atol=2e-3)  # every rank wrote its shards' rows (float16, scaled to 1)

@@ -50,6 +50,12 @@ class FitOptions(DataOptions):
         "'empirical': the data's labels (deterministic).",
     )
     seed: int = option(0, "Seed for sampled labels (each sequence's draw depends only on the seed and its row).")
+    factor_blocks: int = option(
+        1,
+        "kfac/ekfac: keep A and S block-diagonal with this many blocks per layer (Grosse et al. appendix A): factor "
+        "memory and eigendecompositions shrink about this many times. Widths it does not divide get blocks that "
+        "differ by one.",
+    )
 
 
 @dataclass(frozen=True)

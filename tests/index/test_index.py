@@ -150,3 +150,16 @@ def test_candidates_score_the_union_of_each_querys_bm25_top(workspace, tmp_path)
         expected |= set(bm25.top(ids, 2).tolist())
     assert [s.row for s in result.sequences] == sorted(expected)
     assert list((workspace / "run").glob("bm25-*.npz")), "the BM25 index is kept in the run folder for reuse"
+
+
+def test_dry_run_predicts_the_index_files(workspace, tmp_path):
+    from wherefrom.costs.index_plan import estimate_index
+
+    options = IndexOptions(batch_size=3, max_length=32, size=100)
+    estimate = estimate_index(workspace / "run", None, options)
+    assert not (tmp_path / "index").exists()
+    build_index(workspace / "run", tmp_path / "index", options=options, quiet=True)
+    for name in ("gradients.npy", "scales.npy"):
+        assert estimate.disk[name] == (tmp_path / "index" / name).stat().st_size, name
+    real = (tmp_path / "index" / "projections.safetensors").stat().st_size
+    assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding

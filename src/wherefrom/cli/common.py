@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +24,8 @@ err = Console(stderr=True)
 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or summary.")
 RESTART = typer.Option(False, "--restart", help="Discard finished shards or results of a different earlier run.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the estimated memory per stage, time (measured on a small "
+                                                 "sample) and output size, and write nothing.")
 
 
 def fit_opt(name: str, *flags: str) -> object:
@@ -59,6 +63,15 @@ def choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
     if value not in allowed:
         raise WherefromError(f"{flag} {value!r} is not one of: {', '.join(allowed)}.")
     return value
+
+
+def print_dry_run(estimate: object, quiet: bool) -> None:
+    """Run ``estimate()`` (loads the model and times a sample) and print the cost table on stdout."""
+    from wherefrom.outputs.costs_table import print_costs
+
+    with nullcontext() if quiet else err.status("estimating costs: loading the model, timing a sample of sequences"):
+        result = estimate()
+    print_costs(result)
 
 
 def run_action(action: object) -> None:

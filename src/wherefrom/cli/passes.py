@@ -6,7 +6,19 @@ from pathlib import Path
 
 import typer
 
-from wherefrom.cli.common import QUIET, RESTART, app, choice, err, fit_opt, index_opt, run_action, score_opt
+from wherefrom.cli.common import (
+    DRY_RUN,
+    QUIET,
+    RESTART,
+    app,
+    choice,
+    err,
+    fit_opt,
+    index_opt,
+    print_dry_run,
+    run_action,
+    score_opt,
+)
 from wherefrom.options import FISHERS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
@@ -23,6 +35,8 @@ def fit(
     batch_size: int = fit_opt("batch_size", "--batch-size"),
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
+    factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
+    dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -33,7 +47,12 @@ def fit(
 
         options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
                              modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
-                             fisher=choice(fisher, FISHERS, "--fisher"), seed=seed)
+                             fisher=choice(fisher, FISHERS, "--fisher"), seed=seed, factor_blocks=factor_blocks)
+        if dry_run:
+            from wherefrom.costs.plans import estimate_fit
+
+            print_dry_run(lambda: estimate_fit(model, corpus, options), quiet)
+            return
         run = fit_run(model, corpus, out, options, quiet, restart)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
@@ -70,6 +89,7 @@ def score(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -89,6 +109,11 @@ def score(
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
         )
+        if dry_run:
+            from wherefrom.costs.plans import estimate_score
+
+            print_dry_run(lambda: estimate_score(run, queries, corpus, options, index), quiet)
+            return
         result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
@@ -103,6 +128,7 @@ def index(
     out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, projections, manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
     size: int = index_opt("size"),
+    dry_run: bool = DRY_RUN,
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
@@ -119,6 +145,11 @@ def index(
         options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
                                batch_size=batch_size or fitted["batch_size"],
                                shard_size=shard_size or fitted["shard_size"], size=size)
+        if dry_run:
+            from wherefrom.costs.index_plan import estimate_index
+
+            print_dry_run(lambda: estimate_index(run, corpus, options), quiet)
+            return
         built = build_index(run, out, corpus, options, quiet=quiet, restart=restart)
         if not quiet:
             megabytes = built.manifest["bytes_per_sequence"] * built.n_sequences / 1e6

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from wherefrom.allocator import Workspace
+from wherefrom.curvature.blocks import Basis, rotate
 from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import StreamBatch
 
@@ -20,9 +21,9 @@ from wherefrom.engine.stream import StreamBatch
 class CorrectionAccumulator(SummedTensors):
     """Consumes the stream and sums (Q_Sᵀ DW̄ Q_A)∘2 per layer over sequences."""
 
-    def __init__(self, bases: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
+    def __init__(self, bases: dict[str, tuple[Basis | None, Basis | None]],
                  shapes: dict[str, tuple[int, int]], dtype: torch.dtype) -> None:
-        converted: dict[int, torch.Tensor] = {}  # one copy in the model's dtype per distinct basis (gate/up share Q_A)
+        converted: dict[int, Basis] = {}  # one copy in the model's dtype per distinct basis (gate/up share Q_A)
         self.bases = {name: tuple(None if q is None else converted.setdefault(id(q), q.to(dtype)) for q in qs)
                       for name, qs in bases.items()}
         self.sums = {name: torch.zeros(out, n_in, dtype=dtype) for name, (out, n_in) in shapes.items()}
@@ -37,11 +38,10 @@ class CorrectionAccumulator(SummedTensors):
             Q_A, Q_S = self.bases[name]
             key = (id(layer.inputs), id(Q_A))
             if key not in rotated_inputs:  # layers sharing ā and Q_A (gate_proj, up_proj) rotate it once
-                rotated_inputs[key] = layer.inputs if Q_A is None else torch.matmul(
+                rotated_inputs[key] = layer.inputs if Q_A is None else rotate(
                     layer.inputs, Q_A, out=self.workspace.get("a", layer.inputs.shape, layer.inputs.dtype))
             grads = layer.output_grads
-            ds = grads if Q_S is None else torch.matmul(grads, Q_S,
-                                                        out=self.workspace.get("ds", grads.shape, grads.dtype))
+            ds = grads if Q_S is None else rotate(grads, Q_S, out=self.workspace.get("ds", grads.shape, grads.dtype))
             a = rotated_inputs[key]
             DW = self.workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
             torch.bmm(ds.transpose(1, 2), a, out=DW)  # rotated per-sequence gradients

@@ -3,7 +3,8 @@
 A predicting token is a position whose output predicts a target (every token but a sequence's last): the last
 position's Ds is exactly zero, so counting its ā āᵀ in A would bias K-FAC's Kronecker product by about 1/T.
 Sums are kept in the model's dtype (their float32 round-off, ~1e-7·√batches, is far below the sampling noise);
-float64 starts at the eigendecomposition, where it is needed.
+float64 starts at the eigendecomposition, where it is needed. With ``blocks`` > 1 only the diagonal blocks of A and
+S are summed (the block-diagonal approximation of appendix A, see `curvature/blocks.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from scipy.linalg import blas
 
 from wherefrom.allocator import Workspace
+from wherefrom.curvature.blocks import block_slices
 from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import StreamBatch
 from wherefrom.models.selection import TrackedLayer
@@ -37,14 +39,18 @@ def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
 
 
 class CovarianceAccumulator(SummedTensors):
-    """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer (upper triangles)."""
+    """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer (upper triangles), in ``blocks`` diagonal blocks."""
 
-    def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32, blocks: int = 1) -> None:
         self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64),
                                               "n_sequences": torch.zeros((), dtype=torch.float64)}
+        self.slices: dict[str, list[slice]] = {}
         for layer in layers:
-            self.sums[f"A/{layer.name}"] = torch.zeros(layer.shape.in_dim, layer.shape.in_dim, dtype=dtype)
-            self.sums[f"S/{layer.name}"] = torch.zeros(layer.shape.out_features, layer.shape.out_features, dtype=dtype)
+            for factor, dim in (("A", layer.shape.in_dim), ("S", layer.shape.out_features)):
+                self.slices[f"{factor}/{layer.name}"] = block_slices(dim, blocks)
+                for i, cut in enumerate(self.slices[f"{factor}/{layer.name}"]):
+                    size = cut.stop - cut.start
+                    self.sums[f"{factor}/{layer.name}/{i}"] = torch.zeros(size, size, dtype=dtype)
         self.layers = layers
         self.workspace = Workspace()
         self.names = [layer.name for layer in layers]
@@ -62,8 +68,13 @@ class CovarianceAccumulator(SummedTensors):
                 buffer = self.workspace.get("masked", a.shape, a.dtype)
                 torch.mul(a, predicting.unsqueeze(-1).to(a.dtype), out=buffer)
                 masked[id(a)] = buffer.reshape(-1, a.shape[-1])
-            add_gram_upper(self.sums[f"A/{name}"], masked[id(a)])
-            add_gram_upper(self.sums[f"S/{name}"], layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+            self._add(f"A/{name}", masked[id(a)])
+            self._add(f"S/{name}", layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+
+    def _add(self, factor: str, x: torch.Tensor) -> None:
+        for i, cut in enumerate(self.slices[factor]):
+            add_gram_upper(self.sums[f"{factor}/{i}"], x[:, cut])
+
     @property
     def n_tokens(self) -> int:
         return int(self.sums["n_tokens"])
@@ -72,8 +83,9 @@ class CovarianceAccumulator(SummedTensors):
     def n_sequences(self) -> int:
         return int(self.sums["n_sequences"])
 
-    def pop(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``name``'s (A, S) in float64, each divided by the number of predicting tokens; frees the sums."""
+    def pop(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Layer ``name``'s diagonal blocks of A and of S in float64, each divided by the number of predicting
+        tokens (one block each without the block-diagonal approximation); frees the sums."""
         n = float(self.sums["n_tokens"])
-        A, S = self.sums.pop(f"A/{name}"), self.sums.pop(f"S/{name}")
-        return symmetric_from_upper(A.double()) / n, symmetric_from_upper(S.double()) / n
+        return tuple([symmetric_from_upper(self.sums.pop(f"{factor}/{name}/{i}").double()) / n
+                      for i in range(len(self.slices[f"{factor}/{name}"]))] for factor in ("A", "S"))

@@ -4,6 +4,8 @@
 - kfac: covariance pass → eigendecompositions; Λ = τ·(Λ_S ⊗ Λ_A), τ = mean predicting tokens per sequence.
 - diagonal: one pass for diag(G) = E_seq[DW̄∘2].
 - identity: no pass (gradient dot product).
+
+With ``factor_blocks`` O > 1 (kfac, ekfac) A and S are block-diagonal with O blocks each (appendix A).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wherefrom.curvature.blocks import Basis, basis_from_tensors, basis_tensors, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.eigen import eigendecompose
@@ -26,7 +29,7 @@ from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import FitOptions
 from wherefrom.progress import track
 
-Eigen = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # Λ_A, Q_A, Λ_S, Q_S
+Eigen = tuple[torch.Tensor, Basis, torch.Tensor, Basis]  # Λ_A, Q_A, Λ_S, Q_S
 
 
 @dataclass
@@ -61,8 +64,9 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
                             checkpoints, world, quiet)
         return result({name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()})
 
+    check_factor_blocks(layers, options.factor_blocks)
     covariance = run_pass(model, layers, plan, labels, "covariance", "covariances A, S",
-                          lambda: CovarianceAccumulator(layers, dtype), checkpoints, world, quiet)
+                          lambda: CovarianceAccumulator(layers, dtype, options.factor_blocks), checkpoints, world, quiet)
     eigen = eigendecompose_all(covariance, world, dtype, quiet)
     if options.strategy == "kfac":
         tau = covariance.n_tokens / covariance.n_sequences
@@ -79,32 +83,70 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
                        quiet: bool) -> dict[str, Eigen]:
     """(Λ_A, Q_A, Λ_S, Q_S) per layer, each layer decomposed on one rank (round-robin) and shared by summing.
 
-    Eigendecompositions run in float64; the bases are then kept in the model's dtype (they only rotate).
-    Covariances are freed layer by layer. A layer whose A equals the previous layer's (gate_proj and up_proj read
-    the same input) reuses that decomposition, and both layers share one basis tensor.
+    Eigendecompositions run in float64, block by block; the bases are then kept in the model's dtype (they only
+    rotate). Covariances are freed layer by layer. A layer whose A equals the previous layer's (gate_proj and
+    up_proj read the same input) reuses that decomposition, and both layers share one basis.
     """
     names = list(covariance.names)
     mine = [name for index, name in enumerate(names) if world.owns(index)]
     eigen: dict[str, Eigen] = {}
-    previous_A: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
+    previous_A: tuple[list[torch.Tensor], tuple[torch.Tensor, Basis]] | None = None
     for name in track(mine, len(mine), "eigendecompositions", quiet or not world.is_main):
         A, S = covariance.pop(name)
-        if previous_A is not None and previous_A[0].shape == A.shape and torch.equal(previous_A[0], A):
+        if previous_A is not None and _same_blocks(previous_A[0], A):
             lam_A, Q_A = previous_A[1]
         else:
-            lam_A, Q_A = eigendecompose(name, "A", A)
-            Q_A = Q_A.to(dtype)
+            lam_A, Q_A = _eigendecompose_blocks(name, "A", A, dtype)
             previous_A = (A, (lam_A, Q_A))
-        lam_S, Q_S = eigendecompose(name, "S", S)
-        eigen[name] = (lam_A, Q_A, lam_S, Q_S.to(dtype))
+        eigen[name] = (lam_A, Q_A, *_eigendecompose_blocks(name, "S", S, dtype))
     if world.size == 1:
         return eigen
-    shared = {}
+    shared, counts = {}, {}
     for name in names:  # zeros on the ranks that do not own the layer; one all-reduce shares every result
         layer = next(layer for layer in covariance.layers if layer.name == name)
-        n_in, n_out = layer.shape.in_dim, layer.shape.out_features
-        parts = eigen.get(name) or (torch.zeros(n_in, dtype=torch.float64), torch.zeros(n_in, n_in, dtype=dtype),
-                                    torch.zeros(n_out, dtype=torch.float64), torch.zeros(n_out, n_out, dtype=dtype))
+        parts = _flatten(eigen[name]) if name in eigen else _zeros(
+            [block_sizes(layer.shape.in_dim, len(covariance.slices[f"A/{name}"])),
+             block_sizes(layer.shape.out_features, len(covariance.slices[f"S/{name}"]))], dtype)
         shared.update({f"{name}/{i}": p.contiguous().clone() for i, p in enumerate(parts)})
+        counts[name] = len(parts)
     world.sum(shared)
-    return {name: tuple(shared[f"{name}/{i}"] for i in range(4)) for name in names}
+    return {name: _unflatten([shared[f"{name}/{i}"] for i in range(counts[name])]) for name in names}
+
+
+def _eigendecompose_blocks(name: str, factor: str, blocks: list[torch.Tensor], dtype: torch.dtype
+                           ) -> tuple[torch.Tensor, Basis]:
+    """Eigenvalues (the blocks' in order) and the block-diagonal basis of a factor given by its diagonal blocks."""
+    parts = [eigendecompose(name, factor if len(blocks) == 1 else f"{factor} block {i}", block)
+             for i, block in enumerate(blocks)]
+    return torch.cat([values for values, _ in parts]), basis_from_tensors([Q.to(dtype) for _, Q in parts])
+
+
+def _same_blocks(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
+
+
+def _flatten(eigen: Eigen) -> list[torch.Tensor]:
+    """Λ_A, Λ_S, then the blocks of Q_A and of Q_S: the tensors one all-reduce sums."""
+    lam_A, Q_A, lam_S, Q_S = eigen
+    return [lam_A, lam_S, *basis_tensors(Q_A), *basis_tensors(Q_S)]
+
+
+def _zeros(sizes: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
+    """A placeholder of :func:`_flatten`'s layout for factors with these block sizes."""
+    values = [torch.zeros(sum(s), dtype=torch.float64) for s in sizes]
+    return values + [torch.zeros(n, n, dtype=dtype) for s in sizes for n in s]
+
+
+def _unflatten(parts: list[torch.Tensor]) -> Eigen:
+    lam_A, lam_S, bases = parts[0], parts[1], parts[2:]
+    n_A = _count_blocks(bases, lam_A.numel())
+    return lam_A, basis_from_tensors(bases[:n_A]), lam_S, basis_from_tensors(bases[n_A:])
+
+
+def _count_blocks(bases: list[torch.Tensor], dim: int) -> int:
+    """How many of the leading square blocks cover ``dim`` coordinates."""
+    covered, count = 0, 0
+    while covered < dim:
+        covered += bases[count].shape[0]
+        count += 1
+    return count

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
+from wherefrom.curvature.blocks import Basis
+
 DAMPING_FACTOR = 0.1  # λ_ℓ = 0.1 × mean(Λ_ℓ), the paper's heuristic
 
 
 @dataclass
 class LayerCurvature:
-    """One layer's curvature: eigenbases (None = standard basis) and eigenvalues Λ [out, in(+1)] (None = identity)."""
+    """One layer's curvature: eigenbases, dense or block-diagonal (None = standard basis), and eigenvalues
+    Λ [out, in(+1)] (None = identity)."""
 
-    Q_A: torch.Tensor | None
-    Q_S: torch.Tensor | None
+    Q_A: Basis | None
+    Q_S: Basis | None
     eigenvalues: torch.Tensor | None
 
     def damping(self, absolute: float | None) -> float:

@@ -1,4 +1,8 @@
-"""Save and load fitted factors: ``factors.safetensors`` plus ``manifest.json`` (never pickle)."""
+"""Save and load fitted factors: ``factors.safetensors`` plus ``manifest.json`` (never pickle).
+
+Per layer: ``{layer}/Q_A``, ``{layer}/Q_S``, ``{layer}/eigenvalues``; a block-diagonal basis (``--factor-blocks``)
+is stored as its blocks ``{layer}/Q_A/0``, ``{layer}/Q_A/1``, … and the manifest's options record the block count.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from wherefrom.curvature.blocks import basis_from_tensors, basis_tensors
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
@@ -45,9 +50,13 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
     for name, layer in curvature.layers.items():
         for part in _PARTS:
             value = getattr(layer, part)
-            if value is not None:  # safetensors refuses two names for one storage (layers sharing Q_A)
-                pointer = value.untyped_storage().data_ptr()
-                tensors[f"{name}/{part}"] = value.clone().contiguous() if pointer in stored else value.contiguous()
+            if value is None:
+                continue
+            parts = basis_tensors(value)
+            for i, tensor in enumerate(parts):  # safetensors refuses two names for one storage (shared Q_A)
+                pointer = tensor.untyped_storage().data_ptr()
+                key = f"{name}/{part}" if len(parts) == 1 else f"{name}/{part}/{i}"
+                tensors[key] = tensor.clone().contiguous() if pointer in stored else tensor.contiguous()
                 stored.add(pointer)
     manifest = {
         "format": FORMAT,
@@ -93,8 +102,16 @@ class StoredCurvature(Mapping[str, LayerCurvature]):
         if name not in self.names:
             raise KeyError(name)
         with safe_open(str(self.path), framework="pt") as f:
-            parts = [f.get_tensor(key) if (key := f"{name}/{part}") in self.keys else None for part in _PARTS]
-        return LayerCurvature(*parts)
+            return LayerCurvature(*(self._read(f, f"{name}/{part}") for part in _PARTS))
+
+    def _read(self, f: Any, key: str) -> Any:
+        """The tensor under ``key``, the block-diagonal basis of blocks ``key/0``, ``key/1``, …, or None."""
+        if key in self.keys:
+            return f.get_tensor(key)
+        blocks = []
+        while f"{key}/{len(blocks)}" in self.keys:
+            blocks.append(f.get_tensor(f"{key}/{len(blocks)}"))
+        return basis_from_tensors(blocks) if blocks else None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from wherefrom.curvature.blocks import BlockDiagonal
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
 
@@ -56,11 +57,12 @@ def choose_projection(name: str, curvature: LayerCurvature, size: int) -> LayerP
                              "--strategy ekfac or kfac.")
     if size < 1:
         raise WherefromError(f"--size must be at least 1, got {size}.")
+    Q_S, Q_A = (Q.dense() if isinstance(Q, BlockDiagonal) else Q for Q in (curvature.Q_S, curvature.Q_A))
     Lambda = curvature.eigenvalues.flatten()
     entries = Lambda.argsort(descending=True)[:size].sort().values
     return LayerProjection(
-        Q_S=curvature.Q_S.contiguous(),
-        Q_A=curvature.Q_A.contiguous(),
+        Q_S=Q_S.contiguous(),
+        Q_A=Q_A.contiguous(),
         entries=entries,
         eigenvalues=Lambda[entries].float().contiguous(),
         default_damping=curvature.damping(None),

@@ -28,7 +28,7 @@ from wherefrom.scoring.query_gradients import QueryGradients
 FORMAT = "wherefrom-index/1"
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
 PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
-_ROWS_PER_CHUNK = 8192  # rows converted from float16 at a time while scoring
+_CHUNK_ELEMENTS = 1 << 26  # index entries contracted at a time (128 MB of float16)
 
 
 @dataclass
@@ -58,7 +58,7 @@ class GradientIndex:
                                            default_damping=entry["default_damping"])
             for entry in manifest["layers"]
         }
-        gradients = np.load(folder / GRADIENTS, mmap_mode="r")
+        gradients = np.load(folder / GRADIENTS, mmap_mode="c")  # copy-on-write: read-only on disk, a writable view for torch
         return cls(folder, manifest, projections, gradients, np.load(folder / SCALES))
 
     @property
@@ -86,27 +86,39 @@ class GradientIndex:
             parts.append(part if layers is None or name in layers else torch.zeros_like(part))
         return torch.cat(parts, dim=1)
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows contracted at a time (bounds the working memory of a query, whatever the index size)."""
+        return max(1, _CHUNK_ELEMENTS // self.gradients.shape[1])
+
     def scores(self, gradients: QueryGradients, damping: float | None = None,
                layers: Sequence[str] | None = None) -> torch.Tensor:
         """Approximate influence of every indexed sequence on each query: [Q, N] float32."""
-        queries = self.queries_in_index_space(gradients, damping, layers)
-        return self._contract(queries, [(0, queries.shape[1])])[0]
+        return self.contract(self.queries_in_index_space(gradients, damping, layers))[0]
 
     def per_layer_scores(self, gradients: QueryGradients, damping: float | None = None) -> torch.Tensor:
         """Each layer's share of :meth:`scores`: [n_layers, Q, N] float32."""
         queries = self.queries_in_index_space(gradients, damping)
-        return self._contract(queries, [tuple(entry["columns"]) for entry in self.manifest["layers"]])
+        return self.contract(queries, [tuple(entry["columns"]) for entry in self.manifest["layers"]])
 
-    def _contract(self, queries: torch.Tensor, column_ranges: list[tuple[int, int]]) -> torch.Tensor:
-        """Σ over each column range of queries · rows, undoing the per-row scale: [n_ranges, Q, N]."""
-        out = torch.empty(len(column_ranges), queries.shape[0], self.n_sequences)
-        for lo in range(0, self.n_sequences, _ROWS_PER_CHUNK):
-            rows = torch.from_numpy(np.asarray(self.gradients[lo:lo + _ROWS_PER_CHUNK], dtype=np.float32))
+    def contract(self, queries: torch.Tensor, column_ranges: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """Σ over each column range (default: all columns) of queries · rows, undoing the scales: [n_ranges, Q, N].
+
+        The products run in float16 on rows as stored (no conversion of the index): each query is scaled to a
+        largest magnitude of 1 first, so that with rows also scaled to 1 no product or sum can overflow, and the
+        scales are multiplied back in float32.
+        """
+        ranges = column_ranges or [(0, queries.shape[1])]
+        out = torch.empty(len(ranges), queries.shape[0], self.n_sequences)
+        query_scale = queries.abs().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        scaled = (queries / query_scale).to(torch.float16)
+        for lo in range(0, self.n_sequences, self.chunk_rows):
+            rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows])
             scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]])
-            for i, (first, last) in enumerate(column_ranges):
-                out[i, :, lo:lo + rows.shape[0]] = (queries[:, first:last] @ rows[:, first:last].T) * scale
+            for i, (first, last) in enumerate(ranges):
+                products = (scaled[:, first:last] @ rows[:, first:last].T).float()
+                out[i, :, lo:lo + rows.shape[0]] = products * query_scale * scale
         return out
-
 
 def check_index_matches(index: GradientIndex, run: FactorRun, corpus_fingerprint: str) -> None:
     """Refuse an index built from another fitted run or another corpus than the one being scored."""

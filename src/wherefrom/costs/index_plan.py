@@ -1,0 +1,76 @@
+"""Dry runs of `index` and of `score --index`: the indexing pass timed on a sample, the index's size from shapes,
+and the contraction of a query with every row timed on the index itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wherefrom.costs import memory
+from wherefrom.costs.estimate import CostEstimate, Stage
+from wherefrom.costs.timing import measure_pass
+from wherefrom.curvature.store import check_compatible, load_run
+from wherefrom.data.corpus import build_sequences
+from wherefrom.data.records import read_records
+from wherefrom.engine.stream import Labels
+from wherefrom.index.building import IndexWriter
+from wherefrom.index.projection import choose_projection
+from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
+from wherefrom.models.loading import load_model
+from wherefrom.models.selection import select_layers
+from wherefrom.options import IndexOptions
+
+_NPY_HEADER = 128
+
+
+def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions) -> CostEstimate:
+    """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
+    factors = load_run(Path(run))
+    fitted = factors.manifest["options"]
+    loaded = load_model(factors.manifest["model"]["source"])
+    layers = select_layers(loaded.model, fitted["modules"])
+    check_compatible(factors, loaded.fingerprint, layers)
+    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
+                   for layer in layers}
+    columns = sum(p.size for p in projections.values())
+    sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
+                                options.max_length, options.pack)
+    tokens = [s.input_ids for s in sequences]
+    dtype = next(loaded.model.parameters()).dtype
+
+    def make(lengths: list[int]) -> IndexWriter:
+        return IndexWriter(projections, np.zeros((len(lengths), columns), np.float16), np.zeros(len(lengths), np.float32))
+
+    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
+    n, longest = len(sequences), max(len(t) for t in tokens)
+    weights = memory.weights_bytes(loaded.model)
+    rotated = options.batch_size * max(layer.shape.out_features * layer.shape.in_dim for layer in layers) * 4
+    bases = sum(4 * (layer.shape.out_features ** 2 + layer.shape.in_dim ** 2) for layer in layers)
+    batch = round(measured.graph_bytes_per_token * options.batch_size * longest) + memory.captured_bytes(
+        layers, options.batch_size, longest, dtype)
+    stages = [Stage("model", weights, 0.0, "parameters and buffers"),
+              Stage("indexing pass", weights + bases + batch + rotated, measured.seconds_per_sequence * n,
+                    f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
+                    "to the memory-mapped file")]
+    disk = {"gradients.npy": n * columns * 2 + _NPY_HEADER, "scales.npy": n * 4 + _NPY_HEADER,
+            "projections.safetensors": memory.safetensors_bytes(
+                {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
+                 for name, p in projections.items() for part in PROJECTION_PARTS})}
+    return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
+                        [f"{columns * 2 + 4:,} bytes per sequence ({options.size} numbers per layer, float16)"])
+
+
+def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:
+    """The contraction of ``n_queries`` queries with every row of an existing index, timed on the index itself."""
+    index = GradientIndex.open(index_dir)
+    queries = torch.randn(n_queries, index.gradients.shape[1])
+    clock = time.perf_counter()
+    for _ in range(repeats):
+        index.contract(queries)
+    seconds = (time.perf_counter() - clock) / repeats
+    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * 2
+    return Stage("index contraction", chunk + n_queries * index.n_sequences * 4, seconds,
+                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} float16 numbers, timed on the index")

@@ -1,0 +1,201 @@
+"""Dry runs of `fit` and `score`: load the model, build the sequences, time each pass on a sample, add up shapes.
+
+Nothing is written. Time = measured seconds per sequence × sequences, per pass (one process; under torchrun the
+passes split across processes), plus the eigendecompositions estimated from one timed float64 eigh (∝ d³).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from wherefrom.costs import memory
+from wherefrom.costs.estimate import CostEstimate, Stage
+from wherefrom.costs.index_plan import index_contraction_stage
+from wherefrom.costs.timing import SampleMeasure, eigh_seconds_per_cubed_dim, measure_pass, sample_rows
+from wherefrom.curvature.blocks import BlockDiagonal, block_sizes, check_factor_blocks
+from wherefrom.curvature.correction import CorrectionAccumulator
+from wherefrom.curvature.covariance import CovarianceAccumulator
+from wherefrom.curvature.store import check_compatible, load_run
+from wherefrom.data.corpus import build_sequences
+from wherefrom.data.queries import read_queries
+from wherefrom.data.records import read_records
+from wherefrom.engine.stream import Labels
+from wherefrom.index.store import GradientIndex
+from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.scoring.contract import ScoreAccumulator
+from wherefrom.scoring.lowrank import LowRankQueries
+from wherefrom.scoring.scorer import sequence_info
+
+_FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
+
+
+def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions()
+                 ) -> CostEstimate:
+    """What `wherefrom fit` with these arguments will cost, from shapes and a timed sample."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    layers = select_layers(loaded.model, options.modules)
+    blocks = options.factor_blocks
+    if options.strategy in ("kfac", "ekfac"):
+        check_factor_blocks(layers, blocks)
+    sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
+    tokens = [s.input_ids for s in sequences]
+    dtype = next(loaded.model.parameters()).dtype
+    labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
+    shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
+    makers = {
+        "covariance": lambda _: CovarianceAccumulator(layers, dtype, blocks),
+        # Identity bases cost the same dense (or block) products as the fitted ones.
+        "correction": lambda _: CorrectionAccumulator(_identity_bases(layers, blocks, dtype), shapes, dtype),
+        "diagonal": lambda _: CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, dtype),
+    }
+    passes = {"ekfac": ["covariance", "correction"], "kfac": ["covariance"], "diagonal": ["diagonal"],
+              "identity": []}[options.strategy]
+    measured = {name: measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, labels,
+                                   makers[name]) for name in passes}
+    weights = memory.weights_bytes(loaded.model)
+    n, longest = len(sequences), max(len(t) for t in tokens)
+    factors = memory.factor_sum_bytes(layers, blocks, dtype)
+    eigenvalues = memory.eigenvalue_bytes(layers, dtype)
+    scratch = memory.per_sequence_gradient_bytes(layers, options.batch_size, dtype)
+    stages = [Stage("model", weights, 0.0, "parameters and buffers")]
+    for name in passes:
+        batch = _batch_bytes(measured[name], layers, options.batch_size, longest, dtype)
+        held = {"covariance": factors, "correction": factors + eigenvalues + scratch,
+                "diagonal": eigenvalues + scratch}[name]
+        stages.append(Stage(f"{name} pass", weights + batch + held, measured[name].seconds_per_sequence * n,
+                            _per_sequence(measured[name], n)))
+        if name == "covariance":
+            largest = memory.largest_block(layers, blocks)
+            cubes = sum(size ** 3 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
+                        for size in block_sizes(dim, blocks))
+            stages.append(Stage("eigendecompositions", weights + factors + memory.eigen_work_bytes(layers, blocks),
+                                eigh_seconds_per_cubed_dim() * cubes,
+                                f"float64, largest {largest}×{largest}; time from one timed eigh, ∝ d³"))
+    manifest = {"layers": [{"name": layer.name, "type": layer.layer_type.__name__} for layer in layers],
+                "options": asdict(options)}
+    disk = {"factors.safetensors": memory.safetensors_bytes(memory.factor_file_shapes(layers, options.strategy,
+                                                                                      blocks, dtype)),
+            "manifest.json": len(json.dumps(manifest, indent=2)) + 1024}
+    return CostEstimate("fit", n, sum(len(t) for t in tokens),
+                        {name: m.seconds_per_sequence for name, m in measured.items()}, stages, disk,
+                        _notes(len(passes)))
+
+
+def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | None = None,
+                   options: ScoreOptions | None = None, index: str | Path | None = None) -> CostEstimate:
+    """What `wherefrom score` with these arguments will cost (prompt-only queries count --max-new-tokens tokens).
+
+    With ``index`` the scoring pass is replaced by the index's contraction, timed on the index.
+    """
+    factors = load_run(Path(run))
+    fitted = factors.manifest["options"]
+    options = options or ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"],
+                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
+    loaded = load_model(factors.manifest["model"]["source"])
+    layers = select_layers(loaded.model, fitted["modules"])
+    check_compatible(factors, loaded.fingerprint, layers)
+    query_list = read_queries(queries, loaded.tokenizer, options.max_length)
+    query_length = max(len(q.input_ids) + (options.max_new_tokens if q.needs_completion else 0) for q in query_list)
+    if corpus is None:
+        corpus = GradientIndex.open(index).manifest["corpus"] if index is not None else fitted["corpus"]
+    sequences = build_sequences(read_records(corpus), loaded.tokenizer,
+                                options.max_length, options.pack)
+    tokens = [s.input_ids for s in sequences]
+    dtype = next(loaded.model.parameters()).dtype
+    n, n_queries, longest, n_tokens = len(sequences), len(query_list), max(len(t) for t in tokens), sum(map(len, tokens))
+    size = memory.itemsize(dtype)
+    rank = options.query_rank
+    V = {layer.name: _random_queries(n_queries, layer, rank, dtype) for layer in layers}
+    self_curvature = {layer.name: (factors.curvature.layers[layer.name], options.damping)
+                      for layer in layers} if options.self_influence else None
+
+    def make(lengths: list[int]) -> ScoreAccumulator:
+        offsets = torch.tensor([0, *lengths]).cumsum(0) if options.per_token else None
+        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, dtype)
+
+    measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make)
+    weights = memory.weights_bytes(loaded.model)
+    widths = sum(layer.shape.in_dim + layer.shape.out_features for layer in layers)
+    gradients = n_queries * query_length * widths * size
+    preconditioned = n_queries * size * sum(layer.shape.out_features * layer.shape.in_dim if rank is None
+                                            else rank * (layer.shape.out_features + layer.shape.in_dim)
+                                            for layer in layers)
+    factor_file = memory.factor_file_shapes(layers, factors.strategy, fitted.get("factor_blocks", 1), dtype)
+    factor_bytes = memory.safetensors_bytes(factor_file)
+    accumulators = ((len(layers) if options.per_layer else 1) * n_queries * n * 8
+                    + (n_queries * n_tokens * size if options.per_token else 0)
+                    + (n * 8 + factor_bytes if options.self_influence else 0))
+    batch = _batch_bytes(measured, layers, options.batch_size, longest, dtype)
+    stages = [
+        Stage("model", weights, 0.0, "parameters and buffers"),
+        Stage("query gradients", weights + gradients + _batch_bytes(measured, layers, options.batch_size,
+                                                                    query_length, dtype),
+              measured.seconds_per_sequence * n_queries, f"{n_queries} queries of up to {query_length} tokens"),
+        Stage("preconditioning", weights + gradients + preconditioned + factor_bytes // max(1, len(layers)), 0.0,
+              "one layer's factors at a time" + ("" if rank is None else f"; rank {rank}")),
+        Stage("scoring pass", weights + batch + preconditioned + accumulators,
+              measured.seconds_per_sequence * n, _per_sequence(measured, n)),
+    ]
+    if index is not None:
+        stages[-1] = index_contraction_stage(index, n_queries)
+    shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
+                                      options.self_influence)
+    row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
+    result_bytes = (row_bytes + (sum(len(layer.name) + _FLOAT_CHARS for layer in layers) if options.per_layer else 0)
+                    + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))
+    disk = {"scores.safetensors": memory.safetensors_bytes(shapes), "sequences.jsonl": round(row_bytes * n),
+            "results.jsonl": round(result_bytes * n_queries * min(options.top_k, n))}
+    notes = _notes(1) + ([f"{sum(q.needs_completion for q in query_list)} prompt-only queries: generation time not "
+                          "included"] if any(q.needs_completion for q in query_list) else [])
+    return CostEstimate("score", n, n_tokens, {"scores": measured.seconds_per_sequence}, stages, disk, notes)
+
+
+def _batch_bytes(measured: SampleMeasure, layers: list[TrackedLayer], batch_size: int, length: int,
+                 dtype: torch.dtype) -> int:
+    """One batch of the longest sequences: the autograd graph (measured per token) and the captured ā, Ds."""
+    return round(measured.graph_bytes_per_token * batch_size * length) + memory.captured_bytes(
+        layers, batch_size, length, dtype)
+
+
+def _identity_bases(layers: list[TrackedLayer], blocks: int, dtype: torch.dtype) -> dict[str, tuple]:
+    eyes: dict[int, object] = {}
+
+    def eye(dim: int) -> object:
+        if dim not in eyes:
+            parts = tuple(torch.eye(size, dtype=dtype) for size in block_sizes(dim, blocks))
+            eyes[dim] = parts[0] if blocks == 1 else BlockDiagonal(parts)
+        return eyes[dim]
+
+    return {layer.name: (eye(layer.shape.in_dim), eye(layer.shape.out_features)) for layer in layers}
+
+
+def _random_queries(n_queries: int, layer: TrackedLayer, rank: int | None, dtype: torch.dtype
+                    ) -> torch.Tensor | LowRankQueries:
+    """Preconditioned queries of the right shape (their values do not change the cost)."""
+    out, n_in = layer.shape.out_features, layer.shape.in_dim
+    if rank is None:
+        return torch.randn(n_queries, out, n_in, dtype=dtype)
+    return LowRankQueries(torch.randn(n_queries, out, rank, dtype=dtype), torch.randn(n_queries, n_in, rank, dtype=dtype))
+
+
+def _sequence_row_bytes(tokenizer: object, sequences: list, with_tokens: bool) -> float:
+    """Mean bytes of one sequences.jsonl row, over a sample of sequences."""
+    rows = [sequences[r] for r in sample_rows(len(sequences), 32)]
+    text = [json.dumps(asdict(sequence_info(s, tokenizer, with_tokens)), ensure_ascii=False) for s in rows]
+    return sum(len(t.encode()) + 1 for t in text) / len(rows)
+
+
+def _per_sequence(measured: SampleMeasure, n: int) -> str:
+    return f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}"
+
+
+def _notes(passes: int) -> list[str]:
+    return [f"{passes} pass(es) over the corpus; times are for one process (torchrun splits the passes)",
+            "memory: peak of each stage from shapes, the autograd graph measured on a sample batch and scaled to "
+            "the longest sequence"]

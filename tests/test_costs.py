@@ -1,0 +1,105 @@
+"""--dry-run: the estimated disk equals what a real run writes, memory counts equal the tensors the passes
+allocate, and nothing is written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny import TEXTS, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl
+from typer.testing import CliRunner
+
+from wherefrom.api import fit, score
+from wherefrom.cli.main import app
+from wherefrom.costs import memory
+from wherefrom.costs.plans import estimate_fit, estimate_score
+from wherefrom.curvature.covariance import CovarianceAccumulator
+from wherefrom.models.loading import load_model
+from wherefrom.models.selection import select_layers
+from wherefrom.options import FitOptions, ScoreOptions
+
+HEADER_TOLERANCE = 64  # bytes: the safetensors header's key order can change the offsets' digit counts
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("costs")
+    save_model_dir(tiny_gpt2(), root / "model")  # biased Conv1D layers: in_dim = in_features + 1
+    write_jsonl(root / "corpus.jsonl", [{"id": f"d{i}", "text": f"{TEXTS[i % 8]} {TEXTS[(i * 3 + 1) % 8]}"}
+                                        for i in range(30)])
+    write_jsonl(root / "queries.jsonl", [{"prompt": "paris is the capital of", "completion": " france."},
+                                         {"prompt": "the cat", "completion": " sat on the mat."}])
+    return root
+
+
+@pytest.mark.parametrize("strategy, blocks", [("ekfac", 1), ("ekfac", 3), ("kfac", 2), ("diagonal", 1)])
+def test_the_fit_disk_estimate_is_the_size_of_the_written_factors(workspace, tmp_path, strategy, blocks):
+    options = FitOptions(strategy=strategy, batch_size=8, max_length=32, factor_blocks=blocks, modules="all-linear")
+    loaded = load_model(workspace / "model")
+    estimate = estimate_fit(loaded, workspace / "corpus.jsonl", options)
+    fit(loaded, workspace / "corpus.jsonl", tmp_path / "run", options, quiet=True)
+    written = os.path.getsize(tmp_path / "run" / "factors.safetensors")
+    assert abs(estimate.disk["factors.safetensors"] - written) <= HEADER_TOLERANCE, (estimate.disk, written)
+    assert estimate.n_sequences == 30 and [s.name for s in estimate.stages][0] == "model"
+    assert all(seconds > 0 for seconds in estimate.seconds_per_sequence.values())
+
+
+def test_the_score_disk_estimate_is_the_size_of_the_written_scores(workspace, tmp_path):
+    fit(workspace / "model", workspace / "corpus.jsonl", tmp_path / "run", FitOptions(batch_size=8, max_length=32),
+        quiet=True)
+    options = ScoreOptions(batch_size=8, max_length=32, per_layer=True, per_token=True, self_influence=True)
+    estimate = estimate_score(tmp_path / "run", workspace / "queries.jsonl", options=options)
+    score(tmp_path / "run", workspace / "queries.jsonl", out=tmp_path / "out", options=options, quiet=True)
+    written = os.path.getsize(tmp_path / "out" / "scores.safetensors")
+    assert abs(estimate.disk["scores.safetensors"] - written) <= HEADER_TOLERANCE, (estimate.disk, written)
+    assert estimate.disk["sequences.jsonl"] == pytest.approx(os.path.getsize(tmp_path / "out" / "sequences.jsonl"),
+                                                             rel=0.2)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factor_memory_is_the_size_of_the_covariance_sums(blocks, dtype):
+    model = tiny_llama(dtype=dtype)
+    layers = select_layers(model, "all-linear")
+    sums = CovarianceAccumulator(layers, dtype, blocks).sums
+    allocated = sum(t.numel() * t.element_size() for key, t in sums.items() if key.startswith(("A/", "S/")))
+    assert memory.factor_sum_bytes(layers, blocks, dtype) == allocated
+    largest = max(t.shape[0] for key, t in sums.items() if key.startswith(("A/", "S/")))
+    assert memory.largest_block(layers, blocks) == largest
+
+
+def test_safetensors_size_from_shapes_is_the_file_size(tmp_path):
+    tensors = {"b/Q_A/0": torch.zeros(3, 3), "a/eigenvalues": torch.zeros(2, 5, dtype=torch.float64),
+               "offsets": torch.zeros(11, dtype=torch.int64), "x": torch.zeros(7, 1000, dtype=torch.bfloat16)}
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    shapes = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+    assert memory.safetensors_bytes(shapes) == os.path.getsize(tmp_path / "t.safetensors")
+
+
+def test_dry_runs_print_a_table_and_leave_out_untouched(workspace, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["fit", "--model", str(workspace / "model"), "--corpus", str(workspace / "corpus.jsonl"),
+                                 "--out", str(out), "--batch-size", "8", "--factor-blocks", "2", "--dry-run", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "covariance pass" in result.output and "factors.safetensors" in result.output
+    assert "eigendecompositions" in result.output and not out.exists()
+    fit(workspace / "model", workspace / "corpus.jsonl", out, FitOptions(batch_size=8), quiet=True)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    (scores / "keep.txt").write_text("mine")
+    before = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
+    result = runner.invoke(app, ["score", "--run", str(out), "--queries", str(workspace / "queries.jsonl"),
+                                 "--out", str(scores), "--per-token", "--dry-run", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "scoring pass" in result.output and "scores.safetensors" in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in scores.iterdir()} == before
+
+
+def test_a_dry_run_refuses_a_block_count_the_layers_cannot_hold(workspace):
+    result = CliRunner().invoke(app, ["fit", "--model", str(workspace / "model"), "--corpus",
+                                      str(workspace / "corpus.jsonl"), "--out", "unused", "--factor-blocks", "99",
+                                      "--dry-run", "-q"])
+    assert result.exit_code == 2 and "--factor-blocks 99" in result.output
