@@ -15,7 +15,6 @@ from wherefrom.explorer.jobs import Job
 from wherefrom.explorer.ranking import rank_all, rescore
 from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
 from wherefrom.explorer.session import ExplorerSession
-from wherefrom.outputs.figures import tail
 from wherefrom.outputs.sections import query_sections
 from wherefrom.scoring.generation import generate_completion
 from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
@@ -56,10 +55,11 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     exact = rescore(session, query, candidates, layers)
     seconds["rescoring"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="figures", message="drawing the figures", done=0, total=1)
-    view = _view(session, request, exact, basis, ranking.exact, generated)
+    result = _whole_corpus_result(session, exact, candidates, basis)
+    view = _view(session, request, result, candidates, ranking.exact, generated)
     seconds["figures"] = time.perf_counter() - clock
     view.seconds = seconds
-    return Answer(view, _whole_corpus_result(session, exact, candidates, basis))
+    return Answer(view, result)
 
 
 def _write(session: ExplorerSession, query: Query, max_new_tokens: int, job: Job) -> Query:
@@ -71,31 +71,35 @@ def _write(session: ExplorerSession, query: Query, max_new_tokens: int, job: Job
     return replace(query, completion=tokenizer.decode(ids), completion_ids=ids)
 
 
-def _view(session: ExplorerSession, request: AskRequest, exact: ScoreResult, basis: torch.Tensor, exact_ranking: bool,
-          generated: bool) -> AnswerView:
-    section = query_sections(exact, request.top_k, n_bootstrap=0)[0]
-    whole = tail(basis.double().numpy(), n_bootstrap=0)
+def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, candidates: list[int],
+          exact_ranking: bool, generated: bool) -> AnswerView:
+    section = query_sections(result, request.top_k, n_bootstrap=0)[0]
+    whole = section.tail
     blocks = session.blocks if request.layers == "all" else {}
+    exact = set(candidates)
+    def block_split(row: int) -> dict[str, float]:
+        return {name: float(restricted_scores(result.per_layer[:, 0, row], block)) for name, block in blocks.items()}
+
     top = [SequenceView(
-        rank=t.rank, row=exact.sequences[t.row].row, record_id=t.record_id, score=t.score, text=t.text,
-        tokens=[TokenView(text=s.text, value=s.value, style=s.style) for s in t.tokens or []],
+        rank=t.rank, row=t.row, record_id=t.record_id, score=t.score, exact=t.row in exact, text=t.text,
+        tokens=[TokenView(text=s.text, value=s.value, style=s.style) for s in t.tokens or []] if t.row in exact else [],
         spurious=t.spurious,
-        blocks={name: float(restricted_scores(exact.per_layer[:, 0, t.row], block)) for name, block in blocks.items()},
+        blocks=block_split(t.row) if t.row in exact else {},
     ) for t in section.top]
-    query = exact.queries[0]
-    scored = session.block_layers(request.layers)
+    query = result.queries[0]
     return AnswerView(
         prompt=query.prompt, completion=query.completion, generated=generated,
         completion_logprob=query.completion_logprob, layers=request.layers,
-        layer_range=_layer_range(session, request.layers, len(scored)),
+        layer_range=_layer_range(session, request.layers, len(result.layer_names)),
         ranking="exact" if exact_ranking else "index", n_sequences=len(session.sequences),
-        n_candidates=len(exact.sequences), top=top, token_scale=section.token_scale or 0.0,
+        n_candidates=len(candidates), top=top, token_scale=section.token_scale or 0.0,
         layer_heatmap=section.layers.plot, layer_message=section.layers.message,
         tail=TailView(plot=whole.plot, n_scores=whole.n_scores, n_positive=whole.n_positive,
                       alpha=whole.fit.alpha if whole.fit else None, x_min=whole.fit.x_min if whole.fit else None,
                       top_share=whole.top_share, message=whole.message,
                       source="exact EK-FAC scores of every sequence" if exact_ranking else
-                      "the gradient index's approximate scores (all layers)"),
+                      f"exact for the best {len(candidates)}, the gradient index's approximation (all layers) for "
+                      "the others"),
         units=SIGN_AND_UNITS, seconds={},
     )
 
@@ -109,8 +113,9 @@ def _layer_range(session: ExplorerSession, block: str, n_scored: int) -> str:
 
 def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidates: list[int],
                          basis: torch.Tensor) -> ScoreResult:
-    """A result over the whole corpus for the HTML report: the ranking's scores, with the candidates' exact
-    scores, per-layer and per-token splits put in their columns (other columns carry no split)."""
+    """The answer as a result over the whole corpus (what the page and the HTML report show): the ranking's
+    scores, with the candidates' exact scores and per-layer and per-token splits in their columns (the other
+    columns carry no split)."""
     n = len(session.sequences)
     columns = torch.tensor(candidates)
     scores = basis.clone().float().unsqueeze(0)
@@ -120,11 +125,10 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
     lengths = torch.tensor([len(s.input_ids) for s in session.sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     per_token = torch.zeros(1, int(offsets[-1]))
-    sequences = [SequenceInfo(s.row, s.record_id, s.start, s.end, text) for s, text in zip(session.sequences,
-                                                                                           session.texts)]
+    sequences = [SequenceInfo(s.row, s.record_id, s.start, s.end, text, pieces)
+                 for s, text, pieces in zip(session.sequences, session.texts, session.pieces)]
     for position, row in enumerate(candidates):
         per_token[0, offsets[row]:offsets[row + 1]] = exact.token_scores(0, position).float()
-        sequences[row] = exact.sequences[position]
     metadata = {**(session.sources or {}), "n_training_sequences_fitted": session.curvature.n_sequences}
     return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
                        metadata=metadata)

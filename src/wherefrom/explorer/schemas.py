@@ -39,7 +39,9 @@ class SequenceView(BaseModel):
     rank: int
     row: int = Field(description="Column of the score matrix (position of the sequence in the corpus).")
     record_id: str
-    score: float = Field(description="Exact EK-FAC influence on the query (nats per N copies; positive helps).")
+    score: float = Field(description="EK-FAC influence on the query (nats per N copies; positive helps).")
+    exact: bool = Field(description="Scored exactly (with token and layer splits); False: the index's approximation, "
+                                    "for a sequence outside the re-scored candidates.")
     text: str
     tokens: list[TokenView]
     spurious: bool = Field(description="Its influence sits on very few tokens (||a||_2/||a||_1 above threshold).")

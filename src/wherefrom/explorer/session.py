@@ -33,6 +33,7 @@ class ExplorerSession:
     curvature: FittedCurvature
     sequences: list[TrainingSequence]
     texts: list[str]  # decoded text of each training sequence
+    pieces: list[list[str]]  # decoded text of each of its tokens
     options: ScoreOptions  # the run's data options (max_length, pack, batch_size)
     blocks: dict[str, LayerBlock]  # lower / middle / upper thirds of the tracked layers (fewer for shallow nets)
     index: Any = None  # a wherefrom.index.GradientIndex, or None: rank by exact scoring of every sequence
@@ -66,9 +67,11 @@ class ExplorerSession:
         curvature = FittedCurvature({layer.name: factors.curvature.layers[layer.name] for layer in layers},
                                     factors.curvature.n_sequences, factors.curvature.n_tokens)
         texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])
+        flat = iter(loaded.tokenizer.batch_decode([[t] for s in sequences for t in s.input_ids]))
+        pieces = [[next(flat) for _ in s.input_ids] for s in sequences]
         sources = {"model": loaded.source, "run": str(run), "corpus": str(corpus_path),
                    "index": "" if index is None else str(index), "strategy": str(fitted["strategy"])}
-        return cls(loaded, layers, curvature, sequences, texts, options, layer_thirds([x.name for x in layers]),
+        return cls(loaded, layers, curvature, sequences, texts, pieces, options, layer_thirds([x.name for x in layers]),
                    opened, sources)
 
     @classmethod

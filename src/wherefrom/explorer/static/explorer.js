@@ -120,7 +120,8 @@ function sequenceCard(sequence) {
   card.dataset.row = sequence.row;
   card.querySelector(".rank").textContent = `#${sequence.rank}`;
   card.querySelector(".rid").textContent = sequence.record_id;
-  card.querySelector(".score").textContent = `${sequence.score >= 0 ? "+" : ""}${number(sequence.score)} nats / N copies`;
+  card.querySelector(".score").textContent = `${sequence.score >= 0 ? "+" : ""}${number(sequence.score)} nats / N copies` +
+    (sequence.exact ? "" : " (index estimate)");
   card.querySelector(".blocks").textContent = Object.entries(sequence.blocks)
     .map(([name, value]) => `${name} ${number(value)}`).join(" · ");
   if (sequence.spurious) {
