@@ -45,7 +45,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
         "stage", stage="ranking", message="ranking training sequences", done=done, total=total))
     seconds["ranking"], clock = time.perf_counter() - clock, time.perf_counter()
     basis = ranking.scores
-    if request.layers != "all" and ranking.per_layer is not None:
+    if request.layers != "all":
         basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
     n_candidates = request.top_k if ranking.exact else max(3 * request.top_k, MIN_CANDIDATES)
     candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
@@ -98,8 +98,7 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
                       alpha=whole.fit.alpha if whole.fit else None, x_min=whole.fit.x_min if whole.fit else None,
                       top_share=whole.top_share, message=whole.message,
                       source="exact EK-FAC scores of every sequence" if exact_ranking else
-                      f"exact for the best {len(candidates)}, the gradient index's approximation (all layers) for "
-                      "the others"),
+                      f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
         units=SIGN_AND_UNITS, seconds={},
     )
 

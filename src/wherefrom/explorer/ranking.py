@@ -33,10 +33,10 @@ class ShardProgress(Checkpoints):
 
 @dataclass
 class Ranking:
-    """One query's score for every sequence, with its per-layer split when the ranking was exact."""
+    """One query's score for every sequence and its per-layer split, exact or the index's approximation."""
 
     scores: torch.Tensor  # [N]
-    per_layer: torch.Tensor | None  # [L, N] over all tracked layers, or None (index ranking)
+    per_layer: torch.Tensor  # [L, N] over all tracked layers
     exact: bool
 
 
@@ -46,9 +46,9 @@ def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int]
     if session.index is not None:
         report(0, 1)
         gradients = query_gradients(loaded.model, session.layers, [query], session.options.batch_size, quiet=True)
-        scores = session.index.scores(gradients, session.curvature.layers, session.options.damping)[0]
+        per_layer = session.index.per_layer_scores(gradients, session.options.damping)[:, 0]
         report(1, 1)
-        return Ranking(scores.float(), None, exact=False)
+        return Ranking(per_layer.sum(0), per_layer, exact=False)
     n = len(session.sequences)
     n_shards = -(-n // PROGRESS_SHARD)
     options = replace(session.options, shard_size=PROGRESS_SHARD, per_layer=True)

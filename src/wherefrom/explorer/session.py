@@ -10,7 +10,7 @@ from typing import Any
 from wherefrom.analysis import LayerBlock, layer_blocks, transformer_layer
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.store import check_compatible, load_run
-from wherefrom.data.corpus import TrainingSequence, build_sequences
+from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, parse_query
 from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
@@ -57,13 +57,15 @@ class ExplorerSession:
         loaded = load_model(factors.manifest["model"]["source"])
         layers = select_layers(loaded.model, fitted["modules"])
         check_compatible(factors, loaded.fingerprint, layers)
-        options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
-                               shard_size=fitted["shard_size"])
+        data = opened.manifest["options"] if opened is not None else fitted  # how corpus records became sequences
+        options = ScoreOptions(max_length=data["max_length"], pack=data["pack"], batch_size=data["batch_size"],
+                               shard_size=data["shard_size"])
         corpus_path = corpus or fitted["corpus"]
         sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
-        if opened is not None and opened.manifest["n_sequences"] != len(sequences):
-            raise WherefromError(f"the index holds {opened.manifest['n_sequences']} sequences but the corpus "
-                                 f"{corpus_path} gives {len(sequences)}; serve the corpus the index was built on.")
+        if opened is not None:
+            from wherefrom.index.store import check_index_matches
+
+            check_index_matches(opened, factors, corpus_fingerprint(sequences))
         curvature = FittedCurvature({layer.name: factors.curvature.layers[layer.name] for layer in layers},
                                     factors.curvature.n_sequences, factors.curvature.n_tokens)
         texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])
