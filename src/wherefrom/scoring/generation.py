@@ -19,13 +19,16 @@ def complete_queries(model: nn.Module, tokenizer: object, queries: list[Query], 
     todo = [q for q in queries if q.needs_completion]
     if not todo:
         return queries
-    generated = {q.id: _generate(model, tokenizer, q, options)
+    generated = {q.id: generate_completion(model, tokenizer, q, options)
                  for q in track(todo, len(todo), "writing completions", quiet)}
     return [replace(q, completion=tokenizer.decode(generated[q.id]), completion_ids=generated[q.id])
             if q.needs_completion else q for q in queries]
 
 
-def _generate(model: nn.Module, tokenizer: object, query: Query, options: ScoreOptions) -> tuple[int, ...]:
+def generate_completion(model: nn.Module, tokenizer: object, query: Query, options: ScoreOptions,
+                        streamer: object = None) -> tuple[int, ...]:
+    """The model's completion of ``query``'s prompt (ending before EOS); ``streamer`` (a transformers streamer)
+    receives the tokens as they are written."""
     budget = min(options.max_new_tokens, options.max_length - len(query.prompt_ids))
     prompt = torch.tensor([query.prompt_ids])
     eos = getattr(tokenizer, "eos_token_id", None)
@@ -36,7 +39,7 @@ def _generate(model: nn.Module, tokenizer: object, query: Query, options: ScoreO
     else:
         settings.update(temperature=None, top_p=None, top_k=None)  # greedy: no sampling settings apply
     with torch.no_grad():
-        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
+        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), streamer=streamer, **settings)
     ids = output[0, prompt.shape[1]:].tolist()
     if eos is not None and eos in ids:
         ids = ids[:ids.index(eos)]

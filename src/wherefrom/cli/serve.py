@@ -1,0 +1,63 @@
+"""`wherefrom serve`: the explorer, a local web page over a run (or a gradient index) and its corpus."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from wherefrom.cli.common import app, err, run_action
+from wherefrom.errors import WherefromError
+
+
+@app.command()
+def serve(
+    index: Path | None = typer.Option(None, help="A gradient index (`wherefrom index`): ranks every sequence fast; "
+                                                 "its run and corpus are read from it."),
+    run: Path | None = typer.Option(None, help="A fitted run folder (`wherefrom fit`); without an index every "
+                                               "question scans the whole corpus exactly (slow, exact)."),
+    corpus: Path | None = typer.Option(None, help="The corpus to rank (default: the one the run was fitted on)."),
+    demo: Path = typer.Option(Path("wherefrom-demo"), help="With neither --index nor --run: the folder `wherefrom "
+                                                           "demo` wrote, whose model and corpus are served."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but a loopback address lets other "
+                                               "machines ask questions and read the corpus."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    threads: int = typer.Option(2, help="CPU threads for the model."),
+) -> None:
+    """Start the explorer: a local web page to ask the model a question and see the training sequences that most
+    influenced its answer, token by token (JSON API documented at /docs)."""
+
+    def action() -> None:
+        import torch
+        import uvicorn
+
+        from wherefrom.explorer import ExplorerSession, create_app
+
+        if not 0 <= port <= 65535:
+            raise WherefromError(f"--port must be between 0 and 65535, got {port}.")
+        if corpus is not None and run is None and index is None:
+            raise WherefromError("--corpus needs --run RUN (the fitted run to score it with).")
+        if not _loopback(host):
+            err.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine can ask "
+                      "questions and read the training corpus. Use --host 127.0.0.1 to keep it local.")
+        torch.set_num_threads(threads)
+        err.print("loading the model, curvature and corpus…")
+        session = ExplorerSession.open(run, corpus, index) if (run or index) else ExplorerSession.from_demo(demo)
+        err.print(f"wherefrom explorer: [bold]http://{_url_host(host)}:{port}/[/] (API docs at /docs; Ctrl+C stops)")
+        uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
+
+    run_action(action)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,133 @@
+"""Answer one question: write the completion (streamed), rank every sequence, re-score the best ones exactly
+per token and per layer, and turn the result into what the page shows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from wherefrom.analysis import restricted_scores
+from wherefrom.data.queries import Query
+from wherefrom.explorer.generate import CompletionStreamer
+from wherefrom.explorer.jobs import Job
+from wherefrom.explorer.ranking import rank_all, rescore
+from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
+from wherefrom.explorer.session import ExplorerSession
+from wherefrom.outputs.sections import query_sections
+from wherefrom.scoring.generation import generate_completion
+from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
+
+MIN_CANDIDATES = 32  # with the index, at least this many (and 3 x top_k) sequences are re-scored exactly
+
+
+@dataclass
+class Answer:
+    """What the page shows, and the result behind it (for the HTML report)."""
+
+    view: AnswerView
+    result: ScoreResult
+
+
+def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job) -> Answer:
+    """Run every step for ``query``, reporting progress on ``job`` (which may be cancelled between steps)."""
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    generated = query.needs_completion
+    if generated:
+        job.emit("stage", stage="completion", message="the model is writing its answer", done=0, total=1)
+        query = _write(session, query, request.max_new_tokens, job)
+        seconds["completion"], clock = time.perf_counter() - clock, time.perf_counter()
+    job.emit("stage", stage="ranking", message=f"ranking {len(session.sequences)} training sequences "
+             f"({'gradient index' if session.index is not None else 'exact EK-FAC scan'})", done=0, total=1)
+    ranking = rank_all(session, query, lambda done, total: job.emit(
+        "stage", stage="ranking", message="ranking training sequences", done=done, total=total))
+    seconds["ranking"], clock = time.perf_counter() - clock, time.perf_counter()
+    basis = ranking.scores
+    if request.layers != "all":
+        basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
+    n_candidates = request.top_k if ranking.exact else max(3 * request.top_k, MIN_CANDIDATES)
+    candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
+    job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
+             "per layer", done=0, total=1)
+    layers = session.block_layers(request.layers)
+    exact = rescore(session, query, candidates, layers)
+    seconds["rescoring"], clock = time.perf_counter() - clock, time.perf_counter()
+    job.emit("stage", stage="figures", message="drawing the figures", done=0, total=1)
+    result = _whole_corpus_result(session, exact, candidates, basis)
+    view = _view(session, request, result, candidates, ranking.exact, generated)
+    seconds["figures"] = time.perf_counter() - clock
+    view.seconds = seconds
+    return Answer(view, result)
+
+
+def _write(session: ExplorerSession, query: Query, max_new_tokens: int, job: Job) -> Query:
+    """``query`` with the model's greedy completion, streamed to the job's events as it is written."""
+    tokenizer = session.loaded.tokenizer
+    streamer = CompletionStreamer(tokenizer, lambda text: job.emit("completion", text=text))
+    options = replace(session.options, max_new_tokens=max_new_tokens)
+    ids = generate_completion(session.loaded.model, tokenizer, query, options, streamer)
+    return replace(query, completion=tokenizer.decode(ids), completion_ids=ids)
+
+
+def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, candidates: list[int],
+          exact_ranking: bool, generated: bool) -> AnswerView:
+    section = query_sections(result, request.top_k, n_bootstrap=0)[0]
+    whole = section.tail
+    blocks = session.blocks if request.layers == "all" else {}
+    exact = set(candidates)
+    def block_split(row: int) -> dict[str, float]:
+        return {name: float(restricted_scores(result.per_layer[:, 0, row], block)) for name, block in blocks.items()}
+
+    top = [SequenceView(
+        rank=t.rank, row=t.row, record_id=t.record_id, score=t.score, exact=t.row in exact, text=t.text,
+        tokens=[TokenView(text=s.text, value=s.value, style=s.style) for s in t.tokens or []] if t.row in exact else [],
+        spurious=t.spurious,
+        blocks=block_split(t.row) if t.row in exact else {},
+    ) for t in section.top]
+    query = result.queries[0]
+    return AnswerView(
+        prompt=query.prompt, completion=query.completion, generated=generated,
+        completion_logprob=query.completion_logprob, layers=request.layers,
+        layer_range=_layer_range(session, request.layers, len(result.layer_names)),
+        ranking="exact" if exact_ranking else "index", n_sequences=len(session.sequences),
+        n_candidates=len(candidates), top=top, token_scale=section.token_scale or 0.0,
+        layer_heatmap=section.layers.plot, layer_message=section.layers.message,
+        tail=TailView(plot=whole.plot, n_scores=whole.n_scores, n_positive=whole.n_positive,
+                      alpha=whole.fit.alpha if whole.fit else None, x_min=whole.fit.x_min if whole.fit else None,
+                      top_share=whole.top_share, message=whole.message,
+                      source="exact EK-FAC scores of every sequence" if exact_ranking else
+                      f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
+        units=SIGN_AND_UNITS, seconds={},
+    )
+
+
+def _layer_range(session: ExplorerSession, block: str, n_scored: int) -> str:
+    if block == "all":
+        return f"all {n_scored} tracked layers"
+    first, last = session.blocks[block].first_layer, session.blocks[block].last_layer
+    return f"transformer layer {first}" if first == last else f"transformer layers {first}-{last}"
+
+
+def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidates: list[int],
+                         basis: torch.Tensor) -> ScoreResult:
+    """The answer as a result over the whole corpus (what the page and the HTML report show): the ranking's
+    scores, with the candidates' exact scores and per-layer and per-token splits in their columns (the other
+    columns carry no split)."""
+    n = len(session.sequences)
+    columns = torch.tensor(candidates)
+    scores = basis.clone().float().unsqueeze(0)
+    scores[0, columns] = exact.scores[0].float()
+    per_layer = torch.zeros(len(exact.layer_names), 1, n)
+    per_layer[:, 0, columns] = exact.per_layer[:, 0].float()
+    lengths = torch.tensor([len(s.input_ids) for s in session.sequences])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    per_token = torch.zeros(1, int(offsets[-1]))
+    sequences = [SequenceInfo(s.row, s.record_id, s.start, s.end, text, pieces)
+                 for s, text, pieces in zip(session.sequences, session.texts, session.pieces)]
+    for position, row in enumerate(candidates):
+        per_token[0, offsets[row]:offsets[row + 1]] = exact.token_scores(0, position).float()
+    metadata = {**(session.sources or {}), "n_training_sequences_fitted": session.curvature.n_sequences}
+    return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
+                       metadata=metadata)

@@ -1,0 +1,64 @@
+"""Rank every training sequence for one query: with the gradient index (fast, approximate) or by exact EK-FAC
+scoring of the whole corpus (slow, exact), then re-score the best candidates exactly, per token and per layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from wherefrom.data.queries import Query
+from wherefrom.engine.distributed import World
+from wherefrom.engine.passes import Checkpoints
+from wherefrom.explorer.session import ExplorerSession
+from wherefrom.models.selection import TrackedLayer
+from wherefrom.scoring.query_gradients import query_gradients
+from wherefrom.scoring.results import ScoreResult
+from wherefrom.scoring.scorer import score
+
+PROGRESS_SHARD = 128  # sequences between progress reports (and cancel checks) of an exact scan
+
+
+@dataclass(frozen=True)
+class ShardProgress(Checkpoints):
+    """Keeps nothing on disk; after each finished shard tells ``report`` how many shards are done, which also
+    lets a cancelled job stop between shards."""
+
+    report: Callable[[int], None] = lambda done: None
+
+    def save(self, name: str, world: World, state: dict[str, torch.Tensor], done: set[int]) -> None:
+        self.report(len(done))
+
+
+@dataclass
+class Ranking:
+    """One query's score for every sequence and its per-layer split, exact or the index's approximation."""
+
+    scores: torch.Tensor  # [N]
+    per_layer: torch.Tensor  # [L, N] over all tracked layers
+    exact: bool
+
+
+def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int], None]) -> Ranking:
+    """Scores of every sequence; ``report(done, total)`` is called as the work advances."""
+    loaded = session.loaded
+    if session.index is not None:
+        report(0, 1)
+        gradients = query_gradients(loaded.model, session.layers, [query], session.options.batch_size, quiet=True)
+        per_layer = session.index.per_layer_scores(gradients, session.options.damping)[:, 0]
+        report(1, 1)
+        return Ranking(per_layer.sum(0), per_layer, exact=False)
+    n = len(session.sequences)
+    n_shards = -(-n // PROGRESS_SHARD)
+    options = replace(session.options, shard_size=PROGRESS_SHARD, per_layer=True)
+    result = score(loaded.model, loaded.tokenizer, session.layers, session.curvature, [query], session.sequences,
+                   options, quiet=True, checkpoints=ShardProgress(None, "", lambda done: report(done, n_shards)))
+    return Ranking(result.scores[0].float(), result.per_layer[:, 0].float(), exact=True)
+
+
+def rescore(session: ExplorerSession, query: Query, rows: list[int], layers: list[TrackedLayer]) -> ScoreResult:
+    """Exact scores of the sequences ``rows`` with only ``layers``, split per token and per layer."""
+    options = replace(session.options, per_layer=True, per_token=True)
+    return score(session.loaded.model, session.loaded.tokenizer, layers, session.curvature, [query],
+                 [session.sequences[r] for r in rows], options, quiet=True)

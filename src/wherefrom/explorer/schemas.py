@@ -1,0 +1,126 @@
+"""The JSON API's requests and replies, as pydantic models (they make the OpenAPI schema at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Block = Literal["all", "lower", "middle", "upper"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class AskRequest(BaseModel):
+    """A question: a prompt and, optionally, the completion to attribute (without one the model writes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=20_000, description="The text the model continues.")
+    completion: str | None = Field(None, max_length=20_000,
+                                   description="The answer whose log-probability is attributed; null or absent: "
+                                               "the model's own greedy answer.")
+    top_k: int = Field(10, ge=1, le=100, description="Influential sequences to return, best first.")
+    layers: Block = Field("all", description="Score with all tracked layers, or only a block: the lower, middle "
+                                             "or upper third of the transformer layers.")
+    max_new_tokens: int = Field(32, ge=1, le=512, description="Longest answer the model may write.")
+
+
+class TokenView(BaseModel):
+    """One token of a sequence, coloured by the influence of the model's prediction of it."""
+
+    text: str
+    value: float = Field(description="Influence carried by predicting this token (nats per N copies).")
+    style: str = Field(description="CSS colouring the token: orange positive, blue negative, opacity |value|/scale.")
+
+
+class SequenceView(BaseModel):
+    """One of the most influential training sequences."""
+
+    rank: int
+    row: int = Field(description="Column of the score matrix (position of the sequence in the corpus).")
+    record_id: str
+    score: float = Field(description="EK-FAC influence on the query (nats per N copies; positive helps).")
+    exact: bool = Field(description="Scored exactly (with token and layer splits); False: the index's approximation, "
+                                    "for a sequence outside the re-scored candidates.")
+    text: str
+    tokens: list[TokenView]
+    spurious: bool = Field(description="Its influence sits on very few tokens (||a||_2/||a||_1 above threshold).")
+    blocks: dict[str, float] = Field(description="Score restricted to each layer block (only with layers='all').")
+
+
+class TailView(BaseModel):
+    """The heavy tail of the query's scores over all sequences."""
+
+    plot: str | None = Field(description="SVG data URI of 1 - CDF of the positive scores (log-log).")
+    n_scores: int
+    n_positive: int
+    alpha: float | None = Field(description="Fitted power-law exponent of the density (None: no fit).")
+    x_min: float | None
+    top_share: float | None = Field(description="Share of the positive influence held by the top 1% of sequences.")
+    message: str | None
+    source: str = Field(description="Where the scores come from (exact scoring, or the index's approximation).")
+
+
+class AnswerView(BaseModel):
+    """Everything the page shows for one question."""
+
+    prompt: str
+    completion: str
+    generated: bool = Field(description="True when the model wrote the completion.")
+    completion_logprob: float | None = Field(description="log p(completion | prompt) in nats.")
+    layers: Block
+    layer_range: str = Field(description="The transformer layers scored, e.g. 'layers 0-3'.")
+    ranking: Literal["index", "exact"]
+    n_sequences: int
+    n_candidates: int = Field(description="Sequences re-scored exactly (per token and per layer).")
+    top: list[SequenceView]
+    token_scale: float = Field(description="|influence| of a token drawn at full colour.")
+    layer_heatmap: str | None = Field(description="SVG data URI: layer blocks x top sequences.")
+    layer_message: str | None
+    tail: TailView
+    units: str
+    seconds: dict[str, float]
+
+
+class JobView(BaseModel):
+    """A question's state: poll it until its status is done, failed or cancelled."""
+
+    id: str
+    status: JobStatus
+    position: int = Field(description="Questions to be answered before this one (0 once it runs).")
+    events: list[dict[str, Any]] = Field(description="Progress events from index `since` on: stages "
+                                                     "({'kind': 'stage', 'stage', 'message', 'done', 'total'}) and "
+                                                     "the answer as written so far ({'kind': 'completion', 'text'}).")
+    next_event: int = Field(description="Pass it as `since` in the next poll.")
+    answer: AnswerView | None = None
+    error: str | None = None
+
+
+class SequenceText(BaseModel):
+    """A training sequence in full."""
+
+    row: int
+    record_id: str
+    text: str
+
+
+class Info(BaseModel):
+    """What the server serves."""
+
+    model: str
+    run: str
+    corpus: str
+    index: str
+    strategy: str
+    n_sequences: int
+    n_layers: int
+    max_length: int
+    ranking: Literal["index", "exact"]
+    blocks: dict[str, list[int]]
+    units: str
+
+
+class ErrorReply(BaseModel):
+    """Every 4xx and 5xx reply: a message saying what was wrong and what to do."""
+
+    error: str

@@ -1,0 +1,120 @@
+"""What the explorer loads once and keeps: the model, its tracked layers, the fitted curvature, the corpus as
+training sequences (with their texts) and, when given, the gradient index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from wherefrom.analysis import LayerBlock, layer_blocks, transformer_layer
+from wherefrom.curvature.fitting import FittedCurvature
+from wherefrom.curvature.store import check_compatible, load_run
+from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
+from wherefrom.data.queries import Query, parse_query
+from wherefrom.data.records import read_records
+from wherefrom.errors import WherefromError
+from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.options import ScoreOptions
+
+DEMO_FOLDER = "wherefrom-demo"  # where `wherefrom demo` writes by default
+DEMO_RUN = "run-ekfac"
+DEMO_INDEX = "index"
+BLOCK_NAMES = {3: ("lower", "middle", "upper"), 2: ("lower", "upper"), 1: ()}
+
+
+@dataclass
+class ExplorerSession:
+    """Everything needed to answer questions about one model and corpus, loaded once."""
+
+    loaded: LoadedModel
+    layers: list[TrackedLayer]
+    curvature: FittedCurvature
+    sequences: list[TrainingSequence]
+    texts: list[str]  # decoded text of each training sequence
+    pieces: list[list[str]]  # decoded text of each of its tokens
+    options: ScoreOptions  # the run's data options (max_length, pack, batch_size)
+    blocks: dict[str, LayerBlock]  # lower / middle / upper thirds of the tracked layers (fewer for shallow nets)
+    index: Any = None  # a wherefrom.index.GradientIndex, or None: rank by exact scoring of every sequence
+    sources: dict[str, str] | None = None  # run, corpus, index and model paths, for the page
+
+    @classmethod
+    def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None) -> ExplorerSession:
+        """Load a fitted run (and its corpus, by default the one it was fitted on), or a gradient index, which
+        names its run and corpus."""
+        opened = None
+        if index is not None:
+            from wherefrom.index import GradientIndex
+
+            opened = GradientIndex.open(index)
+            run = run or opened.manifest["run"]
+            corpus = corpus or opened.manifest["corpus"]
+        if run is None:
+            raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
+        factors = load_run(Path(run))
+        fitted = factors.manifest["options"]
+        loaded = load_model(factors.manifest["model"]["source"])
+        layers = select_layers(loaded.model, fitted["modules"])
+        check_compatible(factors, loaded.fingerprint, layers)
+        data = opened.manifest["options"] if opened is not None else fitted  # how corpus records became sequences
+        options = ScoreOptions(max_length=data["max_length"], pack=data["pack"], batch_size=data["batch_size"],
+                               shard_size=data["shard_size"])
+        corpus_path = corpus or fitted["corpus"]
+        sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+        if opened is not None:
+            from wherefrom.index.store import check_index_matches
+
+            check_index_matches(opened, factors, corpus_fingerprint(sequences))
+        curvature = FittedCurvature({layer.name: factors.curvature.layers[layer.name] for layer in layers},
+                                    factors.curvature.n_sequences, factors.curvature.n_tokens)
+        texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])
+        flat = iter(loaded.tokenizer.batch_decode([[t] for s in sequences for t in s.input_ids]))
+        pieces = [[next(flat) for _ in s.input_ids] for s in sequences]
+        sources = {"model": loaded.source, "run": str(run), "corpus": str(corpus_path),
+                   "index": "" if index is None else str(index), "strategy": str(fitted["strategy"])}
+        return cls(loaded, layers, curvature, sequences, texts, pieces, options, layer_thirds([x.name for x in layers]),
+                   opened, sources)
+
+    @classmethod
+    def from_demo(cls, folder: str | Path = DEMO_FOLDER) -> ExplorerSession:
+        """The model and corpus of a folder written by `wherefrom demo` (its EK-FAC run; its index if built)."""
+        folder = Path(folder)
+        run = folder / DEMO_RUN
+        if not (run / "manifest.json").is_file():
+            raise WherefromError(f"{folder} holds no demo run ({run} is missing): run `wherefrom demo` first, or "
+                                 "give --index INDEX or --run RUN --corpus CORPUS.")
+        index = folder / DEMO_INDEX
+        return cls.open(run, index=index if (index / "manifest.json").is_file() else None)
+
+    def make_query(self, prompt: str, completion: str | None) -> Query:
+        """A query from the page's text (``completion`` None: the model will write it); WherefromError if unusable."""
+        return parse_query({"id": "page", "prompt": prompt, "completion": completion}, 0, self.loaded.tokenizer,
+                           self.options.max_length)
+
+    def block_layers(self, block: str) -> list[TrackedLayer]:
+        """The tracked layers of ``block`` ('all' or one of :attr:`blocks`)."""
+        if block == "all":
+            return self.layers
+        if block not in self.blocks:
+            raise WherefromError(f"layer block {block!r} is not one of: all, {', '.join(self.blocks) or '(none)'}.")
+        return [self.layers[i] for i in self.blocks[block].members]
+
+    def describe(self) -> dict[str, Any]:
+        """What the page shows about the session."""
+        return {**(self.sources or {}), "n_sequences": len(self.sequences), "n_layers": len(self.layers),
+                "max_length": self.options.max_length, "ranking": "index" if self.index is not None else "exact",
+                "blocks": {name: [b.first_layer, b.last_layer] for name, b in self.blocks.items()}}
+
+
+def layer_thirds(layer_names: list[str]) -> dict[str, LayerBlock]:
+    """Lower / middle / upper blocks of transformer layers (lower / upper with two layers, none with one)."""
+    try:
+        n_layers = len({transformer_layer(name) for name in layer_names})
+    except ValueError:
+        return {}
+    names = BLOCK_NAMES[min(n_layers, 3)]
+    if not names:
+        return {}
+    return {name: replace(block, name=name) for name, block in zip(names, layer_blocks(layer_names, len(names)))}
+

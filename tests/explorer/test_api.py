@@ -1,0 +1,176 @@
+"""The JSON API through FastAPI's test client: answers equal independent scoring, bad requests get a 4xx with a
+clear message, questions are answered in turn, can be cancelled, and corpus text is never served as HTML."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from outputs.page import parse
+
+import wherefrom
+from explorer.conftest import HOSTILE_ID, MAX_LENGTH, SCRIPT
+from wherefrom.analysis import restricted_scores
+from wherefrom.scoring.generation import complete_queries
+
+
+@pytest.fixture(scope="module")
+def reference(explorer_demo, tmp_path_factory):
+    """The question scored by `wherefrom.score` over the whole corpus, with per-layer scores."""
+    queries = tmp_path_factory.mktemp("reference") / "queries.jsonl"
+    queries.write_text(json.dumps({"prompt": explorer_demo.prompt, "completion": explorer_demo.completion}) + "\n")
+    options = wherefrom.ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True)
+    return wherefrom.score(explorer_demo.run, queries, explorer_demo.corpus, options=options, quiet=True)
+
+
+def ask(client, **question):
+    response = client.post("/api/answer", json=question)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_answer_ranks_like_scoring_the_whole_corpus(client, explorer_demo, reference):
+    answer = ask(client, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
+    expected = reference.top(0, 5)
+    assert [s["row"] for s in answer["top"]] == expected
+    assert [s["record_id"] for s in answer["top"]] == [reference.sequences[r].record_id for r in expected]
+    assert answer["top"][0]["record_id"] == HOSTILE_ID
+    for shown in answer["top"]:
+        exact = float(reference.scores[0, shown["row"]])
+        assert shown["score"] == pytest.approx(exact, rel=1e-4, abs=1e-3)
+        assert sum(t["value"] for t in shown["tokens"]) == pytest.approx(exact, rel=1e-3, abs=1e-2)
+        assert "".join(t["text"] for t in shown["tokens"]) == reference.sequences[shown["row"]].text
+        for name, block in explorer_demo.session.blocks.items():
+            assert shown["blocks"][name] == pytest.approx(
+                float(restricted_scores(reference.per_layer[:, 0, shown["row"]], block)), rel=1e-3, abs=1e-2)
+    assert answer["ranking"] == "exact" and answer["n_sequences"] == len(reference.sequences)
+    assert answer["tail"]["n_scores"] == len(reference.sequences)
+    assert answer["layer_heatmap"].startswith("data:image/svg+xml;base64,")
+    assert answer["completion_logprob"] < 0 and not answer["generated"]
+
+
+def test_a_layer_block_ranks_by_the_scores_of_its_layers_only(client, explorer_demo, reference):
+    block = explorer_demo.session.blocks["upper"]
+    answer = ask(client, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=4, layers="upper")
+    restricted = torch.as_tensor(restricted_scores(reference.per_layer[:, 0], block))
+    assert [s["row"] for s in answer["top"]] == torch.topk(restricted, 4).indices.tolist()
+    for shown in answer["top"]:
+        assert shown["score"] == pytest.approx(float(restricted[shown["row"]]), rel=1e-3, abs=1e-2)
+        assert sum(t["value"] for t in shown["tokens"]) == pytest.approx(shown["score"], rel=1e-3, abs=1e-2)
+    assert answer["layer_range"] == f"transformer layer {block.first_layer}"
+
+
+def test_without_a_completion_the_model_writes_it_streamed_as_generate_would(client, explorer_demo):
+    job = client.post("/api/questions", json={"prompt": explorer_demo.prompt, "max_new_tokens": 6}).json()
+    final = _wait(client, job["id"])
+    assert final["status"] == "done", final
+    session = explorer_demo.session
+    query = session.make_query(explorer_demo.prompt, None)
+    options = wherefrom.ScoreOptions(max_length=MAX_LENGTH, max_new_tokens=6)
+    expected = complete_queries(session.loaded.model, session.loaded.tokenizer, [query], options, quiet=True)[0]
+    assert final["answer"]["completion"] == expected.completion and final["answer"]["generated"]
+    written = [e["text"] for e in final["events"] if e["kind"] == "completion"]
+    assert written[-1] == expected.completion and len(written) == len(expected.completion_ids)
+    assert [e["stage"] for e in final["events"] if e["kind"] == "stage"][0] == "completion"
+
+
+def _wait(client, job_id):
+    events = []
+    while True:
+        view = client.get(f"/api/questions/{job_id}", params={"since": len(events)}).json()
+        events += view["events"]
+        if view["status"] in ("done", "failed", "cancelled"):
+            return {**view, "events": events}
+
+
+@pytest.mark.parametrize(("question", "status", "message"), [
+    ({"prompt": ""}, 422, "prompt"),
+    ({"completion": "x"}, 422, "prompt: Field required"),
+    ({"prompt": "a", "top_k": 0}, 422, "top_k"),
+    ({"prompt": "a", "layers": "sideways"}, 422, "layers"),
+    ({"prompt": "a", "colour": "red"}, 422, "colour"),
+    ({"prompt": "a", "completion": ""}, 400, "the completion is empty"),
+    ({"prompt": "word " * 80, "completion": " x"}, 400, "over --max-length"),
+])
+def test_an_invalid_question_gets_a_4xx_and_a_clear_message(client, question, status, message):
+    for path in ("/api/questions", "/api/answer"):
+        response = client.post(path, json=question)
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]
+        assert "Traceback" not in response.text
+
+
+def test_malformed_bodies_unknown_jobs_and_routes_get_json_errors(client):
+    response = client.post("/api/questions", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "invalid request" in response.json()["error"]
+    for path in ("/api/questions/q999", "/api/questions/q999/report", "/nowhere"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json()["error"]
+    assert "q999" in client.get("/api/questions/q999").json()["error"]
+
+
+def test_two_questions_at_once_are_both_answered(client, explorer_demo):
+    questions = [{"prompt": explorer_demo.prompt, "completion": explorer_demo.completion, "top_k": 3},
+                 {"prompt": explorer_demo.prompt, "completion": " somewhere", "top_k": 3}]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda q: client.post("/api/answer", json=q), questions))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.json()["completion"] for a in answers] == [q["completion"] for q in questions]
+
+
+def test_questions_wait_their_turn_and_a_queued_one_can_be_cancelled(client, explorer_demo):
+    jobs = client.app.state.jobs
+    release, running = threading.Event(), threading.Event()
+    blocker = jobs.submit(lambda job: (running.set(), release.wait()))
+    assert running.wait(30)
+    view = client.post("/api/questions", json={"prompt": explorer_demo.prompt, "completion": " x"}).json()
+    assert view["status"] == "queued" and view["position"] == 1
+    assert client.get(f"/api/questions/{view['id']}/report").status_code == 409
+    assert client.post(f"/api/questions/{view['id']}/cancel").status_code == 200
+    release.set()
+    assert _wait(client, view["id"])["status"] == "cancelled"
+    assert blocker.finished.wait(30) and blocker.status == "done"
+
+
+def test_a_running_question_stops_at_its_next_step_when_cancelled(client):
+    jobs = client.app.state.jobs
+    started, steps = threading.Event(), []
+
+    def work(job):
+        started.set()
+        while True:
+            steps.append(1)
+            job.emit("stage", stage="working", message="", done=len(steps), total=0)
+
+    job = jobs.submit(work)
+    assert started.wait(30)
+    client.post(f"/api/questions/{job.id}/cancel")
+    assert job.finished.wait(30) and job.status == "cancelled"
+
+
+def test_corpus_text_is_data_in_json_and_escaped_in_the_report(client, explorer_demo):
+    job = client.post("/api/questions", json={"prompt": explorer_demo.prompt, "completion": explorer_demo.completion,
+                                              "top_k": 3}).json()
+    final = _wait(client, job["id"])
+    top = final["answer"]["top"][0]
+    assert top["record_id"] == HOSTILE_ID and SCRIPT in top["text"]
+    page = client.get("/")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    report = client.get(f"/api/questions/{job['id']}/report", params={"bootstraps": 0})
+    assert report.status_code == 200 and "attachment" in report.headers["content-disposition"]
+    document = parse(report.text)
+    assert len(document.find_all("script")) == 1 and not document.find_all("b")  # the report's own script only
+    card = document.find_all("li", cls="seq")[0]
+    assert card.find_all(cls="rid")[0].text == HOSTILE_ID and SCRIPT in card.find_all(cls="tokens")[0].text
+
+
+def test_the_api_is_described_by_an_openapi_schema(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/info", "/api/questions", "/api/questions/{job_id}", "/api/questions/{job_id}/cancel",
+            "/api/questions/{job_id}/report", "/api/answer"} <= set(schema["paths"])
+    assert {"AskRequest", "AnswerView", "JobView", "ErrorReply"} <= set(schema["components"]["schemas"])
+    info = client.get("/api/info").json()
+    assert info["n_sequences"] == len(client.app.state.session.sequences) and "nats" in info["units"]

@@ -1,0 +1,127 @@
+"""The explorer in a real headless Chromium, against a real uvicorn server: ask a question of the demo model,
+wait for the answer, check the top sequence, its heatmap and the plots, that a corpus document holding <script>
+shows as text and runs nothing, and that two answers can be compared side by side. Screenshots go to
+$WHEREFROM_ARTIFACTS (default: the test's tmp folder).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from outputs.test_browser import ARGS, CHROMIUM, artifacts  # noqa: F401 - the artifacts fixture
+
+from explorer.conftest import HOSTILE_ID, SCRIPT
+from wherefrom.explorer import create_app
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run .ci/install-browser.sh"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh")
+ANSWER_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def server(explorer_demo) -> Iterator[str]:
+    """A uvicorn server on a free loopback port, in a thread; yields its address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(explorer_demo.session), host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.started, "the explorer server did not start"
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
+            args=ARGS, viewport={"width": 1400, "height": 1000})
+        yield context
+        context.close()
+
+
+def open_page(browser, server):
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.goto(server, wait_until="load")
+    sync_api.expect(page.locator("#served")).to_contain_text("training sequences")
+    return page, problems
+
+
+def ask(page, prompt: str, completion: str = "", top_k: int = 5) -> None:
+    page.fill("#prompt", prompt)
+    page.fill("#completion", completion)
+    page.fill("#top-k", str(top_k))
+    page.click("#ask-button")
+
+
+def test_a_question_is_answered_with_ranked_heatmaps_and_plots(browser, server, explorer_demo, artifacts):  # noqa: F811
+    page, problems = open_page(browser, server)
+    ask(page, explorer_demo.prompt)  # no completion: the model writes its answer
+    first = page.locator("#current li.seq").first
+    sync_api.expect(first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    answer = page.request.post(f"{server}/api/answer", data={"prompt": explorer_demo.prompt, "top_k": 5}).json()
+    sync_api.expect(page.locator("#current .completion")).to_have_text(answer["completion"])
+    sync_api.expect(page.locator("#current li.seq .rid")).to_have_text([s["record_id"] for s in answer["top"]])
+    colored = first.locator(".tokens span").evaluate_all(
+        "spans => spans.filter(s => s.style.backgroundColor !== '').length")
+    assert colored > 0  # the token heatmap is drawn
+    for plot in ("layer-heatmap", "tail"):
+        image = page.locator(f"#current .{plot} img.plot")
+        sync_api.expect(image).to_be_visible()
+        assert image.evaluate("i => i.complete && i.naturalWidth > 0")
+    page.screenshot(path=str(artifacts / "explorer-answer.png"), full_page=True)
+    page.close()
+    assert problems == []
+
+
+def test_a_document_holding_script_is_shown_as_text(browser, server, explorer_demo, artifacts):  # noqa: F811
+    page, problems = open_page(browser, server)
+    ask(page, explorer_demo.prompt, explorer_demo.completion, top_k=3)
+    first = page.locator("#current li.seq").first
+    sync_api.expect(first.locator(".rid")).to_have_text(HOSTILE_ID, timeout=ANSWER_TIMEOUT_MS)
+    first.locator(".toggle").click()  # open the sequence in full
+    sync_api.expect(first.locator(".tokens")).to_contain_text(SCRIPT)
+    sync_api.expect(first.locator(".tokens")).not_to_have_class("tokens clamped")
+    assert page.evaluate("window.hacked") is None
+    assert page.evaluate("document.querySelectorAll('main script, main b, main img:not(.plot)').length") == 0
+    page.screenshot(path=str(artifacts / "explorer-hostile.png"), full_page=True)
+    page.close()
+    assert problems == []
+
+
+def test_two_answers_side_by_side_and_a_bad_question_explained(browser, server, explorer_demo, artifacts):  # noqa: F811
+    page, problems = open_page(browser, server)
+    ask(page, explorer_demo.prompt, explorer_demo.completion, top_k=3)
+    sync_api.expect(page.locator("#current li.seq").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    page.click("#current .pin")
+    ask(page, explorer_demo.prompt, " Paris", top_k=3)
+    sync_api.expect(page.locator("#current .completion")).to_have_text(" Paris", timeout=ANSWER_TIMEOUT_MS)
+    sync_api.expect(page.locator("#compare .completion")).to_have_text(explorer_demo.completion)
+    assert page.locator("#results.comparing").count() == 1
+    page.set_viewport_size({"width": 1800, "height": 1100})
+    page.screenshot(path=str(artifacts / "explorer-compare.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    ask(page, "word " * 80, " x")
+    sync_api.expect(page.locator("#error")).to_contain_text("over --max-length")
+    page.close()
+    assert [p for p in problems if "status of 400" not in p] == []
