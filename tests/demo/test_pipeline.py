@@ -23,7 +23,8 @@ def test_demo_runs_end_to_end_and_a_repeat_reuses_everything(tmp_path, monkeypat
     html = (out / "report.html").read_text()
     assert "training_wording-" in html and "Overview" in html
     stamps = {p: p.stat().st_mtime_ns for p in (out / "run-ekfac" / "factors.safetensors",
-                                                 out / "scores-ekfac" / "scores.safetensors")}
+                                                 out / "scores-ekfac" / "scores.safetensors",
+                                                 out / "index" / "gradients.npy")}
     second = CliRunner().invoke(app, ["demo", "--reduced", "--out", str(out), "--bootstraps", "10", "-q"])
     assert second.exit_code == 0, second.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing refitted or rescored

@@ -174,3 +174,21 @@ def test_the_api_is_described_by_an_openapi_schema(client):
     assert {"AskRequest", "AnswerView", "JobView", "ErrorReply"} <= set(schema["components"]["schemas"])
     info = client.get("/api/info").json()
     assert info["n_sequences"] == len(client.app.state.session.sequences) and "nats" in info["units"]
+
+
+def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_demo, reference, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from wherefrom.explorer import ExplorerSession, create_app
+    from wherefrom.index import build_index
+    from wherefrom.options import IndexOptions
+
+    folder = tmp_path_factory.mktemp("explorer-index") / "index"
+    build_index(explorer_demo.run, folder, explorer_demo.corpus,
+                IndexOptions(max_length=MAX_LENGTH, batch_size=32, size=10**6), quiet=True)
+    with TestClient(create_app(ExplorerSession.open(explorer_demo.run, index=folder))) as indexed:
+        answer = ask(indexed, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
+    assert answer["ranking"] == "index"
+    assert [s["row"] for s in answer["top"]] == reference.top(0, 5)
+    for shown in answer["top"]:  # the shown scores are the exact re-scores
+        assert shown["score"] == pytest.approx(float(reference.scores[0, shown["row"]]), rel=1e-4, abs=1e-3)

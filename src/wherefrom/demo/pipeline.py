@@ -13,7 +13,8 @@ from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
 from wherefrom.demo.config import DemoConfig
 from wherefrom.demo.recall import KindRecall, recall_at_k, recall_by_kind
 from wherefrom.fileio import atomic_write_text, read_jsonl
-from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.index import build_index
+from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.report import write_report
 
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
@@ -57,6 +58,10 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
         results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
         recall[strategy] = recall_by_kind(recall_at_k(results[strategy], carriers, facts, RECALL_K), kinds)
+    clock = time.perf_counter()
+    build_index(out / f"run-{STRATEGIES[0]}", out / "index", options=IndexOptions(max_length=MAX_LENGTH, batch_size=32),
+                quiet=quiet)  # what `wherefrom serve` answers new questions from
+    seconds["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     report = write_report(results[STRATEGIES[0]], out / "report.html", title="wherefrom demo: where do the facts "
                           "come from?", n_bootstrap=bootstraps)

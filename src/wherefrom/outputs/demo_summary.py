@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -27,3 +29,5 @@ def print_demo_summary(summary: DemoSummary, console: Console | None = None) -> 
     timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary.seconds.items())
     console.print(f"[dim]{timings}[/]")
     console.print(f"report: [bold]{summary.report}[/]")
+    console.print(f"ask your own questions: [bold]wherefrom serve --demo {Path(summary.report).parent}[/] "
+                  "(a page on 127.0.0.1 that answers from the demo's gradient index)")
