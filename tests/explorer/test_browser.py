@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from outputs.test_browser import ARGS, CHROMIUM, artifacts  # noqa: F401 - the artifacts fixture
+from outputs.test_browser import ARGS, CHROMIUM, artifacts, watched_page  # noqa: F401 - the artifacts fixture
 
 from explorer.conftest import HOSTILE_ID, SCRIPT
 from wherefrom.explorer import create_app
@@ -56,13 +56,7 @@ def browser(tmp_path_factory) -> Iterator[object]:
 
 
 def open_page(browser, server):
-    page = browser.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-            else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.goto(server, wait_until="load")
+    page, problems = watched_page(browser, server)
     sync_api.expect(page.locator("#served")).to_contain_text("training sequences")
     return page, problems
 

@@ -46,16 +46,22 @@ def artifacts(tmp_path: Path) -> Path:
     return folder
 
 
-def open_report(context, path: Path):
-    """The loaded page and the problems it reported: console errors and warnings, uncaught errors, dialogs."""
+def watched_page(context, address: str):
+    """The page loaded from ``address`` and the problems it reports: console errors and warnings, uncaught errors,
+    dialogs."""
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
             else None)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.goto(path.as_uri(), wait_until="load")
+    page.goto(address, wait_until="load")
     return page, problems
+
+
+def open_report(context, path: Path):
+    """The loaded report and the problems it reported."""
+    return watched_page(context, path.as_uri())
 
 
 def test_hostile_texts_show_as_text_and_run_nothing(browser_context, tmp_path, artifacts):
