@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
+from wherefrom.solvers.damping import auto_damping, check_solver_options
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
@@ -91,6 +92,7 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     if options is None:
         options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
                                shard_size=fitted["shard_size"])
+    check_solver_options(options)
     if options.query_rank is not None and options.query_rank < 1:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     source = model if model is not None else factors.manifest["model"]["source"]
@@ -101,6 +103,9 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
                                                                               options.max_length), options, quiet)
     corpus_path = corpus if corpus is not None else fitted["corpus"]
     sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    if options.damping == "auto":
+        options = replace(options, damping=auto_damping(loaded.model, layers, factors.curvature, query_list, sequences,
+                                                        options, quiet))
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
                           queries=[asdict(q) for q in query_list])
