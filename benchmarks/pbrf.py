@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full demo instead of the reduced one")
     parser.add_argument("--sequences", type=int, default=8, help="training sequences z (one PBRF solve each)")
     parser.add_argument("--queries", type=int, default=6, help="demo queries q")
-    parser.add_argument("--epsilon", type=float, default=None, help="upweighting ε (default 1/N)")
+    parser.add_argument("--epsilon", type=float, default=1e-4, help="upweighting ε (small: near the linear regime)")
     parser.add_argument("--pbrf-iterations", type=int, default=150)
     parser.add_argument("--lissa-iterations", type=int, default=400)
     parser.add_argument("--damping-curve", action="store_true", help="also the --damping auto curve")
@@ -66,7 +66,7 @@ def main() -> None:
     all_queries = read_queries(folder / "queries.jsonl", loaded.tokenizer, config.model.context_length)
     queries = all_queries[::max(1, len(all_queries) // args.queries)][:args.queries]  # spread over the kinds
     upweighted = sample_sequences(sequences, args.sequences, seed=3)
-    epsilon = args.epsilon or 1.0 / len(sequences)
+    epsilon = args.epsilon
 
     fitted = {s: fit_curvature(model, layers, sequences, FitOptions(strategy=s, batch_size=16)) for s in STRATEGIES}
     dampings = layer_dampings(fitted["ekfac"].layers, layout, None)  # the same λ_ℓ for every method
