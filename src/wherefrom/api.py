@@ -11,7 +11,7 @@ Both resume an interrupted run from its finished shards, and split the work acro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from wherefrom.curvature.fitting import fit_curvature
@@ -33,6 +33,7 @@ from wherefrom.scoring.generation import complete_queries
 from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
+from wherefrom.solvers.damping import auto_damping, check_solver_options
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
@@ -91,6 +92,7 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     if options is None:
         options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
                                shard_size=fitted["shard_size"])
+    check_solver_options(options)
     _check_score_options(options, index is not None)
     source = model if model is not None else factors.manifest["model"]["source"]
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
@@ -103,6 +105,9 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
                                                                               options.max_length), options, quiet)
+    if options.damping == "auto":
+        options = replace(options, damping=auto_damping(loaded.model, layers, factors.curvature, query_list, sequences,
+                                                        options, quiet))
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
                           queries=[asdict(q) for q in query_list],
@@ -137,6 +142,8 @@ def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     if options.rescore is not None and not with_index:
         raise WherefromError("--rescore re-scores the top of an index's ranking: give --index INDEX too.")
+    if options.refine != "none" and with_index and options.rescore is None:
+        raise WherefromError("--refine improves exact scoring; with --index it needs --rescore N.")
     if options.candidates is not None and with_index:
         raise WherefromError("--candidates and --index both choose which sequences to score: use one of them.")
 

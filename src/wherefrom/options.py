@@ -12,6 +12,8 @@ Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
 Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
+Refine = Literal["none", "cg"]
+REFINES: tuple[str, ...] = ("none", "cg")
 
 
 def option(default: Any, help: str) -> Any:
@@ -62,10 +64,11 @@ class FitOptions(DataOptions):
 class ScoreOptions(DataOptions):
     """Options of `score`: damping, decompositions and output size."""
 
-    damping: float | None = option(
+    damping: float | Literal["auto"] | None = option(
         None,
         "Damping λ added to G, where G is the mean over training sequences of each sequence's token-summed "
-        "Gauss-Newton Hessian. Default: 0.1 × the mean eigenvalue of each layer (the paper's choice).",
+        "Gauss-Newton Hessian. Default: 0.1 × the mean eigenvalue of each layer (the paper's choice). "
+        "'auto': chosen from a grid by agreement with an iterative solver on a sample of the corpus.",
     )
     top_k: int = option(20, "Sequences listed per query in results.jsonl and on the terminal.")
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
@@ -84,6 +87,12 @@ class ScoreOptions(DataOptions):
     query_rank: int | None = option(
         None, "Keep each layer's preconditioned query gradient at this rank (SVD; the paper's query batching)."
     )
+    refine: Refine = option(
+        "none", "'cg': refine EK-FAC's preconditioned query gradients by conjugate gradient on the damped "
+                "Gauss-Newton Hessian (all tracked layers together) of a sample of the corpus.",
+    )
+    refine_iterations: int = option(10, "Conjugate-gradient iterations of --refine cg.")
+    refine_sample: int = option(64, "Corpus sequences (a seeded sample) whose Gauss-Newton Hessian --refine cg uses.")
     max_new_tokens: int = option(32, "For queries without a completion: at most this many generated tokens.")
     sample: bool = option(False, "For queries without a completion: sample instead of greedy decoding.")
     temperature: float = option(1.0, "Sampling temperature (with sample).")

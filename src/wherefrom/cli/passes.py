@@ -19,7 +19,7 @@ from wherefrom.cli.common import (
     run_action,
     score_opt,
 )
-from wherefrom.options import FISHERS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import FISHERS, REFINES, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
 @app.command()
@@ -79,8 +79,11 @@ def score(
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
-    damping: float | None = score_opt("damping"),
+    damping: str | None = score_opt("damping"),
     query_rank: int | None = score_opt("query_rank", "--query-rank"),
+    refine: str = score_opt("refine"),
+    refine_iterations: int = score_opt("refine_iterations", "--refine-iterations"),
+    refine_sample: int = score_opt("refine_sample", "--refine-sample"),
     max_new_tokens: int = score_opt("max_new_tokens", "--max-new-tokens"),
     sample: bool = score_opt("sample", "--sample"),
     temperature: float = score_opt("temperature"),
@@ -99,15 +102,17 @@ def score(
         from wherefrom.api import score as score_run
         from wherefrom.curvature.store import load_run
         from wherefrom.outputs.summary import print_summary
+        from wherefrom.solvers.damping import parse_damping
 
         fitted = load_run(run).manifest["options"]
         options = ScoreOptions(
             max_length=max_length or fitted["max_length"], pack=fitted["pack"],
             batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
-            damping=damping, top_k=top_k, per_layer=per_layer,
+            damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
+            refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )
         if dry_run:
             from wherefrom.costs.plans import estimate_score

@@ -49,6 +49,14 @@ class LayerCurvature:
         rotated /= (self.eigenvalues + self.damping(damping)).to(rotated.dtype)
         return self.from_eigenbasis(rotated)
 
+    def solve(self, V: torch.Tensor, damping: float | None = None) -> torch.Tensor:
+        """(G + λI)⁻¹ V for dense gradients V [..., out, in(+1)] (eq. 21)."""
+        if self.eigenvalues is None:
+            return V
+        rotated = V if self.Q_S is None else self.Q_S.T.to(V.dtype) @ V
+        rotated = rotated if self.Q_A is None else rotated @ self.Q_A.to(V.dtype)
+        return self.from_eigenbasis(rotated / (self.eigenvalues + self.damping(damping)).to(V.dtype))
+
     def from_eigenbasis(self, V: torch.Tensor) -> torch.Tensor:
         """Q_S V Q_Aᵀ."""
         if self.Q_S is not None:

@@ -17,6 +17,7 @@ from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
+from wherefrom.solvers.refine import refined_queries
 
 
 def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
@@ -46,7 +47,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence else None
-    queries_V = preconditioned_queries(curvature, gradients, options)
+    queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
+        refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
     dtype = next(model.parameters()).dtype
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     accumulator = run_pass(
