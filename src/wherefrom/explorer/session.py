@@ -14,6 +14,7 @@ from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fing
 from wherefrom.data.queries import Query, parse_query
 from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
+from wherefrom.index import GradientIndex
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import ScoreOptions
@@ -36,7 +37,7 @@ class ExplorerSession:
     pieces: list[list[str]]  # decoded text of each of its tokens
     options: ScoreOptions  # the run's data options (max_length, pack, batch_size)
     blocks: dict[str, LayerBlock]  # lower / middle / upper thirds of the tracked layers (fewer for shallow nets)
-    index: Any = None  # a wherefrom.index.GradientIndex, or None: rank by exact scoring of every sequence
+    index: GradientIndex | None = None  # None: rank by exact scoring of every sequence
     sources: dict[str, str] | None = None  # run, corpus, index and model paths, for the page
 
     @classmethod
@@ -45,8 +46,6 @@ class ExplorerSession:
         names its run and corpus."""
         opened = None
         if index is not None:
-            from wherefrom.index import GradientIndex
-
             opened = GradientIndex.open(index)
             run = run or opened.manifest["run"]
             corpus = corpus or opened.manifest["corpus"]
