@@ -105,12 +105,10 @@ def main() -> None:
              score(args.run, args.queries, options=ScoreOptions(**data), quiet=True)).scores
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        clock = time.perf_counter()
         index = build_index(args.run, args.work / f"size-{size}", options=IndexOptions(**data, size=size), quiet=True)
-        build_s = time.perf_counter() - clock
         approx = score(args.run, args.queries, options=ScoreOptions(**data), index=index.folder, quiet=True).scores
         rescored = agreement(with_exact_top(approx, exact, args.rescore), exact)
-        rows.append({"size": size, "bytes_per_sequence": index.manifest["bytes_per_sequence"], "build_s": build_s,
+        rows.append({"size": size, "bytes_per_sequence": index.manifest["bytes_per_sequence"],
                      **agreement(approx, exact), f"pearson_rescored_top{args.rescore}": rescored["pearson_mean"]})
         print(rows[-1], flush=True)
     default = IndexOptions().size

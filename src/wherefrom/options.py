@@ -106,7 +106,7 @@ class IndexOptions(DataOptions):
     """Options of `index`: how much of each training gradient the index keeps."""
 
     size: int = option(
-        8192,
+        16384,
         "Numbers kept per layer and sequence (float16): the entries of the layer's gradient in the EK-FAC "
         "eigenbasis with the largest eigenvalues. Larger is closer to full EK-FAC scores and bigger on disk.",
     )
