@@ -94,6 +94,7 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
+    world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         _finish(out, Path(run).resolve(), projections, factors, corpus_path, sequences, options, job)
         checkpoints.finish()
