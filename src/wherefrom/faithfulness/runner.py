@@ -60,6 +60,7 @@ class LdsReport:
     protocol: dict[str, Any]
     methods: list[MethodLds]
     sweep: list[MethodLds] = field(default_factory=list)
+    measured: list[list[float]] = field(default_factory=list)  # log p(completion) [Q, M], mean over seeds
     seed_agreement: Estimate | None = None  # LDS of one training seed's log p against another's: a noise ceiling
 
 
@@ -112,7 +113,7 @@ def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
         "mean_eigenvalue": scale, "sweep_factors": list(SWEEP_FACTORS) if settings.damping_sweep else [],
         "measured_logprob_spread": float(np.mean(measured.std(axis=1))),
     }
-    return LdsReport(protocol, results, sweep, agreement)
+    return LdsReport(protocol, results, sweep, measured.tolist(), agreement)
 
 
 def _mean_by_kind(per_query: np.ndarray, kinds: list[str]) -> dict[str, float]:
