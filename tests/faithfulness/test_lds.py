@@ -16,6 +16,7 @@ from wherefrom.cli.main import app
 from wherefrom.errors import WherefromError
 from wherefrom.faithfulness.lds import lds_per_query, linear_datamodeling_score, mean_with_interval, predicted_values
 from wherefrom.faithfulness.providers import PROVIDERS
+from wherefrom.faithfulness.runner import SWEEP_FACTORS
 from wherefrom.faithfulness.subsets import membership, sample_subsets, subset_size
 
 
@@ -122,7 +123,7 @@ def test_validate_lds_on_the_reduced_demo_reuses_its_retrained_models(tmp_path, 
     assert first.exit_code == 0, first.output
     report = json.loads((out / "lds.json").read_text())
     assert [row["method"] for row in report["methods"]] == list(PROVIDERS)
-    assert len(report["sweep"]) == 6 and all(row["method"] == "ekfac" for row in report["sweep"])
+    assert len(report["sweep"]) == len(SWEEP_FACTORS) and all(row["method"] == "ekfac" for row in report["sweep"])
     for row in report["methods"] + report["sweep"]:
         assert len(row["per_query"]) == len(report["protocol"]["queries"])
         assert all(-1.0 <= v <= 1.0 for v in row["per_query"] if not math.isnan(v))

@@ -20,7 +20,7 @@ def lds(
     seeds: int = typer.Option(1, help="Training seeds per subset; the measured log p is their mean."),
     methods: str = typer.Option("all", help="Comma-separated methods to compare, or 'all'."),
     damping_sweep: bool = typer.Option(False, "--damping-sweep",
-                                       help="Also score EK-FAC at absolute λ = 1e-4 … 10 × the mean eigenvalue."),
+                                       help="Also score EK-FAC at absolute λ = 1e-6 … 10 × the mean eigenvalue."),
     config: str = typer.Option("default", help="'default' (the demo model) or 'reduced' (tiny, seconds)."),
     out: Path = typer.Option(Path("wherefrom-lds"), help="Folder for lds.json, lds.md and lds.png."),
     threads: int = typer.Option(2, help="CPU threads for retraining and scoring."),

@@ -23,7 +23,7 @@ from wherefrom.faithfulness.retraining import lds_cache, retrain_all, training_s
 from wherefrom.faithfulness.subsets import membership, sample_subsets
 from wherefrom.fileio import read_jsonl
 
-SWEEP_FACTORS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
+SWEEP_FACTORS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
 CONFIDENCE = 0.95
 
 
