@@ -128,6 +128,9 @@ def test_validate_lds_on_the_reduced_demo_reuses_its_retrained_models(tmp_path, 
         assert len(row["per_query"]) == len(report["protocol"]["queries"])
         assert all(-1.0 <= v <= 1.0 for v in row["per_query"] if not math.isnan(v))
         assert -1.0 <= row["estimate"]["mean"] <= 1.0
+    identity, ekfac = (np.array(report["methods"][i]["per_query"]) for i in (0, 3))
+    assert report["methods"][0]["versus_identity"] is None
+    assert report["methods"][3]["versus_identity"]["mean"] == pytest.approx(np.nanmean(ekfac - identity))
     assert (out / "lds.md").read_text().count("\n| ") >= len(PROVIDERS) and (out / "lds.png").stat().st_size > 0
 
     models = sorted((tmp_path / "cache").glob("lds-*/subset-*"))

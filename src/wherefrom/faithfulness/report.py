@@ -11,7 +11,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from rich.table import Table
 
-from wherefrom.faithfulness.runner import LdsReport, MethodLds
+from wherefrom.faithfulness.lds import Estimate
+from wherefrom.faithfulness.runner import LdsReport
 from wherefrom.fileio import atomic_write, atomic_write_text
 
 
@@ -26,9 +27,10 @@ def write_report(report: LdsReport, out: Path) -> list[Path]:
     return paths
 
 
-def interval_text(row: MethodLds) -> str:
-    """``mean [low, high]`` with three decimals."""
-    e = row.estimate
+def interval_text(e: Estimate | None) -> str:
+    """``mean [low, high]`` with three decimals ("" for no estimate)."""
+    if e is None:
+        return ""
     return f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]" if math.isfinite(e.low) else f"{e.mean:.3f}"
 
 
@@ -40,19 +42,19 @@ def markdown(report: LdsReport) -> str:
     lines = [f"LDS on the {p['config']} demo (config {p['config_hash']}): {p['models']} models retrained on "
              f"{p['subset_size']} of {p['corpus_documents']} documents (fraction {p['fraction']}), "
              f"{p['training']['seeds_per_subset']} seed(s) each, {len(p['queries'])} queries.", "",
-             f"| method | damping | mean LDS [{confidence} CI] | " + " | ".join(kinds) + " |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
-    lines += [f"| {r.method} | {r.damping} | {interval_text(r)} | " +
+             f"| method | damping | mean LDS [{confidence} CI] | minus identity, paired [{confidence} CI] | "
+             + " | ".join(kinds) + " |", "| --- | --- | --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
+    lines += [f"| {r.method} | {r.damping} | {interval_text(r.estimate)} | {interval_text(r.versus_identity)} | " +
               " | ".join(f"{r.by_kind[k]:.3f}" for k in kinds) + " |" for r in report.methods]
     if report.sweep:
         lines += ["", f"EK-FAC against absolute damping λ (mean eigenvalue over layers: {p['mean_eigenvalue']:.4g}):",
-                  "", f"| λ | λ / mean eigenvalue | mean LDS [{confidence} CI] |", "| --- | --- | --- |"]
-        lines += [f"| {r.damping} | {factor:g} | {interval_text(r)} |"
+                  "", f"| λ | λ / mean eigenvalue | mean LDS [{confidence} CI] | minus identity [{confidence} CI] |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {r.damping} | {factor:g} | {interval_text(r.estimate)} | {interval_text(r.versus_identity)} |"
                   for r, factor in zip(report.sweep, p["sweep_factors"], strict=True)]
     if report.seed_agreement is not None:
-        e = report.seed_agreement
-        lines += ["", f"Seed agreement (Spearman of training seed 0's log p against seed 1's, mean over queries): "
-                      f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]."]
+        lines += ["", "Seed agreement (Spearman of training seed 0's log p against seed 1's, mean over queries): "
+                      f"{interval_text(report.seed_agreement)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -94,8 +96,10 @@ def terminal_table(report: LdsReport) -> Table:
     table.add_column("method")
     table.add_column("damping")
     table.add_column(f"mean LDS [{100 * p['confidence']:g}% CI]", justify="right")
+    table.add_column("minus identity (paired)", justify="right")
     for row in report.methods:
-        table.add_row(row.method, row.damping, interval_text(row))
+        table.add_row(row.method, row.damping, interval_text(row.estimate), interval_text(row.versus_identity))
     for row in report.sweep:
-        table.add_row(f"[dim]{row.method}[/]", row.damping, interval_text(row))
+        table.add_row(f"[dim]{row.method}[/]", row.damping, interval_text(row.estimate),
+                      interval_text(row.versus_identity))
     return table

@@ -51,6 +51,7 @@ class MethodLds:
     estimate: Estimate
     per_query: list[float]
     by_kind: dict[str, float]
+    versus_identity: Estimate | None = None  # paired over queries: this method's LDS_q minus identity's
 
 
 @dataclass
@@ -101,6 +102,7 @@ def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
         if settings.damping_sweep:
             scale = mean_eigenvalue(fitted_run(context, "ekfac"))
             sweep = [evaluate(SWEPT, factor * scale) for factor in SWEEP_FACTORS]
+    _compare_with_identity(results + sweep)
     agreement = None
     if settings.seeds > 1:
         agreement = mean_with_interval(lds_per_query(logprobs[:, :, 0], logprobs[:, :, 1]), CONFIDENCE)
@@ -114,6 +116,14 @@ def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
         "measured_logprob_spread": float(np.mean(measured.std(axis=1))),
     }
     return LdsReport(protocol, results, sweep, measured.tolist(), agreement)
+
+
+def _compare_with_identity(rows: list[MethodLds]) -> None:
+    """Give each row its paired difference with the identity method's per-query LDS (when identity was run)."""
+    identity = next((np.array(r.per_query) for r in rows if r.method == "identity"), None)
+    for row in rows:
+        if identity is not None and row.method != "identity":
+            row.versus_identity = mean_with_interval(np.array(row.per_query) - identity, CONFIDENCE)
 
 
 def _mean_by_kind(per_query: np.ndarray, kinds: list[str]) -> dict[str, float]:
