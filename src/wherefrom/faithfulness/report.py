@@ -68,7 +68,8 @@ def plot(report: LdsReport) -> Figure:
               [r.estimate.high - r.estimate.mean for r in report.methods]]
     axes[0].bar(names, means, yerr=errors, capsize=4, color="#4c72b0")
     axes[0].set_ylabel(f"mean LDS ({100 * report.protocol['confidence']:g}% CI)")
-    axes[0].set_title(f"{report.protocol['models']} retrained models, fraction {report.protocol['fraction']}")
+    p = report.protocol
+    axes[0].set_title(f"{p['models']} subsets × {p['training']['seeds_per_subset']} seed(s), fraction {p['fraction']}")
     axes[0].tick_params(axis="x", rotation=30)
     axes[0].axhline(0, color="black", linewidth=0.8)
     if report.sweep:
