@@ -4,8 +4,9 @@
 from wherefrom.cli import passes  # noqa: F401, I001
 from wherefrom.cli import results  # noqa: F401
 from wherefrom.cli import demo  # noqa: F401
-from wherefrom.cli import check  # noqa: F401
 from wherefrom.cli import serve  # noqa: F401
+from wherefrom.cli import check  # noqa: F401
+from wherefrom.cli import validate  # noqa: F401
 from wherefrom.cli.common import app
 
 __all__ = ["app"]
