@@ -56,7 +56,9 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
-    job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size",)},
+    # Dense factors (factor_blocks 1) hash as before the option existed, so earlier run folders stay valid.
+    identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
+    job = job_fingerprint(options=identity,
                           model=loaded.fingerprint, corpus=corpus_id)
     if (out / "manifest.json").is_file():
         finished = load_run(out)
