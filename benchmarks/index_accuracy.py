@@ -38,8 +38,8 @@ from wherefrom.scoring.results import ScoreResult  # noqa: E402
 
 def agreement(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     """Per-query Pearson/Spearman (mean, min) and top-10/top-100 overlap between two [Q, N] score matrices."""
-    pearson = [pearsonr(a.numpy(), e.numpy())[0] for a, e in zip(approx, exact)]
-    spearman = [spearmanr(a.numpy(), e.numpy())[0] for a, e in zip(approx, exact)]
+    pearson = [float(pearsonr(a.numpy(), e.numpy())[0]) for a, e in zip(approx, exact)]
+    spearman = [float(spearmanr(a.numpy(), e.numpy())[0]) for a, e in zip(approx, exact)]
 
     def overlap(k: int) -> float:
         return sum(len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(e, k).indices.tolist())) / k
