@@ -151,8 +151,9 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
                     + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))
     disk = {"scores.safetensors": memory.safetensors_bytes(shapes), "sequences.jsonl": round(row_bytes * n),
             "results.jsonl": round(result_bytes * n_queries * min(options.top_k, n))}
-    notes = _notes(1) + ([f"{sum(q.needs_completion for q in query_list)} prompt-only queries: generation time not "
-                          "included"] if any(q.needs_completion for q in query_list) else [])
+    prompt_only = sum(q.needs_completion for q in query_list)
+    notes = _notes(0 if index is not None else 1) + (
+        [f"{prompt_only} prompt-only queries: generation time not included"] if prompt_only else [])
     return CostEstimate("score", n, n_tokens, {"scores": measured.seconds_per_sequence}, stages, disk, notes)
 
 
@@ -196,6 +197,8 @@ def _per_sequence(measured: SampleMeasure, n: int) -> str:
 
 
 def _notes(passes: int) -> list[str]:
-    return [f"{passes} pass(es) over the corpus; times are for one process (torchrun splits the passes)",
+    first = (f"{passes} pass(es) over the corpus; times are for one process (torchrun splits the passes)" if passes
+             else "no pass over the corpus: the scores come from the gradient index")
+    return [first,
             "memory: peak of each stage from shapes, the autograd graph measured on a sample batch and scaled to "
             "the longest sequence"]
