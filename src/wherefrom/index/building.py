@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run
-from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
+from wherefrom.data.corpus import build_sequences, corpus_fingerprint
 from wherefrom.data.records import read_records
 from wherefrom.engine.distributed import World, current_world
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
@@ -77,8 +77,9 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     check_compatible(factors, loaded.fingerprint, layers)
     corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
     sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    corpus_id = corpus_fingerprint(sequences)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
-                          run=factors.manifest["job"], corpus=corpus_fingerprint(sequences))
+                          run=factors.manifest["job"], corpus=corpus_id)
     if (out / MANIFEST).is_file():
         if json.loads((out / MANIFEST).read_text()).get("job") == job and not restart:
             return GradientIndex.open(out)
@@ -96,7 +97,7 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
              lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), projections, factors, corpus_path, sequences, options, job)
+        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -113,7 +114,7 @@ def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World) -> tup
 
 
 def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
-            sequences: list[TrainingSequence], options: IndexOptions, job: str) -> None:
+            corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES):
         os.replace(out / SHARDS / name, out / name)
@@ -130,8 +131,8 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,
-        "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(sequences),
-        "n_sequences": len(sequences), "columns": column, "bytes_per_sequence": column * 2 + 4,
+        "corpus": str(corpus), "corpus_fingerprint": corpus_id,
+        "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 4,
         "options": asdict(options), "layers": layers,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
