@@ -10,7 +10,6 @@ Both resume an interrupted run from its finished shards, and split the work acro
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,10 +21,12 @@ from wherefrom.data.records import read_records
 from wherefrom.engine.distributed import World, current_world
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
+from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.answers import index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.columns import bm25_rows, top_rows
@@ -38,45 +39,42 @@ from wherefrom.solvers.damping import auto_damping, check_solver_options
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
 
-def _finished_job(out: Path) -> str | None:
-    """The job fingerprint of a finished score folder, if there is one."""
-    manifest = out / "manifest.json"
-    return json.loads(manifest.read_text()).get("job") if manifest.is_file() else None
-
-
 def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
-        options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False) -> FactorRun:
+        options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False,
+        allow_pickle: bool = False) -> FactorRun:
     """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``.
 
     Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
-    refused for an existing run folder unless ``restart``.
+    refused for an existing run folder unless ``restart``. ``allow_pickle`` lets a model stored as pickle load.
+    The folder is locked while the fit writes into it.
     """
-    out = Path(out)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    layers = select_layers(loaded.model, options.modules)
-    sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
-    corpus_id = corpus_fingerprint(sequences)
-    # Dense factors (factor_blocks 1) hash as before the option existed, so earlier run folders stay valid.
-    identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
-    job = job_fingerprint(options=identity,
-                          model=loaded.fingerprint, corpus=corpus_id)
-    if (out / "manifest.json").is_file():
-        finished = load_run(out)
-        if finished.manifest.get("job") == job and not restart:
-            return finished
-        if not restart:
+    out, world = Path(out), current_world()
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(out, "run", [model_path, corpus], lock=world.is_main):
+        loaded = model if isinstance(model, LoadedModel) else load_model(model, allow_pickle=allow_pickle)
+        options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
+        layers = select_layers(loaded.model, options.modules)
+        sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
+        corpus_id = corpus_fingerprint(sequences)
+        # Dense factors (factor_blocks 1) hash as before the option existed, so earlier run folders stay valid.
+        identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
+        job = job_fingerprint(options=identity, model=loaded.fingerprint, corpus=corpus_id)
+        finished = finished_job(out)
+        if finished == job and not restart:
+            return load_run(out)
+        if finished is not None and not restart:
             raise WherefromError(f"{out} already holds factors fitted with other options, model or corpus; "
                                  "choose another --out, or add --restart to replace them.")
-    world = current_world()
-    checkpoints = Checkpoints(out / SHARDS, job)
-    checkpoints.open(restart)
-    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
-    if world.is_main:
-        manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
-        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job)
-        checkpoints.finish()
-    world.barrier()
-    return load_run(out)
+        checkpoints = Checkpoints(out / SHARDS, job)
+        checkpoints.open(restart, world)
+        curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
+        if world.is_main:
+            manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
+            save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
+                     allow_pickle)
+            checkpoints.finish()
+        world.barrier()
+        return load_run(out)
 
 
 def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None, out: str | Path | None = None,
@@ -86,9 +84,21 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
 
     ``options`` defaults to the run's own max_length, pack and batch_size. With ``index`` (a folder written by
     `wherefrom index`) the scores come from the index, with no pass over the corpus, and ``options.rescore``
-    re-scores the index's top sequences exactly. Results are saved in ``out`` when given; an interrupted scoring
-    job with the same ``out`` resumes from its finished shards.
+    re-scores the index's top sequences exactly. Results are saved in ``out`` when given (locked meanwhile); an
+    interrupted scoring job with the same ``out`` resumes from its finished shards, and a finished folder of
+    another scoring is refused unless ``restart``.
     """
+    if out is None:
+        return _score(run, queries, corpus, None, options, model, quiet, restart, index)
+    world = current_world()
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(Path(out), "scores", [run, queries, corpus, index, model_path], lock=world.is_main):
+        return _score(run, queries, corpus, Path(out), options, model, quiet, restart, index)
+
+
+def _score(run: str | Path, queries: str | Path, corpus: str | Path | None, out: Path | None,
+           options: ScoreOptions | None, model: str | Path | LoadedModel | None, quiet: bool, restart: bool,
+           index: str | Path | None) -> ScoreResult:
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
     if options is None:
@@ -97,7 +107,8 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     check_solver_options(options)
     _check_score_options(options, index is not None)
     source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    loaded = source if isinstance(source, LoadedModel) else load_model(source, allow_pickle=factors.allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     gradient_index = None if index is None else GradientIndex.open(index)
@@ -114,11 +125,15 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
                           queries=[asdict(q) for q in query_list],
                           index=None if gradient_index is None else gradient_index.manifest["job"])
-    if out is not None and not restart and _finished_job(Path(out)) == job:
+    finished = None if out is None else finished_job(out)
+    if finished == job and not restart:
         return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
+    if finished is not None and not restart:
+        raise WherefromError(f"{out} already holds the scores of another scoring (other run, queries, corpus or "
+                             "options); choose another --out, or add --restart to replace them.")
     world = current_world()
-    checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
-    checkpoints.open(restart)
+    checkpoints = Checkpoints(None if out is None else out / SHARDS, job)
+    checkpoints.open(restart, world)
     result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index, Path(run),
                             quiet, checkpoints, world)
     result.metadata = {
@@ -140,6 +155,12 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
 
 
 def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
+    for flag, value in (("--top-k", options.top_k), ("--max-new-tokens", options.max_new_tokens)):
+        if value < 1:
+            raise WherefromError(f"{flag} must be at least 1, got {value}.")
+    if options.temperature <= 0 or not 0 < options.top_p <= 1:
+        raise WherefromError(f"--temperature must be above 0 and --top-p in (0, 1]; got {options.temperature} and "
+                             f"{options.top_p}.")
     if options.query_rank is not None and options.query_rank < 1:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     if options.rescore is not None and not with_index:

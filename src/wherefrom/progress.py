@@ -24,3 +24,10 @@ def track(items: Iterable[T], total: int, description: str, quiet: bool = False)
         for item in items:
             yield item
             progress.advance(task)
+
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """Print a one-line note on stderr (nothing when quiet)."""
+    if not quiet:
+        _console.print(f"note: {message}", highlight=False, soft_wrap=True)

@@ -36,6 +36,9 @@ def fit(
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
     factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also load a model stored only as pickle "
+                                      "(pytorch_model.bin): loading pickle can run code, so only for files you trust. "
+                                      "The run remembers it for score, index and serve."),
     dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
@@ -51,9 +54,9 @@ def fit(
         if dry_run:
             from wherefrom.costs.plans import estimate_fit
 
-            print_dry_run(lambda: estimate_fit(model, corpus, options), quiet)
+            print_dry_run(lambda: estimate_fit(model, corpus, options, allow_pickle), quiet)
             return
-        run = fit_run(model, corpus, out, options, quiet, restart)
+        run = fit_run(model, corpus, out, options, quiet, restart, allow_pickle)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
                        f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
@@ -100,14 +103,11 @@ def score(
 
     def action() -> None:
         from wherefrom.api import score as score_run
-        from wherefrom.curvature.store import load_run
         from wherefrom.outputs.summary import print_summary
         from wherefrom.solvers.damping import parse_damping
 
-        fitted = load_run(run).manifest["options"]
         options = ScoreOptions(
-            max_length=max_length or fitted["max_length"], pack=fitted["pack"],
-            batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
+            **run_data_options(run, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
@@ -143,13 +143,9 @@ def index(
     """Store every training sequence's gradient, compressed, so `score --index` answers queries without a corpus pass."""
 
     def action() -> None:
-        from wherefrom.curvature.store import load_run
         from wherefrom.index import build_index
 
-        fitted = load_run(run).manifest["options"]
-        options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
-                               batch_size=batch_size or fitted["batch_size"],
-                               shard_size=shard_size or fitted["shard_size"], size=size)
+        options = IndexOptions(**run_data_options(run, max_length, batch_size, shard_size), size=size)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
 
@@ -162,3 +158,13 @@ def index(
                       f"({megabytes:,.1f} MB) → [bold]{out}[/]")
 
     run_action(action)
+
+
+def run_data_options(run: Path, max_length: int | None, batch_size: int | None, shard_size: int | None
+                     ) -> dict[str, object]:
+    """The fitted run's data options (max_length, pack, batch_size, shard_size), with those given instead."""
+    from wherefrom.curvature.store import load_run
+
+    fitted = load_run(run).manifest["options"]
+    given = {"max_length": max_length, "batch_size": batch_size, "shard_size": shard_size}
+    return {"pack": fitted["pack"], **{name: fitted[name] if value is None else value for name, value in given.items()}}

@@ -4,6 +4,7 @@ and the contraction of a query with every row timed on the index itself."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import choose_projection
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
 from wherefrom.models.loading import load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import select_layers
 from wherefrom.options import IndexOptions
 
@@ -30,7 +32,8 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
-    loaded = load_model(factors.manifest["model"]["source"])
+    loaded = load_model(factors.manifest["model"]["source"], allow_pickle=factors.allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)

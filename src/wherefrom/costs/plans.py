@@ -7,7 +7,7 @@ passes split across processes), plus the eigendecompositions estimated from one 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from wherefrom.data.records import read_records
 from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
 from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
@@ -35,10 +36,11 @@ from wherefrom.scoring.scorer import sequence_info
 _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
 
 
-def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions()
-                 ) -> CostEstimate:
+def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions(),
+                 allow_pickle: bool = False) -> CostEstimate:
     """What `wherefrom fit` with these arguments will cost, from shapes and a timed sample."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, allow_pickle=allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     layers = select_layers(loaded.model, options.modules)
     blocks = options.factor_blocks
     if options.strategy in ("kfac", "ekfac"):
@@ -97,7 +99,8 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
     fitted = factors.manifest["options"]
     options = options or ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"],
                                       batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
-    loaded = load_model(factors.manifest["model"]["source"])
+    loaded = load_model(factors.manifest["model"]["source"], allow_pickle=factors.allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)

@@ -13,6 +13,7 @@ from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
 from wherefrom.demo.config import DemoConfig
 from wherefrom.demo.recall import KindRecall, recall_at_k, recall_by_kind
 from wherefrom.fileio import atomic_write_text, read_jsonl
+from wherefrom.folders import claim_output
 from wherefrom.index import build_index
 from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.report import write_report
@@ -36,7 +37,13 @@ class DemoSummary:
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
              bootstraps: int = 100) -> DemoSummary:
-    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run."""
+    """Run the whole demo into ``out`` (locked meanwhile); every stage reuses its finished output from an earlier
+    run."""
+    with claim_output(out, "demo"):
+        return _run_demo(out, config, threads, quiet, bootstraps)
+
+
+def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, bootstraps: int) -> DemoSummary:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
@@ -77,6 +84,11 @@ def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstrap
 
     Returns the report's path and the score result (for the terminal summary).
     """
+    with claim_output(out, "demo"):
+        return _run_smollm2_demo(out, cache_root, quiet, bootstraps)
+
+
+def _run_smollm2_demo(out: Path, cache_root: Path, quiet: bool, bootstraps: int) -> tuple[Path, object]:
     from wherefrom.demo import smollm2
 
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)

@@ -16,6 +16,7 @@ from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
 from wherefrom.index import GradientIndex
 from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import ScoreOptions
 
@@ -53,11 +54,12 @@ class ExplorerSession:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
         factors = load_run(Path(run))
         fitted = factors.manifest["options"]
-        loaded = load_model(factors.manifest["model"]["source"])
+        loaded = load_model(factors.manifest["model"]["source"], allow_pickle=factors.allow_pickle)
         layers = select_layers(loaded.model, fitted["modules"])
         check_compatible(factors, loaded.fingerprint, layers)
         data = opened.manifest["options"] if opened is not None else fitted  # how corpus records became sequences
-        options = ScoreOptions(max_length=data["max_length"], pack=data["pack"], batch_size=data["batch_size"],
+        options = ScoreOptions(max_length=cap_max_length(loaded.model, data["max_length"]), pack=data["pack"],
+                               batch_size=data["batch_size"],
                                shard_size=data["shard_size"])
         corpus_path = corpus or fitted["corpus"]
         sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,10 +24,12 @@ from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, StreamBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.projection import LayerProjection, choose_projection
 from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import select_layers
 from wherefrom.options import IndexOptions
 from wherefrom.version import __version__
@@ -66,13 +68,23 @@ class IndexWriter:
 def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = None,
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
                 quiet: bool = False, restart: bool = False) -> GradientIndex:
-    """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
-    out, factors = Path(out), load_run(Path(run))
+    """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``
+    (locked while it is written)."""
+    out, world = Path(out), current_world()
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(out, "index", [run, corpus, model_path], lock=world.is_main):
+        return _build(Path(run), out, corpus, options, model, quiet, restart, world)
+
+
+def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOptions | None,
+           model: str | Path | LoadedModel | None, quiet: bool, restart: bool, world: World) -> GradientIndex:
+    factors = load_run(run)
     fitted = factors.manifest["options"]
     options = options or IndexOptions(max_length=fitted["max_length"], pack=fitted["pack"],
                                       batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
     source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    loaded = source if isinstance(source, LoadedModel) else load_model(source, allow_pickle=factors.allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
@@ -80,24 +92,23 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     corpus_id = corpus_fingerprint(sequences)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
                           run=factors.manifest["job"], corpus=corpus_id)
-    if (out / MANIFEST).is_file():
-        if json.loads((out / MANIFEST).read_text()).get("job") == job and not restart:
-            return GradientIndex.open(out)
-        if not restart:
-            raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
-                                 "choose another --out, or add --restart to replace it.")
+    finished = finished_job(out)
+    if finished == job and not restart:
+        return GradientIndex.open(out)
+    if finished is not None and not restart:
+        raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
+                             "choose another --out, or add --restart to replace it.")
     projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
                    for layer in layers}
-    world = current_world()
     checkpoints = Checkpoints(out / SHARDS, job)
-    checkpoints.open(restart)
+    checkpoints.open(restart, world)
     gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
+        _finish(out, run.resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -127,7 +138,7 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
                        "default_damping": p.default_damping})
         column += p.size
     manifest = {
-        "format": FORMAT, "library_version": __version__,
+        "format": FORMAT, "kind": "index", "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,

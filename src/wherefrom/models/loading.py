@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from wherefrom.errors import WherefromError
+from wherefrom.fileio import first_line
+from wherefrom.models.files import check_model_source
 
 
 @dataclass
@@ -23,32 +25,40 @@ class LoadedModel:
     fingerprint: str
 
 
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> LoadedModel:
+    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local).
+
+    Weights are read from safetensors only, unless ``allow_pickle`` (see :func:`check_model_source`).
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
     path = Path(source)
-    if not path.exists():
-        raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
-                             "a .gguf file, or a PEFT adapter directory (nothing is downloaded).")
-    if path.is_file() and path.suffix == ".gguf":
-        kwargs = {"gguf_file": path.name}
-        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
-    elif (path / "adapter_config.json").is_file():
-        model, tokenizer = _load_peft(path, dtype)
-    elif (path / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    else:
-        raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
+    check_model_source(path, allow_pickle)
+    try:
+        model, tokenizer = _load(path, dtype, allow_pickle)
+    except WherefromError:
+        raise
+    except Exception as exc:  # transformers, safetensors and tokenizers each raise their own types
+        raise WherefromError(f"cannot load the model in {path}: {first_line(exc)[:300]}") from None
     prepare_for_influence(model)
     return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
 
 
-def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
+def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if path.is_file():  # a .gguf file (checked above)
+        kwargs = {"gguf_file": path.name}
+        return (AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs),
+                AutoTokenizer.from_pretrained(path.parent, **kwargs))
+    if (path / "adapter_config.json").is_file():
+        return _load_peft(path, dtype, allow_pickle)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -59,7 +69,10 @@ def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
     if not base or not Path(base).is_dir():
         raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
                              "edit base_model_name_or_path in adapter_config.json to point at it.")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path)
+    check_model_source(Path(base), allow_pickle)
+    safetensors_only = None if allow_pickle else True
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype,
+                                                                           use_safetensors=safetensors_only), path)
     tokenizer_dir = path if (path / "tokenizer_config.json").is_file() else Path(base)
     return model, AutoTokenizer.from_pretrained(tokenizer_dir)
 

@@ -11,6 +11,7 @@ from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
 from wherefrom.models.loading import load_model
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import select_layers
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.generation import complete_queries
@@ -23,13 +24,16 @@ def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | 
     """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients."""
     if options.iterations < 1 or options.sample < 1 or options.n_queries < 1:
         raise WherefromError("--iterations, --sample and --n-queries must be at least 1.")
+    if options.damping is not None and options.damping < 0:
+        raise WherefromError(f"--damping must be non-negative, got {options.damping}.")
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
     if factors.strategy not in ("ekfac", "kfac", "diagonal"):
         raise WherefromError(f"the run was fitted with strategy {factors.strategy!r}, which has no curvature to "
                              "check; fit with --strategy ekfac.")
-    options = replace(options, max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"])
-    loaded = load_model(factors.manifest["model"]["source"])
+    loaded = load_model(factors.manifest["model"]["source"], allow_pickle=factors.allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, fitted["max_length"], quiet), pack=fitted["pack"],
+                      batch_size=fitted["batch_size"])
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
