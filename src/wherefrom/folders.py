@@ -68,8 +68,8 @@ def describe(kind: str | None) -> str:
 
 
 def check_output(out: Path, kind: str, inputs: Iterable[str | Path | None] = ()) -> None:
-    """Refuse an output folder that is a file, an input (or inside one), would overwrite an input, or holds
-    another kind of output or files wherefrom did not write."""
+    """Refuse an output folder that is a file, an input, would overwrite an input, or holds another kind of
+    output or files wherefrom did not write."""
     if out.exists() and not out.is_dir():
         raise WherefromError(f"--out {out} is a file; give a folder (a new one, or {describe(kind)}).")
     found = folder_kind(out)
@@ -81,8 +81,8 @@ def check_output(out: Path, kind: str, inputs: Iterable[str | Path | None] = ())
         if given is None:
             continue
         source = Path(given).resolve()
-        if target == source or (source.is_dir() and target.is_relative_to(source)):
-            raise WherefromError(f"--out {out} is the input {given} (or inside it); choose a separate output folder.")
+        if target == source:
+            raise WherefromError(f"--out {out} is the input {given}; choose a separate output folder.")
         if source.parent == target and source.name in OUTPUTS[kind]:
             raise WherefromError(f"--out {out} would overwrite the input {given}; choose another output folder.")
     if found == FOREIGN:
