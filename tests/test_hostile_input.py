@@ -218,7 +218,7 @@ def test_a_hostile_pickle_is_never_unpickled(ws, tmp_path):
 
 def test_token_ids_outside_the_vocabulary_are_refused(ws, tmp_path):
     for ids, needle in (([3, 10**9], "outside the model's vocabulary"), ([3, -1], "negative token id"),
-                        ([3, True], "integer token ids"), ("abc", "integer token ids")):
+                        ([3, True], "list of integers"), ("abc", "list of integers")):
         corpus = write_jsonl(tmp_path / "ids.jsonl", [{"id": "bad", "input_ids": ids}])
         refused(["fit", "--model", ws / "model", "--corpus", corpus, "--out", tmp_path / "run", "-q"],
                 (needle, "bad"), (ws,))

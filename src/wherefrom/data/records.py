@@ -93,7 +93,7 @@ def _parquet_rows(path: Path) -> list[dict[str, Any]]:
 def token_ids(value: object, where: str, name: str) -> tuple[int, ...]:
     """A list of non-negative integer token ids, or a message naming ``where`` and the field ``name``."""
     if not isinstance(value, list | tuple) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
-        raise WherefromError(f"{where}: {name!r} must be a list of integer token ids.")
+        raise WherefromError(f"{where}: {name!r} must be a list of integers (token ids).")
     if any(t < 0 for t in value):
         raise WherefromError(f"{where}: {name!r} holds the negative token id {min(value)}; token ids start at 0.")
     return tuple(value)

@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
+"""Load a causal LM (and, lazily, its tokenizer) from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import first_line
 from wherefrom.models.files import check_model_source
+from wherefrom.models.tokenizer import ModelTokenizer, config_eos
 
 
 @dataclass
@@ -20,7 +21,7 @@ class LoadedModel:
     """A model ready for influence passes (eval mode, frozen weights) with its tokenizer and identity."""
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: ModelTokenizer  # read from its files only when text is encoded or decoded
     source: str
     fingerprint: str
 
@@ -30,36 +31,43 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32, allow_pic
 
     Weights are read from safetensors only, unless ``allow_pickle`` (see :func:`check_model_source`).
     """
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
     path = Path(source)
     check_model_source(path, allow_pickle)
     try:
-        model, tokenizer = _load(path, dtype, allow_pickle)
+        model, tokenizer_at, tokenizer_files = _load(path, dtype, allow_pickle)
     except WherefromError:
         raise
-    except Exception as exc:  # transformers, safetensors and tokenizers each raise their own types
+    except Exception as exc:  # transformers, safetensors and peft each raise their own types
         raise WherefromError(f"cannot load the model in {path}: {first_line(exc)[:300]}") from None
     prepare_for_influence(model)
+    folder = tokenizer_at.parent if tokenizer_at.is_file() else tokenizer_at
+    config = getattr(model, "config", None)
+    tokenizer = ModelTokenizer(tokenizer_at, lambda: AutoTokenizer.from_pretrained(folder, **tokenizer_files),
+                               config_eos(config), getattr(config, "vocab_size", None))
     return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
 
 
-def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, Path, dict[str, str]]:
+    """The model, where its tokenizer is, and how to read it."""
+    from transformers import AutoModelForCausalLM
 
     if path.is_file():  # a .gguf file (checked above)
-        kwargs = {"gguf_file": path.name}
-        return (AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs),
-                AutoTokenizer.from_pretrained(path.parent, **kwargs))
+        return AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name), path, \
+            {"gguf_file": path.name}
     if (path / "adapter_config.json").is_file():
-        return _load_peft(path, dtype, allow_pickle)
+        model, tokenizer_at = _load_peft(path, dtype, allow_pickle)
+        return model, tokenizer_at, {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, path, {}
 
 
-def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, Path]:
+    """The adapted model, and the folder of its tokenizer (the adapter's, else the base model's)."""
+    from transformers import AutoModelForCausalLM
 
     try:
         from peft import PeftModel
@@ -73,8 +81,7 @@ def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.M
     safetensors_only = None if allow_pickle else True
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype,
                                                                            use_safetensors=safetensors_only), path)
-    tokenizer_dir = path if (path / "tokenizer_config.json").is_file() else Path(base)
-    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+    return model, path if (path / "tokenizer_config.json").is_file() else Path(base)
 
 
 def prepare_for_influence(model: nn.Module) -> nn.Module:
