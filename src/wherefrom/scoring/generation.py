@@ -1,9 +1,9 @@
 """Prompt-only queries: the model writes the completion (greedy, or sampled), which is then attributed.
 
-The answer ends at an end-of-sequence token (the tokenizer's or the model's), at --max-new-tokens, or, with ``stop='sentence'``, at the
-end of its first sentence: sentence-ending punctuation (. ! ?, with any closing quotes or brackets) once the text
-goes on with a space, or a line break after some words. The token after the punctuation is written to see that
-the sentence really ended ("3.5" does not), then dropped.
+The answer ends at an end-of-sequence token (the tokenizer's or the model's), at --max-new-tokens, or, with
+``stop='sentence'``, at the end of its first sentence: sentence-ending punctuation (. ! ?, with any closing
+quotes or brackets) once the text goes on with a space, or a line break after some words. The token after the
+punctuation is written to see that the sentence really ended ("3.5" does not), then dropped.
 """
 
 from __future__ import annotations
