@@ -39,7 +39,8 @@ def check(
     """Measure how far EK-FAC's inverse-Hessian-vector products are from an iterative solver's, per layer."""
 
     def action() -> None:
-        from wherefrom.solvers.check_run import check_run, estimate_check
+        from wherefrom.costs.check_plan import estimate_check
+        from wherefrom.solvers.check_run import check_run
 
         options = CheckOptions(solver=choice(solver, ("cg", "lissa"), "--solver"), iterations=iterations,
                                tolerance=tolerance, budget=budget, layers=layers, sample=sample, n_queries=n_queries,

@@ -146,7 +146,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
     watch = _Watch(name, options)
     products = (options.iterations + 1) * G.products_per_call  # and one more product for the final residual
     if options.solver == "lissa":
-        products = (_POWER_ITERATIONS + 1) * G.products_per_call + options.iterations * len(layers)
+        products = (POWER_ITERATIONS + 1) * G.products_per_call + options.iterations * len(layers)
     with progress_bar(products, f"{name} on {len(layers)} layers: starting", quiet) as bar:
         G.on_product = bar.advance
         watch.bar = bar
@@ -155,7 +155,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
                                           blocks=layout.sizes, stop=watch)
         else:
             bar.describe(f"LiSSA on {len(layers)} layers: largest eigenvalue (power iteration)")
-            scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype, _POWER_ITERATIONS)
+            scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype, POWER_ITERATIONS)
             solution = lissa(lambda v, step: G.minibatch(v, step) + damping * v, b, scale, options.iterations,
                              quiet=True, stop=watch)
         x = solution.x
@@ -173,7 +173,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
                        watch.elapsed(), tracked)
 
 
-_POWER_ITERATIONS = 20  # LiSSA's scale: 1.5 × A's largest eigenvalue, by power iteration
+POWER_ITERATIONS = 20  # LiSSA's scale: 1.5 × A's largest eigenvalue, by power iteration
 
 
 class _Watch:
