@@ -142,12 +142,12 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
                     options.batch_size, block_diagonal=True)
     A = damped(G, damping)
     M = curvature_inverse(curvature.layers, layout, dampings)
-    name = options.solver.upper() if options.solver == "cg" else "LiSSA"
-    watch = _Watch(name, options)
+    solver = "CG" if options.solver == "cg" else "LiSSA"
+    watch = _Watch(solver, options)
     products = (options.iterations + 1) * G.products_per_call  # and one more product for the final residual
     if options.solver == "lissa":
         products = (POWER_ITERATIONS + 1) * G.products_per_call + options.iterations * len(layers)
-    with progress_bar(products, f"{name} on {len(layers)} layers: starting", quiet) as bar:
+    with progress_bar(products, f"{solver} on {len(layers)} layers: starting", quiet) as bar:
         G.on_product = bar.advance
         watch.bar = bar
         if options.solver == "cg":
@@ -159,7 +159,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
             solution = lissa(lambda v, step: G.minibatch(v, step) + damping * v, b, scale, options.iterations,
                              quiet=True, stop=watch)
         x = solution.x
-        bar.describe(f"{name} on {len(layers)} layers: final residual")
+        bar.describe(f"{solver} on {len(layers)} layers: final residual")
         estimate, Ax = M(b), A(x)
         bar.finish()
     parts = [layout.split(t) for t in (estimate, x, b, Ax)]
