@@ -53,7 +53,8 @@ from benchmarks.measure import GpuMemory, StageFailed, run_measured
 from benchmarks.workload import REPO_ROOT, Workload
 
 STEPS = ("tests", "build", "floor", "wherefrom", "kronfluence", "bergson", "float32", "index")
-STEP_CAPS_S = {  # the most one step may take (a fair share of the default deadline; the deadline cuts first)
+DEFAULT_DEADLINE_S = 340
+STEP_CAPS_S = {  # the most one step may take at the default deadline (scaled with --deadline-s); the deadline cuts first
     "tests": 45, "build": 60, "floor": 45, "wherefrom": 90, "kronfluence": 90, "bergson": 90, "float32": 90,
     "index": 60,
 }  # fmt: skip
@@ -75,13 +76,15 @@ class StepRecord:
 
 @dataclass
 class Budget:
-    """The end of the current step: its cap from its start, or the global deadline less RESERVE_S if earlier."""
+    """The end of the current step: its cap from its start, or the global deadline less RESERVE_S if earlier.
+    Caps are STEP_CAPS_S scaled by `cap_scale` (the deadline over the default one)."""
 
     deadline: float
+    cap_scale: float = 1.0
     end: float = 0.0
 
-    def start(self, cap_s: float) -> float:
-        self.end = min(time.time() + cap_s, self.deadline - RESERVE_S)
+    def start(self, step: str) -> float:
+        self.end = min(time.time() + STEP_CAPS_S[step] * self.cap_scale, self.deadline - RESERVE_S)
         return self.timeout()
 
     def timeout(self) -> float:
@@ -102,7 +105,7 @@ class Run:
 
 def run_step(run: Run, name: str, budget: Budget, action) -> None:
     """Run `action()` under the step's budget and record how it ended."""
-    timeout = budget.start(STEP_CAPS_S[name])
+    timeout = budget.start(name)
     if timeout < MIN_STEP_S:
         run.steps.append(StepRecord(name, "not run", note="no time left before the deadline"))
         print(f"[{name}] not run: no time left", flush=True)
@@ -121,11 +124,19 @@ def run_step(run: Run, name: str, budget: Budget, action) -> None:
     run.steps.append(StepRecord(name, status, time.perf_counter() - start, timeout, note))
 
 
+def gpu_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
 def gpu_memory(device: str) -> GpuMemory | None:
-    """NVML memory watcher for a CUDA device (None on the CPU)."""
+    """NVML memory watcher for a CUDA device; None on the CPU or where NVML cannot be read (no GPU column)."""
     if not device.startswith("cuda"):
         return None
-    return GpuMemory(int(device.split(":")[1]) if ":" in device else 0)
+    try:
+        return GpuMemory(gpu_index(device))
+    except Exception as error:  # pynvml missing or NVML refused: measure everything else
+        print(f"GPU memory will not be measured: {type(error).__name__}: {error}", flush=True)
+        return None
 
 
 def machine(device: str) -> dict:
@@ -134,13 +145,16 @@ def machine(device: str) -> dict:
 
     info = {"device": device, "torch": torch.__version__, "cpus": os.cpu_count(), "packages": package_versions()}
     if device.startswith("cuda"):
-        import pynvml
+        try:
+            import pynvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(device.split(":")[1]) if ":" in device else 0)
-        info["gpu"] = pynvml.nvmlDeviceGetName(handle)
-        info["gpu_memory_gb"] = round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1)
-        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(gpu_index(device))
+            info["gpu"] = pynvml.nvmlDeviceGetName(handle)
+            info["gpu_memory_gb"] = round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1)
+            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as error:
+            info["gpu"] = f"unknown ({type(error).__name__})"
     return info
 
 
@@ -232,7 +246,8 @@ def prune(tool_dir: Path) -> None:
 
 
 def index_step(run: Run, workload: Workload, env: dict[str, str], settings: Settings) -> str:
-    """`wherefrom index` on the bf16 run, then `score --index`; Pearson of those scores with the full ones."""
+    """`wherefrom index` on the bf16 run, then `score --index --rescore 0` (the index's own scores of every
+    sequence, no exact rescoring); Pearson of those scores with the full EK-FAC ones."""
     from safetensors.torch import load_file
 
     tool_dir = workload.runs_dir / "wherefrom"
@@ -246,9 +261,9 @@ def index_step(run: Run, workload: Workload, env: dict[str, str], settings: Sett
     )  # fmt: skip
     run.index = {"build_s": build.wall_s, "build_peak_gpu_gb": build.peak_gpu_gb}
     query = settings.measure(
-        "wherefrom score --index", settings.wherefrom_cmd + [
-            "score", "--run", str(run_dir), "--index", str(index_dir), "--queries", str(workload.queries_jsonl),
-            "--out", str(out_dir), *settings.device_flags(), "-q"],
+        "wherefrom score --index --rescore 0", settings.wherefrom_cmd + [
+            "score", "--run", str(run_dir), "--index", str(index_dir), "--rescore", "0", "--queries",
+            str(workload.queries_jsonl), "--out", str(out_dir), *settings.device_flags(), "-q"],
         env, tool_dir / "score-index.log",
     )  # fmt: skip
     scores = load_file(str(out_dir / "scores.safetensors"))["scores"].float().numpy()
@@ -298,7 +313,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu.md, gpu.json and logs.tar.gz")
     parser.add_argument("--size", choices=list(SIZES), default="h200")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (the tiny size checks on a CPU)")
-    parser.add_argument("--deadline-s", type=float, default=340, help="seconds from --started-at to finish by")
+    parser.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+                        help="seconds from --started-at to finish by; every step's cap scales with it")
     parser.add_argument("--started-at", type=float, help="epoch seconds the call began (default: now)")
     parser.add_argument("--steps", nargs="*", choices=[s for s in STEPS if s != "build"], help="default: all")
     parser.add_argument("--sequences", type=int, help="corpus size (default: the size's)")
@@ -311,7 +327,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     started = args.started_at or time.time()
-    budget = Budget(deadline=started + args.deadline_s)
+    budget = Budget(deadline=started + args.deadline_s, cap_scale=args.deadline_s / DEFAULT_DEADLINE_S)
     size = sized(args.size, args.sequences, args.batch_size)
     steps = set(args.steps or STEPS) | {"build"}
     gpu = gpu_memory(args.device)
