@@ -2,8 +2,8 @@
 
 A SmolLM2-135M-shaped model cut to 6 decoder blocks (18 MLP linears: hidden 576, MLP 1536, vocab 49152), built
 from its config with random weights (the cost does not depend on the values), and a corpus of 32 sequences of
-48 tokens. Fits a run, then runs `check` through the CLI with the given extra arguments; prints both wall times
-and their ratio, and the check's last lines. Nothing here asserts on time. The fit is timed once per work folder
+48 tokens. Fits a run, then runs `check` through the CLI with the given extra arguments; prints both wall and CPU
+times and their ratios, and the check's last lines. Nothing here asserts on time. The fit is timed once per work folder
 (its seconds are kept in fit-seconds.txt); later calls time only the check, e.g. with other options or
 ``--dry-run`` (which prints the expected time without checking).
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import string
 import subprocess
 import sys
@@ -48,13 +49,15 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return model, corpus
 
 
-def timed(command: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
+def timed(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of the command) and stdout. On a shared, loaded machine the CPU
+    seconds are the comparable number (run with OMP_NUM_THREADS=1 so no thread spins waiting for another)."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return seconds, done.stdout
+    return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, done.stdout
 
 
 def main() -> None:
@@ -67,13 +70,14 @@ def main() -> None:
     cli = [sys.executable, "-m", "wherefrom"]
     run, fit_file = args.work / "run", args.work / "fit-seconds.txt"
     if not fit_file.exists():
-        fit_seconds, _ = timed([*cli, "fit", "--model", str(model), "--corpus", str(corpus), "--out", str(run),
-                                "--max-length", "48", "--restart", "-q"])
-        fit_file.write_text(f"{fit_seconds}\n")
-    fit_seconds = float(fit_file.read_text())
-    check_seconds, output = timed([*cli, "check", "--run", str(run), "--corpus", str(corpus), "-q", *args.check_args])
+        wall, cpu, _ = timed([*cli, "fit", "--model", str(model), "--corpus", str(corpus), "--out", str(run),
+                              "--max-length", "48", "--restart", "-q"])
+        fit_file.write_text(f"{wall} {cpu}\n")
+    fit_wall, fit_cpu = map(float, fit_file.read_text().split())
+    wall, cpu, output = timed([*cli, "check", "--run", str(run), "--corpus", str(corpus), "-q", *args.check_args])
     print("\n".join(output.strip().splitlines()[-12:]))
-    print(f"fit {fit_seconds:.1f} s, check {check_seconds:.1f} s: check / fit = {check_seconds / fit_seconds:.2f}")
+    print(f"fit: {fit_wall:.1f} s wall, {fit_cpu:.1f} s CPU; check {' '.join(args.check_args)}: {wall:.1f} s wall, "
+          f"{cpu:.1f} s CPU; check / fit = {wall / fit_wall:.2f} (wall), {cpu / fit_cpu:.2f} (CPU)")
 
 
 if __name__ == "__main__":

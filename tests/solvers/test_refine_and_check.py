@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -172,6 +173,13 @@ def test_check_command_shows_progress_stops_at_its_budget_and_estimates_its_time
     assert "stopped after 1 of 30 iterations: the --budget of 1e-09 s ran out" in result.output
     assert "3 of 6 layers" in result.output and "model.layers.1.mlp.down_proj" in result.output
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    # Without --budget the check may take as long as the fit took, which the run's manifest records.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["fit_seconds"] > 0
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({**manifest, "fit_seconds": 2e-9}))
+    defaulted = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert defaulted.exit_code == 0, defaulted.output
+    assert "stopped after 1 of 30 iterations: the --budget of 2e-09 s ran out" in defaulted.output
 
 
 def test_damping_auto_agreements_are_those_of_exact_scores():

@@ -54,6 +54,8 @@ def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path |
         raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
                              "to check; fit with --strategy ekfac.")
     options = replace(options, **opened.data)
+    if options.budget is None:  # as long as the fit took (runs fitted before it was recorded: no limit)
+        options = replace(options, budget=opened.factors.manifest.get("fit_seconds"))
     loaded, tracked = opened.loaded, opened.layers
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     if queries is None:

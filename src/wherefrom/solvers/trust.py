@@ -14,7 +14,8 @@ needs a converged reference: with a relative residual above 0.1 the check says s
 Cost: every iteration is one Gauss-Newton product per checked layer, query and sample sequence (a jvp and a vjp
 through the model), so the default checks a few layers spread over depth: each layer's block is its own system,
 solved by its own CG, so its numbers do not depend on which other layers are checked. CG stops once every layer
-has converged, or when --budget seconds have passed (then the verdict is "inconclusive", with its numbers).
+has converged, or when --budget seconds have passed (by default as long as the run's fit took; then the verdict
+is "inconclusive", with its numbers).
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ class CheckOptions(DataOptions):
         0.01, "CG has converged on a layer when its relative residual ‖b - A x‖ / ‖b‖ is below this, for every query.")
     budget: float | None = option(
         None, "Seconds the reference solver may run: it stops after the iteration that passes them, and an "
-              "unconverged solver makes the verdict 'inconclusive' (default: no limit but --iterations).")
+              "unconverged solver makes the verdict 'inconclusive' (default: as long as the run's fit took).")
     layers: int = option(
         3, "Check this many tracked layers, spread evenly from the first to the last (0: all of them). Each "
            "iteration costs one Gauss-Newton product per checked layer, so the time grows with it.")
-    sample: int = option(16, "Corpus sequences (a seeded sample) on which the Gauss-Newton Hessian is formed.")
+    sample: int = option(8, "Corpus sequences (a seeded sample) on which the Gauss-Newton Hessian is formed.")
     n_queries: int = option(2, "Without --queries: this many corpus sequences' own gradients serve as queries.")
     damping: float | None = option(None, "Damping λ, as in `score` (default: 0.1 × each layer's mean eigenvalue).")
 
