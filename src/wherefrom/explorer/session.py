@@ -47,7 +47,7 @@ class ExplorerSession:
         opened = None
         if index is not None:
             opened = GradientIndex.open(index)
-            run = run or opened.manifest["run"]
+            run = run or opened.run_folder
             corpus = corpus or opened.manifest["corpus"]
         if run is None:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
