@@ -48,14 +48,17 @@ from wherefrom.scoring.query_gradients import query_gradients  # noqa: E402
 
 
 class Rotation:
-    """One layer's eigenbasis: g ↦ Q_Sᵀ g Q_A from the gradient's rows (Ds, ā)."""
+    """One layer's eigenbasis: the gradient's rows (Ds, ā) rotated, (Ds Q_S, ā Q_A), and g̃ = Q_Sᵀ g Q_A from them."""
 
     def __init__(self, Q_S: torch.Tensor, Q_A: torch.Tensor) -> None:
         self.Q_S, self.Q_A = (Q.dense() if isinstance(Q, BlockDiagonal) else Q for Q in (Q_S, Q_A))
         self.Q_S, self.Q_A = self.Q_S.float(), self.Q_A.float()
 
+    def rows(self, ds: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ds.float() @ self.Q_S, a.float() @ self.Q_A
+
     def __call__(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bto,bti->boi", ds.float() @ self.Q_S, a.float() @ self.Q_A)
+        return torch.einsum("bto,bti->boi", *self.rows(ds, a))
 
 
 class Comparison:
@@ -71,12 +74,14 @@ class Comparison:
         self.approx = {key: torch.zeros(n_queries, n_sequences) for key in compressions}
 
     def update(self, item: StreamBatch) -> None:
-        rotated = {name: self.rotations[name](layer.output_grads, layer.inputs) for name, layer in item.layers.items()}
+        factors = {name: self.rotations[name].rows(layer.output_grads, layer.inputs)
+                   for name, layer in item.layers.items()}
+        rotated = {name: torch.einsum("bto,bti->boi", ds, a) for name, (ds, a) in factors.items()}
         rows = item.batch.rows
         self.exact[:, rows] = sum(torch.einsum("qoi,boi->qb", self.preconditioned[name], g)
                                   for name, g in rotated.items())
         for key, compression in self.compressions.items():
-            self.approx[key][:, rows] = self.query_rows[key] @ compression.rows(rotated).T
+            self.approx[key][:, rows] = self.query_rows[key] @ compression.rows(rotated, factors).T
 
     def state(self) -> dict[str, torch.Tensor]:
         return {}

@@ -48,10 +48,14 @@ def _int8_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.round(rows / scale).clamp(-127, 127) * scale
 
 
-class Compression:
-    """Maps per-layer rotated gradients {name: [B, out, in]} to rows [B, D]; queries likewise (unrounded)."""
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # per layer (Ds Q_S [B, T, out], ā Q_A [B, T, in])
 
-    def rows(self, rotated: dict[str, torch.Tensor]) -> torch.Tensor:
+
+class Compression:
+    """Maps per-layer rotated gradients {name: [B, out, in]} (and their rotated rows, ``factors``) to rows [B, D];
+    queries likewise (unrounded)."""
+
+    def rows(self, rotated: dict[str, torch.Tensor], factors: Factors) -> torch.Tensor:
         raise NotImplementedError
 
     def queries(self, preconditioned: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -65,7 +69,7 @@ class Selection(Compression):
         self.kept, self.int8 = kept, int8
         self.root = {name: (b.Lambda.flatten()[kept[name]] + b.damping).sqrt() for name, b in bases.items()}
 
-    def rows(self, rotated: dict[str, torch.Tensor]) -> torch.Tensor:
+    def rows(self, rotated: dict[str, torch.Tensor], factors: Factors) -> torch.Tensor:
         parts = [g.flatten(1)[:, self.kept[name]] for name, g in rotated.items()]
         if self.int8:
             return _int8_rows(torch.cat([p / self.root[name] for p, name in zip(parts, rotated)], 1))
@@ -134,14 +138,13 @@ class LograRandom(Compression):
             self.P[name] = (torch.randn(k_out, out, generator=generator) / math.sqrt(k_out),
                             torch.randn(k_in, inn, generator=generator) / math.sqrt(k_in))
 
-    def _project(self, matrices: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([(self.P[name][0] @ m @ self.P[name][1].T).flatten(1) for name, m in matrices.items()], 1)
-
-    def rows(self, rotated: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _float16_rows(self._project(rotated))
+    def rows(self, rotated: dict[str, torch.Tensor], factors: Factors) -> torch.Tensor:
+        """Σ_t (P_S Ds_t)(P_A ā_t)ᵀ, from the rows: T·k·(out + in + k) per sequence instead of out·in·k."""
+        return _float16_rows(torch.cat([torch.einsum("btk,btl->bkl", ds @ self.P[name][0].T, a @ self.P[name][1].T)
+                                        .flatten(1) for name, (ds, a) in factors.items()], 1))
 
     def queries(self, preconditioned: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._project(preconditioned)
+        return torch.cat([(self.P[name][0] @ m @ self.P[name][1].T).flatten(1) for name, m in preconditioned.items()], 1)
 
 
 class CountSketch(Compression):
@@ -161,7 +164,7 @@ class CountSketch(Compression):
             out.index_add_(1, self.bucket[name], m.flatten(1) * self.sign[name])
         return out
 
-    def rows(self, rotated: dict[str, torch.Tensor]) -> torch.Tensor:
+    def rows(self, rotated: dict[str, torch.Tensor], factors: Factors) -> torch.Tensor:
         return _float16_rows(self._sketch(rotated))
 
     def queries(self, preconditioned: dict[str, torch.Tensor]) -> torch.Tensor:
