@@ -213,3 +213,16 @@ def test_dry_run_predicts_the_index_files(workspace, tmp_path):
     real = (tmp_path / "index" / "projections.safetensors").stat().st_size
     assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding
     assert any("300 bytes per sequence" in note for note in estimate.notes)
+
+
+def test_dry_run_of_score_with_an_index_counts_the_rescoring(workspace, tmp_path):
+    from wherefrom.costs.plans import estimate_score
+
+    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="300"),
+                quiet=True)
+    queries = workspace / "queries.jsonl"
+    stages = {s.name: s for s in estimate_score(None, queries, index=tmp_path / "index").stages}
+    assert "index contraction" in stages and "scoring pass" not in stages
+    assert f"at most {len(TEXTS)} sequences" in stages["re-scoring the index's top"].detail  # 2 queries × 100 > N
+    raw = estimate_score(None, queries, options=ScoreOptions(max_length=32, rescore=0), index=tmp_path / "index")
+    assert [s.name for s in raw.stages][-1] == "index contraction"
