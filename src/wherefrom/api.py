@@ -15,7 +15,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from wherefrom.curvature.fitting import fit_curvature
-from wherefrom.curvature.store import FactorRun, check_compatible, load_run, save_run
+from wherefrom.curvature.opening import open_run
+from wherefrom.curvature.store import FactorRun, load_run, save_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
@@ -34,6 +35,7 @@ from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 from wherefrom.solvers.damping import auto_damping, check_solver_options
+from wherefrom.solvers.refine import query_preconditioner
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
@@ -94,21 +96,17 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     gradient_index = None if index is None else GradientIndex.open(index)
     if run is None and gradient_index is None:
         raise WherefromError("give a fitted run folder (`wherefrom fit`), or an index (`wherefrom index`) that names one.")
-    run_dir = Path(run) if run is not None else gradient_index.run_folder
-    factors = load_run(run_dir)
-    fitted = factors.manifest["options"]
-    if options is None:
-        data = gradient_index.manifest["options"] if gradient_index is not None else fitted
-        options = ScoreOptions(max_length=data["max_length"], pack=data["pack"], batch_size=data["batch_size"],
-                               shard_size=data["shard_size"])
+    opened = open_run(run if run is not None else gradient_index.run_folder, model)
+    fitted = opened.fitted
+    if options is None:  # the index's data options when there is one (the sequences it holds), else the run's
+        options = ScoreOptions(**(opened.data if gradient_index is None else
+                                  {name: gradient_index.manifest["options"][name] for name in opened.data}))
     check_solver_options(options)
     _check_score_options(options, index is not None)
-    source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
-    corpus_path = corpus or (gradient_index.manifest["corpus"] if gradient_index else fitted["corpus"])
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    loaded, layers, factors = opened.loaded, opened.layers, opened.factors
+    run_dir = opened.folder
+    corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
+    sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
@@ -171,8 +169,10 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
         rows = top_rows(index.scores(gradients, options.damping), options.rescored_per_query)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
+    precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
+                                        quiet or not world.is_main)
     return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
-                           quiet, checkpoints, world, gradients)
+                           quiet, checkpoints, world, gradients, precondition)
 
 
 def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: int, n_corpus: int) -> str:
