@@ -64,7 +64,7 @@ def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_se
     whole = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in projections.values())
     return (f"--budget {budget}: {layout.bytes_per_sequence:,} bytes per sequence ({layout.values:,} {layout.dtype} "
             f"values of the {whole:,} entries, {layout.values / whole:.2%}, and a float32 scale); index "
-            f"{layout.bytes_per_sequence * n_sequences / 1e9:,.3f} GB for {n_sequences:,} sequences; values per "
+            f"{layout.bytes_per_sequence * n_sequences / 1e6:,.1f} MB for {n_sequences:,} sequences; values per "
             f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
 
 
