@@ -247,7 +247,7 @@ def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_de
 
     folder = tmp_path_factory.mktemp("explorer-index") / "index"
     build_index(explorer_demo.run, folder, explorer_demo.corpus,
-                IndexOptions(max_length=MAX_LENGTH, batch_size=32, size=10**6), quiet=True)
+                IndexOptions(max_length=MAX_LENGTH, batch_size=32, budget="full"), quiet=True)
     with TestClient(create_app(ExplorerSession.open(explorer_demo.run, index=folder))) as indexed:
         answer = ask(indexed, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
     assert answer["ranking"] == "index"

@@ -15,11 +15,11 @@ from wherefrom.explorer.jobs import Job
 from wherefrom.explorer.ranking import rank_all, rescore
 from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
 from wherefrom.explorer.session import ExplorerSession
+from wherefrom.options import DEFAULT_RESCORE
 from wherefrom.outputs.sections import query_sections
 from wherefrom.scoring.generation import generate_completion
 from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
 
-MIN_CANDIDATES = 32  # with the index, at least this many (and 3 x top_k) sequences are re-scored exactly
 
 
 @dataclass
@@ -47,7 +47,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     basis = ranking.scores
     if request.layers != "all":
         basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
-    n_candidates = request.top_k if ranking.exact else max(3 * request.top_k, MIN_CANDIDATES)
+    n_candidates = request.top_k if ranking.exact else max(request.top_k, DEFAULT_RESCORE)  # as `score --index`
     candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
     job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
              "per layer", done=0, total=1)
