@@ -19,7 +19,8 @@ from wherefrom.cli.common import (
     run_action,
     score_opt,
 )
-from wherefrom.options import FISHERS, REFINES, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.errors import WherefromError
+from wherefrom.options import FISHERS, REFINES, STOPS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
 @app.command()
@@ -66,16 +67,18 @@ def fit(
 
 @app.command()
 def score(
-    run: Path = typer.Option(..., "--run", "--run-dir",
-                             help="Run folder written by `wherefrom fit` (under torchrun, spell it --run-dir: "
-                                  "torchrun's own parser takes --run for its --run-path)."),
+    run: Path | None = typer.Option(None, "--run", "--run-dir",
+                                    help="Run folder written by `wherefrom fit`; with --index, default: the index's "
+                                         "run (under torchrun, spell it --run-dir: torchrun's own parser takes --run "
+                                         "for its --run-path)."),
     queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages; "
                                            "a query with only a prompt is completed by the model first."),
     out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
     corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on, "
                                                   "or the index's)."),
-    index: Path | None = typer.Option(None, help="Gradient index written by `wherefrom index`: scores come from it, "
-                                                 "with no pass over the corpus."),
+    index: Path | None = typer.Option(None, help="Gradient index written by `wherefrom index`: it ranks every "
+                                                 "sequence with no pass over the corpus, and its top --rescore "
+                                                 "sequences per query are scored exactly."),
     candidates: int | None = score_opt("candidates"),
     rescore: int | None = score_opt("rescore"),
     top_k: int = score_opt("top_k", "--top-k"),
@@ -88,6 +91,7 @@ def score(
     refine_iterations: int = score_opt("refine_iterations", "--refine-iterations"),
     refine_sample: int = score_opt("refine_sample", "--refine-sample"),
     max_new_tokens: int = score_opt("max_new_tokens", "--max-new-tokens"),
+    stop: str = score_opt("stop"),
     sample: bool = score_opt("sample", "--sample"),
     temperature: float = score_opt("temperature"),
     top_p: float = score_opt("top_p", "--top-p"),
@@ -103,14 +107,20 @@ def score(
 
     def action() -> None:
         from wherefrom.api import score as score_run
+        from wherefrom.curvature.store import load_run
+        from wherefrom.index import GradientIndex
         from wherefrom.outputs.summary import print_summary
         from wherefrom.solvers.damping import parse_damping
 
+        if run is None and index is None:
+            raise WherefromError("give --run RUN (a folder written by `wherefrom fit`), or --index INDEX.")
+        data = GradientIndex.open(index).manifest["options"] if index is not None else load_run(run).manifest["options"]
         options = ScoreOptions(
-            **run_data_options(run, max_length, batch_size, shard_size),
+            **given_data_options(data, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
-            max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
+            temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )
@@ -132,7 +142,7 @@ def index(
     run: Path = typer.Option(..., "--run", "--run-dir", help="Run folder written by `wherefrom fit` (ekfac or kfac)."),
     out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, projections, manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
-    size: int = index_opt("size"),
+    budget: str = index_opt("budget"),
     dry_run: bool = DRY_RUN,
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
@@ -143,9 +153,11 @@ def index(
     """Store every training sequence's gradient, compressed, so `score --index` answers queries without a corpus pass."""
 
     def action() -> None:
+        from wherefrom.curvature.store import load_run
         from wherefrom.index import build_index
 
-        options = IndexOptions(**run_data_options(run, max_length, batch_size, shard_size), size=size)
+        options = IndexOptions(**given_data_options(load_run(run).manifest["options"], max_length, batch_size,
+                                                    shard_size), budget=budget)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
 
@@ -160,11 +172,9 @@ def index(
     run_action(action)
 
 
-def run_data_options(run: Path, max_length: int | None, batch_size: int | None, shard_size: int | None
-                     ) -> dict[str, object]:
-    """The fitted run's data options (max_length, pack, batch_size, shard_size), with those given instead."""
-    from wherefrom.curvature.store import load_run
-
-    fitted = load_run(run).manifest["options"]
+def given_data_options(data: dict, max_length: int | None, batch_size: int | None, shard_size: int | None
+                       ) -> dict[str, object]:
+    """The data options (max_length, pack, batch_size, shard_size) a run or index was made with, with those given
+    on the command line instead."""
     given = {"max_length": max_length, "batch_size": batch_size, "shard_size": shard_size}
-    return {"pack": fitted["pack"], **{name: fitted[name] if value is None else value for name, value in given.items()}}
+    return {"pack": data["pack"], **{name: data[name] if value is None else value for name, value in given.items()}}
