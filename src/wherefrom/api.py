@@ -11,6 +11,7 @@ Both resume an interrupted run from its finished shards, and split the work acro
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
     refused for an existing run folder unless ``restart``.
     """
-    out = Path(out)
+    out, start = Path(out), time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
@@ -75,7 +76,8 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
     if world.is_main:
         manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
-        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job)
+        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
+                 seconds=time.perf_counter() - start)
         checkpoints.finish()
     world.barrier()
     return load_run(out)

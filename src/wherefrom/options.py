@@ -14,6 +14,8 @@ STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
 REFINES: tuple[str, ...] = ("none", "cg")
+Stop = Literal["eos", "sentence"]
+STOPS: tuple[str, ...] = ("eos", "sentence")
 DEFAULT_RESCORE = 100  # with --index, each query's top sequences by the index that are scored exactly
 
 
@@ -95,6 +97,11 @@ class ScoreOptions(DataOptions):
     refine_iterations: int = option(10, "Conjugate-gradient iterations of --refine cg.")
     refine_sample: int = option(64, "Corpus sequences (a seeded sample) whose Gauss-Newton Hessian --refine cg uses.")
     max_new_tokens: int = option(32, "For queries without a completion: at most this many generated tokens.")
+    stop: Stop = option(
+        "eos", "For queries without a completion: where the model's answer ends. 'eos': at its end-of-sequence token "
+               "(or --max-new-tokens); 'sentence': also at the end of its first sentence (. ! ? or a line break), so "
+               "influence is measured on the answer, not on what the model rambles on with. Recorded in "
+               "queries.jsonl.")
     sample: bool = option(False, "For queries without a completion: sample instead of greedy decoding.")
     temperature: float = option(1.0, "Sampling temperature (with sample).")
     top_p: float = option(1.0, "Nucleus sampling threshold (with sample).")

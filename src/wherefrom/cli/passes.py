@@ -20,7 +20,7 @@ from wherefrom.cli.common import (
     score_opt,
 )
 from wherefrom.errors import WherefromError
-from wherefrom.options import FISHERS, REFINES, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import FISHERS, REFINES, STOPS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
 @app.command()
@@ -88,6 +88,7 @@ def score(
     refine_iterations: int = score_opt("refine_iterations", "--refine-iterations"),
     refine_sample: int = score_opt("refine_sample", "--refine-sample"),
     max_new_tokens: int = score_opt("max_new_tokens", "--max-new-tokens"),
+    stop: str = score_opt("stop"),
     sample: bool = score_opt("sample", "--sample"),
     temperature: float = score_opt("temperature"),
     top_p: float = score_opt("top_p", "--top-p"),
@@ -116,7 +117,8 @@ def score(
             batch_size=batch_size or data["batch_size"], shard_size=shard_size or data["shard_size"],
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, query_rank=query_rank,
-            max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
+            temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )

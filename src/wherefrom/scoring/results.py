@@ -6,7 +6,8 @@ On disk (OUT/):
   slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
   ``self_influence`` [n_sequences].
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
-- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids.
+- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids; for a completion the model
+  wrote, how (stop rule, token budget, sampling) and why it ended.
 - ``results.jsonl``: per query, the top-k sequences with score, text, per-layer split and per-token scores.
 - ``manifest.json``: layer names, the options used, units and sign.
 
@@ -58,6 +59,7 @@ class QueryInfo:
     prompt_ids: list[int]
     completion_ids: list[int]
     completion_logprob: float | None = None  # log p(completion | prompt) under the model, in nats
+    generation: dict | None = None  # how the model wrote the completion (see data.queries.Generation); None: given
 
 
 @dataclass
