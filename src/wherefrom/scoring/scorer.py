@@ -12,11 +12,15 @@ from wherefrom.engine.distributed import World
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
+from wherefrom.models.units import UnitMap, find_unit, unit_map
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
+from wherefrom.scoring.unit_results import UnitInfluence, summarise_units
+from wherefrom.scoring.unit_scan import UnitScanAccumulator, restrict_queries
+from wherefrom.scoring.unit_tokens import UnitTokenAccumulator
 from wherefrom.solvers.refine import refined_queries
 
 
@@ -36,10 +40,11 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
           quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
-          gradients: QueryGradients | None = None) -> ScoreResult:
+          gradients: QueryGradients | None = None, unit: str | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
-    ``gradients`` are the queries' gradients when the caller has them already; they are consumed.
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. With ``unit``
+    (a name of :mod:`wherefrom.models.units`) only the influence through that unit is scored.
     """
     world = world or World()
     gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
@@ -50,23 +55,69 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
         refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
     dtype = next(model.parameters()).dtype
+    units = unit_map(model, layers, options.unit_view) if options.per_unit and unit is None else None
+    checkpoints = checkpoints or Checkpoints(None, "")
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
-    accumulator = run_pass(
-        model, layers, plan, Labels("data"), "scores", "scoring sequences",
-        lambda: ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
-                                 self_curvature, dtype),
-        checkpoints or Checkpoints(None, ""), world, quiet,
-    )
+    positions = None if unit is None else find_unit(model, layers, unit)
+    if positions is not None:
+        queries_V, layers = restrict_queries(queries_V, positions), [l for l in layers if l.name in positions]
+
+    def make() -> ScoreAccumulator | UnitScanAccumulator:
+        accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
+                                       self_curvature, dtype, units, options.top_k, world)
+        return accumulator if positions is None else UnitScanAccumulator(accumulator, positions)
+
+    accumulator = run_pass(model, layers, plan, Labels("data"), "scores", "scoring sequences", make, checkpoints,
+                           world, quiet)
+    accumulator = accumulator if positions is None else accumulator.inner
+    unit_influence = None
+    if units is not None:
+        unit_influence = unit_summary(accumulator, units, options)
+        if options.per_token:
+            unit_influence.tokens = unit_token_maps(model, layers, accumulator.queries, unit_influence, units, sequences,
+                                                    options, checkpoints, world, quiet)
+    detailed = set() if unit_influence is None else set(unit_influence.rows.flatten().tolist())
     return ScoreResult(
         scores=accumulator.score_matrix(),
-        sequences=[sequence_info(s, tokenizer, options.per_token) for s in sequences],
+        sequences=[sequence_info(s, tokenizer, options.per_token or column in detailed)
+                   for column, s in enumerate(sequences)],
         queries=query_infos(queries, gradients.logprobs),
         layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
         token_offsets=offsets,
         self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
+        units=unit_influence,
     )
+
+
+def unit_summary(accumulator: ScoreAccumulator, units: UnitMap, options: ScoreOptions) -> UnitInfluence:
+    """The per-unit view of a finished pass: each query's top ``options.per_unit`` units and top sequences' split."""
+    totals = accumulator.unit_totals
+    totals.gather()
+    positive_total = accumulator.scores.sum(0).clamp(min=0).sum(1)
+    return summarise_units(units.names, options.unit_view, totals.positive, positive_total, totals.rows,
+                           totals.split, options.per_unit)
+
+
+def unit_token_maps(model: nn.Module, layers: list[TrackedLayer], queries_V: dict[str, torch.Tensor],
+                    summary: UnitInfluence, units: UnitMap, sequences: list[TrainingSequence], options: ScoreOptions,
+                    checkpoints: Checkpoints, world: World, quiet: bool) -> torch.Tensor:
+    """Per-token influence of each query's top sequences through its top units: a second pass over only those
+    sequences (at most queries × top-k of them): [Q, M, K, T]."""
+    rows = sorted(set(summary.rows.flatten().tolist()) - {-1})
+    position = {name: i for i, name in enumerate(units.names)}
+    unit_maps = [units.subset([position[summary.names[i]] for i in ids]) for ids in summary.ids.tolist()]
+    width = max(len(sequences[r].input_ids) for r in rows)
+    plan = PassPlan([sequences[r].input_ids for r in rows], [1] * len(rows), options.batch_size, options.shard_size)
+    local = torch.tensor(rows)
+    corpus_rows = summary.rows.clone()
+    local_rows = torch.searchsorted(local, corpus_rows.clamp(min=0)).masked_fill(corpus_rows < 0, -1)
+    tracked = [layer for layer in layers if any(layer.name in m.layers for m in unit_maps)]
+    accumulator = run_pass(model, tracked, plan, Labels("data"), "unit-tokens", "unit token maps",
+                           lambda: UnitTokenAccumulator(queries_V, local_rows, unit_maps, width),
+                           checkpoints, world, quiet)
+    return accumulator.sums["tokens"].float()
 
 
 def query_infos(queries: list[Query], logprobs: torch.Tensor) -> list[QueryInfo]:
