@@ -174,5 +174,5 @@ def _attention_heads(config: object) -> tuple[int, int, int] | None:
 
 
 def _block_number(name: str) -> int | None:
-    match = re.search(r"\.(\d+)\.", name)
+    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name.partition(":")[0])
     return int(match.group(1)) if match else None
