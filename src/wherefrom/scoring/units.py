@@ -25,8 +25,11 @@ def layer_split(V: torch.Tensor, layer: LayerBatch, axis: Axis, with_tokens: boo
     """The layer's influence split over its rows (``axis='row'``) or columns, per query and sequence: [Q, B, D];
     with ``with_tokens`` also its per-position terms Ds_tᵀ V ā_t [Q, B, T], from the same product."""
     if not with_tokens:
-        DW = torch.bmm(layer.output_grads.transpose(1, 2), layer.inputs)  # Σ_t Ds_t ā_tᵀ per sequence: [B, out, in]
-        return torch.einsum("qoi,boi->qbo" if axis == "row" else "qoi,boi->qbi", V, DW), None
+        ds, a = layer.output_grads, layer.inputs
+        if axis == "row":  # ⟨q̂_i, DW̄_i⟩ for each row i: one small matrix product per row
+            return torch.einsum("qoi,boi->qbo", V, torch.bmm(ds.transpose(1, 2), a)), None
+        # Columns: the same on the transposes (DW̄ᵀ = Σ_t ā_t Ds_tᵀ), which keeps each product's memory contiguous.
+        return torch.einsum("qio,bio->qbi", V.transpose(1, 2).contiguous(), torch.bmm(a.transpose(1, 2), ds)), None
     products = [(product.sum(2), product.sum(-1)) for product in token_products(V, layer, axis)]
     return torch.cat([split for split, _ in products]), torch.cat([tokens for _, tokens in products])
 
