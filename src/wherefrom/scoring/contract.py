@@ -17,10 +17,7 @@ from wherefrom.engine.stream import LayerBatch, StreamBatch
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
-from wherefrom.scoring.units import layer_split, to_units
-
-_CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
-
+from wherefrom.scoring.units import layer_split, to_units, token_products
 
 class ScoreAccumulator:
     """Consumes the stream of training sequences and fills the score matrix and its decompositions."""
@@ -34,8 +31,8 @@ class ScoreAccumulator:
         self.units = units
         self.unit_totals = None if units is None else UnitTotals(n_queries, len(units), unit_keep, world or World())
         if units is not None:  # the unit split needs V entry by entry
-            self.queries = {name: V.U @ V.W.transpose(-1, -2) if name in units.layers and isinstance(V, LowRankQueries)
-                            else V for name, V in queries.items()}
+            self.queries = {name: V.dense() if name in units.layers and isinstance(V, LowRankQueries) else V
+                            for name, V in queries.items()}
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
@@ -131,7 +128,7 @@ class ScoreAccumulator:
 def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspace: Workspace) -> torch.Tensor:
     """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
     if isinstance(V, LowRankQueries):
-        V = V.U @ V.W.transpose(-1, -2)
+        V = V.dense()
     ds, a = layer.output_grads, layer.inputs
     DW = workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
     torch.bmm(ds.transpose(1, 2), a, out=DW)
@@ -145,10 +142,7 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
         left = torch.einsum("bto,qor->qbtr", ds, V.U)
         right = torch.einsum("bti,qir->qbtr", a, V.W)
         return (left * right).sum(-1)
-    per_query = max(1, _CHUNK_ELEMENTS // max(1, ds.numel()))
-    chunks = [(torch.einsum("bti,qoi->qbto", a, V[lo:lo + per_query]) * ds).sum(-1)
-              for lo in range(0, V.shape[0], per_query)]
-    return torch.cat(chunks)
+    return torch.cat([product.sum(-1) for product in token_products(V, layer, "row")])
 
 
 def self_influence(curvature: LayerCurvature, damping: float | None, layer: LayerBatch) -> torch.Tensor:

@@ -21,7 +21,7 @@ def restrict_queries(queries: dict[str, torch.Tensor | LowRankQueries],
     result = {}
     for name, (axis, where) in positions.items():
         V = queries[name]
-        V = V.U @ V.W.transpose(-1, -2) if isinstance(V, LowRankQueries) else V
+        V = V.dense() if isinstance(V, LowRankQueries) else V
         result[name] = V[:, where] if axis == "row" else V[:, :, where]
     return result
 
