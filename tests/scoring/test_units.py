@@ -128,7 +128,8 @@ def test_row_column_and_unit_splits_sum_exactly_to_the_layer_score(fitted):
     """Rows, columns, and units (neurons over gate/up/down, heads over q/k/v/o) in float64: the units of a layer
     add up to its score, less the entries that belong to no unit (an output projection's bias column)."""
     _, model, layers, _, _ = fitted
-    units = unit_map(model, layers)
+    units, residual = unit_map(model, layers), unit_map(model, layers, "residual")
+    assert len(residual.layers) == 4  # the two output projections of each of the two blocks
     torch.manual_seed(1)
     for layer in layers:
         out, width = layer.shape.out_features, layer.shape.in_dim
@@ -148,6 +149,11 @@ def test_row_column_and_unit_splits_sum_exactly_to_the_layer_score(fitted):
         outside = split[..., part.assignment < 0].sum(-1)
         torch.testing.assert_close(in_units.sum(-1) + outside, expected, rtol=1e-12, atol=1e-12)
         assert (part.assignment < 0).sum() == (int(layer.shape.has_bias) if part.axis == "column" else 0)
+        if layer.name in residual.layers:  # the residual view: whole rows of the output projections
+            part = residual.layers[layer.name]
+            split, _ = layer_split(V, batch, part.axis, False)
+            in_units = to_units(split, part.assignment, split.new_zeros(*split.shape[:-1], len(residual)))
+            torch.testing.assert_close(in_units.sum(-1), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_units_sum_to_the_score_and_match_brute_force(fitted):
