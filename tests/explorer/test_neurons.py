@@ -5,10 +5,10 @@ document's text stays inert)."""
 from __future__ import annotations
 
 import pytest
-from explorer.test_browser import ANSWER_TIMEOUT_MS, ask, browser, open_page, server  # noqa: F401 - fixtures
 from outputs.test_browser import CHROMIUM, artifacts  # noqa: F401 - the artifacts fixture
 
 from explorer.conftest import HOSTILE_ID, SCRIPT
+from explorer.test_browser import ANSWER_TIMEOUT_MS, ask, browser, open_page, server  # noqa: F401 - fixtures
 
 
 def test_the_answer_says_which_neurons_carry_it(client, explorer_demo):

@@ -19,6 +19,7 @@ from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
 from wherefrom.scoring.units import layer_split, to_units, token_products
 
+
 class ScoreAccumulator:
     """Consumes the stream of training sequences and fills the score matrix and its decompositions."""
 

@@ -12,15 +12,14 @@ from wherefrom.engine.distributed import World
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
-from wherefrom.models.units import UnitMap, find_unit, unit_map
+from wherefrom.models.units import find_unit, unit_map
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
-from wherefrom.scoring.unit_results import UnitInfluence, summarise_units
+from wherefrom.scoring.unit_pass import unit_summary, unit_token_maps
 from wherefrom.scoring.unit_scan import UnitScanAccumulator, restrict_queries
-from wherefrom.scoring.unit_tokens import UnitTokenAccumulator
 from wherefrom.solvers.refine import refined_queries
 
 
@@ -60,7 +59,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     positions = None if unit is None else find_unit(model, layers, unit)
     if positions is not None:
-        queries_V, layers = restrict_queries(queries_V, positions), [l for l in layers if l.name in positions]
+        queries_V = restrict_queries(queries_V, positions)
+        layers = [layer for layer in layers if layer.name in positions]
 
     def make() -> ScoreAccumulator | UnitScanAccumulator:
         accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
@@ -89,35 +89,6 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
         self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
         units=unit_influence,
     )
-
-
-def unit_summary(accumulator: ScoreAccumulator, units: UnitMap, options: ScoreOptions) -> UnitInfluence:
-    """The per-unit view of a finished pass: each query's top ``options.per_unit`` units and top sequences' split."""
-    totals = accumulator.unit_totals
-    totals.gather()
-    positive_total = accumulator.scores.sum(0).clamp(min=0).sum(1)
-    return summarise_units(units.names, options.unit_view, totals.positive, positive_total, totals.rows,
-                           totals.split, options.per_unit)
-
-
-def unit_token_maps(model: nn.Module, layers: list[TrackedLayer], queries_V: dict[str, torch.Tensor],
-                    summary: UnitInfluence, units: UnitMap, sequences: list[TrainingSequence], options: ScoreOptions,
-                    checkpoints: Checkpoints, world: World, quiet: bool) -> torch.Tensor:
-    """Per-token influence of each query's top sequences through its top units: a second pass over only those
-    sequences (at most queries × top-k of them): [Q, M, K, T]."""
-    rows = sorted(set(summary.rows.flatten().tolist()) - {-1})
-    position = {name: i for i, name in enumerate(units.names)}
-    unit_maps = [units.subset([position[summary.names[i]] for i in ids]) for ids in summary.ids.tolist()]
-    width = max(len(sequences[r].input_ids) for r in rows)
-    plan = PassPlan([sequences[r].input_ids for r in rows], [1] * len(rows), options.batch_size, options.shard_size)
-    local = torch.tensor(rows)
-    corpus_rows = summary.rows.clone()
-    local_rows = torch.searchsorted(local, corpus_rows.clamp(min=0)).masked_fill(corpus_rows < 0, -1)
-    tracked = [layer for layer in layers if any(layer.name in m.layers for m in unit_maps)]
-    accumulator = run_pass(model, tracked, plan, Labels("data"), "unit-tokens", "unit token maps",
-                           lambda: UnitTokenAccumulator(queries_V, local_rows, unit_maps, width),
-                           checkpoints, world, quiet)
-    return accumulator.sums["tokens"].float()
 
 
 def query_infos(queries: list[Query], logprobs: torch.Tensor) -> list[QueryInfo]:
