@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -20,7 +22,9 @@ from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
 from wherefrom.scoring.unit_pass import unit_summary, unit_token_maps
 from wherefrom.scoring.unit_scan import UnitScanAccumulator, restrict_queries
-from wherefrom.solvers.refine import refined_queries
+
+Precondition = Callable[[QueryGradients], dict[str, torch.Tensor | LowRankQueries]]
+"""Query gradients → (G + λI)⁻¹ ∇L_q per layer (consuming them): EK-FAC's, or a solver's refinement of it."""
 
 
 def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
@@ -39,20 +43,24 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
           quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
-          gradients: QueryGradients | None = None, unit: str | None = None) -> ScoreResult:
+          gradients: QueryGradients | None = None, precondition: Precondition | None = None,
+          unit: str | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
-    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. With ``unit``
-    (a name of :mod:`wherefrom.models.units`) only the influence through that unit is scored.
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. ``precondition``
+    defaults to EK-FAC's (:func:`preconditioned_queries`); `--refine` gives
+    :func:`wherefrom.solvers.refine.query_preconditioner`'s. With ``unit`` (a name of
+    :mod:`wherefrom.models.units`) only the influence through that unit is scored.
     """
+    if precondition is None and options.refine != "none":
+        raise ValueError(f"refine={options.refine!r} needs the solver's precondition (solvers.refine.query_preconditioner)")
     world = world or World()
     gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence else None
-    queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
-        refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
+    queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options)))(gradients)
     dtype = next(model.parameters()).dtype
     units = unit_map(model, layers, options.unit_view) if options.per_unit and unit is None else None
     checkpoints = checkpoints or Checkpoints(None, "")
