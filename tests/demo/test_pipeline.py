@@ -20,6 +20,8 @@ def test_demo_runs_end_to_end_and_a_repeat_reuses_everything(tmp_path, monkeypat
     assert set(recall) == {"ekfac", "identity"}
     assert all(0.0 <= v <= 1.0 for rows in recall.values() for v in rows.values())
     assert recall["ekfac"]["training_wording"] >= recall["identity"]["training_wording"]
+    assert "Units carrying half of a query's influence" in summary["neurons"]
+    assert "Which neurons carry the facts" in first.output
     html = (out / "report.html").read_text()
     assert "training_wording-" in html and "Overview" in html
     stamps = {p: p.stat().st_mtime_ns for p in (out / "run-ekfac" / "factors.safetensors",
