@@ -27,7 +27,7 @@ def unit_run(tmp_path_factory) -> ScoreResult:
     write_jsonl(work / "queries.jsonl", [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."}])
     wherefrom.fit(work / "model", work / "corpus.jsonl", work / "run",
                   wherefrom.FitOptions(batch_size=8, modules="all-linear"), quiet=True)
-    options = wherefrom.ScoreOptions(batch_size=8, per_token=True, per_unit=6, top_k=5)
+    options = wherefrom.ScoreOptions(batch_size=8, per_token=True, per_unit=6, top_k=7)
     wherefrom.score(work / "run", work / "queries.jsonl", out=work / "scores", options=options, quiet=True)
     return ScoreResult.load(work / "scores")
 
@@ -58,8 +58,11 @@ def test_the_panel_lists_units_by_share_and_sequences_by_influence_through_the_u
         values = [s.value for s in bar.sequences]
         assert values == sorted(values, reverse=True)
         assert sorted(s.row for s in bar.sequences) == sorted(units.rows[0].tolist())
+        mapped = set(units.rows[0, :5].tolist())  # the query's best 5 sequences get token maps (a second pass)
+        assert {s.row for s in bar.sequences if s.tokens is not None} == mapped
         for s in bar.sequences:  # the heatmap of a sequence through a unit sums to its influence through it
-            assert sum(t.value for t in s.tokens) == pytest.approx(s.value, rel=1e-4, abs=1e-5)
+            if s.tokens is not None:
+                assert sum(t.value for t in s.tokens) == pytest.approx(s.value, rel=1e-4, abs=1e-5)
 
 
 def test_without_per_unit_the_panel_says_how_to_get_it(tmp_path):

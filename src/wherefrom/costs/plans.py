@@ -32,6 +32,7 @@ from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.scorer import sequence_info
+from wherefrom.scoring.unit_pass import MAPPED_SEQUENCES
 
 _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
 
@@ -148,8 +149,8 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
     shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
                                       options.self_influence)
     if options.per_unit:
-        shapes.update(memory.unit_file_shapes(n_queries, min(options.per_unit, n_units), top_k, longest,
-                                              options.per_token))
+        shapes.update(memory.unit_file_shapes(n_queries, min(options.per_unit, n_units), top_k,
+                                              min(top_k, MAPPED_SEQUENCES), longest, options.per_token))
     row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
     result_bytes = (row_bytes + (sum(len(layer.name) + _FLOAT_CHARS for layer in layers) if options.per_layer else 0)
                     + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))

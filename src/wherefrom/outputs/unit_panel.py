@@ -21,7 +21,7 @@ class UnitSequence:
     value: float  # its influence through the unit
     score: float  # its total influence
     text: str
-    tokens: list[TokenSpan] | None  # per-token influence through the unit (None without per-token maps)
+    tokens: list[TokenSpan] | None  # per-token influence through the unit (None: no map kept for it)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def unit_panel(result: ScoreResult, query: int, anchor: str, shown: int = SHOWN_
         sequences = [UnitSequence(
             row=rows[m], record_id=result.sequences[rows[m]].record_id, value=through[m],
             score=float(result.scores[query, rows[m]]), text=result.sequences[rows[m]].text,
-            tokens=None if maps is None else _spans(result, rows[m], maps[m].tolist(), scale),
+            tokens=None if maps is None or m >= len(maps) else _spans(result, rows[m], maps[m].tolist(), scale),
         ) for m in order]
         bars.append(UnitBar(f"{anchor}-unit-{k}", units.names[unit], float(units.influence[query, k]), shares[k],
                             100.0 * abs(shares[k]) / largest, sequences))

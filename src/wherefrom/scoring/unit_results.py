@@ -3,7 +3,7 @@
 In ``scores.safetensors`` (Q queries, K units per query, M = top-k sequences per query, T tokens):
 ``unit_ids`` [Q, K] (positions in the manifest's ``unit_names``), ``unit_influence`` [Q, K], ``unit_positive``
 [Q], ``unit_concentration`` [Q], ``unit_rows`` [Q, M], ``unit_split`` [Q, M, K] and, with per-token scores,
-``unit_tokens`` [Q, M, K, T].
+``unit_tokens`` [Q, M', K, T] for the first M' ≤ 5 of the M sequences.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class UnitInfluence:
     unit's share; shares of all units and the part in no unit, such as an output bias, sum to 1).
     ``concentration[q]`` is how many units, largest first, carry half of ``positive[q]`` (-1: none do).
     ``split[q, m, k]`` is sequence ``rows[q, m]``'s influence through unit ``ids[q, k]`` (rows best first by total
-    score); ``tokens[q, m, k, j]`` splits it over the sequence's tokens, shown on the predicted token j.
+    score); ``tokens[q, m, k, j]`` splits it over the sequence's tokens, shown on the predicted token j, for the
+    first few m (``tokens.shape[1]``; a second pass over those sequences makes them).
     """
 
     names: list[str]
