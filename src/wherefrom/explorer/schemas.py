@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wherefrom.options import ScoreOptions, Stop, help_of
+
 Block = Literal["all", "lower", "middle", "upper"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
@@ -23,6 +25,7 @@ class AskRequest(BaseModel):
     layers: Block = Field("all", description="Score with all tracked layers, or only a block: the lower, middle "
                                              "or upper third of the transformer layers.")
     max_new_tokens: int = Field(32, ge=1, le=512, description="Longest answer the model may write.")
+    stop: Stop = Field("sentence", description=help_of(ScoreOptions, "stop") + " Here the default is 'sentence'.")
 
 
 class TokenView(BaseModel):
@@ -44,7 +47,8 @@ class SequenceView(BaseModel):
                                     "for a sequence outside the re-scored candidates.")
     text: str
     tokens: list[TokenView]
-    spurious: bool = Field(description="Its influence sits on very few tokens (||a||_2/||a||_1 above threshold).")
+    spurious: bool = Field(description="Its influence sits on very few tokens: ||a||_2/||a||_1 above 2/3 and more "
+                                       "concentrated than 99% of same-length token sets of the corpus.")
     blocks: dict[str, float] = Field(description="Score restricted to each layer block (only with layers='all').")
 
 

@@ -47,12 +47,13 @@ class ExplorerSession:
         gradient_index = None
         if index is not None:
             gradient_index = GradientIndex.open(index)
-            run = run or gradient_index.manifest["run"]
+            run = run or gradient_index.run_folder
             corpus = corpus or gradient_index.manifest["corpus"]
         if run is None:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
         opened = open_run(run)
         loaded, layers = opened.loaded, opened.layers
+        loaded.tokenizer.require("the explorer (questions are typed as text)", ids_instead=False)
         # How corpus records became sequences: as the index did when there is one, else as the run did.
         data = opened.data if gradient_index is None else {
             name: gradient_index.manifest["options"][name] for name in opened.data}

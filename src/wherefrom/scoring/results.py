@@ -7,7 +7,8 @@ On disk (OUT/):
   ``self_influence`` [n_sequences]; with ``--per-unit`` the ``unit_*`` tensors of
   :mod:`wherefrom.scoring.unit_results`.
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
-- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids.
+- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids; for a completion the model
+  wrote, how (stop rule, token budget, sampling) and why it ended.
 - ``results.jsonl``: per query, the top-k sequences with score, text, per-layer split and per-token scores; with
   ``--per-unit``, the query's top units (influence, share), their concentration, and each top sequence's split.
 - ``manifest.json``: layer names, the options used, units and sign.
@@ -61,6 +62,7 @@ class QueryInfo:
     prompt_ids: list[int]
     completion_ids: list[int]
     completion_logprob: float | None = None  # log p(completion | prompt) under the model, in nats
+    generation: dict | None = None  # how the model wrote the completion (see data.queries.Generation); None: given
 
 
 @dataclass
