@@ -8,12 +8,16 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
+from wherefrom.errors import WherefromError
+
 Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
 Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
 REFINES: tuple[str, ...] = ("none", "cg")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+FACTOR_PLACES: tuple[str, ...] = ("auto", "device", "host")
 
 
 def option(default: Any, help: str) -> Any:
@@ -110,6 +114,36 @@ class IndexOptions(DataOptions):
         "Numbers kept per layer and sequence (float16): the entries of the layer's gradient in the EK-FAC "
         "eigenbasis with the largest eigenvalues. Larger is closer to full EK-FAC scores and bigger on disk.",
     )
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """Where and in which precision the model runs (every command that runs the model takes these)."""
+
+    device: str = option(
+        "auto", "'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'. Under torchrun, 'auto' and "
+                "'cuda' take GPU LOCAL_RANK.",
+    )
+    dtype: str = option(
+        "auto", "Precision of the forward and backward passes: 'auto' (the checkpoint's own dtype on a GPU, float32 on "
+                "the CPU; for score, index and check the dtype the run was fitted in), 'float32', 'bfloat16' or "
+                "'float16'. A, S and Λ are summed in float32 whatever this is (docs/precision.md).",
+    )
+    factors: str = option(
+        "auto", "Where the factor sums A, S, Λ are kept while fitting: 'device' (next to the model), 'host' (CPU "
+                "memory: each batch's sums are formed on the device and added to host float32 sums), or 'auto' "
+                "(host when the memory plan says they do not fit on the GPU next to the model).",
+    )
+
+    def __post_init__(self) -> None:
+        """The one place these options are checked."""
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise WherefromError(f"--device {device!r} is not one of: auto, cpu, cuda, cuda:N (N a GPU number).")
+        if self.dtype not in DTYPES:
+            raise WherefromError(f"--dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}.")
+        if self.factors not in FACTOR_PLACES:
+            raise WherefromError(f"--factors {self.factors!r} is not one of: {', '.join(FACTOR_PLACES)}.")
+
 
 def help_of(cls: type, name: str) -> str:
     """The help text of an option field."""

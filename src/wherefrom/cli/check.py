@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wherefrom.cli.common import QUIET, app, choice, run_action
-from wherefrom.options import default_of, help_of
+from wherefrom.cli.common import DEVICE, DTYPE, QUIET, app, choice, run_action
+from wherefrom.options import ExecutionOptions, default_of, help_of
 from wherefrom.solvers.trust import CheckOptions, TrustReport
 
 
@@ -29,6 +29,8 @@ def check(
     sample: int = check_opt("sample"),
     n_queries: int = check_opt("n_queries", "--n-queries"),
     damping: float | None = check_opt("damping"),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     quiet: bool = QUIET,
 ) -> None:
     """Measure how far EK-FAC's inverse-Hessian-vector products are from an iterative solver's, per layer."""
@@ -38,7 +40,7 @@ def check(
 
         options = CheckOptions(solver=choice(solver, ("cg", "lissa"), "--solver"), iterations=iterations,
                                sample=sample, n_queries=n_queries, damping=damping)
-        print_report(check_run(run, corpus, queries, options, quiet))
+        print_report(check_run(run, corpus, queries, options, quiet, ExecutionOptions(device=device, dtype=dtype)))
 
     run_action(action)
 

@@ -15,36 +15,41 @@ from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.store import check_compatible, load_run
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.records import read_records
+from wherefrom.engine.execution import load_for_execution, start_execution
 from wherefrom.engine.stream import Labels
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import choose_projection
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
-from wherefrom.models.loading import load_model
 from wherefrom.models.selection import select_layers
-from wherefrom.options import IndexOptions
+from wherefrom.options import ExecutionOptions, IndexOptions
 
 _NPY_HEADER = 128
 
 
-def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions) -> CostEstimate:
+def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions,
+                   execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
     factors = load_run(Path(run))
     fitted = factors.manifest["options"]
-    loaded = load_model(factors.manifest["model"]["source"])
+    loaded = load_for_execution(factors.manifest["model"]["source"], execution_options,
+                                factors.manifest.get("execution"))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
+    execution = start_execution(loaded.model, execution_options)
     projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
                    for layer in layers}
     columns = sum(p.size for p in projections.values())
     sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
                                 options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
-    dtype = next(loaded.model.parameters()).dtype
+    dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
-        return IndexWriter(projections, np.zeros((len(lengths), columns), np.float16), np.zeros(len(lengths), np.float32))
+        return IndexWriter(projections, np.zeros((len(lengths), columns), np.float16), np.zeros(len(lengths), np.float32),
+                           execution.device)
 
-    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
+    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
+                            execution)
     n, longest = len(sequences), max(len(t) for t in tokens)
     weights = memory.weights_bytes(loaded.model)
     rotated = options.batch_size * max(layer.shape.out_features * layer.shape.in_dim for layer in layers) * 4
@@ -60,7 +65,8 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
-                        [f"{columns * 2 + 4:,} bytes per sequence ({options.size} numbers per layer, float16)"])
+                        [f"{columns * 2 + 4:,} bytes per sequence ({options.size} numbers per layer, float16)"],
+                        execution.describe())
 
 
 def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:

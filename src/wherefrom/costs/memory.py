@@ -1,7 +1,8 @@
 """Bytes from shapes: model weights, per-batch captures, factor sums, bases, eigendecomposition work, output files.
 
-Every count mirrors what the passes allocate (see curvature/ and scoring/): sums and bases in the model's dtype,
-eigendecompositions in float64, score accumulators in float64, saved scores in float32.
+Every count mirrors what the passes allocate (see curvature/ and scoring/): captures in the model's dtype, sums and
+bases in float32 (the precision policy), eigendecompositions in float64, score accumulators in float64, saved
+scores in float32.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def factor_sum_bytes(layers: list[TrackedLayer], blocks: int, dtype: torch.dtype
     """The covariance sums A and S of every layer, O diagonal blocks each (equal to the bases' size)."""
     return sum(block ** 2 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
                for block in block_sizes(dim, blocks)) * itemsize(dtype)
+
+
+def placement_bytes(layers: list[TrackedLayer], blocks: int, batch_size: int, length: int,
+                    dtype: torch.dtype) -> tuple[int, int]:
+    """The float32 factor sums and one batch's captures in ``dtype``: what decides whether the sums fit on the GPU
+    next to the model (``--factors auto``, see engine/execution.py)."""
+    return factor_sum_bytes(layers, blocks, torch.float32), captured_bytes(layers, batch_size, length, dtype)
 
 
 def eigenvalue_bytes(layers: list[TrackedLayer], dtype: torch.dtype) -> int:

@@ -70,8 +70,9 @@ class BlockDiagonal:
     def T(self) -> BlockDiagonal:  # noqa: N802 - mirrors torch.Tensor.T
         return BlockDiagonal(tuple(block.T for block in self.blocks))
 
-    def to(self, dtype: torch.dtype) -> BlockDiagonal:
-        return BlockDiagonal(tuple(block.to(dtype) for block in self.blocks))
+    def to(self, *args: object, **kwargs: object) -> BlockDiagonal:
+        """Each block moved or cast as ``torch.Tensor.to`` would."""
+        return BlockDiagonal(tuple(block.to(*args, **kwargs) for block in self.blocks))
 
     def dense(self) -> torch.Tensor:
         """The full [d, d] matrix (for tests and small layers)."""

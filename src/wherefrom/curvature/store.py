@@ -42,8 +42,10 @@ class FactorRun:
 
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
-             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str) -> Path:
-    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last)."""
+             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
+             execution: dict[str, Any] | None = None) -> Path:
+    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``execution``: the
+    device, dtype and factor placement the run was fitted with."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     stored: set[int] = set()
@@ -56,7 +58,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
             for i, tensor in enumerate(parts):  # safetensors refuses two names for one storage (shared Q_A)
                 pointer = tensor.untyped_storage().data_ptr()
                 key = f"{name}/{part}" if len(parts) == 1 else f"{name}/{part}/{i}"
-                tensors[key] = tensor.clone().contiguous() if pointer in stored else tensor.contiguous()
+                tensors[key] = (tensor.clone() if pointer in stored else tensor).contiguous().cpu()
                 stored.add(pointer)
     manifest = {
         "format": FORMAT,
@@ -66,6 +68,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "corpus_fingerprint": corpus_fingerprint,
         "job": job,
         "options": options,
+        **({} if execution is None else {"execution": execution}),
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,
         "layers": [{"name": layer.name, "type": layer.layer_type.__name__, "in_features": layer.shape.in_features,

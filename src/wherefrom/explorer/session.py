@@ -13,11 +13,12 @@ from wherefrom.curvature.store import check_compatible, load_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, parse_query
 from wherefrom.data.records import read_records
+from wherefrom.engine.execution import load_for_execution
 from wherefrom.errors import WherefromError
 from wherefrom.index import GradientIndex
-from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
-from wherefrom.options import ScoreOptions
+from wherefrom.options import ExecutionOptions, ScoreOptions
 
 DEMO_FOLDER = "wherefrom-demo"  # where `wherefrom demo` writes by default
 DEMO_RUN = "run-ekfac"
@@ -41,9 +42,10 @@ class ExplorerSession:
     sources: dict[str, str] | None = None  # run, corpus, index and model paths, for the page
 
     @classmethod
-    def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None) -> ExplorerSession:
+    def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None,
+             execution: ExecutionOptions = ExecutionOptions()) -> ExplorerSession:
         """Load a fitted run (and its corpus, by default the one it was fitted on), or a gradient index, which
-        names its run and corpus."""
+        names its run and corpus; the model runs where ``execution`` says."""
         opened = None
         if index is not None:
             opened = GradientIndex.open(index)
@@ -53,7 +55,7 @@ class ExplorerSession:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
         factors = load_run(Path(run))
         fitted = factors.manifest["options"]
-        loaded = load_model(factors.manifest["model"]["source"])
+        loaded = load_for_execution(factors.manifest["model"]["source"], execution, factors.manifest.get("execution"))
         layers = select_layers(loaded.model, fitted["modules"])
         check_compatible(factors, loaded.fingerprint, layers)
         data = opened.manifest["options"] if opened is not None else fitted  # how corpus records became sequences
@@ -76,7 +78,8 @@ class ExplorerSession:
                    opened, sources)
 
     @classmethod
-    def from_demo(cls, folder: str | Path = DEMO_FOLDER) -> ExplorerSession:
+    def from_demo(cls, folder: str | Path = DEMO_FOLDER, execution: ExecutionOptions = ExecutionOptions()
+                  ) -> ExplorerSession:
         """The model and corpus of a folder written by `wherefrom demo` (its EK-FAC run; its index if built)."""
         folder = Path(folder)
         run = folder / DEMO_RUN
@@ -84,7 +87,7 @@ class ExplorerSession:
             raise WherefromError(f"{folder} holds no demo run ({run} is missing): run `wherefrom demo` first, or "
                                  "give --index INDEX or --run RUN --corpus CORPUS.")
         index = folder / DEMO_INDEX
-        return cls.open(run, index=index if (index / "manifest.json").is_file() else None)
+        return cls.open(run, index=index if (index / "manifest.json").is_file() else None, execution=execution)
 
     def make_query(self, prompt: str, completion: str | None) -> Query:
         """A query from the page's text (``completion`` None: the model will write it); WherefromError if unusable."""

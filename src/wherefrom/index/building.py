@@ -17,38 +17,51 @@ import torch
 from safetensors.torch import save_file
 
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run
+from wherefrom.data.batching import Batch
 from wherefrom.data.corpus import build_sequences, corpus_fingerprint
 from wherefrom.data.records import read_records
-from wherefrom.engine.distributed import World, current_world
-from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
-from wherefrom.engine.stream import Labels, StreamBatch
+from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution, load_for_execution, start_execution
+from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.index.projection import LayerProjection, choose_projection
 from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
 from wherefrom.jobs import job_fingerprint
-from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import select_layers
-from wherefrom.options import IndexOptions
+from wherefrom.options import ExecutionOptions, IndexOptions
 from wherefrom.version import __version__
 
 SHARDS = ".shards"
 
 
-class IndexWriter:
+class IndexWriter(Accumulator):
     """Consumes the stream and writes each sequence's scaled float16 row into the memory-mapped arrays."""
 
-    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray) -> None:
-        self.projections, self.gradients, self.scales = projections, gradients, scales
+    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray,
+                 device: torch.device) -> None:
+        self.projections = {name: projection.to(device) for name, projection in projections.items()}
+        self.gradients, self.scales = gradients, scales
+        self._rows: dict[str, torch.Tensor] = {}
+        self._batch: Batch | None = None
 
-    def update(self, item: StreamBatch) -> None:
-        """Project one batch's per-sequence gradients (in float32) and store them."""
-        rows = torch.cat([self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
-                          for name, layer in item.layers.items()], dim=1)
+    def begin(self, batch: Batch) -> None:
+        self._batch, self._rows = batch, {}
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Project one layer's per-sequence gradients (in float32)."""
+        self._rows[name] = self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
+
+    def end(self, loss: torch.Tensor) -> None:
+        """Scale the batch's rows (all layers, in the projections' order) and store them in float16."""
+        rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
-        index = item.batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).to(torch.float16).numpy()
-        self.scales[index] = scale.numpy()
+        index = self._batch.rows.numpy()
+        self.gradients[index] = (rows / scale[:, None]).to(torch.float16).cpu().numpy()
+        self.scales[index] = scale.cpu().numpy()
+        self._batch, self._rows = None, {}
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
@@ -65,14 +78,17 @@ class IndexWriter:
 
 def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = None,
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
-                quiet: bool = False, restart: bool = False) -> GradientIndex:
+                quiet: bool = False, restart: bool = False,
+                execution_options: ExecutionOptions | None = None) -> GradientIndex:
     """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
+    execution_options = execution_options or ExecutionOptions()
     out, factors = Path(out), load_run(Path(run))
     fitted = factors.manifest["options"]
     options = options or IndexOptions(max_length=fitted["max_length"], pack=fitted["pack"],
                                       batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
     source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution_options,
+                                                                               factors.manifest.get("execution"))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
@@ -88,16 +104,18 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                                  "choose another --out, or add --restart to replace it.")
     projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
                    for layer in layers}
-    world = current_world()
+    execution = start_execution(loaded.model, execution_options)
+    world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
     gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
-             lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
+             lambda: IndexWriter(projections, gradients, scales, execution.device), checkpoints, execution, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
+        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job,
+                execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -114,7 +132,7 @@ def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World) -> tup
 
 
 def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
-            corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
+            corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES):
         os.replace(out / SHARDS / name, out / name)
@@ -133,6 +151,6 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
         "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 4,
-        "options": asdict(options), "layers": layers,
+        "options": asdict(options), "execution": execution.describe(), "layers": layers,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -30,7 +30,7 @@ def generate_completion(model: nn.Module, tokenizer: object, query: Query, optio
     """The model's completion of ``query``'s prompt (ending before EOS); ``streamer`` (a transformers streamer)
     receives the tokens as they are written."""
     budget = min(options.max_new_tokens, options.max_length - len(query.prompt_ids))
-    prompt = torch.tensor([query.prompt_ids])
+    prompt = torch.tensor([query.prompt_ids], device=next(model.parameters()).device)  # where the model runs
     eos = getattr(tokenizer, "eos_token_id", None)
     settings = {"do_sample": options.sample, "max_new_tokens": budget, "pad_token_id": eos if eos is not None else 0}
     if options.sample:

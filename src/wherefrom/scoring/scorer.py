@@ -8,7 +8,7 @@ from torch import nn
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
-from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
@@ -20,42 +20,46 @@ from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
 from wherefrom.solvers.refine import refined_queries
 
 
-def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
-                           ) -> dict[str, torch.Tensor | LowRankQueries]:
+def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions,
+                           execution: Execution) -> dict[str, torch.Tensor | LowRankQueries]:
     """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given.
 
-    Consumes ``gradients.factors`` layer by layer.
+    Precision policy: formed in float32 (the accumulation dtype) on the execution's device, one layer's factors
+    there at a time. Consumes ``gradients.factors`` layer by layer.
     """
     result: dict[str, torch.Tensor | LowRankQueries] = {}
     for name in list(gradients.factors):
-        V = curvature.layers[name].precondition(*gradients.factors.pop(name), options.damping)
+        ds, a = (t.to(execution.accumulation_dtype) for t in gradients.factors.pop(name))
+        V = curvature.layers[name].to(execution.device).precondition(ds, a, options.damping)
         result[name] = V if options.query_rank is None else low_rank(V, options.query_rank)
     return result
 
 
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
-          quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
+          quiet: bool = False, checkpoints: Checkpoints | None = None, execution: Execution | None = None,
           gradients: QueryGradients | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
-    ``gradients`` are the queries' gradients when the caller has them already; they are consumed.
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. Default
+    execution: where ``model`` is, one process.
     """
-    world = world or World()
-    gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
+    execution = execution or Execution.of(model)
+    world = execution.world
+    gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main,
+                                             execution)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence else None
-    queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
+    queries_V = preconditioned_queries(curvature, gradients, options, execution) if options.refine == "none" else \
         refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
-    dtype = next(model.parameters()).dtype
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     accumulator = run_pass(
         model, layers, plan, Labels("data"), "scores", "scoring sequences",
         lambda: ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
-                                 self_curvature, dtype),
-        checkpoints or Checkpoints(None, ""), world, quiet,
+                                 self_curvature, execution),
+        checkpoints or Checkpoints(None, ""), execution, quiet,
     )
     return ScoreResult(
         scores=accumulator.score_matrix(),

@@ -9,18 +9,19 @@ from wherefrom.curvature.store import check_compatible, load_run
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
+from wherefrom.engine.execution import load_for_execution
 from wherefrom.errors import WherefromError
-from wherefrom.models.loading import load_model
 from wherefrom.models.selection import select_layers
-from wherefrom.options import ScoreOptions
+from wherefrom.options import ExecutionOptions, ScoreOptions
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
 from wherefrom.solvers.trust import CheckOptions, TrustReport, trust_check
 
 
 def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
-              quiet: bool = False) -> TrustReport:
-    """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients."""
+              quiet: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> TrustReport:
+    """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients;
+    the model runs where ``execution`` says (dtype 'auto': the run's)."""
     if options.iterations < 1 or options.sample < 1 or options.n_queries < 1:
         raise WherefromError("--iterations, --sample and --n-queries must be at least 1.")
     factors = load_run(Path(run))
@@ -29,7 +30,7 @@ def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | 
         raise WherefromError(f"the run was fitted with strategy {factors.strategy!r}, which has no curvature to "
                              "check; fit with --strategy ekfac.")
     options = replace(options, max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"])
-    loaded = load_model(factors.manifest["model"]["source"])
+    loaded = load_for_execution(factors.manifest["model"]["source"], execution, factors.manifest.get("execution"))
     layers = select_layers(loaded.model, fitted["modules"])
     check_compatible(factors, loaded.fingerprint, layers)
     sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,

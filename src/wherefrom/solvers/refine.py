@@ -34,8 +34,8 @@ def refine_solution(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
     dampings = layer_dampings(curvature.layers, layout, damping)
     G = GaussNewton(model, layers, [s.input_ids for s in sample_sequences(sequences, sample)], batch_size,
                     block_diagonal)
-    M = curvature_inverse(curvature.layers, layout, dampings)
-    A = damped(G, layout.expand(dampings, b.dtype))
+    M = curvature_inverse(curvature.layers, layout, dampings, b.device)
+    A = damped(G, layout.expand(dampings, b.dtype, b.device))
     return conjugate_gradient(A, b, iterations, preconditioner=M, x0=M(b),
                               description="refining query gradients (CG)", quiet=quiet)
 

@@ -105,13 +105,13 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
     dampings = layer_dampings(curvature.layers, layout, options.damping)
     G = GaussNewton(model, layers, [s.input_ids for s in sample_sequences(sequences, options.sample)],
                     options.batch_size, block_diagonal=True)
-    A = damped(G, layout.expand(dampings, b.dtype))
-    M = curvature_inverse(curvature.layers, layout, dampings)
+    A = damped(G, layout.expand(dampings, b.dtype, b.device))
+    M = curvature_inverse(curvature.layers, layout, dampings, b.device)
     if options.solver == "cg":
         x = conjugate_gradient(A, b, options.iterations, preconditioner=M, quiet=quiet).x
     else:
-        damping = layout.expand(dampings, b.dtype)
-        scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype)
+        damping = layout.expand(dampings, b.dtype, b.device)
+        scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype, device=b.device)
         x = lissa(lambda v, step: G.minibatch(v, step) + damping * v, b, scale, options.iterations, quiet=quiet).x
     estimate, Ax = M(b), A(x)
     parts = [layout.split(t) for t in (estimate, x, b, Ax)]
