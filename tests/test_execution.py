@@ -65,44 +65,40 @@ def test_factor_sums_in_host_memory_give_the_same_curvature(strategy):
 
 
 class _Watcher(LayerConsumer):
-    """Keeps weak references to everything the stream hands over and counts, at each hand-over, how many of the
-    earlier layers' tensors are still alive."""
+    """Keeps weak references to every ā the stream hands over and counts, at each hand-over, how many earlier ones
+    (other than the one handed over now, which sibling layers share) are still alive."""
 
     def __init__(self, inputs_in_forward: bool) -> None:
         self.inputs_in_forward = inputs_in_forward
-        self.grads: list[weakref.ref] = []
-        self.inputs: list[weakref.ref] = []
-        self.alive_grads: list[int] = []
-        self.alive_inputs: list[int] = []
+        self.received: list[weakref.ref] = []
+        self.alive: list[int] = []
+        self.handed_over = 0
 
     def inputs(self, name: str, inputs: torch.Tensor) -> None:
-        self.inputs.append(weakref.ref(inputs))
+        self._receive(inputs)
 
     def layer(self, name: str, layer: LayerBatch) -> None:
-        self.alive_grads.append(sum(ref() is not None for ref in self.grads))
-        self.grads.append(weakref.ref(layer.output_grads))
+        self.handed_over += 1
         if layer.inputs is not None:
-            self.inputs.append(weakref.ref(layer.inputs))
-        self.alive_inputs.append(len({id(ref()) for ref in self.inputs if ref() is not None}))
+            self._receive(layer.inputs)
+
+    def _receive(self, a: torch.Tensor) -> None:
+        self.alive.append(sum(ref() is not None and ref() is not a for ref in self.received))
+        self.received.append(weakref.ref(a))
 
 
 @pytest.mark.parametrize("inputs_in_forward", [False, True], ids=["paired", "inputs-in-forward"])
-def test_the_stream_holds_one_layers_gradients_at_a_time(inputs_in_forward):
-    """Ds of a layer is gone when the next layer's arrives; ā is released as the backward pass reaches its layer
-    (paired consumers) or is never held (consumers that take ā in the forward pass)."""
+def test_the_stream_releases_each_layers_inputs_once_handed_over(inputs_in_forward):
+    """ā of a layer is released as soon as the layer (and a sibling reading the same input) has been handed over:
+    during the backward pass for a paired consumer, during the forward pass for one that takes ā there."""
     model = prepare_for_influence(tiny_llama(layers=4))
     layers = select_layers(model, "mlp")  # 12 layers; gate_proj and up_proj share one ā
     watcher = _Watcher(inputs_in_forward)
     tokens = corpus_tokens(4)
     for _ in stream(model, layers, make_batches(tokens, [1] * 4, 4), 1, Labels("data"), watcher, "", quiet=True):
         pass
-    assert len(watcher.alive_grads) == len(layers)
-    assert max(watcher.alive_grads) == 0, watcher.alive_grads
-    distinct_inputs = 2 * 4  # per block: the MLP input (gate/up) and down_proj's input
-    if inputs_in_forward:
-        assert max(watcher.alive_inputs) <= 1, watcher.alive_inputs  # at most the last ā, kept for a sibling
-    else:  # ā of the layers the backward pass has not reached yet, decreasing to the first block's
-        assert watcher.alive_inputs[0] == distinct_inputs and watcher.alive_inputs[-1] <= 2, watcher.alive_inputs
+    assert watcher.handed_over == len(layers) and len(watcher.received) == len(layers)
+    assert max(watcher.alive) == 0, watcher.alive
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,8 @@ class _Capture:
         self.has_bias = {layer.name: layer.shape.has_bias for layer in layers}
         self.inputs: dict[str, torch.Tensor] = {}  # ā of layers the backward pass has not reached yet
         self.pending: dict[str, tuple[torch.Size, torch.dtype]] = {}  # layers run whose Ds has not arrived: shape
-        self.origin: torch.Tensor | None = None  # the first tracked layer's input: where the backward pass stops
+        self.origin: torch.Tensor | None = None  # the first tracked layer's input
+        self.first: dict[str, torch.Tensor] = {}  # outputs of the layers reading it: where the backward pass stops
         self._mask: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, bool, torch.Tensor] | None = None  # (raw input, bias column, ā)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -187,11 +188,17 @@ class _Capture:
         self._mask = batch.attention_mask.unsqueeze(-1)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward from ``loss`` down to the first tracked layer's input; each layer's hook consumes its part.
-        Every tracked layer runs after that input (the residual stream carries it), so the backward pass reaches
-        them all; a layer whose output does not reach the loss gets Ds = 0."""
-        if self.origin is not None and self.origin.requires_grad:
-            torch.autograd.grad(loss, [self.origin], allow_unused=True)
+        """Backward from ``loss`` down to the outputs of the layers reading the first tracked layer's input (the
+        last ones it reaches), each layer's hook consuming its part on the way. Every tracked layer runs after that
+        input (the residual stream carries it), so the backward pass reaches them all; a layer whose output does
+        not reach the loss gets Ds = 0."""
+        self._last = None  # the forward pass is over: no later layer can share it
+        names = [name for name, output in self.first.items() if output.requires_grad]
+        if names:
+            grads = torch.autograd.grad(loss, [self.first[name] for name in names], allow_unused=True)
+            for name, grad in zip(names, grads):
+                if name in self.pending:  # where the engine captured the gradient before running the hook
+                    self._consume(name, grad)
         for name in [layer.name for layer in self.layers if layer.name in self.pending]:
             self._consume(name, None)
         self._reset()
@@ -201,6 +208,8 @@ class _Capture:
             raw = inputs[0]
             if self.origin is None:
                 self.origin = raw
+            if raw is self.origin:
+                self.first[name] = output
             a = self._homogeneous(raw, self.has_bias[name])
             if self.consumer.inputs_in_forward:
                 self.consumer.inputs(name, a)
@@ -232,5 +241,5 @@ class _Capture:
 
     def _reset(self) -> None:
         self.inputs.clear()
-        self.pending = {}
+        self.pending, self.first = {}, {}
         self.origin, self._last = None, None
