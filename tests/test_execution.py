@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from wherefrom.cli.main import app
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.batching import make_batches
-from wherefrom.engine.execution import Execution, resolve_device, resolve_dtype
+from wherefrom.engine.execution import Execution, check_execution_options, resolve_device, resolve_dtype
 from wherefrom.engine.stream import Labels, LayerBatch, LayerConsumer, stream
 from wherefrom.errors import WherefromError
 from wherefrom.models.loading import prepare_for_influence
@@ -28,7 +28,7 @@ from wherefrom.scoring.scorer import score
                                               ("factors", "disk")])
 def test_execution_options_refuse_unknown_values(field, value):
     with pytest.raises(WherefromError, match=f"--{field} {value!r} is not one of"):
-        ExecutionOptions(**{field: value})
+        check_execution_options(ExecutionOptions(**{field: value}))
 
 
 def test_auto_picks_cuda_when_present_and_float32_on_the_cpu():

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from wherefrom.costs import memory
+from wherefrom.curvature.blocks import factor_sum_bytes
 from wherefrom.curvature.fitting import fit_curvature
-from wherefrom.curvature.store import FactorRun, check_compatible, load_run, save_run
+from wherefrom.curvature.opening import open_run
+from wherefrom.curvature.store import FactorRun, load_run, save_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
@@ -37,6 +38,7 @@ from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 from wherefrom.solvers.damping import auto_damping, check_solver_options
+from wherefrom.solvers.refine import query_preconditioner
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
@@ -61,8 +63,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
-    running = start_execution(loaded.model, execution, *memory.placement_bytes(
-        layers, options.factor_blocks, options.batch_size, options.max_length, next(loaded.model.parameters()).dtype))
+    running = start_execution(loaded.model, execution, factor_sum_bytes(layers, options.factor_blocks, torch.float32))
     # Dense float32 factors (factor_blocks 1) hash as before those options existed: earlier run folders stay valid.
     identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
     job = job_fingerprint(options={**identity, **_dtype_identity(running)}, model=loaded.fingerprint, corpus=corpus_id)
@@ -103,22 +104,16 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     job with the same ``out`` resumes from its finished shards. ``execution``: device and dtype (dtype 'auto': the
     one the run was fitted in).
     """
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    if options is None:
-        options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
-                               shard_size=fitted["shard_size"])
+    opened = open_run(run, model, execution)
+    fitted = opened.fitted
+    options = options or ScoreOptions(**opened.data)
     check_solver_options(options)
     _check_score_options(options, index is not None)
-    source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution,
-                                                                               factors.manifest.get("execution"))
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    loaded, layers, factors = opened.loaded, opened.layers, opened.factors
     running = start_execution(loaded.model, execution)
     gradient_index = None if index is None else GradientIndex.open(index)
-    corpus_path = corpus or (gradient_index.manifest["corpus"] if gradient_index else fitted["corpus"])
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
+    sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
@@ -182,8 +177,10 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
         rows = top_rows(index.scores(gradients, options.damping), options.rescore)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
+    precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
+                                        quiet or not execution.world.is_main, execution)
     return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
-                           quiet, checkpoints, execution, gradients)
+                           quiet, checkpoints, execution, gradients, precondition)
 
 
 def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: int, n_corpus: int) -> str:

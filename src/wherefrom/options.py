@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
-from wherefrom.errors import WherefromError
-
 Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
 Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
@@ -117,7 +115,8 @@ class IndexOptions(DataOptions):
 
 @dataclass(frozen=True)
 class ExecutionOptions:
-    """Where and in which precision the model runs (every command that runs the model takes these)."""
+    """Where and in which precision the model runs (every command that runs the model takes these; checked by
+    ``engine.execution.check_execution_options`` before anything is loaded)."""
 
     device: str = option(
         "auto", "'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'. Under torchrun, 'auto' and "
@@ -133,16 +132,6 @@ class ExecutionOptions:
                 "memory: each batch's sums are formed on the device and added to host float32 sums), or 'auto' "
                 "(host when the memory plan says they do not fit on the GPU next to the model).",
     )
-
-    def __post_init__(self) -> None:
-        """The one place these options are checked."""
-        device = self.device
-        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-            raise WherefromError(f"--device {device!r} is not one of: auto, cpu, cuda, cuda:N (N a GPU number).")
-        if self.dtype not in DTYPES:
-            raise WherefromError(f"--dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}.")
-        if self.factors not in FACTOR_PLACES:
-            raise WherefromError(f"--factors {self.factors!r} is not one of: {', '.join(FACTOR_PLACES)}.")
 
 
 def help_of(cls: type, name: str) -> str:

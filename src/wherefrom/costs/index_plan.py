@@ -12,15 +12,12 @@ import torch
 from wherefrom.costs import memory
 from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
-from wherefrom.curvature.store import check_compatible, load_run
-from wherefrom.data.corpus import build_sequences
-from wherefrom.data.records import read_records
-from wherefrom.engine.execution import load_for_execution, start_execution
+from wherefrom.curvature.opening import open_run
+from wherefrom.engine.execution import start_execution
 from wherefrom.engine.stream import Labels
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import choose_projection
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
-from wherefrom.models.selection import select_layers
 from wherefrom.options import ExecutionOptions, IndexOptions
 
 _NPY_HEADER = 128
@@ -29,18 +26,13 @@ _NPY_HEADER = 128
 def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions,
                    execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    loaded = load_for_execution(factors.manifest["model"]["source"], execution_options,
-                                factors.manifest.get("execution"))
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    opened = open_run(run, execution=execution_options)
+    loaded, layers = opened.loaded, opened.layers
     execution = start_execution(loaded.model, execution_options)
-    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
+    projections = {layer.name: choose_projection(layer.name, opened.curvature.layers[layer.name], options.size)
                    for layer in layers}
     columns = sum(p.size for p in projections.values())
-    sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
-                                options.max_length, options.pack)
+    sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = execution.dtype
 

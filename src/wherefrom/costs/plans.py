@@ -19,7 +19,7 @@ from wherefrom.costs.timing import SampleMeasure, eigh_seconds_per_cubed_dim, me
 from wherefrom.curvature.blocks import BlockDiagonal, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
-from wherefrom.curvature.store import check_compatible, load_run
+from wherefrom.curvature.opening import open_run
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
@@ -47,8 +47,7 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
         check_factor_blocks(layers, blocks)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
-    execution = start_execution(loaded.model, execution_options, *memory.placement_bytes(
-        layers, blocks, options.batch_size, options.max_length, next(loaded.model.parameters()).dtype))
+    execution = start_execution(loaded.model, execution_options, memory.factor_sum_bytes(layers, blocks, torch.float32))
     dtype, summed = execution.dtype, execution.accumulation_dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
     shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
@@ -89,8 +88,8 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
     disk = {"factors.safetensors": memory.safetensors_bytes(memory.factor_file_shapes(layers, options.strategy,
                                                                                       blocks, summed)),
             "manifest.json": len(json.dumps(manifest, indent=2)) + 1024}
-    notes = _notes(len(passes)) + ([f"factor sums in host memory ({factors / 2 ** 30:.1f} GiB float32): they and one "
-                                    "batch do not fit in the GPU memory left next to the model"]
+    notes = _notes(len(passes)) + ([f"factor sums in host memory ({factors / 2 ** 30:.1f} GiB float32): more than "
+                                    "half of the GPU memory left free next to the model"]
                                    if execution.factors_on_host else [])
     return CostEstimate("fit", n, sum(len(t) for t in tokens),
                         {name: m.seconds_per_sequence for name, m in measured.items()}, stages, disk,
@@ -104,21 +103,15 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
 
     With ``index`` the scoring pass is replaced by the index's contraction, timed on the index.
     """
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    options = options or ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"],
-                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
-    loaded = load_for_execution(factors.manifest["model"]["source"], execution_options,
-                                factors.manifest.get("execution"))
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    opened = open_run(run, execution=execution_options)
+    fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
+    options = options or ScoreOptions(**opened.data)
     execution = start_execution(loaded.model, execution_options)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     query_length = max(len(q.input_ids) + (options.max_new_tokens if q.needs_completion else 0) for q in query_list)
-    if corpus is None:
-        corpus = GradientIndex.open(index).manifest["corpus"] if index is not None else fitted["corpus"]
-    sequences = build_sequences(read_records(corpus), loaded.tokenizer,
-                                options.max_length, options.pack)
+    if corpus is None and index is not None:
+        corpus = GradientIndex.open(index).manifest["corpus"]
+    sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype, summed = execution.dtype, execution.accumulation_dtype
     n, n_queries, longest, n_tokens = len(sequences), len(query_list), max(len(t) for t in tokens), sum(map(len, tokens))

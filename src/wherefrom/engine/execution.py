@@ -25,11 +25,12 @@ from torch import nn
 from wherefrom.engine.distributed import World, current_world
 from wherefrom.errors import WherefromError
 from wherefrom.models.loading import LoadedModel, checkpoint_dtype, load_model
-from wherefrom.options import ExecutionOptions
+from wherefrom.options import DTYPES as DTYPE_CHOICES
+from wherefrom.options import FACTOR_PLACES, ExecutionOptions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 _HOST = torch.device("cpu")
-_FREE_SHARE = 0.9  # of the GPU's free memory that factor sums and one batch may take before they go to the host
+_FREE_SHARE = 0.5  # of the GPU's free memory that factor sums may take before they go to the host
 
 
 @dataclass(frozen=True)
@@ -94,25 +95,37 @@ def resolve_dtype(choice: str, device: torch.device, checkpoint: torch.dtype | N
 
 def load_for_execution(source: str | Path, options: ExecutionOptions, fitted: dict | None = None) -> LoadedModel:
     """Load ``source`` on the options' device in their dtype (``fitted``: the run's recorded execution)."""
+    check_execution_options(options)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device, checkpoint_dtype(source), (fitted or {}).get("dtype"))
     return load_model(source, dtype=dtype, device=device)
 
 
-def start_execution(model: nn.Module, options: ExecutionOptions | None = None, factor_bytes: int = 0,
-                    batch_bytes: int = 0) -> Execution:
+def start_execution(model: nn.Module, options: ExecutionOptions | None = None, factor_bytes: int = 0) -> Execution:
     """The execution of this process for a loaded model: joins torchrun's process group (NCCL when the model is on
-    a GPU, gloo on the CPU) and places the factor sums (:func:`factors_go_to_host`)."""
+    a GPU, gloo on the CPU) and places factor sums of ``factor_bytes`` (:func:`factors_go_to_host`)."""
     options = options or ExecutionOptions()
+    check_execution_options(options)
     parameter = next(model.parameters())
-    host = factors_go_to_host(options.factors, parameter.device, factor_bytes, batch_bytes)
+    host = factors_go_to_host(options.factors, parameter.device, factor_bytes)
     return Execution(parameter.device, parameter.dtype, current_world(parameter.device), host)
 
 
-def factors_go_to_host(choice: str, device: torch.device, factor_bytes: int, batch_bytes: int) -> bool:
-    """Whether factor sums live in host memory: asked for, or ('auto') when they and one batch's work would take
-    more than 90% of the GPU memory left free next to the model."""
+def factors_go_to_host(choice: str, device: torch.device, factor_bytes: int) -> bool:
+    """Whether factor sums live in host memory: asked for, or ('auto') when they would take more than half of the
+    GPU memory left free next to the model (the other half is for the batches)."""
     if choice != "auto" or device.type != "cuda":
         return choice == "host"
     free, _ = torch.cuda.mem_get_info(device)
-    return factor_bytes + batch_bytes > _FREE_SHARE * free
+    return factor_bytes > _FREE_SHARE * free
+
+
+def check_execution_options(options: ExecutionOptions) -> None:
+    """The one place execution options are checked: one line naming the value and the choices."""
+    device = options.device
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise WherefromError(f"--device {device!r} is not one of: auto, cpu, cuda, cuda:N (N a GPU number).")
+    if options.dtype not in DTYPE_CHOICES:
+        raise WherefromError(f"--dtype {options.dtype!r} is not one of: {', '.join(DTYPE_CHOICES)}.")
+    if options.factors not in FACTOR_PLACES:
+        raise WherefromError(f"--factors {options.factors!r} is not one of: {', '.join(FACTOR_PLACES)}.")

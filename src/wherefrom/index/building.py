@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from wherefrom.curvature.store import FactorRun, check_compatible, load_run
+from wherefrom.curvature.opening import open_run
+from wherefrom.curvature.store import FactorRun
 from wherefrom.data.batching import Batch
-from wherefrom.data.corpus import build_sequences, corpus_fingerprint
-from wherefrom.data.records import read_records
+from wherefrom.data.corpus import corpus_fingerprint
 from wherefrom.engine.distributed import World
-from wherefrom.engine.execution import Execution, load_for_execution, start_execution
+from wherefrom.engine.execution import Execution, start_execution
 from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
@@ -30,7 +30,6 @@ from wherefrom.index.projection import LayerProjection, choose_projection
 from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
-from wherefrom.models.selection import select_layers
 from wherefrom.options import ExecutionOptions, IndexOptions
 from wherefrom.version import __version__
 
@@ -82,17 +81,11 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                 execution_options: ExecutionOptions | None = None) -> GradientIndex:
     """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
     execution_options = execution_options or ExecutionOptions()
-    out, factors = Path(out), load_run(Path(run))
-    fitted = factors.manifest["options"]
-    options = options or IndexOptions(max_length=fitted["max_length"], pack=fitted["pack"],
-                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
-    source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution_options,
-                                                                               factors.manifest.get("execution"))
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
-    corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    out, opened = Path(out), open_run(run, model, execution_options)
+    factors, layers = opened.factors, opened.layers
+    options = options or IndexOptions(**opened.data)
+    corpus_path = opened.corpus_path(corpus).resolve()
+    sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
                           run=factors.manifest["job"], corpus=corpus_id)
@@ -104,13 +97,13 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                                  "choose another --out, or add --restart to replace it.")
     projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
                    for layer in layers}
-    execution = start_execution(loaded.model, execution_options)
+    execution = start_execution(opened.loaded.model, execution_options)
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
     gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
-    run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
+    run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, gradients, scales, execution.device), checkpoints, execution, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:

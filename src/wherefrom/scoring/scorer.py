@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -17,7 +19,9 @@ from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
-from wherefrom.solvers.refine import refined_queries
+
+Precondition = Callable[[QueryGradients], dict[str, torch.Tensor | LowRankQueries]]
+"""Query gradients → (G + λI)⁻¹ ∇L_q per layer (consuming them): EK-FAC's, or a solver's refinement of it."""
 
 
 def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions,
@@ -38,12 +42,15 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
           quiet: bool = False, checkpoints: Checkpoints | None = None, execution: Execution | None = None,
-          gradients: QueryGradients | None = None) -> ScoreResult:
+          gradients: QueryGradients | None = None, precondition: Precondition | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
-    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. Default
-    execution: where ``model`` is, one process.
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. ``precondition``
+    defaults to EK-FAC's (:func:`preconditioned_queries`); `--refine` gives
+    :func:`wherefrom.solvers.refine.query_preconditioner`'s. Default execution: where ``model`` is, one process.
     """
+    if precondition is None and options.refine != "none":
+        raise ValueError(f"refine={options.refine!r} needs the solver's precondition (solvers.refine.query_preconditioner)")
     execution = execution or Execution.of(model)
     world = execution.world
     gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main,
@@ -52,8 +59,7 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence else None
-    queries_V = preconditioned_queries(curvature, gradients, options, execution) if options.refine == "none" else \
-        refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
+    queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options, execution)))(gradients)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     accumulator = run_pass(
         model, layers, plan, Labels("data"), "scores", "scoring sequences",
