@@ -130,6 +130,10 @@ def test_fit_in_bfloat16_records_the_execution_and_writes_float32_factors(worksp
                                  "--out", str(tmp_path / "out"), "-q"])
     assert scored.exit_code == 0, scored.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["execution"]["dtype"] == "bfloat16"
+    # the float32 checkpoint rounded to bf16 is another model in float32: refused, naming the dtype to give
+    other = runner.invoke(app, ["score", "--run", str(tmp_path / "run"), "--queries", str(workspace / "queries.jsonl"),
+                                "--out", str(tmp_path / "out32"), "--dtype", "float32", "-q"])
+    assert other.exit_code == 2 and "fitted in bfloat16" in other.output and "give --dtype bfloat16" in other.output
 
 
 def test_a_bad_device_is_one_line_through_the_cli(workspace, tmp_path):

@@ -62,5 +62,6 @@ def open_run(run: str | Path, model: str | Path | LoadedModel | None = None,
     loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution,
                                                                                factors.manifest.get("execution"))
     layers = select_layers(loaded.model, factors.manifest["options"]["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    check_compatible(factors, loaded.fingerprint, layers, dtype)
     return OpenedRun(Path(run), factors, loaded, layers)

@@ -123,13 +123,19 @@ class StoredCurvature(Mapping[str, LayerCurvature]):
         return len(self.names)
 
 
-def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer]) -> None:
-    """Refuse factors fitted for another model or other modules, naming the difference."""
+def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer],
+                     dtype: str | None = None) -> None:
+    """Refuse factors fitted for another model or other modules, naming the difference (and the dtype, when the
+    model is now loaded in another one than the run was fitted in: the weights round differently)."""
     fitted = run.manifest["model"]
     if fitted["fingerprint"] != model_fingerprint:
+        fitted_dtype = run.manifest.get("execution", {}).get("dtype", "float32")
+        hint = (f" The run was fitted in {fitted_dtype} and the model is loaded in {dtype} now: give --dtype "
+                f"{fitted_dtype}, or fit again." if dtype is not None and dtype != fitted_dtype else "")
         raise WherefromError(
             f"these factors were fitted for model {fitted['source']} (fingerprint {fitted['fingerprint']}), not for "
             f"the model given now (fingerprint {model_fingerprint}); fit again with `wherefrom fit` for this model."
+            + hint
         )
     expected = [(e["name"], e["in_features"], e["out_features"], e["has_bias"]) for e in run.manifest["layers"]]
     actual = [(layer.name, layer.shape.in_features, layer.shape.out_features, layer.shape.has_bias) for layer in layers]
