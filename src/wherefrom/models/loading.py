@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
+"""Load a causal LM (and, lazily, its tokenizer) from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wherefrom.errors import WherefromError
+from wherefrom.models.tokenizer import ModelTokenizer, config_eos
 
 
 @dataclass
@@ -18,7 +19,7 @@ class LoadedModel:
     """A model ready for influence passes (eval mode, frozen weights) with its tokenizer and identity."""
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: ModelTokenizer  # read from its files only when text is encoded or decoded
     source: str
     fingerprint: str
 
@@ -37,17 +38,20 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32,
         raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
                              "a .gguf file, or a PEFT adapter directory (nothing is downloaded).")
     if path.is_file() and path.suffix == ".gguf":
-        kwargs = {"gguf_file": path.name}
-        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name)
+        tokenizer_at, tokenizer_files = path, {"gguf_file": path.name}
     elif (path / "adapter_config.json").is_file():
-        model, tokenizer = _load_peft(path, dtype)
+        model, tokenizer_at = _load_peft(path, dtype)
+        tokenizer_files = {}
     elif (path / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer_at, tokenizer_files = path, {}
     else:
         raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
     prepare_for_influence(model)
+    folder = tokenizer_at.parent if tokenizer_at.is_file() else tokenizer_at
+    tokenizer = ModelTokenizer(tokenizer_at, lambda: AutoTokenizer.from_pretrained(folder, **tokenizer_files),
+                               config_eos(getattr(model, "config", None)))
     fingerprint = model_fingerprint(model)
     return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
 
@@ -66,8 +70,9 @@ def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
     return dtype if isinstance(dtype, torch.dtype) else None
 
 
-def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, Path]:
+    """The adapted model, and the folder of its tokenizer (the adapter's, else the base model's)."""
+    from transformers import AutoModelForCausalLM
 
     try:
         from peft import PeftModel
@@ -78,8 +83,7 @@ def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
         raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
                              "edit base_model_name_or_path in adapter_config.json to point at it.")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path)
-    tokenizer_dir = path if (path / "tokenizer_config.json").is_file() else Path(base)
-    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+    return model, path if (path / "tokenizer_config.json").is_file() else Path(base)
 
 
 def prepare_for_influence(model: nn.Module) -> nn.Module:
