@@ -11,7 +11,8 @@ Both resume an interrupted run from its finished shards, and split the work acro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+import time
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.models.units import find_unit
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.scoring.columns import bm25_rows, top_rows
 from wherefrom.scoring.generation import complete_queries
@@ -58,7 +60,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     refused for an existing run folder unless ``restart``. ``execution``: device, dtype and factor placement (a
     :class:`LoadedModel` runs where it already is).
     """
-    out = Path(out)
+    out, start = Path(out), time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution)
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
@@ -81,7 +83,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     if world.is_main:
         manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
         save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
-                 running.describe())
+                 seconds=time.perf_counter() - start, execution=running.describe())
         checkpoints.finish()
     world.barrier()
     return load_run(out)
@@ -92,26 +94,32 @@ def _dtype_identity(execution: Execution) -> dict[str, str]:
     return {} if execution.dtype == torch.float32 else {"dtype": dtype_name(execution.dtype)}
 
 
-def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None, out: str | Path | None = None,
-          options: ScoreOptions | None = None, model: str | Path | LoadedModel | None = None,
-          quiet: bool = False, restart: bool = False, index: str | Path | None = None,
-          execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
+def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
+          out: str | Path | None = None, options: ScoreOptions | None = None,
+          model: str | Path | LoadedModel | None = None, quiet: bool = False, restart: bool = False,
+          index: str | Path | None = None, execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
     """Score every sequence of ``corpus`` (default: the fitted corpus) against each query of ``queries``.
 
     ``options`` defaults to the run's own max_length, pack and batch_size. With ``index`` (a folder written by
-    `wherefrom index`) the scores come from the index, with no pass over the corpus, and ``options.rescore``
-    re-scores the index's top sequences exactly. Results are saved in ``out`` when given; an interrupted scoring
-    job with the same ``out`` resumes from its finished shards. ``execution``: device and dtype (dtype 'auto': the
-    one the run was fitted in).
+    `wherefrom index`) the index's top ``options.rescore`` sequences per query (default 100) are scored exactly,
+    with no pass over the rest of the corpus; ``rescore=0`` gives the index's own scores of every sequence. The
+    index remembers its run and corpus, so ``run`` (None) and ``corpus`` only override them. Results are saved in
+    ``out`` when given; an interrupted scoring job with the same ``out`` resumes from its finished shards.
+    ``execution``: device and dtype (dtype 'auto': the one the run was fitted in).
     """
-    opened = open_run(run, model, execution)
+    gradient_index = None if index is None else GradientIndex.open(index)
+    if run is None and gradient_index is None:
+        raise WherefromError("give a fitted run folder (`wherefrom fit`), or an index (`wherefrom index`) that names one.")
+    opened = open_run(run if run is not None else gradient_index.run_folder, model, execution)
     fitted = opened.fitted
-    options = options or ScoreOptions(**opened.data)
+    if options is None:  # the index's data options when there is one (the sequences it holds), else the run's
+        options = ScoreOptions(**(opened.data if gradient_index is None else
+                                  {name: gradient_index.manifest["options"][name] for name in opened.data}))
     check_solver_options(options)
     _check_score_options(options, index is not None)
     loaded, layers, factors = opened.loaded, opened.layers, opened.factors
     running = start_execution(loaded.model, execution)
-    gradient_index = None if index is None else GradientIndex.open(index)
+    run_dir = opened.folder
     corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
@@ -131,8 +139,8 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     world = running.world
     checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
     checkpoints.open(restart)
-    result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index, Path(run),
-                            quiet, checkpoints, running)
+    result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index,
+                            run_dir, quiet, checkpoints, running)
     result.metadata = {
         "strategy": factors.strategy,
         "fisher": fitted["fisher"],
@@ -144,6 +152,7 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
         "options": asdict(options),
         "execution": running.describe(),
         "job": job,
+        "run": str(run_dir.resolve()),
     }
     if out is not None and world.is_main:
         result.save(out, options.top_k)
@@ -152,13 +161,54 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     return result
 
 
+def units(out: str | Path, unit: str, among: int | None = None, model: str | Path | LoadedModel | None = None,
+          save: str | Path | None = None, quiet: bool = False) -> ScoreResult:
+    """Rank the sequences of the score folder ``out`` by the influence that flows through one ``unit`` (a neuron
+    ``model.layers.3.mlp:17`` or ``3:17``, a head ``3:head2``, a residual dimension ``model.layers.3:dim5``).
+
+    The result is a score result whose scores, per-layer and per-token splits are the unit's. It costs one pass
+    over the folder's scored sequences (no refit; the query gradients are recomputed), or over only each query's
+    ``among`` best sequences by the saved scores. Saved in ``save`` when given.
+    """
+    scored = ScoreResult.load(out)
+    recorded = scored.metadata
+    if "run" not in recorded:
+        raise WherefromError(f"{out} does not name its run folder (written by an older wherefrom): score it again.")
+    known = {f.name for f in fields(ScoreOptions)}
+    options = replace(ScoreOptions(**{k: v for k, v in recorded["options"].items() if k in known}),
+                      per_token=True, per_layer=True, per_unit=None, self_influence=False)
+    opened = open_run(recorded["run"], model if model is not None else recorded["model"])
+    find_unit(opened.loaded.model, opened.layers, unit)  # a unit the model does not have is refused before any pass
+    corpus = {s.row: s for s in opened.sequences(recorded["corpus"], options.max_length, options.pack)}
+    columns = range(len(scored.sequences)) if among is None else top_rows(scored.scores, among)
+    sequences = [corpus[scored.sequences[c].row] for c in columns]
+    queries = [Query(q.query_id, q.prompt, q.completion, tuple(q.prompt_ids), tuple(q.completion_ids))
+               for q in scored.queries]
+    precondition = query_preconditioner(opened.loaded.model, opened.layers, opened.curvature, sequences, options,
+                                        quiet)
+    result = score_sequences(opened.loaded.model, opened.loaded.tokenizer, opened.layers, opened.curvature, queries,
+                             sequences, options, quiet, precondition=precondition, unit=unit)
+    result.metadata = {**{k: v for k, v in recorded.items() if k != "job"}, "unit": unit,
+                       "score_folder": str(Path(out).resolve()),
+                       "columns": f"{len(sequences)} of the {len(scored.sequences)} sequences scored in {out}"}
+    if save is not None:
+        result.save(save, options.top_k)
+    return result
+
+
 def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
+    if options.per_unit is not None and options.per_unit < 1:
+        raise WherefromError(f"--per-unit must be at least 1, got {options.per_unit}.")
+    if options.per_unit is not None and with_index and options.rescored_per_query == 0:
+        raise WherefromError("--per-unit splits exact scores; with --index it needs --rescore N (N ≥ 1).")
     if options.query_rank is not None and options.query_rank < 1:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     if options.rescore is not None and not with_index:
         raise WherefromError("--rescore re-scores the top of an index's ranking: give --index INDEX too.")
-    if options.refine != "none" and with_index and options.rescore is None:
-        raise WherefromError("--refine improves exact scoring; with --index it needs --rescore N.")
+    if options.rescore is not None and options.rescore < 0:
+        raise WherefromError(f"--rescore must be 0 (the index's own scores) or more, got {options.rescore}.")
+    if options.refine != "none" and with_index and options.rescored_per_query == 0:
+        raise WherefromError("--refine improves exact scoring; with --index it needs --rescore N (N ≥ 1).")
     if options.candidates is not None and with_index:
         raise WherefromError("--candidates and --index both choose which sequences to score: use one of them.")
 
@@ -173,9 +223,9 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
     elif index is not None:
         gradients = query_gradients(loaded.model, layers, queries, options.batch_size,
                                     quiet or not execution.world.is_main, execution)
-        if options.rescore is None:
+        if options.rescored_per_query == 0:
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
-        rows = top_rows(index.scores(gradients, options.damping), options.rescore)
+        rows = top_rows(index.scores(gradients, options.damping), options.rescored_per_query)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
     precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
                                         quiet or not execution.world.is_main, execution)
@@ -187,9 +237,10 @@ def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: 
     """In words, which sequences the score columns are."""
     if options.candidates is not None:
         return f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.candidates} by BM25"
-    if index is not None and options.rescore is not None:
-        return (f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.rescore} by the "
+    if index is not None and options.rescored_per_query > 0:
+        return (f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.rescored_per_query} by the "
                 "gradient index, scored exactly")
     if index is not None:
-        return f"all {n_corpus} sequences, scored from the gradient index ({index.manifest['options']['size']} numbers per layer)"
+        return (f"all {n_corpus} sequences, scored from the gradient index "
+                f"({index.manifest['bytes_per_sequence']:,} bytes per sequence)")
     return f"all {n_corpus} sequences"

@@ -15,8 +15,9 @@ from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
 from wherefrom.engine.execution import start_execution
 from wherefrom.engine.stream import Labels
+from wherefrom.index.budget import RowLayout
 from wherefrom.index.building import IndexWriter
-from wherefrom.index.projection import choose_projection
+from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
 from wherefrom.options import ExecutionOptions, IndexOptions
 
@@ -29,16 +30,16 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     opened = open_run(run, execution=execution_options)
     loaded, layers = opened.loaded, opened.layers
     execution = start_execution(loaded.model, execution_options)
-    projections = {layer.name: choose_projection(layer.name, opened.curvature.layers[layer.name], options.size)
-                   for layer in layers}
-    columns = sum(p.size for p in projections.values())
+    layout, projections = choose_projections({layer.name: opened.curvature.layers[layer.name] for layer in layers},
+                                             options.budget)
+    columns = layout.values
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
-        return IndexWriter(projections, np.zeros((len(lengths), columns), np.float16), np.zeros(len(lengths), np.float32),
-                           execution.device)
+        return IndexWriter(projections, np.zeros((len(lengths), columns), layout.dtype),
+                           np.zeros(len(lengths), np.float32), execution.device)
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
                             execution)
@@ -52,13 +53,23 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
               Stage("indexing pass", weights + bases + batch + rotated, measured.seconds_per_sequence * n,
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
-    disk = {"gradients.npy": n * columns * 2 + _NPY_HEADER, "scales.npy": n * 4 + _NPY_HEADER,
+    disk = {"gradients.npy": n * columns * np.dtype(layout.dtype).itemsize + _NPY_HEADER,
+            "scales.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
-                        [f"{columns * 2 + 4:,} bytes per sequence ({options.size} numbers per layer, float16)"],
-                        execution.describe())
+                        [budget_note(layout, projections, n, options.budget)], execution.describe())
+
+
+def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_sequences: int, budget: str) -> str:
+    """The row the budget buys, the index's size, and how the values spread over the layers."""
+    per_layer = [p.size for p in projections.values()]
+    whole = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in projections.values())
+    return (f"--budget {budget}: {layout.bytes_per_sequence:,} bytes per sequence ({layout.values:,} {layout.dtype} "
+            f"values of the {whole:,} entries, {layout.values / whole:.2%}, and a float32 scale); index "
+            f"{layout.bytes_per_sequence * n_sequences / 1e6:,.1f} MB for {n_sequences:,} sequences; values per "
+            f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
 
 
 def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:

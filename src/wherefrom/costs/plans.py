@@ -28,10 +28,12 @@ from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.models.units import unit_map
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.scorer import sequence_info
+from wherefrom.scoring.unit_pass import MAPPED_SEQUENCES
 
 _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
 
@@ -96,14 +98,15 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
                         notes, execution.describe())
 
 
-def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | None = None,
+def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
                    options: ScoreOptions | None = None, index: str | Path | None = None,
                    execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
     """What `wherefrom score` with these arguments will cost (prompt-only queries count --max-new-tokens tokens).
 
-    With ``index`` the scoring pass is replaced by the index's contraction, timed on the index.
+    With ``index`` the scoring pass is replaced by the index's contraction, timed on the index, and the exact
+    scoring of its top ``rescore`` sequences per query (at most that many per query, fewer where queries share them).
     """
-    opened = open_run(run, execution=execution_options)
+    opened = open_run(run if run is not None else GradientIndex.open(index).run_folder, execution=execution_options)
     fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
     options = options or ScoreOptions(**opened.data)
     execution = start_execution(loaded.model, execution_options)
@@ -120,10 +123,13 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
     V = {layer.name: _random_queries(n_queries, layer, rank, dtype) for layer in layers}
     self_curvature = {layer.name: (factors.curvature.layers[layer.name], options.damping)
                       for layer in layers} if options.self_influence else None
+    units = unit_map(loaded.model, layers, options.unit_view) if options.per_unit else None
+    n_units, top_k = 0 if units is None else len(units), min(options.top_k, n)
 
     def make(lengths: list[int]) -> ScoreAccumulator:
         offsets = torch.tensor([0, *lengths]).cumsum(0) if options.per_token else None
-        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, execution)
+        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, execution,
+                                units, top_k)
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make,
                             execution)
@@ -137,7 +143,9 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
     factor_bytes = memory.safetensors_bytes(factor_file)
     accumulators = ((len(layers) if options.per_layer else 1) * n_queries * n * 8
                     + (n_queries * n_tokens * size if options.per_token else 0)
-                    + (n * 8 + factor_bytes if options.self_influence else 0))
+                    + (n * 8 + factor_bytes if options.self_influence else 0)
+                    # --per-unit: positive sums, the top sequences' splits (twice while merging), one batch's split
+                    + n_queries * n_units * (8 + 2 * 4 * top_k + 8 * options.batch_size))
     batch = _batch_bytes(measured, layers, options.batch_size, longest, dtype)
     stages = [
         Stage("model", weights, 0.0, "parameters and buffers"),
@@ -150,9 +158,16 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
               measured.seconds_per_sequence * n, _per_sequence(measured, n)),
     ]
     if index is not None:
-        stages[-1] = index_contraction_stage(index, n_queries)
+        rescored = min(n, n_queries * options.rescored_per_query)
+        stages[-1:] = [index_contraction_stage(index, n_queries)] + ([Stage(
+            "re-scoring the index's top", weights + batch + preconditioned, measured.seconds_per_sequence * rescored,
+            f"at most {rescored} sequences (each query's top {options.rescored_per_query}), scored exactly")]
+            if rescored else [])
     shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
                                       options.self_influence)
+    if options.per_unit:
+        shapes.update(memory.unit_file_shapes(n_queries, min(options.per_unit, n_units), top_k,
+                                              min(top_k, MAPPED_SEQUENCES), longest, options.per_token))
     row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
     result_bytes = (row_bytes + (sum(len(layer.name) + _FLOAT_CHARS for layer in layers) if options.per_layer else 0)
                     + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))
@@ -206,7 +221,7 @@ def _per_sequence(measured: SampleMeasure, n: int) -> str:
 
 def _notes(passes: int) -> list[str]:
     first = (f"{passes} pass(es) over the corpus; times are for one process (torchrun splits the passes)" if passes
-             else "no pass over the corpus: the scores come from the gradient index")
+             else "no pass over the whole corpus: the gradient index ranks it")
     return [first,
             "memory: peak of each stage from shapes, the autograd graph measured on a sample batch and scaled to "
             "the longest sequence"]

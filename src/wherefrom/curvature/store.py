@@ -43,9 +43,10 @@ class FactorRun:
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
              model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
-             execution: dict[str, Any] | None = None) -> Path:
-    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``execution``: the
-    device, dtype and factor placement the run was fitted with."""
+             seconds: float | None = None, execution: dict[str, Any] | None = None) -> Path:
+    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``seconds``: how
+    long the fit took (its last session, when it was resumed), which `check` takes as its default budget;
+    ``execution``: the device, dtype and factor placement the run was fitted with."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     stored: set[int] = set()
@@ -71,6 +72,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         **({} if execution is None else {"execution": execution}),
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,
+        "fit_seconds": seconds,
         "layers": [{"name": layer.name, "type": layer.layer_type.__name__, "in_features": layer.shape.in_features,
                     "out_features": layer.shape.out_features, "has_bias": layer.shape.has_bias} for layer in layers],
     }

@@ -13,13 +13,22 @@ from wherefrom.data.queries import Query
 from wherefrom.explorer.generate import CompletionStreamer
 from wherefrom.explorer.jobs import Job
 from wherefrom.explorer.ranking import rank_all, rescore
-from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
+from wherefrom.explorer.schemas import (
+    AnswerView,
+    AskRequest,
+    NeuronsView,
+    SequenceView,
+    TailView,
+    TokenView,
+    UnitSequenceView,
+    UnitView,
+)
 from wherefrom.explorer.session import ExplorerSession
+from wherefrom.options import DEFAULT_RESCORE
 from wherefrom.outputs.sections import query_sections
+from wherefrom.outputs.unit_panel import UnitPanel
 from wherefrom.scoring.generation import generate_completion
 from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
-
-MIN_CANDIDATES = 32  # with the index, at least this many (and 3 x top_k) sequences are re-scored exactly
 
 
 @dataclass
@@ -37,7 +46,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     generated = query.needs_completion
     if generated:
         job.emit("stage", stage="completion", message="the model is writing its answer", done=0, total=1)
-        query = _write(session, query, request.max_new_tokens, job)
+        query = _write(session, query, request.max_new_tokens, request.stop, job)
         seconds["completion"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="ranking", message=f"ranking {len(session.sequences)} training sequences "
              f"({'gradient index' if session.index is not None else 'exact EK-FAC scan'})", done=0, total=1)
@@ -47,7 +56,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     basis = ranking.scores
     if request.layers != "all":
         basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
-    n_candidates = request.top_k if ranking.exact else max(3 * request.top_k, MIN_CANDIDATES)
+    n_candidates = request.top_k if ranking.exact else max(request.top_k, DEFAULT_RESCORE)  # as `score --index`
     candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
     job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
              "per layer", done=0, total=1)
@@ -62,13 +71,17 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     return Answer(view, result)
 
 
-def _write(session: ExplorerSession, query: Query, max_new_tokens: int, job: Job) -> Query:
-    """``query`` with the model's greedy completion, streamed to the job's events as it is written."""
+def _write(session: ExplorerSession, query: Query, max_new_tokens: int, stop: str, job: Job) -> Query:
+    """``query`` with the model's greedy completion, streamed to the job's events as it is written (the last event
+    is the completion as kept: a token written to see that a sentence ended is dropped)."""
     tokenizer = session.loaded.tokenizer
-    streamer = CompletionStreamer(tokenizer, lambda text: job.emit("completion", text=text))
-    options = replace(session.options, max_new_tokens=max_new_tokens)
-    ids = generate_completion(session.loaded.model, tokenizer, query, options, streamer)
-    return replace(query, completion=tokenizer.decode(ids), completion_ids=ids)
+    shown: list[str] = []
+    streamer = CompletionStreamer(tokenizer, lambda text: (shown.append(text), job.emit("completion", text=text)))
+    options = replace(session.options, max_new_tokens=max_new_tokens, stop=stop)
+    written = generate_completion(session.loaded.model, tokenizer, query, options, streamer)
+    if not shown or shown[-1] != written.completion:
+        job.emit("completion", text=written.completion)
+    return written
 
 
 def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, candidates: list[int],
@@ -99,7 +112,18 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
                       top_share=whole.top_share, message=whole.message,
                       source="exact EK-FAC scores of every sequence" if exact_ranking else
                       f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
-        units=SIGN_AND_UNITS, seconds={},
+        units=SIGN_AND_UNITS, seconds={}, neurons=_neurons(section.units),
+    )
+
+
+def _neurons(panel: UnitPanel) -> NeuronsView:
+    """The "which neurons carry it" panel as the page's JSON."""
+    return NeuronsView(
+        units=[UnitView(name=b.name, influence=b.influence, share=b.share, sequences=[
+            UnitSequenceView(row=s.row, record_id=s.record_id, value=s.value, score=s.score, text=s.text,
+                             tokens=[TokenView(text=t.text, value=t.value, style=t.style) for t in s.tokens or []])
+            for s in b.sequences]) for b in panel.bars],
+        concentration=panel.concentration, n_units=panel.n_units, message=panel.message,
     )
 
 
@@ -129,5 +153,8 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
     for position, row in enumerate(candidates):
         per_token[0, offsets[row]:offsets[row + 1]] = exact.token_scores(0, position).float()
     metadata = {**(session.sources or {}), "n_training_sequences_fitted": session.curvature.n_sequences}
+    units = exact.units
+    if units is not None:  # its rows are positions among the candidates: make them corpus rows
+        units = replace(units, rows=torch.where(units.rows >= 0, columns[units.rows.clamp(min=0)], -1))
     return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
-                       metadata=metadata)
+                       units=units, metadata=metadata)

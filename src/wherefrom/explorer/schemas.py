@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wherefrom.options import ScoreOptions, Stop, help_of
+
 Block = Literal["all", "lower", "middle", "upper"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
@@ -23,6 +25,7 @@ class AskRequest(BaseModel):
     layers: Block = Field("all", description="Score with all tracked layers, or only a block: the lower, middle "
                                              "or upper third of the transformer layers.")
     max_new_tokens: int = Field(32, ge=1, le=512, description="Longest answer the model may write.")
+    stop: Stop = Field("sentence", description=help_of(ScoreOptions, "stop") + " Here the default is 'sentence'.")
 
 
 class TokenView(BaseModel):
@@ -44,7 +47,8 @@ class SequenceView(BaseModel):
                                     "for a sequence outside the re-scored candidates.")
     text: str
     tokens: list[TokenView]
-    spurious: bool = Field(description="Its influence sits on very few tokens (||a||_2/||a||_1 above threshold).")
+    spurious: bool = Field(description="Its influence sits on very few tokens: ||a||_2/||a||_1 above 2/3 and more "
+                                       "concentrated than 99% of same-length token sets of the corpus.")
     blocks: dict[str, float] = Field(description="Score restricted to each layer block (only with layers='all').")
 
 
@@ -59,6 +63,35 @@ class TailView(BaseModel):
     top_share: float | None = Field(description="Share of the positive influence held by the top 1% of sequences.")
     message: str | None
     source: str = Field(description="Where the scores come from (exact scoring, or the index's approximation).")
+
+
+class UnitSequenceView(BaseModel):
+    """A re-scored sequence seen through one unit."""
+
+    row: int
+    record_id: str
+    value: float = Field(description="Its influence through the unit (nats per N copies).")
+    score: float = Field(description="Its total influence.")
+    text: str
+    tokens: list[TokenView] = Field(description="Per-token influence through the unit.")
+
+
+class UnitView(BaseModel):
+    """One unit (MLP neuron, attention head) and the share of the influence it carries."""
+
+    name: str = Field(description="e.g. model.layers.3.mlp:17 (neuron 17) or model.layers.3.self_attn:head2.")
+    influence: float = Field(description="Its influence summed over the re-scored sequences that raise the answer.")
+    share: float = Field(description="influence / the total influence of those sequences (signed).")
+    sequences: list[UnitSequenceView] = Field(description="The re-scored sequences, by influence through the unit.")
+
+
+class NeuronsView(BaseModel):
+    """Which neurons and heads carry the answer's influence, over the re-scored sequences."""
+
+    units: list[UnitView]
+    concentration: int | None = Field(description="How many units carry half of the influence (None: none do).")
+    n_units: int
+    message: str | None
 
 
 class AnswerView(BaseModel):
@@ -80,6 +113,7 @@ class AnswerView(BaseModel):
     tail: TailView
     units: str
     seconds: dict[str, float]
+    neurons: NeuronsView | None = Field(None, description="Which neurons and heads carry the influence.")
 
 
 class JobView(BaseModel):

@@ -17,9 +17,9 @@ def index_result(index: GradientIndex, gradients: QueryGradients, queries: list[
     """Scores of every indexed sequence from the index (per layer too when asked)."""
     if options.per_token or options.self_influence:
         raise WherefromError("an index keeps no tokens: per-token scores and self-influence need the sequences "
-                             "themselves; add --rescore N to score the index's top N per query exactly.")
+                             "themselves; drop --rescore 0 to score the index's top sequences per query exactly.")
     if options.query_rank is not None:
-        raise WherefromError("--query-rank applies to exact scoring; with --index use it together with --rescore.")
+        raise WherefromError("--query-rank applies to exact scoring; with --index drop --rescore 0.")
     per_layer = index.per_layer_scores(gradients, options.damping) if options.per_layer else None
     return ScoreResult(
         scores=per_layer.sum(0) if per_layer is not None else index.scores(gradients, options.damping),

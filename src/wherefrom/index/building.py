@@ -26,7 +26,8 @@ from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
-from wherefrom.index.projection import LayerProjection, choose_projection
+from wherefrom.index.budget import RowLayout
+from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
@@ -54,11 +55,11 @@ class IndexWriter(Accumulator):
         self._rows[name] = self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
 
     def end(self, loss: torch.Tensor) -> None:
-        """Scale the batch's rows (all layers, in the projections' order) and store them in float16."""
+        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type."""
         rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
         index = self._batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).to(torch.float16).cpu().numpy()
+        self.gradients[index] = (rows / scale[:, None]).cpu().numpy().astype(self.gradients.dtype)
         self.scales[index] = scale.cpu().numpy()
         self._batch, self._rows = None, {}
 
@@ -95,37 +96,37 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
         if not restart:
             raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
                                  "choose another --out, or add --restart to replace it.")
-    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
-                   for layer in layers}
+    layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
+                                             options.budget)
     execution = start_execution(opened.loaded.model, execution_options)
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
-    gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
+    gradients, scales = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, gradients, scales, execution.device), checkpoints, execution, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job,
-                execution)
+        _finish(out, Path(run).resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences),
+                options, job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
 
 
-def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World) -> tuple[np.ndarray, np.ndarray]:
+def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World) -> tuple[np.ndarray, np.ndarray]:
     """The memory-mapped arrays being filled: created by rank 0 unless a resumed build left them."""
     paths = folder / GRADIENTS, folder / SCALES
     if world.is_main and not all(p.is_file() for p in paths):
-        np.lib.format.open_memmap(paths[0], mode="w+", dtype=np.float16, shape=(n_rows, n_columns)).flush()
+        np.lib.format.open_memmap(paths[0], mode="w+", dtype=layout.dtype, shape=(n_rows, layout.values)).flush()
         np.lib.format.open_memmap(paths[1], mode="w+", dtype=np.float32, shape=(n_rows,)).flush()
     world.barrier()
     return np.load(paths[0], mmap_mode="r+"), np.load(paths[1], mmap_mode="r+")
 
 
-def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
-            corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
+def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
+            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES):
         os.replace(out / SHARDS / name, out / name)
@@ -143,7 +144,8 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
-        "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 4,
+        "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
+        "bytes_per_sequence": layout.bytes_per_sequence,
         "options": asdict(options), "execution": execution.describe(), "layers": layers,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -20,9 +20,10 @@ from wherefrom.data.batching import Batch
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Accumulator
 from wherefrom.engine.stream import LayerBatch
+from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
-
-_CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
+from wherefrom.scoring.unit_totals import UnitTotals
+from wherefrom.scoring.units import layer_split, to_units, token_products
 
 
 class ScoreAccumulator(Accumulator):
@@ -32,8 +33,13 @@ class ScoreAccumulator(Accumulator):
     def __init__(self, queries: dict[str, torch.Tensor | LowRankQueries], n_queries: int, n_sequences: int,
                  per_layer: bool, token_offsets: torch.Tensor | None,
                  self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None,
-                 execution: Execution) -> None:
+                 execution: Execution, units: UnitMap | None = None, unit_keep: int = 0) -> None:
         self.queries = {name: _on(V, execution) for name, V in queries.items()}
+        self.units = units
+        self.unit_totals = None if units is None else UnitTotals(n_queries, len(units), unit_keep, execution.world)
+        if units is not None:  # the unit split needs V entry by entry
+            self.queries = {name: V.dense() if name in units.layers and isinstance(V, LowRankQueries) else V
+                            for name, V in self.queries.items()}
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
@@ -48,7 +54,7 @@ class ScoreAccumulator(Accumulator):
         self.workspace = Workspace(execution.device)
         self.seen = (n_sequences, 0)  # the contiguous range of rows this accumulator has scored
         self._batch: Batch | None = None
-        self._scores = self._self_influence = self._tokens = None  # the current batch's, on the device
+        self._scores = self._self_influence = self._tokens = self._unit_split = None  # the batch's, on the device
 
     def begin(self, batch: Batch) -> None:
         rows = batch.rows
@@ -58,17 +64,22 @@ class ScoreAccumulator(Accumulator):
         self._scores = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self._self_influence = None if self.self_influence is None else torch.zeros(
             rows.numel(), dtype=torch.float64, device=self.device)
+        self._unit_split = None if self.units is None else torch.zeros(
+            *shape[1:], len(self.units), dtype=torch.float64, device=self.device)
         self._tokens = None
 
     def layer(self, name: str, layer: LayerBatch) -> None:
         """Add one layer's part of the batch's scores."""
         V = self.queries[name]
-        if self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
+        if self._unit_split is not None and name in self.units.layers:
+            tokens, scores = self._split_into_units(name, V, layer, self._unit_split)
+        elif self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
             tokens = token_contributions(V, layer)  # [Q, B, T]
             scores = tokens.sum(-1)
-            self._tokens = tokens.to(self.dtype) if self._tokens is None else self._tokens + tokens
         else:
-            scores = sequence_scores(V, layer, self.workspace)
+            tokens, scores = None, sequence_scores(V, layer, self.workspace)
+        if tokens is not None:
+            self._tokens = tokens.to(self.dtype) if self._tokens is None else self._tokens + tokens
         self._scores[self.layer_index[name] if self.per_layer else 0] += scores.double()
         if self._self_influence is not None:
             curvature, damping = self.self_curvature[name]
@@ -77,12 +88,24 @@ class ScoreAccumulator(Accumulator):
     def end(self, loss: torch.Tensor) -> None:
         """Move the batch's scores to the host."""
         rows = self._batch.rows
-        self.scores[:, :, rows] += self._scores.cpu()
+        batch_scores = self._scores.cpu()
+        self.scores[:, :, rows] += batch_scores
         if self.self_influence is not None:
             self.self_influence[rows] += self._self_influence.cpu()
         if self.per_token is not None and self._tokens is not None:
             self._store_tokens(rows, self._batch.attention_mask.sum(1).cpu(), self._tokens.cpu())
-        self._batch = self._scores = self._self_influence = self._tokens = None
+        if self.unit_totals is not None:
+            self.unit_totals.add(rows, batch_scores.sum(0), self._unit_split.cpu())
+        self._batch = self._scores = self._self_influence = self._tokens = self._unit_split = None
+
+    def _split_into_units(self, name: str, V: torch.Tensor, layer: LayerBatch, unit_split: torch.Tensor
+                          ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The layer's unit split added into ``unit_split`` [Q, B, U]; returns its token terms and scores, which
+        are sums of the same product (one contraction, not two)."""
+        part = self.units.layers[name]
+        split, tokens = layer_split(V, layer, part.axis, self.per_token is not None)
+        to_units(split.double(), part.assignment, unit_split)
+        return tokens, split.sum(-1)
 
     def _store_tokens(self, rows: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> None:
         # Position t's activity predicts token t+1: the contribution is shown on the predicted token.
@@ -98,6 +121,8 @@ class ScoreAccumulator(Accumulator):
             state["self_influence"] = self.self_influence[lo:hi]
         if self.per_token is not None:
             state["per_token"] = self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])]
+        if self.unit_totals is not None:
+            state.update(self.unit_totals.state())
         return state
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
@@ -108,6 +133,8 @@ class ScoreAccumulator(Accumulator):
             self.self_influence[lo:hi] += state["self_influence"]
         if self.per_token is not None:
             self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])] += state["per_token"]
+        if self.unit_totals is not None:
+            self.unit_totals.merge(state)
 
     def totals(self) -> dict[str, torch.Tensor]:
         tensors = {"scores": self.scores}
@@ -115,6 +142,8 @@ class ScoreAccumulator(Accumulator):
             tensors["self_influence"] = self.self_influence
         if self.per_token is not None:
             tensors["per_token"] = self.per_token
+        if self.unit_totals is not None:
+            tensors.update(self.unit_totals.totals())
         return tensors
 
     def score_matrix(self) -> torch.Tensor:
@@ -132,7 +161,7 @@ def _on(V: torch.Tensor | LowRankQueries, execution: Execution) -> torch.Tensor 
 def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspace: Workspace) -> torch.Tensor:
     """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
     if isinstance(V, LowRankQueries):
-        V = V.U @ V.W.transpose(-1, -2)
+        V = V.dense()
     ds, a = layer.output_grads, layer.inputs
     DW = workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
     torch.bmm(ds.transpose(1, 2), a, out=DW)
@@ -146,10 +175,7 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
         left = torch.einsum("bto,qor->qbtr", ds, V.U)
         right = torch.einsum("bti,qir->qbtr", a, V.W)
         return (left * right).sum(-1)
-    per_query = max(1, _CHUNK_ELEMENTS // max(1, ds.numel()))
-    chunks = [(torch.einsum("bti,qoi->qbto", a, V[lo:lo + per_query]) * ds).sum(-1)
-              for lo in range(0, V.shape[0], per_query)]
-    return torch.cat(chunks)
+    return torch.cat([product.sum(-1) for product in token_products(V, layer, "row")])
 
 
 def self_influence(curvature: LayerCurvature, damping: float | None, layer: LayerBatch) -> torch.Tensor:
