@@ -15,7 +15,11 @@ Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
+UnitView = Literal["nodes", "residual"]
+UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
 REFINES: tuple[str, ...] = ("none", "cg")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+FACTOR_PLACES: tuple[str, ...] = ("auto", "device", "host")
 Stop = Literal["eos", "sentence"]
 STOPS: tuple[str, ...] = ("eos", "sentence")
 DEFAULT_RESCORE = 100  # with --index, each query's top sequences by the index that are scored exactly
@@ -84,6 +88,16 @@ class ScoreOptions(DataOptions):
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
     per_token: bool = option(False, "Keep each training token's share of every score.")
     self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
+    per_unit: int | None = option(
+        None,
+        "For each query, the K units (MLP neurons across up/gate/down projections, attention heads) that carry the "
+        "most influence over the scored sequences whose influence is positive, with their share, the number of "
+        "units that carry half of it, and the split of each top sequence over those units.",
+    )
+    unit_view: UnitView = option(
+        "nodes", "Units of --per-unit: 'nodes' (MLP neurons and attention heads) or 'residual' (the residual-stream "
+                 "dimensions each block's output projections write).",
+    )
     candidates: int | None = option(
         None,
         "Score only the N sequences per query ranked highest by the paper's modified BM25 over the model's tokens "
@@ -131,6 +145,26 @@ class IndexOptions(DataOptions):
         "number of float16 values ('32768'), or 'full' (every entry, in float32: exactly full EK-FAC). The values "
         "go to the entries of the gradient in the EK-FAC eigenbasis that matter most for scores, over all layers "
         "together (largest Λ/(Λ+λ)). Larger is closer to full EK-FAC and bigger on disk.",
+    )
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """Where and in which precision the model runs (every command that runs the model takes these; checked by
+    ``engine.execution.check_execution_options`` before anything is loaded)."""
+
+    device: str = option(
+        "auto", "'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'. Under torchrun, 'auto' and "
+                "'cuda' take GPU LOCAL_RANK.",
+    )
+    dtype: str = option(
+        "auto", "Precision of the forward and backward passes: 'auto' (the checkpoint's own dtype on a GPU, float32 on "
+                "the CPU; for score, index and check the dtype the run was fitted in), 'float32', 'bfloat16' or "
+                "'float16'. A, S and Λ are summed in float32 whatever this is (docs/precision.md).",
+    )
+    factors: str = option(
+        "auto", "Where the factor sums A, S, Λ are kept while fitting: 'device' (next to the model), 'host' (CPU "
+                "memory: each batch's sums are formed on the device and added to host float32 sums), or 'auto' "
+                "(host when the memory plan says they do not fit on the GPU next to the model).",
     )
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import (
+    DEVICE,
     DRY_RUN,
+    DTYPE,
+    FACTORS,
     QUIET,
     RESTART,
     app,
@@ -20,7 +23,17 @@ from wherefrom.cli.common import (
     score_opt,
 )
 from wherefrom.errors import WherefromError
-from wherefrom.options import FISHERS, REFINES, STOPS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import (
+    FISHERS,
+    REFINES,
+    STOPS,
+    STRATEGIES,
+    UNIT_VIEWS,
+    ExecutionOptions,
+    FitOptions,
+    IndexOptions,
+    ScoreOptions,
+)
 
 
 @app.command()
@@ -40,6 +53,9 @@ def fit(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also load a model stored only as pickle "
                                       "(pytorch_model.bin): loading pickle can run code, so only for files you trust. "
                                       "The run remembers it for score, index and serve."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    factors: str = FACTORS,
     dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
@@ -52,12 +68,13 @@ def fit(
         options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
                              modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
                              fisher=choice(fisher, FISHERS, "--fisher"), seed=seed, factor_blocks=factor_blocks)
+        execution = ExecutionOptions(device=device, dtype=dtype, factors=factors)
         if dry_run:
             from wherefrom.costs.plans import estimate_fit
 
-            print_dry_run(lambda: estimate_fit(model, corpus, options, allow_pickle), quiet)
+            print_dry_run(lambda: estimate_fit(model, corpus, options, execution, allow_pickle), quiet)
             return
-        run = fit_run(model, corpus, out, options, quiet, restart, allow_pickle)
+        run = fit_run(model, corpus, out, options, quiet, restart, execution, allow_pickle)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
                        f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
@@ -85,6 +102,8 @@ def score(
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
+    per_unit: int | None = score_opt("per_unit", "--per-unit"),
+    unit_view: str = score_opt("unit_view", "--unit-view"),
     damping: str | None = score_opt("damping"),
     query_rank: int | None = score_opt("query_rank", "--query-rank"),
     refine: str = score_opt("refine"),
@@ -99,6 +118,8 @@ def score(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
@@ -118,20 +139,27 @@ def score(
         options = ScoreOptions(
             **given_data_options(data, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
-            per_token=per_token, self_influence=self_influence, query_rank=query_rank,
+            per_token=per_token, self_influence=self_influence, query_rank=query_rank, per_unit=per_unit,
+            unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
             max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
             temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.plans import estimate_score
 
-            print_dry_run(lambda: estimate_score(run, queries, corpus, options, index), quiet)
+            print_dry_run(lambda: estimate_score(run, queries, corpus, options, index, execution), quiet)
             return
-        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index)
+        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index,
+                           execution=execution)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
+            if result.units is not None:
+                from wherefrom.outputs.unit_summary import print_units
+
+                print_units(result)
             err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
 
     run_action(action)
@@ -147,6 +175,8 @@ def index(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -158,12 +188,13 @@ def index(
 
         options = IndexOptions(**given_data_options(load_run(run).manifest["options"], max_length, batch_size,
                                                     shard_size), budget=budget)
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
 
-            print_dry_run(lambda: estimate_index(run, corpus, options), quiet)
+            print_dry_run(lambda: estimate_index(run, corpus, options, execution), quiet)
             return
-        built = build_index(run, out, corpus, options, quiet=quiet, restart=restart)
+        built = build_index(run, out, corpus, options, quiet=quiet, restart=restart, execution_options=execution)
         if not quiet:
             megabytes = built.manifest["bytes_per_sequence"] * built.n_sequences / 1e6
             err.print(f"indexed {built.n_sequences} sequences, {built.manifest['bytes_per_sequence']:,} bytes each "

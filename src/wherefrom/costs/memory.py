@@ -1,7 +1,8 @@
 """Bytes from shapes: model weights, per-batch captures, factor sums, bases, eigendecomposition work, output files.
 
-Every count mirrors what the passes allocate (see curvature/ and scoring/): sums and bases in the model's dtype,
-eigendecompositions in float64, score accumulators in float64, saved scores in float32.
+Every count mirrors what the passes allocate (see curvature/ and scoring/): captures in the model's dtype, sums and
+bases in float32 (the precision policy), eigendecompositions in float64, score accumulators in float64, saved
+scores in float32.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import torch
 from torch import nn
 
-from wherefrom.curvature.blocks import block_sizes
+from wherefrom.curvature.blocks import block_sizes, factor_sum_bytes
+
+__all__ = ["factor_sum_bytes"]  # with the byte counts below (it lives with the blocks it counts)
 from wherefrom.models.selection import TrackedLayer
 
 _SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -31,12 +34,6 @@ def weights_bytes(model: nn.Module) -> int:
 def captured_bytes(layers: list[TrackedLayer], batch_size: int, length: int, dtype: torch.dtype) -> int:
     """ā and Ds of every tracked layer for one batch (an upper bound: layers reading one input share its ā)."""
     return batch_size * length * sum(layer.shape.in_dim + layer.shape.out_features for layer in layers) * itemsize(dtype)
-
-
-def factor_sum_bytes(layers: list[TrackedLayer], blocks: int, dtype: torch.dtype) -> int:
-    """The covariance sums A and S of every layer, O diagonal blocks each (equal to the bases' size)."""
-    return sum(block ** 2 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
-               for block in block_sizes(dim, blocks)) * itemsize(dtype)
 
 
 def eigenvalue_bytes(layers: list[TrackedLayer], dtype: torch.dtype) -> int:
@@ -86,6 +83,17 @@ def safetensors_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) ->
         offset += size
     text = json.dumps(header, separators=(",", ":"))
     return 8 + -(-len(text) // 8) * 8 + offset
+
+
+def unit_file_shapes(n_queries: int, k: int, top_k: int, mapped: int, longest: int, per_token: bool
+                     ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The ``unit_*`` tensors of `score --per-unit k` (see scoring/unit_results.py)."""
+    shapes = {"unit_ids": ((n_queries, k), torch.int64), "unit_influence": ((n_queries, k), torch.float32),
+              "unit_positive": ((n_queries,), torch.float32), "unit_concentration": ((n_queries,), torch.int64),
+              "unit_rows": ((n_queries, top_k), torch.int64), "unit_split": ((n_queries, top_k, k), torch.float32)}
+    if per_token:
+        shapes["unit_tokens"] = ((n_queries, mapped, k, longest), torch.float32)
+    return shapes
 
 
 def score_file_shapes(n_queries: int, n_sequences: int, n_tokens: int, n_layers: int, per_layer: bool,

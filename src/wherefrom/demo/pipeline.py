@@ -11,11 +11,12 @@ from pathlib import Path
 from wherefrom.api import fit, score
 from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
 from wherefrom.demo.config import DemoConfig
+from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, recall_at_k, recall_by_kind
 from wherefrom.fileio import atomic_write_text, read_jsonl
 from wherefrom.folders import claim_output
 from wherefrom.index import build_index
-from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.report import write_report
 
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
@@ -33,17 +34,19 @@ class DemoSummary:
     accuracy: dict[str, float]
     recall: dict[str, list[KindRecall]]
     seconds: dict[str, float] = field(default_factory=dict)
+    neurons: str | None = None  # concentration in MLP neurons, and English vs French (demo/neurons.py)
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
-             bootstraps: int = 100) -> DemoSummary:
+             bootstraps: int = 100, execution: ExecutionOptions = ExecutionOptions()) -> DemoSummary:
     """Run the whole demo into ``out`` (locked meanwhile); every stage reuses its finished output from an earlier
-    run."""
+    run. The demo model is trained on the CPU; fit, score and index run where ``execution`` says."""
     with claim_output(out, "demo"):
-        return _run_demo(out, config, threads, quiet, bootstraps)
+        return _run_demo(out, config, threads, quiet, bootstraps, execution)
 
 
-def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, bootstraps: int) -> DemoSummary:
+def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, bootstraps: int,
+              execution: ExecutionOptions) -> DemoSummary:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
@@ -57,46 +60,53 @@ def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, b
     for strategy in STRATEGIES:
         clock = time.perf_counter()
         run = out / f"run-{strategy}"
-        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet)
+        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet,
+            execution=execution)
         seconds[f"fit {strategy}"] = time.perf_counter() - clock
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
-        options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed)
-        results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet)
+        options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
+                               per_unit=TOP_UNITS if detailed else None)
+        results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet,
+                                  execution=execution)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
         recall[strategy] = recall_by_kind(recall_at_k(results[strategy], carriers, facts, RECALL_K), kinds)
     clock = time.perf_counter()
     build_index(out / f"run-{STRATEGIES[0]}", out / "index", options=IndexOptions(max_length=MAX_LENGTH, batch_size=32),
-                quiet=quiet)  # what `wherefrom serve` answers new questions from
+                quiet=quiet, execution_options=execution)  # what `wherefrom serve` answers new questions from
     seconds["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     report = write_report(results[STRATEGIES[0]], out / "report.html", title="wherefrom demo: where do the facts "
                           "come from?", n_bootstrap=bootstraps)
     seconds["report"] = time.perf_counter() - clock
     accuracy = {kind: values["accuracy"] for kind, values in read_manifest(model_dir)["accuracy"].items()}
-    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds)
+    findings = neuron_findings(results[STRATEGIES[0]], kinds, facts)
+    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds,
+                          None if findings is None else findings.statement())
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 
 
-def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100) -> tuple[Path, object]:
+def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100,
+                     execution: ExecutionOptions = ExecutionOptions()) -> tuple[Path, object]:
     """The demo pipeline on SmolLM2-135M-Instruct over Python's documentation, prompts completed by the model.
 
     Returns the report's path and the score result (for the terminal summary).
     """
     with claim_output(out, "demo"):
-        return _run_smollm2_demo(out, cache_root, quiet, bootstraps)
+        return _run_smollm2_demo(out, cache_root, quiet, bootstraps, execution)
 
 
-def _run_smollm2_demo(out: Path, cache_root: Path, quiet: bool, bootstraps: int) -> tuple[Path, object]:
+def _run_smollm2_demo(out: Path, cache_root: Path, quiet: bool, bootstraps: int,
+                      execution: ExecutionOptions) -> tuple[Path, object]:
     from wherefrom.demo import smollm2
 
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)
     run = out / "run-ekfac"
-    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet)
+    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet, execution=execution)
     options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16,
                            stop="sentence")
-    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet)
+    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet, execution=execution)
     report = write_report(result, out / "report.html", title="wherefrom demo: SmolLM2 on Python's documentation",
                           n_bootstrap=bootstraps)
     return report, result

@@ -26,8 +26,11 @@ class LoadedModel:
     fingerprint: str
 
 
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> LoadedModel:
-    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local).
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+               allow_pickle: bool = False) -> LoadedModel:
+    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local),
+    in ``dtype`` on ``device``. The fingerprint is taken on the CPU, before the move, so it does not depend on
+    the device.
 
     Weights are read from safetensors only, unless ``allow_pickle`` (see :func:`check_model_source`).
     """
@@ -48,7 +51,27 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32, allow_pic
     config = getattr(model, "config", None)
     tokenizer = ModelTokenizer(tokenizer_at, lambda: AutoTokenizer.from_pretrained(folder, **tokenizer_files),
                                config_eos(config), getattr(config, "vocab_size", None))
-    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
+    fingerprint = model_fingerprint(model)
+    return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
+
+
+def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json names (an adapter's: its base model's), or None (e.g. a .gguf file)."""
+    path = Path(source)
+    try:  # an unreadable config is named by load_model, which reads it next
+        if (path / "adapter_config.json").is_file():
+            path = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", ""))
+        config = path / "config.json"
+        if not config.is_file():
+            return None
+        settings = json.loads(config.read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(settings, dict):
+        return None
+    name = str(settings.get("dtype") or settings.get("torch_dtype") or "").removeprefix("torch.")
+    dtype = getattr(torch, name, None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, Path, dict[str, str]]:
