@@ -13,6 +13,8 @@ Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
+UnitView = Literal["nodes", "residual"]
+UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
 REFINES: tuple[str, ...] = ("none", "cg")
 Stop = Literal["eos", "sentence"]
 STOPS: tuple[str, ...] = ("eos", "sentence")
@@ -77,6 +79,16 @@ class ScoreOptions(DataOptions):
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
     per_token: bool = option(False, "Keep each training token's share of every score.")
     self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
+    per_unit: int | None = option(
+        None,
+        "For each query, the K units (MLP neurons across up/gate/down projections, attention heads) that carry the "
+        "most influence over the scored sequences whose influence is positive, with their share, the number of "
+        "units that carry half of it, and the split of each top sequence over those units.",
+    )
+    unit_view: UnitView = option(
+        "nodes", "Units of --per-unit: 'nodes' (MLP neurons and attention heads) or 'residual' (the residual-stream "
+                 "dimensions each block's output projections write).",
+    )
     candidates: int | None = option(
         None,
         "Score only the N sequences per query ranked highest by the paper's modified BM25 over the model's tokens "

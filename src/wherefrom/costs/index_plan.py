@@ -14,8 +14,8 @@ from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
 from wherefrom.engine.stream import Labels
-from wherefrom.index.building import IndexWriter
 from wherefrom.index.budget import RowLayout
+from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
 from wherefrom.options import IndexOptions

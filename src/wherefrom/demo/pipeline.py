@@ -11,6 +11,7 @@ from pathlib import Path
 from wherefrom.api import fit, score
 from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
 from wherefrom.demo.config import DemoConfig
+from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, recall_at_k, recall_by_kind
 from wherefrom.fileio import atomic_write_text, read_jsonl
 from wherefrom.index import build_index
@@ -32,6 +33,7 @@ class DemoSummary:
     accuracy: dict[str, float]
     recall: dict[str, list[KindRecall]]
     seconds: dict[str, float] = field(default_factory=dict)
+    neurons: str | None = None  # concentration in MLP neurons, and English vs French (demo/neurons.py)
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
@@ -54,7 +56,8 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
         seconds[f"fit {strategy}"] = time.perf_counter() - clock
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
-        options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed)
+        options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
+                               per_unit=TOP_UNITS if detailed else None)
         results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
         recall[strategy] = recall_by_kind(recall_at_k(results[strategy], carriers, facts, RECALL_K), kinds)
@@ -67,7 +70,9 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
                           "come from?", n_bootstrap=bootstraps)
     seconds["report"] = time.perf_counter() - clock
     accuracy = {kind: values["accuracy"] for kind, values in read_manifest(model_dir)["accuracy"].items()}
-    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds)
+    findings = neuron_findings(results[STRATEGIES[0]], kinds, facts)
+    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds,
+                          None if findings is None else findings.statement())
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 

@@ -13,6 +13,7 @@ from wherefrom.engine.distributed import World
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.explorer.session import ExplorerSession
 from wherefrom.models.selection import TrackedLayer
+from wherefrom.outputs.unit_panel import SHOWN_UNITS
 from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score
@@ -58,7 +59,7 @@ def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int]
 
 
 def rescore(session: ExplorerSession, query: Query, rows: list[int], layers: list[TrackedLayer]) -> ScoreResult:
-    """Exact scores of the sequences ``rows`` with only ``layers``, split per token and per layer."""
-    options = replace(session.options, per_layer=True, per_token=True)
+    """Exact scores of the sequences ``rows`` with only ``layers``, split per token, per layer and per unit."""
+    options = replace(session.options, per_layer=True, per_token=True, per_unit=SHOWN_UNITS, top_k=len(rows))
     return score(session.loaded.model, session.loaded.tokenizer, layers, session.curvature, [query],
                  [session.sequences[r] for r in rows], options, quiet=True)
