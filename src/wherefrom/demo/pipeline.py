@@ -15,7 +15,7 @@ from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, recall_at_k, recall_by_kind
 from wherefrom.fileio import atomic_write_text, read_jsonl
 from wherefrom.index import build_index
-from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.report import write_report
 
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
@@ -37,8 +37,9 @@ class DemoSummary:
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
-             bootstraps: int = 100) -> DemoSummary:
-    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run."""
+             bootstraps: int = 100, execution: ExecutionOptions = ExecutionOptions()) -> DemoSummary:
+    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run. The demo model
+    is trained on the CPU; fit, score and index run where ``execution`` says."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
@@ -52,18 +53,20 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
     for strategy in STRATEGIES:
         clock = time.perf_counter()
         run = out / f"run-{strategy}"
-        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet)
+        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet,
+            execution=execution)
         seconds[f"fit {strategy}"] = time.perf_counter() - clock
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
         options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
                                per_unit=TOP_UNITS if detailed else None)
-        results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet)
+        results[strategy] = score(run, queries, out=out / f"scores-{strategy}", options=options, quiet=quiet,
+                                  execution=execution)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
         recall[strategy] = recall_by_kind(recall_at_k(results[strategy], carriers, facts, RECALL_K), kinds)
     clock = time.perf_counter()
     build_index(out / f"run-{STRATEGIES[0]}", out / "index", options=IndexOptions(max_length=MAX_LENGTH, batch_size=32),
-                quiet=quiet)  # what `wherefrom serve` answers new questions from
+                quiet=quiet, execution_options=execution)  # what `wherefrom serve` answers new questions from
     seconds["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     report = write_report(results[STRATEGIES[0]], out / "report.html", title="wherefrom demo: where do the facts "
@@ -77,7 +80,8 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
     return summary
 
 
-def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100) -> tuple[Path, object]:
+def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100,
+                     execution: ExecutionOptions = ExecutionOptions()) -> tuple[Path, object]:
     """The demo pipeline on SmolLM2-135M-Instruct over Python's documentation, prompts completed by the model.
 
     Returns the report's path and the score result (for the terminal summary).
@@ -86,10 +90,10 @@ def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstrap
 
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)
     run = out / "run-ekfac"
-    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet)
+    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet, execution=execution)
     options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16,
                            stop="sentence")
-    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet)
+    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet, execution=execution)
     report = write_report(result, out / "report.html", title="wherefrom demo: SmolLM2 on Python's documentation",
                           n_bootstrap=bootstraps)
     return report, result

@@ -18,10 +18,12 @@ from safetensors.torch import save_file
 
 from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun
+from wherefrom.data.batching import Batch
 from wherefrom.data.corpus import corpus_fingerprint
-from wherefrom.engine.distributed import World, current_world
-from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
-from wherefrom.engine.stream import Labels, StreamBatch
+from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution, start_execution
+from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.index.budget import RowLayout
@@ -29,26 +31,37 @@ from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
-from wherefrom.options import IndexOptions
+from wherefrom.options import ExecutionOptions, IndexOptions
 from wherefrom.version import __version__
 
 SHARDS = ".shards"
 
 
-class IndexWriter:
+class IndexWriter(Accumulator):
     """Consumes the stream and writes each sequence's scaled float16 row into the memory-mapped arrays."""
 
-    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray) -> None:
-        self.projections, self.gradients, self.scales = projections, gradients, scales
+    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray,
+                 device: torch.device) -> None:
+        self.projections = {name: projection.to(device) for name, projection in projections.items()}
+        self.gradients, self.scales = gradients, scales
+        self._rows: dict[str, torch.Tensor] = {}
+        self._batch: Batch | None = None
 
-    def update(self, item: StreamBatch) -> None:
-        """Project one batch's per-sequence gradients (in float32) and store them in the index's float type."""
-        rows = torch.cat([self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
-                          for name, layer in item.layers.items()], dim=1)
+    def begin(self, batch: Batch) -> None:
+        self._batch, self._rows = batch, {}
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Project one layer's per-sequence gradients (in float32)."""
+        self._rows[name] = self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
+
+    def end(self, loss: torch.Tensor) -> None:
+        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type."""
+        rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
-        index = item.batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).numpy().astype(self.gradients.dtype)
-        self.scales[index] = scale.numpy()
+        index = self._batch.rows.numpy()
+        self.gradients[index] = (rows / scale[:, None]).cpu().numpy().astype(self.gradients.dtype)
+        self.scales[index] = scale.cpu().numpy()
+        self._batch, self._rows = None, {}
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
@@ -65,9 +78,11 @@ class IndexWriter:
 
 def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = None,
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
-                quiet: bool = False, restart: bool = False) -> GradientIndex:
+                quiet: bool = False, restart: bool = False,
+                execution_options: ExecutionOptions | None = None) -> GradientIndex:
     """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
-    out, opened = Path(out), open_run(run, model)
+    execution_options = execution_options or ExecutionOptions()
+    out, opened = Path(out), open_run(run, model, execution_options)
     factors, layers = opened.factors, opened.layers
     options = options or IndexOptions(**opened.data)
     corpus_path = opened.corpus_path(corpus).resolve()
@@ -83,17 +98,18 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                                  "choose another --out, or add --restart to replace it.")
     layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
                                              options.budget)
-    world = current_world()
+    execution = start_execution(opened.loaded.model, execution_options)
+    world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
     gradients, scales = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
-             lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
+             lambda: IndexWriter(projections, gradients, scales, execution.device), checkpoints, execution, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         _finish(out, Path(run).resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences),
-                options, job)
+                options, job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -110,7 +126,7 @@ def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World) -> 
 
 
 def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
-            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
+            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES):
         os.replace(out / SHARDS / name, out / name)
@@ -130,6 +146,6 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
         "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
         "bytes_per_sequence": layout.bytes_per_sequence,
-        "options": asdict(options), "layers": layers,
+        "options": asdict(options), "execution": execution.describe(), "layers": layers,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

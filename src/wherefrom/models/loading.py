@@ -24,8 +24,11 @@ class LoadedModel:
     fingerprint: str
 
 
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local),
+    in ``dtype`` on ``device``. The fingerprint is taken on the CPU, before the move, so it does not depend on
+    the device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -49,7 +52,22 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> Loaded
     folder = tokenizer_at.parent if tokenizer_at.is_file() else tokenizer_at
     tokenizer = ModelTokenizer(tokenizer_at, lambda: AutoTokenizer.from_pretrained(folder, **tokenizer_files),
                                config_eos(getattr(model, "config", None)))
-    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
+    fingerprint = model_fingerprint(model)
+    return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
+
+
+def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json names (an adapter's: its base model's), or None (e.g. a .gguf file)."""
+    path = Path(source)
+    if (path / "adapter_config.json").is_file():
+        path = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", ""))
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    settings = json.loads(config.read_text())
+    name = str(settings.get("dtype") or settings.get("torch_dtype") or "").removeprefix("torch.")
+    dtype = getattr(torch, name, None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, Path]:
