@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -242,6 +243,9 @@ def plot(summary: dict, path: Path) -> None:
                     "o-" if "random" not in method or "+" in method else "s--", label=method,
                     linewidth=2.5 if method in ("global", "global+random") else 1.2)
         ax.set_xscale("log")
+        ax.set_xticks(sorted({r["bytes_per_sequence"] / 1000 for r in summary["rows"]}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("bytes per sequence (KB)")
         ax.set_title(label)
         ax.set_ylim(-0.05, 1.02)
