@@ -22,7 +22,7 @@ from wherefrom.data.records import read_records
 from wherefrom.engine.distributed import World, current_world
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
-from wherefrom.index.answers import index_result
+from wherefrom.index.answers import index_ranking, index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
@@ -160,8 +160,8 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
     elif index is not None:
         gradients = query_gradients(loaded.model, layers, queries, options.batch_size, quiet or not world.is_main)
         if options.rescore is None:
-            return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
-        rows = top_rows(index.scores(gradients, options.damping), options.rescore)
+            return index_result(index, gradients, queries, sequences, loaded.tokenizer, options, factors.curvature)
+        rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescore)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
     return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
                            quiet, checkpoints, world, gradients)

@@ -127,7 +127,7 @@ def test_cli_index_then_score_from_it(workspace, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"indexed {len(TEXTS)} sequences" in result.output
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["bytes_per_sequence"] == 6 * 64 * 2 + 4 and not (tmp_path / "index" / ".shards").exists()
+    assert manifest["bytes_per_sequence"] == 6 * 64 * 2 + 8 and not (tmp_path / "index" / ".shards").exists()
     assert GradientIndex.open(tmp_path / "index").gradients.shape == (len(TEXTS), 6 * 64)
     result = runner.invoke(app, ["score", "--run", str(workspace / "run"), "--queries", str(workspace / "queries.jsonl"),
                                  "--index", str(tmp_path / "index"), "--out", str(tmp_path / "out"), "--top-k", "3"])
@@ -159,7 +159,7 @@ def test_dry_run_predicts_the_index_files(workspace, tmp_path):
     estimate = estimate_index(workspace / "run", None, options)
     assert not (tmp_path / "index").exists()
     build_index(workspace / "run", tmp_path / "index", options=options, quiet=True)
-    for name in ("gradients.npy", "scales.npy"):
+    for name in ("gradients.npy", "scales.npy", "self_influence.npy"):
         assert estimate.disk[name] == (tmp_path / "index" / name).stat().st_size, name
     real = (tmp_path / "index" / "projections.safetensors").stat().st_size
     assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding

@@ -79,6 +79,7 @@ def score(
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
+    normalize: bool = score_opt("normalize", "--normalize"),
     damping: str | None = score_opt("damping"),
     query_rank: int | None = score_opt("query_rank", "--query-rank"),
     refine: str = score_opt("refine"),
@@ -109,7 +110,7 @@ def score(
             max_length=max_length or fitted["max_length"], pack=fitted["pack"],
             batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
-            per_token=per_token, self_influence=self_influence, query_rank=query_rank,
+            per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
             max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
@@ -130,7 +131,8 @@ def score(
 @app.command()
 def index(
     run: Path = typer.Option(..., "--run", "--run-dir", help="Run folder written by `wherefrom fit` (ekfac or kfac)."),
-    out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, projections, manifest)."),
+    out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, self_influence.npy, projections, "
+                                          "manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
     size: int = index_opt("size"),
     dry_run: bool = DRY_RUN,

@@ -42,7 +42,9 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     dtype = next(loaded.model.parameters()).dtype
 
     def make(lengths: list[int]) -> IndexWriter:
-        return IndexWriter(projections, np.zeros((len(lengths), columns), np.float16), np.zeros(len(lengths), np.float32))
+        n_rows = len(lengths)
+        return IndexWriter(projections, factors.curvature, (np.zeros((n_rows, columns), np.float16),
+                                                            np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)))
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
     n, longest = len(sequences), max(len(t) for t in tokens)
@@ -56,11 +58,12 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
     disk = {"gradients.npy": n * columns * 2 + _NPY_HEADER, "scales.npy": n * 4 + _NPY_HEADER,
+            "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
-                        [f"{columns * 2 + 4:,} bytes per sequence ({options.size} numbers per layer, float16)"])
+                        [f"{columns * 2 + 8:,} bytes per sequence ({options.size} numbers per layer, float16)"])
 
 
 def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:

@@ -1,7 +1,9 @@
 """`wherefrom index`: one pass over the corpus that stores every sequence's projected gradient.
 
 The pass is the engine's usual sharded, resumable, distributable stream; its consumer writes rows straight into
-a memory-mapped file, so a finished shard is on disk and nothing is held in memory.
+a memory-mapped file, so a finished shard is on disk and nothing is held in memory. Each sequence's
+self-influence (its full gradient's squared norm in the (G + λI)⁻¹ metric, at each layer's default damping) is
+stored too, from the same rotation: it is the training-side norm of normalised scores (--normalize).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run
 from wherefrom.data.corpus import build_sequences, corpus_fingerprint
 from wherefrom.data.records import read_records
@@ -25,35 +28,54 @@ from wherefrom.engine.stream import Labels, StreamBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.index.projection import LayerProjection, choose_projection
-from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
+from wherefrom.index.store import (
+    FORMAT,
+    GRADIENTS,
+    MANIFEST,
+    PROJECTION_PARTS,
+    PROJECTIONS,
+    SCALES,
+    SELF_INFLUENCE,
+    GradientIndex,
+)
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import select_layers
 from wherefrom.options import IndexOptions
+from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
 
 SHARDS = ".shards"
 
 
 class IndexWriter:
-    """Consumes the stream and writes each sequence's scaled float16 row into the memory-mapped arrays."""
+    """Consumes the stream and writes each sequence's scaled float16 row, its scale and its self-influence into
+    the memory-mapped arrays."""
 
-    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray) -> None:
-        self.projections, self.gradients, self.scales = projections, gradients, scales
+    def __init__(self, projections: dict[str, LayerProjection], curvature: FittedCurvature,
+                 arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self.projections, self.curvature = projections, curvature
+        self.gradients, self.scales, self.self_influence = arrays
 
     def update(self, item: StreamBatch) -> None:
-        """Project one batch's per-sequence gradients (in float32) and store them."""
-        rows = torch.cat([self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
-                          for name, layer in item.layers.items()], dim=1)
+        """Project one batch's per-sequence gradients (in float32) and store them with their self-influence."""
+        parts, self_influence = [], torch.zeros(item.batch.rows.shape[0], dtype=torch.float64)
+        for name, layer in item.layers.items():
+            projection, curvature = self.projections[name], self.curvature.layers[name]
+            rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
+            parts.append(rotated.flatten(1)[:, projection.entries])
+            self_influence += damped_square_norm(rotated, curvature.eigenvalues, curvature.damping(None))
+        rows = torch.cat(parts, dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
         index = item.batch.rows.numpy()
         self.gradients[index] = (rows / scale[:, None]).to(torch.float16).numpy()
         self.scales[index] = scale.numpy()
+        self.self_influence[index] = self_influence.float().numpy()
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
-        self.gradients.flush()
-        self.scales.flush()
+        for array in (self.gradients, self.scales, self.self_influence):
+            array.flush()
         return {}
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
@@ -91,10 +113,10 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     world = current_world()
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
-    gradients, scales = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
+    arrays = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
-             lambda: IndexWriter(projections, gradients, scales), checkpoints, world, quiet)
+             lambda: IndexWriter(projections, factors.curvature, arrays), checkpoints, world, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
@@ -103,20 +125,24 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     return GradientIndex.open(out)
 
 
-def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World) -> tuple[np.ndarray, np.ndarray]:
-    """The memory-mapped arrays being filled: created by rank 0 unless a resumed build left them."""
-    paths = folder / GRADIENTS, folder / SCALES
-    if world.is_main and not all(p.is_file() for p in paths):
-        np.lib.format.open_memmap(paths[0], mode="w+", dtype=np.float16, shape=(n_rows, n_columns)).flush()
-        np.lib.format.open_memmap(paths[1], mode="w+", dtype=np.float32, shape=(n_rows,)).flush()
+def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The memory-mapped arrays being filled (gradients, scales, self-influence): created by rank 0 unless a
+    resumed build left them."""
+    shapes = {GRADIENTS: (np.float16, (n_rows, n_columns)), SCALES: (np.float32, (n_rows,)),
+              SELF_INFLUENCE: (np.float32, (n_rows,))}
+    if world.is_main and not all((folder / name).is_file() for name in shapes):
+        for name, (dtype, shape) in shapes.items():
+            np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
     world.barrier()
-    return np.load(paths[0], mmap_mode="r+"), np.load(paths[1], mmap_mode="r+")
+    gradients, scales, self_influence = (np.load(folder / name, mmap_mode="r+") for name in shapes)
+    return gradients, scales, self_influence
 
 
 def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
             corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
-    for name in (GRADIENTS, SCALES):
+    for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
     tensors = {f"{name}/{part}": getattr(p, part).contiguous()
                for name, p in projections.items() for part in PROJECTION_PARTS}
@@ -132,7 +158,7 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
-        "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 4,
+        "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 8,
         "options": asdict(options), "layers": layers,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

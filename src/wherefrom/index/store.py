@@ -4,6 +4,9 @@ INDEX/
 - ``gradients.npy``: [N, D] float16, memory-mapped; row n is sequence n's projected gradient (all layers
   side by side) divided by its largest magnitude, so every row uses float16's range fully;
 - ``scales.npy``: [N] float32, that largest magnitude per row;
+- ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
+  over layers at each layer's default damping: the training-side norm of normalised scores (optional: indexes
+  built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
 - ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices.
 """
@@ -27,6 +30,7 @@ from wherefrom.scoring.query_gradients import QueryGradients
 
 FORMAT = "wherefrom-index/1"
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
+SELF_INFLUENCE = "self_influence.npy"
 PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
 _CHUNK_ELEMENTS = 1 << 26  # index entries contracted at a time (128 MB of float16)
 
@@ -40,6 +44,7 @@ class GradientIndex:
     projections: dict[str, LayerProjection]
     gradients: np.ndarray  # [N, D] float16, memory-mapped
     scales: np.ndarray  # [N] float32
+    self_influence: np.ndarray | None  # [N] float32 at the default damping; None in indexes built without it
 
     @classmethod
     def open(cls, folder: str | Path) -> GradientIndex:
@@ -59,7 +64,8 @@ class GradientIndex:
             for entry in manifest["layers"]
         }
         gradients = np.load(folder / GRADIENTS, mmap_mode="c")  # copy-on-write: read-only on disk, a writable view for torch
-        return cls(folder, manifest, projections, gradients, np.load(folder / SCALES))
+        self_influence = np.load(folder / SELF_INFLUENCE) if (folder / SELF_INFLUENCE).is_file() else None
+        return cls(folder, manifest, projections, gradients, np.load(folder / SCALES), self_influence)
 
     @property
     def n_sequences(self) -> int:

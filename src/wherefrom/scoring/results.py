@@ -4,10 +4,12 @@ On disk (OUT/):
 - ``scores.safetensors``: ``scores`` [n_queries, n_sequences] float32; optional ``per_layer``
   [n_layers, n_queries, n_sequences], ``per_token`` [n_queries, n_tokens_total] (row n of the corpus owns the
   slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
-  ``self_influence`` [n_sequences].
+  ``self_influence`` [n_sequences]; with normalisation, ``cosine`` [n_queries, n_sequences] (the influence over
+  both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries].
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
 - ``queries.jsonl``: one line per query: id, prompt, completion and their token ids.
-- ``results.jsonl``: per query, the top-k sequences with score, text, per-layer split and per-token scores.
+- ``results.jsonl``: per query, the top-k sequences (by cosine when normalised, else by influence) with score,
+  cosine, text, per-layer split and per-token scores.
 - ``manifest.json``: layer names, the options used, units and sign.
 
 Sign and units: I(z, q) = ∇f(q)ᵀ (G + λI)⁻¹ ∇log p(z). Positive means adding z to training raises the query's
@@ -77,6 +79,8 @@ class ScoreResult:
     per_token: torch.Tensor | None = None
     token_offsets: torch.Tensor | None = None
     self_influence: torch.Tensor | None = None
+    cosine: torch.Tensor | None = None  # [Q, N]: normalised influence; when present it orders the sequences
+    query_self_influence: torch.Tensor | None = None  # [Q]: ‖∇L_q‖² in the (G + λI)⁻¹ metric
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def token_scores(self, query: int, row: int) -> torch.Tensor:
@@ -86,17 +90,28 @@ class ScoreResult:
         lo, hi = int(self.token_offsets[row]), int(self.token_offsets[row + 1])
         return self.per_token[query, lo:hi]
 
+    @property
+    def ranking(self) -> torch.Tensor:
+        """What orders the sequences [Q, N]: the cosine when the scores were normalised, else the influence."""
+        return self.scores if self.cosine is None else self.cosine
+
+    @property
+    def ranked_by(self) -> str:
+        """'cosine' or 'influence': the name of :attr:`ranking`."""
+        return "influence" if self.cosine is None else "cosine"
+
     def top(self, query: int, k: int) -> list[int]:
-        """Rows of the k most positively influential sequences for a query, best first."""
+        """Rows of the k best sequences for a query by :attr:`ranking`, best first."""
         k = min(k, self.scores.shape[1])
-        return torch.topk(self.scores[query], k).indices.tolist()
+        return torch.topk(self.ranking[query], k).indices.tolist()
 
     def save(self, out_dir: str | os.PathLike[str], top_k: int = 20) -> Path:
         """Write the result into ``out_dir`` (see module docstring); each file is written atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence"):
+        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence", "cosine",
+                     "query_self_influence"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = (value.float() if value.is_floating_point() else value).contiguous()
@@ -104,7 +119,8 @@ class ScoreResult:
         atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
         atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
-        manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata}
+        manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata,
+                    "ranked_by": self.ranked_by}
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return out
 
@@ -119,6 +135,7 @@ class ScoreResult:
         manifest = json.loads((out / "manifest.json").read_text())
         layer_names = manifest.pop("layer_names")
         manifest.pop("sign_and_units", None)
+        manifest.pop("ranked_by", None)
         return cls(
             scores=tensors["scores"],
             sequences=[SequenceInfo(**r) for r in read_jsonl(out / "sequences.jsonl")],
@@ -128,6 +145,8 @@ class ScoreResult:
             per_token=tensors.get("per_token"),
             token_offsets=tensors.get("token_offsets"),
             self_influence=tensors.get("self_influence"),
+            cosine=tensors.get("cosine"),
+            query_self_influence=tensors.get("query_self_influence"),
             metadata=manifest,
         )
 
@@ -142,6 +161,7 @@ class ScoreResult:
                     "row": row,
                     "record_id": seq.record_id,
                     "score": float(self.scores[q.index, row]),
+                    **({} if self.cosine is None else {"cosine": float(self.cosine[q.index, row])}),
                     "text": seq.text,
                 }
                 if self.per_layer is not None:

@@ -14,6 +14,7 @@ from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
+from wherefrom.scoring.cosine import cosine, query_self_influence
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
@@ -46,7 +47,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
-        if options.self_influence else None
+        if options.self_influence or options.normalize else None
+    query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
     queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
         refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
     dtype = next(model.parameters()).dtype
@@ -57,15 +59,20 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
                                  self_curvature, dtype),
         checkpoints or Checkpoints(None, ""), world, quiet,
     )
+    scores = accumulator.score_matrix()
+    self_influence = None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype)
     return ScoreResult(
-        scores=accumulator.score_matrix(),
+        scores=scores,
         sequences=[sequence_info(s, tokenizer, options.per_token) for s in sequences],
         queries=query_infos(queries, gradients.logprobs),
         layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
         token_offsets=offsets,
-        self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
+        self_influence=self_influence,
+        cosine=None if query_self is None else cosine(accumulator.scores.sum(0), query_self,
+                                                      accumulator.self_influence).to(accumulator.dtype),
+        query_self_influence=query_self,
     )
 
 
