@@ -25,43 +25,62 @@ class LoadedModel:
 
 def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
+    path = _model_path(source)
+    if path.is_file():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name)
+    elif (path / "adapter_config.json").is_file():
+        model = _load_peft(path, dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    prepare_for_influence(model)
+    return LoadedModel(model, load_tokenizer(path), str(path), model_fingerprint(model))
+
+
+def load_tokenizer(source: str | Path) -> object:
+    """The tokenizer of a model ``source`` (any form :func:`load_model` takes), without loading the weights."""
+    from transformers import AutoTokenizer
+
+    path = _model_path(source)
+    if path.is_file():
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if (path / "adapter_config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(_peft_base(path))
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _model_path(source: str | Path) -> Path:
+    """``source`` as a path that is a .gguf file or a folder with config.json or adapter_config.json."""
     path = Path(source)
     if not path.exists():
         raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
                              "a .gguf file, or a PEFT adapter directory (nothing is downloaded).")
-    if path.is_file() and path.suffix == ".gguf":
-        kwargs = {"gguf_file": path.name}
-        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
-    elif (path / "adapter_config.json").is_file():
-        model, tokenizer = _load_peft(path, dtype)
-    elif (path / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    else:
+    if not ((path.is_file() and path.suffix == ".gguf") or (path / "adapter_config.json").is_file()
+            or (path / "config.json").is_file()):
         raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
-    prepare_for_influence(model)
-    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
+    return path
 
 
-def _load_peft(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _peft_base(path: Path) -> Path:
+    """The local base model folder an adapter names."""
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    if not base or not Path(base).is_dir():
+        raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
+                             "edit base_model_name_or_path in adapter_config.json to point at it.")
+    return Path(base)
+
+
+def _load_peft(path: Path, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
 
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise WherefromError("loading a LoRA adapter needs peft: pip install 'wherefrom[peft]'") from exc
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
-    if not base or not Path(base).is_dir():
-        raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
-                             "edit base_model_name_or_path in adapter_config.json to point at it.")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path)
-    tokenizer_dir = path if (path / "tokenizer_config.json").is_file() else Path(base)
-    return model, AutoTokenizer.from_pretrained(tokenizer_dir)
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(_peft_base(path), dtype=dtype), path)
 
 
 def prepare_for_influence(model: nn.Module) -> nn.Module:
