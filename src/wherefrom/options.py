@@ -79,7 +79,7 @@ class ScoreOptions(DataOptions):
         "Rank by the cosine of the query's and each sequence's gradients in the damped curvature's metric, "
         "∇L_qᵀ(G+λI)⁻¹∇L_z / (‖∇L_q‖·‖∇L_z‖) with ‖x‖² = xᵀ(G+λI)⁻¹x (TrackStar's unit-normalised gradients); "
         "the raw influence is kept beside it. Finds the sequences that state what the query says rather than "
-        "those that would change its answer most (see docs/normalize.md).",
+        "those that would change its answer most (see docs/fact-tracing.md).",
     )
     candidates: int | None = option(
         None,

@@ -14,10 +14,14 @@ def test_demo_runs_end_to_end_and_a_repeat_reuses_everything(tmp_path, monkeypat
     out = tmp_path / "demo"
     first = CliRunner().invoke(app, ["demo", "--reduced", "--out", str(out), "--bootstraps", "10", "-q"])
     assert first.exit_code == 0, first.output
-    assert "recall ekfac" in first.output and "report:" in first.output
+    assert "Recall@10" in first.output and "BM25" in first.output and "report:" in first.output
     summary = json.loads((out / "summary.json").read_text())
     recall = {s: {r["kind"]: r["recall"] for r in rows} for s, rows in summary["recall"].items()}
-    assert set(recall) == {"ekfac", "identity"}
+    assert list(recall) == ["BM25", "ekfac", "ekfac cosine", "index", "index cosine", "identity", "identity cosine"]
+    evaluation = json.loads((out / "evaluation.json").read_text())  # what `wherefrom evaluate` writes
+    assert [m["method"] for m in evaluation["methods"]] == list(recall)
+    truth = [json.loads(line) for line in (out / "truth.jsonl").read_text().splitlines()]
+    assert {t["group"] for t in truth} == set(recall["ekfac"])
     assert all(0.0 <= v <= 1.0 for rows in recall.values() for v in rows.values())
     assert recall["ekfac"]["training_wording"] >= recall["identity"]["training_wording"]
     html = (out / "report.html").read_text()

@@ -7,7 +7,7 @@ beat at finding the documents that state a fact (TrackStar, Chang et al. 2024).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -63,32 +63,36 @@ def corpus_of(result: ScoreResult, folder: Path) -> list[TrainingSequence]:
                            options["max_length"], options["pack"])
 
 
-def evaluate_folders(folders: Sequence[Path], truths: Sequence[Truth], ks: Sequence[int]) -> list[MethodEvaluation]:
-    """BM25 over the first folder's corpus and queries, then every ranking each folder holds, on ``truths``."""
+def evaluate_folders(folders: Mapping[str, Path], truths: Sequence[Truth], ks: Sequence[int]
+                     ) -> list[MethodEvaluation]:
+    """BM25 over the first folder's corpus and queries, then every ranking each folder (by method name) holds,
+    on ``truths``."""
     if any(k < 1 for k in ks):
         raise WherefromError(f"every k of recall@k must be at least 1, got {min(ks)}.")
-    for folder in folders:
+    for folder in folders.values():
         if not (Path(folder) / "scores.safetensors").is_file():
             raise WherefromError(f"{folder} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
-    results = [(Path(folder), ScoreResult.load(folder)) for folder in folders]
-    sequences = corpus_of(*reversed(results[0]))
+    results = {name: (Path(folder), ScoreResult.load(folder)) for name, folder in folders.items()}
+    first_folder, first = next(iter(results.values()))
+    sequences = corpus_of(first, first_folder)
     corpus_records = {s.record_id for s in sequences}
-    rankings = [bm25_ranking(sequences, results[0][1].queries)]
-    for folder, result in results:
+    rankings = [bm25_ranking(sequences, first.queries)]
+    for name, (folder, result) in results.items():
         if not {s.record_id for s in result.sequences} <= corpus_records:
-            raise WherefromError(f"{folder} ranks records that are not in {results[0][1].metadata['corpus']}: every "
+            raise WherefromError(f"{folder} ranks records that are not in {first.metadata['corpus']}: every "
                                  "--scores folder must rank the same corpus.")
-        rankings.extend(score_rankings(result, _unique_name(folder, folders)))
+        rankings.extend(score_rankings(result, name))
     unknown = [r for t in truths for r in t.record_ids if r not in corpus_records]
     if unknown:
         raise WherefromError(f"the truth names record {unknown[0]!r}, which is not in the corpus "
-                             f"{results[0][1].metadata['corpus']} ({len(unknown)} unknown record ids).")
+                             f"{first.metadata['corpus']} ({len(unknown)} unknown record ids).")
     try:
         return [evaluate(ranking, truths, ks) for ranking in rankings]
     except ValueError as exc:
         raise WherefromError(str(exc) + ".") from None
 
 
-def _unique_name(folder: Path, folders: Sequence[Path]) -> str:
-    """The folder's name, or its path when two folders share the name."""
-    return folder.name if sum(f.name == folder.name for f in folders) == 1 else str(folder)
+def method_names(folders: Sequence[Path]) -> dict[str, Path]:
+    """Score folders by method name: each folder's name, or its path when two folders share the name."""
+    return {folder.name if sum(f.name == folder.name for f in folders) == 1 else str(folder): folder
+            for folder in folders}

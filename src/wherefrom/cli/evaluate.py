@@ -22,11 +22,11 @@ def evaluate(
     """Recall@k and MRR of every ranking in the score folders, and of BM25 over the same corpus (the baseline)."""
 
     def action() -> None:
-        from wherefrom.analysis.fact_tracing import evaluate_folders, read_truth
+        from wherefrom.analysis.fact_tracing import evaluate_folders, method_names, read_truth
         from wherefrom.fileio import atomic_write_text
         from wherefrom.outputs.evaluation_table import evaluation_json, print_evaluation
 
-        evaluations = evaluate_folders(scores, read_truth(truth), sorted(set(k)))
+        evaluations = evaluate_folders(method_names(scores), read_truth(truth), sorted(set(k)))
         print_evaluation(evaluations)
         if json_path is not None:
             atomic_write_text(json_path, evaluation_json(evaluations))
