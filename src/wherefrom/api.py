@@ -15,7 +15,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from wherefrom.curvature.fitting import fit_curvature
-from wherefrom.curvature.store import FactorRun, check_compatible, load_run, save_run
+from wherefrom.curvature.opening import open_run
+from wherefrom.curvature.store import FactorRun, load_run, save_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
@@ -34,6 +35,7 @@ from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score as score_sequences
 from wherefrom.solvers.damping import auto_damping, check_solver_options
+from wherefrom.solvers.refine import query_preconditioner
 
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
@@ -89,20 +91,15 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     re-scores the index's top sequences exactly. Results are saved in ``out`` when given; an interrupted scoring
     job with the same ``out`` resumes from its finished shards.
     """
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    if options is None:
-        options = ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"],
-                               shard_size=fitted["shard_size"])
+    opened = open_run(run, model)
+    fitted = opened.fitted
+    options = options or ScoreOptions(**opened.data)
     check_solver_options(options)
     _check_score_options(options, index is not None)
-    source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    loaded, layers, factors = opened.loaded, opened.layers, opened.factors
     gradient_index = None if index is None else GradientIndex.open(index)
-    corpus_path = corpus or (gradient_index.manifest["corpus"] if gradient_index else fitted["corpus"])
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
+    sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
@@ -163,8 +160,10 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options, factors.curvature)
         rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescore)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
+    precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
+                                        quiet or not world.is_main)
     return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
-                           quiet, checkpoints, world, gradients)
+                           quiet, checkpoints, world, gradients, precondition)
 
 
 def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: int, n_corpus: int) -> str:

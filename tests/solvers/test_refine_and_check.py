@@ -21,6 +21,7 @@ from wherefrom.scoring.scorer import score
 from wherefrom.solvers.damping import check_solver_options, damping_curve, parse_damping
 from wherefrom.solvers.layout import Layout
 from wherefrom.solvers.preconditioned import layer_dampings
+from wherefrom.solvers.refine import query_preconditioner
 from wherefrom.solvers.sample import as_queries, flat_gradients
 from wherefrom.solvers.trust import CONVERGED, ROUGH, TRUSTWORTHY, CheckOptions, trust_check
 
@@ -39,8 +40,9 @@ def test_refine_cg_moves_scores_to_the_exact_damped_gauss_newton_influence():
 
     def error(**refine: object) -> float:
         options = ScoreOptions(batch_size=3, refine_sample=len(TOKENS), **refine)
+        precondition = query_preconditioner(model, layers, curvature, sequences_of(TOKENS), options, quiet=True)
         result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(QUERIES), sequences_of(TOKENS),
-                       options, quiet=True)
+                       options, quiet=True, precondition=precondition)
         return float((result.scores - expected).norm() / expected.norm())
 
     plain, few, many = error(), error(refine="cg", refine_iterations=3), error(refine="cg", refine_iterations=60)

@@ -26,7 +26,7 @@ def demo(
         from wherefrom.demo.cache import default_cache_root
         from wherefrom.demo.config import reduced_config
         from wherefrom.demo.pipeline import run_demo, run_smollm2_demo
-        from wherefrom.outputs.demo_summary import print_demo_summary
+        from wherefrom.demo.summary import print_demo_summary
         from wherefrom.outputs.summary import print_summary
 
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":

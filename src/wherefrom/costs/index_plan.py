@@ -12,15 +12,11 @@ import torch
 from wherefrom.costs import memory
 from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
-from wherefrom.curvature.store import check_compatible, load_run
-from wherefrom.data.corpus import build_sequences
-from wherefrom.data.records import read_records
+from wherefrom.curvature.opening import open_run
 from wherefrom.engine.stream import Labels
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import choose_projection
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
-from wherefrom.models.loading import load_model
-from wherefrom.models.selection import select_layers
 from wherefrom.options import IndexOptions
 
 _NPY_HEADER = 128
@@ -28,23 +24,19 @@ _NPY_HEADER = 128
 
 def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions) -> CostEstimate:
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    loaded = load_model(factors.manifest["model"]["source"])
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
-    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
+    opened = open_run(run)
+    loaded, layers = opened.loaded, opened.layers
+    projections = {layer.name: choose_projection(layer.name, opened.curvature.layers[layer.name], options.size)
                    for layer in layers}
     columns = sum(p.size for p in projections.values())
-    sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
-                                options.max_length, options.pack)
+    sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = next(loaded.model.parameters()).dtype
 
     def make(lengths: list[int]) -> IndexWriter:
         n_rows = len(lengths)
-        return IndexWriter(projections, factors.curvature, (np.zeros((n_rows, columns), np.float16),
-                                                            np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)))
+        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), np.float16),
+                                                           np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)))
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
     n, longest = len(sequences), max(len(t) for t in tokens)

@@ -19,7 +19,7 @@ from wherefrom.costs.timing import SampleMeasure, eigh_seconds_per_cubed_dim, me
 from wherefrom.curvature.blocks import BlockDiagonal, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
-from wherefrom.curvature.store import check_compatible, load_run
+from wherefrom.curvature.opening import open_run
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
@@ -93,19 +93,14 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
 
     With ``index`` the scoring pass is replaced by the index's contraction, timed on the index.
     """
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    options = options or ScoreOptions(max_length=fitted["max_length"], pack=fitted["pack"],
-                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
-    loaded = load_model(factors.manifest["model"]["source"])
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    opened = open_run(run)
+    fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
+    options = options or ScoreOptions(**opened.data)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     query_length = max(len(q.input_ids) + (options.max_new_tokens if q.needs_completion else 0) for q in query_list)
-    if corpus is None:
-        corpus = GradientIndex.open(index).manifest["corpus"] if index is not None else fitted["corpus"]
-    sequences = build_sequences(read_records(corpus), loaded.tokenizer,
-                                options.max_length, options.pack)
+    if corpus is None and index is not None:
+        corpus = GradientIndex.open(index).manifest["corpus"]
+    sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = next(loaded.model.parameters()).dtype
     n, n_queries, longest, n_tokens = len(sequences), len(query_list), max(len(t) for t in tokens), sum(map(len, tokens))

@@ -2,6 +2,7 @@
 
 Entry point: :func:`wherefrom.demo.cache.load_or_train` returns a cached Hugging Face model folder that also holds
 ``corpus.jsonl``, ``queries.jsonl`` and ``ground_truth.json``. Modules: ``config`` (sizes), ``corpus``
-(documents and ground truth), ``queries``, ``tokenizer``, ``model``, ``training``, ``evaluation``, ``cache``.
+(documents and ground truth), ``queries``, ``tokenizer``, ``model``, ``training``, ``evaluation``, ``cache``;
+``pipeline`` runs fit, score and the report on it, and ``summary`` prints its closing table.
 This package imports nothing heavy until one of those modules is used.
 """

@@ -9,14 +9,14 @@ from typing import Any
 
 from wherefrom.analysis import LayerBlock, layer_blocks, transformer_layer
 from wherefrom.curvature.fitting import FittedCurvature
-from wherefrom.curvature.store import check_compatible, load_run
-from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
+from wherefrom.curvature.opening import open_run
+from wherefrom.data.corpus import TrainingSequence, corpus_fingerprint
 from wherefrom.data.queries import Query, parse_query
-from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
 from wherefrom.index import GradientIndex
-from wherefrom.models.loading import LoadedModel, load_model
-from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.index.store import check_index_matches
+from wherefrom.models.loading import LoadedModel
+from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 
 DEMO_FOLDER = "wherefrom-demo"  # where `wherefrom demo` writes by default
@@ -44,36 +44,32 @@ class ExplorerSession:
     def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None) -> ExplorerSession:
         """Load a fitted run (and its corpus, by default the one it was fitted on), or a gradient index, which
         names its run and corpus."""
-        opened = None
+        gradient_index = None
         if index is not None:
-            opened = GradientIndex.open(index)
-            run = run or opened.manifest["run"]
-            corpus = corpus or opened.manifest["corpus"]
+            gradient_index = GradientIndex.open(index)
+            run = run or gradient_index.manifest["run"]
+            corpus = corpus or gradient_index.manifest["corpus"]
         if run is None:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
-        factors = load_run(Path(run))
-        fitted = factors.manifest["options"]
-        loaded = load_model(factors.manifest["model"]["source"])
-        layers = select_layers(loaded.model, fitted["modules"])
-        check_compatible(factors, loaded.fingerprint, layers)
-        data = opened.manifest["options"] if opened is not None else fitted  # how corpus records became sequences
-        options = ScoreOptions(max_length=data["max_length"], pack=data["pack"], batch_size=data["batch_size"],
-                               shard_size=data["shard_size"])
-        corpus_path = corpus or fitted["corpus"]
-        sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
-        if opened is not None:
-            from wherefrom.index.store import check_index_matches
-
-            check_index_matches(opened, factors, corpus_fingerprint(sequences))
-        curvature = FittedCurvature({layer.name: factors.curvature.layers[layer.name] for layer in layers},
-                                    factors.curvature.n_sequences, factors.curvature.n_tokens)
+        opened = open_run(run)
+        loaded, layers = opened.loaded, opened.layers
+        # How corpus records became sequences: as the index did when there is one, else as the run did.
+        data = opened.data if gradient_index is None else {
+            name: gradient_index.manifest["options"][name] for name in opened.data}
+        options = ScoreOptions(**data)
+        corpus_path = opened.corpus_path(corpus)
+        sequences = opened.sequences(corpus_path, options.max_length, options.pack)
+        if gradient_index is not None:
+            check_index_matches(gradient_index, opened.factors, corpus_fingerprint(sequences))
+        curvature = FittedCurvature({layer.name: opened.curvature.layers[layer.name] for layer in layers},
+                                    opened.curvature.n_sequences, opened.curvature.n_tokens)
         texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])
         flat = iter(loaded.tokenizer.batch_decode([[t] for s in sequences for t in s.input_ids]))
         pieces = [[next(flat) for _ in s.input_ids] for s in sequences]
         sources = {"model": loaded.source, "run": str(run), "corpus": str(corpus_path),
-                   "index": "" if index is None else str(index), "strategy": str(fitted["strategy"])}
+                   "index": "" if index is None else str(index), "strategy": opened.factors.strategy}
         return cls(loaded, layers, curvature, sequences, texts, pieces, options, layer_thirds([x.name for x in layers]),
-                   opened, sources)
+                   gradient_index, sources)
 
     @classmethod
     def from_demo(cls, folder: str | Path = DEMO_FOLDER) -> ExplorerSession:

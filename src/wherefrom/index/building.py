@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from wherefrom.curvature.fitting import FittedCurvature
-from wherefrom.curvature.store import FactorRun, check_compatible, load_run
-from wherefrom.data.corpus import build_sequences, corpus_fingerprint
-from wherefrom.data.records import read_records
+from wherefrom.curvature.opening import open_run
+from wherefrom.curvature.store import FactorRun
+from wherefrom.data.corpus import corpus_fingerprint
 from wherefrom.engine.distributed import World, current_world
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, StreamBatch
@@ -39,8 +39,7 @@ from wherefrom.index.store import (
     GradientIndex,
 )
 from wherefrom.jobs import job_fingerprint
-from wherefrom.models.loading import LoadedModel, load_model
-from wherefrom.models.selection import select_layers
+from wherefrom.models.loading import LoadedModel
 from wherefrom.options import IndexOptions
 from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
@@ -89,16 +88,11 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
                 quiet: bool = False, restart: bool = False) -> GradientIndex:
     """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
-    out, factors = Path(out), load_run(Path(run))
-    fitted = factors.manifest["options"]
-    options = options or IndexOptions(max_length=fitted["max_length"], pack=fitted["pack"],
-                                      batch_size=fitted["batch_size"], shard_size=fitted["shard_size"])
-    source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
-    corpus_path = Path(corpus if corpus is not None else fitted["corpus"]).resolve()
-    sequences = build_sequences(read_records(corpus_path), loaded.tokenizer, options.max_length, options.pack)
+    out, opened = Path(out), open_run(run, model)
+    factors, layers = opened.factors, opened.layers
+    options = options or IndexOptions(**opened.data)
+    corpus_path = opened.corpus_path(corpus).resolve()
+    sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
                           run=factors.manifest["job"], corpus=corpus_id)
@@ -115,7 +109,7 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
     checkpoints.open(restart)
     arrays = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
-    run_pass(loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
+    run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, factors.curvature, arrays), checkpoints, world, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -18,7 +20,9 @@ from wherefrom.scoring.cosine import cosine, query_self_influence
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
-from wherefrom.solvers.refine import refined_queries
+
+Precondition = Callable[[QueryGradients], dict[str, torch.Tensor | LowRankQueries]]
+"""Query gradients → (G + λI)⁻¹ ∇L_q per layer (consuming them): EK-FAC's, or a solver's refinement of it."""
 
 
 def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
@@ -37,11 +41,15 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
           quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
-          gradients: QueryGradients | None = None) -> ScoreResult:
+          gradients: QueryGradients | None = None, precondition: Precondition | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
-    ``gradients`` are the queries' gradients when the caller has them already; they are consumed.
+    ``gradients`` are the queries' gradients when the caller has them already; they are consumed. ``precondition``
+    defaults to EK-FAC's (:func:`preconditioned_queries`); `--refine` gives
+    :func:`wherefrom.solvers.refine.query_preconditioner`'s.
     """
+    if precondition is None and options.refine != "none":
+        raise ValueError(f"refine={options.refine!r} needs the solver's precondition (solvers.refine.query_preconditioner)")
     world = world or World()
     gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
@@ -49,8 +57,7 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence or options.normalize else None
     query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
-    queries_V = preconditioned_queries(curvature, gradients, options) if options.refine == "none" else \
-        refined_queries(model, layers, curvature, gradients, sequences, options, quiet or not world.is_main)
+    queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options)))(gradients)
     dtype = next(model.parameters()).dtype
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     accumulator = run_pass(

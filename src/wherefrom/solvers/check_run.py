@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from wherefrom.curvature.store import check_compatible, load_run
-from wherefrom.data.corpus import build_sequences
+from wherefrom.curvature.opening import open_run
 from wherefrom.data.queries import read_queries
-from wherefrom.data.records import read_records
 from wherefrom.errors import WherefromError
-from wherefrom.models.loading import load_model
-from wherefrom.models.selection import select_layers
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
@@ -23,17 +19,13 @@ def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | 
     """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients."""
     if options.iterations < 1 or options.sample < 1 or options.n_queries < 1:
         raise WherefromError("--iterations, --sample and --n-queries must be at least 1.")
-    factors = load_run(Path(run))
-    fitted = factors.manifest["options"]
-    if factors.strategy not in ("ekfac", "kfac", "diagonal"):
-        raise WherefromError(f"the run was fitted with strategy {factors.strategy!r}, which has no curvature to "
-                             "check; fit with --strategy ekfac.")
-    options = replace(options, max_length=fitted["max_length"], pack=fitted["pack"], batch_size=fitted["batch_size"])
-    loaded = load_model(factors.manifest["model"]["source"])
-    layers = select_layers(loaded.model, fitted["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
-    sequences = build_sequences(read_records(corpus if corpus is not None else fitted["corpus"]), loaded.tokenizer,
-                                options.max_length, options.pack)
+    opened = open_run(run)
+    if opened.factors.strategy not in ("ekfac", "kfac", "diagonal"):
+        raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
+                             "to check; fit with --strategy ekfac.")
+    options = replace(options, **opened.data)
+    loaded, layers = opened.loaded, opened.layers
+    sequences = opened.sequences(corpus, options.max_length, options.pack)
     if queries is None:
         query_list = as_queries(sample_sequences(sequences, options.n_queries, seed=2))
     else:
@@ -41,4 +33,4 @@ def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | 
         query_list = complete_queries(loaded.model, loaded.tokenizer,
                                       read_queries(queries, loaded.tokenizer, options.max_length), score_options, quiet)
     b = flat_gradients(loaded.model, layers, query_list, options.batch_size, quiet)
-    return trust_check(loaded.model, layers, factors.curvature, b, sequences, options, quiet)
+    return trust_check(loaded.model, layers, opened.curvature, b, sequences, options, quiet)

@@ -17,6 +17,7 @@ from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients
+from wherefrom.scoring.scorer import Precondition, preconditioned_queries
 from wherefrom.solvers.ggn import GaussNewton
 from wherefrom.solvers.iterative import Solution, conjugate_gradient, damped
 from wherefrom.solvers.layout import Layout
@@ -55,3 +56,11 @@ def refined_queries(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
     V = layout.split(solution.x)
     return {name: V[name] if options.query_rank is None else low_rank(V[name], options.query_rank)
             for name in layout.names}
+
+
+def query_preconditioner(model: nn.Module, layers: list[TrackedLayer], curvature: FittedCurvature,
+                         sequences: list[TrainingSequence], options: ScoreOptions, quiet: bool = False) -> Precondition:
+    """(G + λI)⁻¹ ∇L_q as ``options.refine`` asks: EK-FAC's ('none'), or refined by CG on ``sequences`` ('cg')."""
+    if options.refine == "none":
+        return lambda gradients: preconditioned_queries(curvature, gradients, options)
+    return lambda gradients: refined_queries(model, layers, curvature, gradients, sequences, options, quiet)

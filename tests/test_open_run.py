@@ -1,0 +1,52 @@
+"""`open_run`: the one way score, index, check, the explorer and the dry runs open a fitted run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_gpt2, write_jsonl
+
+from wherefrom.api import fit
+from wherefrom.curvature.opening import open_run
+from wherefrom.errors import WherefromError
+from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.options import FitOptions
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("open_run")
+    model_dir = save_model_dir(tiny_gpt2(layers=1), root / "model")
+    corpus = write_jsonl(root / "corpus.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)])
+    fit(model_dir, corpus, root / "run", FitOptions(max_length=12, batch_size=3, shard_size=5, modules="mlp"),
+        quiet=True)
+    return model_dir, corpus, root / "run"
+
+
+def test_opens_the_model_the_run_names_with_its_layers_and_data_options(fitted: tuple[Path, Path, Path]):
+    model_dir, corpus, run = fitted
+    loaded_from: list[str] = []
+
+    def load(source: str | Path) -> LoadedModel:
+        loaded_from.append(str(source))
+        return load_model(source)
+
+    opened = open_run(run, load=load)
+    assert loaded_from == [str(model_dir)]
+    assert [layer.name for layer in opened.layers] == ["transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"]
+    assert list(opened.curvature.layers) == [layer.name for layer in opened.layers]
+    assert opened.data == {"max_length": 12, "pack": False, "batch_size": 3, "shard_size": 5}
+    tokenizer = char_tokenizer()
+    expected = [tuple(tokenizer(text)["input_ids"][:12]) for text in TEXTS]
+    assert [s.input_ids for s in opened.sequences(None, 12, False)] == expected  # the fitted corpus by default
+    assert [s.record_id for s in opened.sequences(corpus, 4, False)] == [f"r{i}" for i in range(len(TEXTS))]
+
+
+def test_refuses_a_model_the_run_was_not_fitted_for(fitted: tuple[Path, Path, Path], tmp_path: Path):
+    _, _, run = fitted
+    other = save_model_dir(tiny_gpt2(seed=1, layers=1), tmp_path / "other")
+    with pytest.raises(WherefromError, match="fitted for model .* not for the model given now"):
+        open_run(run, model=other)
+    with pytest.raises(WherefromError, match="fitted for model"):
+        open_run(run, model=load_model(other))
