@@ -51,8 +51,13 @@ def parse_query(row: dict[str, Any], index: int, tokenizer: Any, max_length: int
     """One query from a JSON object (see :data:`QUERY_FORMATS`)."""
     query_id = str(row.get("id", index))
     if "prompt_ids" in row or "completion_ids" in row:
-        prompt_ids, completion_ids = tuple(row.get("prompt_ids", ())), tuple(row.get("completion_ids", ()))
-        prompt, completion = tokenizer.decode(prompt_ids), tokenizer.decode(completion_ids)
+        prompt_ids = tuple(row.get("prompt_ids", ()))
+        prompt = tokenizer.decode(prompt_ids)
+        if row.get("completion_ids") is None:  # prompt only: the completion is generated later
+            _check_lengths(query_id, prompt_ids, (), max_length)
+            return Query(query_id, prompt, "", prompt_ids, ())
+        completion_ids = tuple(row["completion_ids"])
+        completion = tokenizer.decode(completion_ids)
     elif "messages" in row:
         prompt, completion, prompt_ids, completion_ids = _chat(row["messages"], tokenizer, query_id)
     elif "prompt" in row:
@@ -67,7 +72,8 @@ def parse_query(row: dict[str, Any], index: int, tokenizer: Any, max_length: int
         raise WherefromError(f"query {query_id}: needs {QUERY_FORMATS}.")
     if not completion_ids:
         raise WherefromError(f"query {query_id}: the completion is empty; influence is measured on completion tokens, "
-                             "so give at least one (or leave 'completion' out to have the model write it).")
+                             "so give at least one (or leave 'completion' or 'completion_ids' out to have the model "
+                             "write it).")
     _check_lengths(query_id, prompt_ids, completion_ids, max_length)
     return Query(query_id, prompt, completion, prompt_ids, completion_ids)
 

@@ -53,6 +53,7 @@ class ExplorerSession:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
         opened = open_run(run)
         loaded, layers = opened.loaded, opened.layers
+        loaded.tokenizer.require("the explorer (questions are typed as text)", ids_instead=False)
         # How corpus records became sequences: as the index did when there is one, else as the run did.
         data = opened.data if gradient_index is None else {
             name: gradient_index.manifest["options"][name] for name in opened.data}

@@ -153,6 +153,6 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
         "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 8,
-        "options": asdict(options), "layers": layers,
+        "options": asdict(options), "layers": layers, "self_influence": SELF_INFLUENCE,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -5,8 +5,8 @@ INDEX/
   side by side) divided by its largest magnitude, so every row uses float16's range fully;
 - ``scales.npy``: [N] float32, that largest magnitude per row;
 - ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
-  over layers at each layer's default damping: the training-side norm of normalised scores (optional: indexes
-  built before it existed lack it);
+  over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
+  the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
 - ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices.
 """
@@ -64,7 +64,7 @@ class GradientIndex:
             for entry in manifest["layers"]
         }
         gradients = np.load(folder / GRADIENTS, mmap_mode="c")  # copy-on-write: read-only on disk, a writable view for torch
-        self_influence = np.load(folder / SELF_INFLUENCE) if (folder / SELF_INFLUENCE).is_file() else None
+        self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
         return cls(folder, manifest, projections, gradients, np.load(folder / SCALES), self_influence)
 
     @property

@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
+"""Load a causal LM (and, lazily, its tokenizer) from a local HF directory, a .gguf file, or a PEFT LoRA adapter."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from wherefrom.errors import WherefromError
+from wherefrom.models.tokenizer import ModelTokenizer, config_eos
 
 
 @dataclass
@@ -18,7 +19,7 @@ class LoadedModel:
     """A model ready for influence passes (eval mode, frozen weights) with its tokenizer and identity."""
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: ModelTokenizer  # read from its files only when text is encoded or decoded
     source: str
     fingerprint: str
 
@@ -37,19 +38,13 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> Loaded
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     prepare_for_influence(model)
-    return LoadedModel(model, load_tokenizer(path), str(path), model_fingerprint(model))
+    tokenizer = _model_tokenizer(path, config_eos(getattr(model, "config", None)))
+    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
 
 
-def load_tokenizer(source: str | Path) -> object:
+def load_tokenizer(source: str | Path) -> ModelTokenizer:
     """The tokenizer of a model ``source`` (any form :func:`load_model` takes), without loading the weights."""
-    from transformers import AutoTokenizer
-
-    path = _model_path(source)
-    if path.is_file():
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    if (path / "adapter_config.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(_peft_base(path))
-    return AutoTokenizer.from_pretrained(path)
+    return _model_tokenizer(_model_path(source), None)
 
 
 def _model_path(source: str | Path) -> Path:
@@ -62,6 +57,19 @@ def _model_path(source: str | Path) -> Path:
             or (path / "config.json").is_file()):
         raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
     return path
+
+
+def _model_tokenizer(path: Path, eos: int | None) -> ModelTokenizer:
+    """The lazily loaded tokenizer of the model at ``path``: the .gguf file's, an adapter's own (else its base
+    model's), or the model folder's."""
+    from transformers import AutoTokenizer
+
+    files = {"gguf_file": path.name} if path.is_file() else {}
+    at = path
+    if (path / "adapter_config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        at = _peft_base(path)
+    folder = at.parent if at.is_file() else at
+    return ModelTokenizer(at, lambda: AutoTokenizer.from_pretrained(folder, **files), eos)
 
 
 def _peft_base(path: Path) -> Path:
