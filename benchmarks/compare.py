@@ -23,9 +23,8 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,22 +35,13 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.measure import GpuMemory, StageRun, run_measured
 from benchmarks.peers import bergson_run
 from benchmarks.workload import REPO_ROOT, WORK, Workload, full_workload, reduced_workload
 
 TOOLS = ("wherefrom", "kronfluence", "bergson", "floor")
 PEERS = ("kronfluence", "bergson", "floor")
-POLL_SECONDS = 0.05
 GB = 1e9
-
-
-@dataclass
-class StageRun:
-    """One measured subprocess."""
-
-    name: str
-    wall_s: float
-    peak_rss_gb: float
 
 
 @dataclass
@@ -69,42 +59,33 @@ class ToolResult:
     threads: int
     timing_note: str
     reused: bool = False
+    peak_gpu_gb: float | None = None
     load_average_at_start: list[float] | None = None
     extra: dict = field(default_factory=dict)
 
 
-def run_measured(name: str, command: list[str], env: dict[str, str], log_path: Path) -> StageRun:
-    """Run `command` to completion; its wall time and the peak summed RSS of its process tree."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{name}] {shlex.join(command)}", flush=True)
-    with open(log_path, "w") as log:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-        peak = 0
-        watched = psutil.Process(process.pid)
-        while process.poll() is None:
-            peak = max(peak, _tree_rss(watched))
-            time.sleep(POLL_SECONDS)
-        wall = time.perf_counter() - start
-    if process.returncode != 0:
-        tail = log_path.read_text()[-3000:]
-        raise RuntimeError(f"{name} failed with exit code {process.returncode}; log {log_path}:\n{tail}")
-    print(f"[{name}] {wall:.1f}s, peak RSS {peak / GB:.2f} GB", flush=True)
-    return StageRun(name=name, wall_s=wall, peak_rss_gb=peak / GB)
+@dataclass(frozen=True)
+class Settings:
+    """How every tool runs. The CPU benchmark leaves `device` unset (each tool's own default, float32); the GPU
+    benchmark (benchmarks/gpu) sets device and dtype, gives each stage a time budget and watches GPU memory."""
 
+    wherefrom_cmd: list[str]
+    peers_python: Path
+    threads: int
+    max_length: int = 64
+    batch_size: int = 8
+    device: str | None = None
+    dtype: str = "float32"
+    floor_args: tuple[str, ...] = ()
+    stage_timeout: Callable[[], float | None] = lambda: None
+    gpu: GpuMemory | None = None
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    try:
-        members = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    def device_flags(self) -> list[str]:
+        """`--device D --dtype T` where a device is set, else nothing."""
+        return ["--device", self.device, "--dtype", self.dtype] if self.device else []
+
+    def measure(self, name: str, command: list[str], env: dict[str, str], log_path: Path) -> StageRun:
+        return run_measured(name, command, env, log_path, self.stage_timeout(), self.gpu)
 
 
 def stage_totals(tool: str, stages: list[StageRun], fit_s: float, score_s: float, **kwargs) -> ToolResult:
@@ -114,84 +95,89 @@ def stage_totals(tool: str, stages: list[StageRun], fit_s: float, score_s: float
         score_s=score_s,
         total_s=fit_s + score_s,
         peak_gb=max(stage.peak_rss_gb for stage in stages),
+        peak_gpu_gb=max((s.peak_gpu_gb for s in stages if s.peak_gpu_gb is not None), default=None),
         stages=stages,
         measured_at=datetime.now().isoformat(timespec="seconds"),
         **kwargs,
     )
 
 
-def run_wherefrom(workload: Workload, tool_dir: Path, env: dict[str, str], args) -> ToolResult:
+def run_wherefrom(workload: Workload, tool_dir: Path, env: dict[str, str], settings: Settings) -> ToolResult:
     from safetensors.torch import load_file
 
     run_dir, out_dir = tool_dir / "run", tool_dir / "out"
     for path in (run_dir, out_dir):
         shutil.rmtree(path, ignore_errors=True)
-    base = shlex.split(args.wherefrom_cmd)
-    fit = run_measured(
+    fit = settings.measure(
         "wherefrom fit",
-        base + ["fit", "--model", str(workload.model_dir), "--corpus", str(workload.corpus_jsonl),
-                "--out", str(run_dir), "--modules", "mlp", "--strategy", "ekfac", "--fisher", "empirical",
-                "--max-length", "64", "--batch-size", "8", "-q"],
+        settings.wherefrom_cmd + [
+            "fit", "--model", str(workload.model_dir), "--corpus", str(workload.corpus_jsonl), "--out", str(run_dir),
+            "--modules", "mlp", "--strategy", "ekfac", "--fisher", "empirical", "--max-length",
+            str(settings.max_length), "--batch-size", str(settings.batch_size), *settings.device_flags(), "-q"],
         env, tool_dir / "fit.log",
     )  # fmt: skip
-    score = run_measured(
+    score = settings.measure(
         "wherefrom score",
-        base + ["score", "--run", str(run_dir), "--queries", str(workload.queries_jsonl),
-                "--corpus", str(workload.corpus_jsonl), "--out", str(out_dir), "-q"],
+        settings.wherefrom_cmd + [
+            "score", "--run", str(run_dir), "--queries", str(workload.queries_jsonl), "--corpus",
+            str(workload.corpus_jsonl), "--out", str(out_dir), *settings.device_flags(), "-q"],
         env, tool_dir / "score.log",
     )  # fmt: skip
     scores = load_file(str(out_dir / "scores.safetensors"))["scores"].float().numpy()
     scores_path = save_scores(tool_dir, scores)
     return stage_totals(
-        "wherefrom", [fit, score], fit.wall_s, score.wall_s, scores_path=scores_path, threads=args.threads,
+        "wherefrom", [fit, score], fit.wall_s, score.wall_s, scores_path=scores_path, threads=settings.threads,
         timing_note="fit and score: wall time of the `wherefrom fit` / `wherefrom score` processes",
     )  # fmt: skip
 
 
-def run_kronfluence(workload: Workload, tool_dir: Path, env: dict[str, str], args) -> ToolResult:
-    base = [str(args.peers_python), "-m", "benchmarks.peers.kronfluence_run"]
-    common = ["--model", str(workload.model_dir), "--corpus", str(workload.corpus_jsonl), "--out", str(tool_dir)]
-    fit = run_measured("kronfluence fit", base + ["fit", *common], env, tool_dir / "fit.log")
-    score = run_measured(
+def run_kronfluence(workload: Workload, tool_dir: Path, env: dict[str, str], settings: Settings) -> ToolResult:
+    base = [str(settings.peers_python), "-m", "benchmarks.peers.kronfluence_run"]
+    common = ["--model", str(workload.model_dir), "--corpus", str(workload.corpus_jsonl), "--out", str(tool_dir),
+              "--batch-size", str(settings.batch_size), *settings.device_flags()]  # fmt: skip
+    fit = settings.measure("kronfluence fit", base + ["fit", *common], env, tool_dir / "fit.log")
+    score = settings.measure(
         "kronfluence score", base + ["score", *common, "--queries", str(workload.queries_jsonl)],
         env, tool_dir / "score.log",
     )  # fmt: skip
     return stage_totals(
         "kronfluence", [fit, score], fit.wall_s, score.wall_s, scores_path=str(tool_dir / "scores.npy"),
-        threads=args.threads,
+        threads=settings.threads,
         timing_note="fit and score: wall time of the two kronfluence_run.py processes",
     )  # fmt: skip
 
 
-def run_bergson(workload: Workload, tool_dir: Path, env: dict[str, str], args) -> ToolResult:
+def run_bergson(workload: Workload, tool_dir: Path, env: dict[str, str], settings: Settings) -> ToolResult:
     run_dir = tool_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     log_path = tool_dir / "ekfac.log"
     command = bergson_run.command(
-        str(args.peers_python.parent / "bergson"), workload.model_dir, workload.corpus_ds, workload.queries_ds,
-        run_dir,
+        str(settings.peers_python), workload.model_dir, workload.corpus_ds, workload.queries_ds,
+        run_dir, precision=bergson_run.PRECISIONS[settings.dtype],
+        token_batch_size=settings.batch_size * settings.max_length if settings.device else None,
     )  # fmt: skip
-    stage = run_measured("bergson ekfac", command, env, log_path)
+    stage = settings.measure("bergson ekfac", command, env, log_path)
     fit_s = bergson_run.fit_seconds(log_path.read_text())
     scores_path = save_scores(tool_dir, bergson_run.load_scores(run_dir))
     return stage_totals(
-        "bergson", [stage], fit_s, stage.wall_s - fit_s, scores_path=scores_path, threads=args.threads,
+        "bergson", [stage], fit_s, stage.wall_s - fit_s, scores_path=scores_path, threads=settings.threads,
         timing_note="one `bergson ekfac` process; fit = Bergson's own step-2 timer, score = the rest of its "
         "wall time (process start, model loads, query gradients, inverse-Hessian application, scoring)",
     )  # fmt: skip
 
 
-def run_floor(workload: Workload, tool_dir: Path, env: dict[str, str], args) -> ToolResult:
+def run_floor(workload: Workload, tool_dir: Path, env: dict[str, str], settings: Settings) -> ToolResult:
     timings_path = tool_dir / "floor.json"
-    stage = run_measured(
+    stage = settings.measure(
         "floor",
         [sys.executable, "-m", "benchmarks.floor", "--model", str(workload.model_dir),
-         "--corpus", str(workload.corpus_jsonl), "--out", str(timings_path), "--batch-size", "8"],
+         "--corpus", str(workload.corpus_jsonl), "--out", str(timings_path), "--batch-size", str(settings.batch_size),
+         *settings.device_flags(), *settings.floor_args],
         env, tool_dir / "floor.log",
     )  # fmt: skip
     timings = json.loads(timings_path.read_text())
     return stage_totals(
-        "floor", [stage], timings["fit_s"], timings["score_s"], scores_path=None, threads=args.threads,
+        "floor", [stage], timings["fit_s"], timings["score_s"], scores_path=None, threads=settings.threads,
         timing_note="compute only (no process start or model load): fit = 2 forward+backward passes + float64 "
         "eigh of every factor, score = 1 pass",
         extra=timings,
@@ -363,6 +349,9 @@ def main() -> None:
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
+    settings = Settings(
+        wherefrom_cmd=shlex.split(args.wherefrom_cmd), peers_python=args.peers_python, threads=args.threads
+    )
     machine = machine_description()
     results: dict[str, ToolResult] = {}
     for tool in tools:
@@ -373,7 +362,7 @@ def main() -> None:
             continue
         tool_dir.mkdir(parents=True, exist_ok=True)
         load_average = [round(x, 2) for x in os.getloadavg()]
-        results[tool] = RUNNERS[tool](workload, tool_dir, env, args)
+        results[tool] = RUNNERS[tool](workload, tool_dir, env, settings)
         results[tool].load_average_at_start = load_average
         save_result(tool_dir, results[tool])
 

@@ -1,19 +1,23 @@
-"""Gradient index: accuracy against full EK-FAC scores, size per sequence, and query latency, at several sizes.
+"""Gradient index: agreement with full EK-FAC against bytes per sequence, for wherefrom's index and the alternatives.
 
-    python benchmarks/index_accuracy.py --run wherefrom-demo/run-ekfac --queries QUERIES.jsonl
+    python benchmarks/index_accuracy.py --run RUN --queries QUERIES.jsonl [--corpus CORPUS] --out DIR
 
-For each ``--sizes`` value (numbers kept per layer) it builds an index of the run's corpus and compares the
-index's scores of every query with exact EK-FAC scores (computed once with `wherefrom.score`, or read from
-``--exact``): Pearson and Spearman per query (mean and minimum), overlap of the top 10 and top 100, and the
-Pearson after re-scoring the index's top ``--rescore`` exactly. Latency: one query answered from an index of
-``--latency-sequences`` sequences (the corpus repeated), as query gradient + index contraction. Writes a markdown
-table and a plot. A benchmark, not a test: it asserts nothing.
+One pass over the corpus: each sequence's gradient is rotated into the run's eigenbasis once, full EK-FAC's
+influence on every query is its inner product with the preconditioned query over every entry (the quantity
+`wherefrom score` computes; tests/index/test_index.py checks that a 'full' index equals it), and every compression
+of benchmarks/index_compressions.py at every ``--budgets`` value gives its approximate influence from the same
+gradient. Nothing but the score matrices is kept, so the corpus can be large. Per method and budget: Pearson
+and Spearman with full EK-FAC per query (mean, min), overlap of the top 10, the share of full EK-FAC's top 10
+inside the approximation's top ``--rescore``, and the overlap of the top 10 after re-scoring that top exactly
+(what `wherefrom score --index` answers by default). Writes index.json, index.md and index.png to ``--out``.
+A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,135 +28,180 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import pearsonr, spearmanr  # noqa: E402
 
-from wherefrom.api import score  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_compressions import METHODS, Compression, LayerBasis, make  # noqa: E402
+
+from wherefrom.curvature.blocks import BlockDiagonal  # noqa: E402
 from wherefrom.curvature.store import load_run  # noqa: E402
+from wherefrom.data.corpus import build_sequences  # noqa: E402
 from wherefrom.data.queries import read_queries  # noqa: E402
 from wherefrom.data.records import read_records  # noqa: E402
-from wherefrom.index import GradientIndex, build_index  # noqa: E402
+from wherefrom.engine.distributed import current_world  # noqa: E402
+from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass  # noqa: E402
+from wherefrom.engine.stream import Labels, StreamBatch  # noqa: E402
+from wherefrom.index.budget import row_layout  # noqa: E402
 from wherefrom.models.loading import load_model  # noqa: E402
 from wherefrom.models.selection import select_layers  # noqa: E402
-from wherefrom.options import IndexOptions, ScoreOptions  # noqa: E402
+from wherefrom.options import ScoreOptions  # noqa: E402
+from wherefrom.scoring.generation import complete_queries  # noqa: E402
 from wherefrom.scoring.query_gradients import query_gradients  # noqa: E402
-from wherefrom.scoring.results import ScoreResult  # noqa: E402
 
 
-def agreement(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
-    """Per-query Pearson/Spearman (mean, min) and top-10/top-100 overlap between two [Q, N] score matrices."""
+class Rotation:
+    """One layer's eigenbasis: the gradient's rows (Ds, ā) rotated, (Ds Q_S, ā Q_A), and g̃ = Q_Sᵀ g Q_A from them."""
+
+    def __init__(self, Q_S: torch.Tensor, Q_A: torch.Tensor) -> None:
+        self.Q_S, self.Q_A = (Q.dense() if isinstance(Q, BlockDiagonal) else Q for Q in (Q_S, Q_A))
+        self.Q_S, self.Q_A = self.Q_S.float(), self.Q_A.float()
+
+    def rows(self, ds: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ds.float() @ self.Q_S, a.float() @ self.Q_A
+
+    def __call__(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bto,bti->boi", *self.rows(ds, a))
+
+
+class Comparison:
+    """Consumes the corpus stream: exact and every compression's scores of each sequence against the queries."""
+
+    def __init__(self, rotations: dict[str, Rotation], preconditioned: dict[str, torch.Tensor],
+                 compressions: dict[tuple[str, int], Compression], n_sequences: int) -> None:
+        self.rotations, self.preconditioned = rotations, preconditioned
+        self.compressions = compressions
+        self.query_rows = {key: c.queries(preconditioned) for key, c in compressions.items()}
+        n_queries = next(iter(preconditioned.values())).shape[0]
+        self.exact = torch.zeros(n_queries, n_sequences)
+        self.approx = {key: torch.zeros(n_queries, n_sequences) for key in compressions}
+
+    def update(self, item: StreamBatch) -> None:
+        factors = {name: self.rotations[name].rows(layer.output_grads, layer.inputs)
+                   for name, layer in item.layers.items()}
+        rotated = {name: torch.einsum("bto,bti->boi", ds, a) for name, (ds, a) in factors.items()}
+        rows = item.batch.rows
+        self.exact[:, rows] = sum(torch.einsum("qoi,boi->qb", self.preconditioned[name], g)
+                                  for name, g in rotated.items())
+        for key, compression in self.compressions.items():
+            self.approx[key][:, rows] = self.query_rows[key] @ compression.rows(rotated, factors).T
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def merge(self, state: dict[str, torch.Tensor]) -> None:
+        """Single process only: nothing to merge."""
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def agreement(approx: torch.Tensor, exact: torch.Tensor, rescore: int) -> dict[str, float]:
+    """Per query Pearson/Spearman, top-10 overlap, recall of the exact top 10 in the top ``rescore``, and the
+    top-10 overlap once that top is re-scored exactly; means over queries (and the worst Pearson)."""
     pearson = [float(pearsonr(a.numpy(), e.numpy())[0]) for a, e in zip(approx, exact)]
     spearman = [float(spearmanr(a.numpy(), e.numpy())[0]) for a, e in zip(approx, exact)]
-
-    def overlap(k: int) -> float:
-        return sum(len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(e, k).indices.tolist())) / k
-                   for a, e in zip(approx, exact)) / len(exact)
-
-    return {"pearson_mean": sum(pearson) / len(pearson), "pearson_min": min(pearson),
-            "spearman_mean": sum(spearman) / len(spearman), "top10": overlap(10), "top100": overlap(100)}
-
-
-def with_exact_top(approx: torch.Tensor, exact: torch.Tensor, k: int) -> torch.Tensor:
-    """The index's scores with each query's top k replaced by exact scores (the re-scoring recipe)."""
-    fixed = approx.clone()
-    for q in range(approx.shape[0]):
-        top = torch.topk(approx[q], k).indices
-        fixed[q, top] = exact[q, top]
-    return fixed
+    top10, recall, rescored = [], [], []
+    for a, e in zip(approx, exact):
+        truth = set(torch.topk(e, 10).indices.tolist())
+        candidates = torch.topk(a, min(rescore, a.numel())).indices
+        fixed = torch.full_like(a, -torch.inf)
+        fixed[candidates] = e[candidates]
+        top10.append(len(truth & set(torch.topk(a, 10).indices.tolist())) / 10)
+        recall.append(len(truth & set(candidates.tolist())) / 10)
+        rescored.append(len(truth & set(torch.topk(fixed, 10).indices.tolist())) / 10)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {"pearson_mean": mean(pearson), "pearson_min": min(pearson), "spearman_mean": mean(spearman),
+            "top10": mean(top10), f"recall10_in_top{rescore}": mean(recall), "top10_rescored": mean(rescored)}
 
 
-def repeated_corpus(corpus: Path, n: int, out: Path) -> Path:
-    """The corpus's records repeated (with new ids) until it holds ``n`` records."""
-    records = read_records(corpus)
-    with out.open("w") as f:
-        for i in range(n):
-            record = records[i % len(records)]
-            f.write(json.dumps({"id": f"{record.id}~{i // len(records)}", "text": record.text}) + "\n")
-    return out
-
-
-def latency(run: Path, queries: Path, index_dir: Path, repeats: int = 5) -> dict[str, float]:
-    """Seconds to answer one query from an open index: its gradient, then the contraction with every row."""
-    factors = load_run(run)
-    loaded = load_model(factors.manifest["model"]["source"])
-    layers = select_layers(loaded.model, factors.manifest["options"]["modules"])
-    index = GradientIndex.open(index_dir)
-    query = read_queries(queries, loaded.tokenizer, factors.manifest["options"]["max_length"])[:1]
-    gradient_s, contract_s = [], []
-    for _ in range(repeats):
-        clock = time.perf_counter()
-        gradients = query_gradients(loaded.model, layers, query, 1, quiet=True)
-        gradient_s.append(time.perf_counter() - clock)
-        clock = time.perf_counter()
-        index.scores(gradients)
-        contract_s.append(time.perf_counter() - clock)
-    return {"sequences": index.n_sequences, "gradient_s": min(gradient_s), "contract_s": min(contract_s),
-            "total_s": min(gradient_s) + min(contract_s)}
+def parse_budget(text: str) -> int:
+    """Bytes per sequence of a --budgets entry ('64KB'), with the index's own parser."""
+    return row_layout(text, 10**12).bytes_per_sequence
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True)
-    parser.add_argument("--exact", type=Path, help="A `wherefrom score` folder of the same run and queries.")
-    parser.add_argument("--sizes", default="1024,2048,4096,8192,16384")
-    parser.add_argument("--rescore", type=int, default=50)
-    parser.add_argument("--latency-sequences", type=int, default=10_000)
-    parser.add_argument("--work", type=Path, default=Path("bench-work/index"))
+    parser.add_argument("--corpus", type=Path, help="Default: the run's corpus.")
+    parser.add_argument("--max-length", type=int, help="Default: the run's.")
+    parser.add_argument("--budgets", default="4KB,8KB,16KB,32KB,64KB,128KB")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rescore", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    fitted = load_run(args.run).manifest["options"]
-    data = {"max_length": fitted["max_length"], "pack": fitted["pack"], "batch_size": fitted["batch_size"]}
-    exact = (ScoreResult.load(args.exact) if args.exact else
-             score(args.run, args.queries, options=ScoreOptions(**data), quiet=True)).scores
-    rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        index = build_index(args.run, args.work / f"size-{size}", options=IndexOptions(**data, size=size), quiet=True)
-        approx = score(args.run, args.queries, options=ScoreOptions(**data), index=index.folder, quiet=True).scores
-        rescored = agreement(with_exact_top(approx, exact, args.rescore), exact)
-        rows.append({"size": size, "bytes_per_sequence": index.manifest["bytes_per_sequence"],
-                     **agreement(approx, exact), f"pearson_rescored_top{args.rescore}": rescored["pearson_mean"]})
-        print(rows[-1], flush=True)
-    default = IndexOptions().size
-    big = repeated_corpus(Path(fitted["corpus"]), args.latency_sequences, args.work / "corpus-repeated.jsonl")
-    build_index(args.run, args.work / "latency", big, IndexOptions(**data, size=default), quiet=True)
-    timing = latency(args.run, args.queries, args.work / "latency")
-    print(timing)
+    clock = time.perf_counter()
+    factors = load_run(args.run)
+    fitted = factors.manifest["options"]
+    loaded = load_model(factors.manifest["model"]["source"])
+    layers = select_layers(loaded.model, fitted["modules"])
+    max_length = args.max_length or fitted["max_length"]
+    sequences = build_sequences(read_records(args.corpus or fitted["corpus"]), loaded.tokenizer, max_length,
+                                fitted["pack"])
+    options = ScoreOptions(max_length=max_length, batch_size=fitted["batch_size"], max_new_tokens=args.max_new_tokens)
+    queries = complete_queries(loaded.model, loaded.tokenizer, read_queries(args.queries, loaded.tokenizer, max_length),
+                               options, args.quiet)
+    gradients = query_gradients(loaded.model, layers, queries, options.batch_size, args.quiet)
+    rotations, bases, preconditioned = {}, {}, {}
+    for layer in layers:
+        curvature = factors.curvature.layers[layer.name]
+        rotations[layer.name] = Rotation(curvature.Q_S, curvature.Q_A)
+        bases[layer.name] = LayerBasis(curvature.eigenvalues.float(), curvature.damping(None))
+        rotated = rotations[layer.name](*gradients.factors[layer.name])
+        preconditioned[layer.name] = rotated / (bases[layer.name].Lambda + bases[layer.name].damping)
+    budgets = [parse_budget(b) for b in args.budgets.split(",")]
+    compressions = {(m, b): make(m, bases, b) for m in args.methods.split(",") for b in budgets}
+    plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), fitted["batch_size"], 10**9)
+    comparison = Comparison(rotations, preconditioned, compressions, len(sequences))
+    run_pass(loaded.model, layers, plan, Labels("data"), "index-benchmark", "comparing compressions",
+             lambda: comparison, Checkpoints(None, "index-benchmark"), current_world(), args.quiet)
+    rows = [{"method": m, "bytes_per_sequence": b, **agreement(comparison.approx[(m, b)], comparison.exact, args.rescore)}
+            for (m, b) in compressions]
+    total = sum(b.Lambda.numel() for b in bases.values())
+    summary = {"rows": rows, "n_queries": len(queries), "n_sequences": len(sequences), "n_layers": len(layers),
+               "entries": total, "model": loaded.source, "max_length": max_length, "rescore": args.rescore,
+               "seconds": time.perf_counter() - clock,
+               "queries": [{"id": q.id, "prompt": q.prompt, "completion": q.completion} for q in queries]}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "index.json").write_text(json.dumps({"rows": rows, "latency": timing, "default_size": default,
-                                                      "n_queries": exact.shape[0], "n_sequences": exact.shape[1]},
-                                                     indent=2) + "\n")
-    write_table(rows, timing, default, args.rescore, args.out / "index.md")
-    plot(rows, args.out / "index.png")
+    (args.out / "index.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_table(summary, args.out / "index.md")
+    plot(summary, args.out / "index.png")
+    print((args.out / "index.md").read_text())
 
 
-def write_table(rows: list[dict], timing: dict, default: int, rescore: int, path: Path) -> None:
-    """The accuracy/size table and the latency line, as markdown."""
-    lines = ["| numbers per layer | bytes per sequence | Pearson mean | Pearson min | Spearman mean | top-10 overlap "
-             f"| top-100 overlap | Pearson, top {rescore} re-scored |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        mark = " (default)" if r["size"] == default else ""
-        lines.append(f"| {r['size']}{mark} | {r['bytes_per_sequence']:,} | {r['pearson_mean']:.3f} | "
-                     f"{r['pearson_min']:.3f} | {r['spearman_mean']:.3f} | {r['top10']:.2f} | {r['top100']:.2f} | "
-                     f"{r[f'pearson_rescored_top{rescore}']:.3f} |")
-    lines.append("")
-    lines.append(f"Latency at the default size, {timing['sequences']:,} sequences: {timing['total_s']:.2f} s per query "
-                 f"({timing['gradient_s']:.2f} s query gradient + {timing['contract_s']:.2f} s contraction).")
+def write_table(summary: dict, path: Path) -> None:
+    """One row per method and budget, as markdown."""
+    k = summary["rescore"]
+    lines = [f"| method | bytes per sequence | Pearson mean | Pearson min | Spearman mean | top-10 overlap "
+             f"| exact top 10 in top {k} | top 10 after re-scoring top {k} |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(summary["rows"], key=lambda r: (r["method"], r["bytes_per_sequence"])):
+        lines.append(f"| {r['method']} | {r['bytes_per_sequence']:,} | {r['pearson_mean']:.3f} | {r['pearson_min']:.3f} "
+                     f"| {r['spearman_mean']:.3f} | {r['top10']:.2f} | {r[f'recall10_in_top{k}']:.2f} "
+                     f"| {r['top10_rescored']:.2f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Pearson and top-10 overlap against bytes per sequence."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    sizes = [r["bytes_per_sequence"] / 1024 for r in rows]
-    ax.plot(sizes, [r["pearson_mean"] for r in rows], "o-", label="Pearson (mean over queries)")
-    ax.plot(sizes, [r["top10"] for r in rows], "s--", label="top-10 overlap")
-    ax.set_xscale("log")
-    ax.set_xlabel("index size per sequence (KiB)")
-    ax.set_ylabel("agreement with full EK-FAC")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+def plot(summary: dict, path: Path) -> None:
+    """Pearson, top-10 overlap and top 10 after re-scoring against bytes per sequence, one line per method."""
+    k = summary["rescore"]
+    panels = [("pearson_mean", "Pearson (mean over queries)"), ("top10", "top-10 overlap"),
+              ("top10_rescored", f"top 10 after re-scoring top {k}")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (key, label) in zip(axes, panels):
+        for method in dict.fromkeys(r["method"] for r in summary["rows"]):
+            rows = sorted((r for r in summary["rows"] if r["method"] == method), key=lambda r: r["bytes_per_sequence"])
+            ax.plot([r["bytes_per_sequence"] / 1000 for r in rows], [r[key] for r in rows], "o-", label=method,
+                    linewidth=2.5 if method == "global" else 1.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per sequence (KB)")
+        ax.set_title(label)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{summary['n_sequences']:,} sequences, {summary['n_queries']} queries, {summary['n_layers']} layers "
+                 f"({summary['entries']:,} entries per gradient)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=130)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import sys
 from pathlib import Path
 
 import torch
@@ -23,8 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from wherefrom.demo.smollm2 import PROMPTS, download_gguf, prose_paragraphs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORK = REPO_ROOT / "bench-work"
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.workload import WORK, save_corpus_dataset, save_queries_dataset, write_jsonl
 
 QUERY_PROMPTS = PROMPTS[:4]  # the demo's first prompts; completions are the model's own greedy ones
 COMPLETION_TOKENS = 12
@@ -115,27 +117,6 @@ def build_queries(model, tokenizer) -> list[dict]:
     return queries
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-
-
-def save_datasets(corpus: list[dict], queries: list[dict], work: Path) -> None:
-    """HF datasets folders with input_ids and labels (prompt labels -100) for Bergson."""
-    from datasets import Dataset
-
-    Dataset.from_dict(
-        {"input_ids": [p["input_ids"] for p in corpus], "labels": [p["input_ids"] for p in corpus]}
-    ).save_to_disk(str(work / "corpus-ds"))
-    Dataset.from_dict(
-        {
-            "input_ids": [q["prompt_ids"] + q["completion_ids"] for q in queries],
-            "labels": [[-100] * len(q["prompt_ids"]) + q["completion_ids"] for q in queries],
-        }
-    ).save_to_disk(str(work / "queries-ds"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=WORK, help="output folder (default bench-work/)")
@@ -155,7 +136,8 @@ def main() -> None:
     queries = build_queries(model, tokenizer)
     write_jsonl(args.work / "corpus.jsonl", corpus)
     write_jsonl(args.work / "queries.jsonl", queries)
-    save_datasets(corpus, queries, args.work)
+    save_corpus_dataset([p["input_ids"] for p in corpus], args.work / "corpus-ds")
+    save_queries_dataset([(q["prompt_ids"], q["completion_ids"]) for q in queries], args.work / "queries-ds")
     print(f"corpus: {len(corpus)} passages x {args.tokens} tokens -> {args.work / 'corpus.jsonl'}")
     for query in queries:
         print(f"query {query['id']}: {query['prompt']!r} -> {query['completion']!r}")

@@ -64,21 +64,16 @@ def reduced_workload(passages: int, layers: int, work: Path = WORK) -> Workload:
         runs_dir=work / "runs" / root.name,
     )
     if not (workload.model_dir / "config.json").exists():
-        _write_truncated_model(full.model_dir, workload.model_dir, layers)
+        write_truncated_model(full.model_dir, workload.model_dir, layers)
     if not workload.corpus_ds.exists():
-        from datasets import Dataset
-
         rows = corpus_rows[:passages]
         root.mkdir(parents=True, exist_ok=True)
-        with open(workload.corpus_jsonl, "w") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-        ids = [row["input_ids"] for row in rows]
-        Dataset.from_dict({"input_ids": ids, "labels": ids}).save_to_disk(str(workload.corpus_ds))
+        write_jsonl(workload.corpus_jsonl, rows)
+        save_corpus_dataset([row["input_ids"] for row in rows], workload.corpus_ds)
     return workload
 
 
-def _write_truncated_model(source: Path, target: Path, layers: int) -> None:
+def write_truncated_model(source: Path, target: Path, layers: int) -> None:
     """Save the model with only its first `layers` decoder blocks, plus its tokenizer files."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -95,6 +90,32 @@ def _write_truncated_model(source: Path, target: Path, layers: int) -> None:
     for tokenizer_file in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (source / tokenizer_file).exists():
             shutil.copy(source / tokenizer_file, target / tokenizer_file)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write one JSON object per line."""
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+def save_corpus_dataset(input_ids: list[list[int]], path: Path) -> None:
+    """A datasets folder (save_to_disk) of training sequences, labels = input_ids, for Bergson."""
+    from datasets import Dataset
+
+    Dataset.from_dict({"input_ids": input_ids, "labels": input_ids}).save_to_disk(str(path))
+
+
+def save_queries_dataset(pairs: list[tuple[list[int], list[int]]], path: Path) -> None:
+    """A datasets folder of queries: input_ids = prompt + completion, labels -100 on the prompt."""
+    from datasets import Dataset
+
+    Dataset.from_dict(
+        {
+            "input_ids": [prompt + completion for prompt, completion in pairs],
+            "labels": [[-100] * len(prompt) + completion for prompt, completion in pairs],
+        }
+    ).save_to_disk(str(path))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -144,12 +144,18 @@ def test_a_prompt_only_query_is_completed_by_the_model_and_attributed(workspace,
     written = json.loads((out / "queries.jsonl").read_text().splitlines()[0])
     model = AutoModelForCausalLM.from_pretrained(workspace / "model")
     tokenizer = char_tokenizer()
-    ids = torch.tensor([tokenizer("the cat")["input_ids"]])
-    expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
-                              pad_token_id=tokenizer.eos_token_id)[0, ids.shape[1]:].tolist()  # greedy
-    expected = expected[:expected.index(1)] if 1 in expected else expected
+    ends = {tokenizer.eos_token_id, model.config.eos_token_id}  # the tokenizer's EOS (1), the model's (2)
+    ids, expected = tokenizer("the cat")["input_ids"], []
+    with torch.no_grad():  # greedy by argmax, up to 5 tokens, ending before an EOS
+        while len(expected) < 5:
+            token = int(model(input_ids=torch.tensor([ids + expected])).logits[0, -1].argmax())
+            if token in ends:
+                break
+            expected.append(token)
     assert written["completion_ids"] == expected and len(expected) >= 1
     assert written["completion"] == tokenizer.decode(expected)
+    assert written["generation"] == {"stop": "eos", "max_new_tokens": 5, "sample": False,
+                                     "ended": "eos" if len(expected) < 5 else "max_new_tokens"}
 
 
 def test_analyse_and_report_read_a_score_folder(workspace, tmp_path):

@@ -4,6 +4,7 @@ allocate, and nothing is written."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -43,7 +44,23 @@ def test_the_fit_disk_estimate_is_the_size_of_the_written_factors(workspace, tmp
     written = os.path.getsize(tmp_path / "run" / "factors.safetensors")
     assert abs(estimate.disk["factors.safetensors"] - written) <= HEADER_TOLERANCE, (estimate.disk, written)
     assert estimate.n_sequences == 30 and [s.name for s in estimate.stages][0] == "model"
-    assert all(seconds > 0 for seconds in estimate.seconds_per_sequence.values())
+
+
+def test_the_time_estimate_is_the_timed_work_per_sequence_times_the_sequences(workspace):
+    """A block that sleeps 20 ms per forward call makes every batch take at least that long: the estimate must
+    count it (a lower bound that holds however busy the machine is), and scale it by the corpus size."""
+    loaded = load_model(workspace / "model")
+    pause, batch_size = 0.02, 8
+    handle = loaded.model.transformer.h[0].register_forward_hook(lambda *_: time.sleep(pause))
+    try:
+        estimate = estimate_fit(loaded, workspace / "corpus.jsonl", FitOptions(batch_size=batch_size, max_length=32))
+    finally:
+        handle.remove()
+    assert set(estimate.seconds_per_sequence) == {"covariance", "correction"}
+    for name, seconds in estimate.seconds_per_sequence.items():
+        assert seconds >= pause / batch_size, (name, seconds)
+        stage = next(s for s in estimate.stages if s.name == f"{name} pass")
+        assert stage.seconds == pytest.approx(seconds * 30)
 
 
 def test_the_score_disk_estimate_is_the_size_of_the_written_scores(workspace, tmp_path):

@@ -13,12 +13,14 @@ Flags (checked against `bergson ekfac --help` of bergson 2.5.1):
 - damping: `damped_inverse` (the default) scales each eigenvalue by 1 / (lambda + c * mean(lambda)) with the
   mean over the module's (corrected) eigenvalue grid and c = `damping_factor`, default 0.1 — the paper's
   0.1 x mean eigenvalue per layer; passed explicitly below;
-- precision fp32 (the default of `--index_cfg.precision` and `--hessian_dtype`).
+- precision: the model in fp32 (`--index_cfg.precision`, default) or bf16 when asked; factors, eigenvalue correction and
+  scoring stay in fp32 (the defaults of `--hessian_dtype` and `--score.precision`), eigendecompositions in fp64;
+- batches: `--token_batch_size` tokens per batch when given (Bergson's default is 2048).
 Sign: the pipeline scores with `higher_is_better=True` (a positive score marks a proponent, i.e. a training
 sequence that lowers the query loss): wherefrom's convention, so the scores are used unflipped.
 
   python -m benchmarks.peers.bergson_run --model DIR --train corpus-ds --queries queries-ds --out RUN
-(run with the peers virtualenv's interpreter, or point --bergson at its `bergson` executable)
+(run with the interpreter that has Bergson installed: it is launched as `python -m bergson`)
 """
 
 from __future__ import annotations
@@ -27,18 +29,22 @@ import argparse
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
 DAMPING_FACTOR = 0.1
+PRECISIONS = {"float32": "fp32", "bfloat16": "bf16"}
 FIT_STEP = re.compile(r"\[step2_fit_hessian\] took ([0-9.]+)s")
 
 
-def command(bergson: str, model: Path, train: Path, queries: Path, run: Path) -> list[str]:
-    """The `bergson ekfac` command line for the workload."""
+def command(python: str, model: Path, train: Path, queries: Path, run: Path, precision: str = "fp32",
+            token_batch_size: int | None = None) -> list[str]:
+    """The `bergson ekfac` command line for the workload (`precision`: the model's dtype, fp32 or bf16)."""
+    batching = ["--token_batch_size", str(token_batch_size)] if token_batch_size else []
     return [
-        bergson, "ekfac", str(run),
+        python, "-m", "bergson", "ekfac", str(run),
         "--model", str(model),
         "--data.dataset", str(train),
         "--query.dataset", str(queries),
@@ -49,6 +55,8 @@ def command(bergson: str, model: Path, train: Path, queries: Path, run: Path) ->
         "--loss_reduction", "sum",
         "--query.aggregation", "none",
         "--hessian_pipeline_cfg.inversion_cfg.damping_factor", str(DAMPING_FACTOR),
+        "--index_cfg.precision", precision,
+        *batching,
     ]  # fmt: skip
 
 
@@ -79,10 +87,9 @@ def main() -> None:
     parser.add_argument("--train", type=Path, required=True, help="datasets folder with input_ids and labels")
     parser.add_argument("--queries", type=Path, required=True, help="datasets folder, prompt labels -100")
     parser.add_argument("--out", type=Path, required=True, help="Bergson run folder (must not exist)")
-    parser.add_argument("--bergson", default="bergson", help="the bergson executable")
     args = parser.parse_args()
     completed = subprocess.run(
-        command(args.bergson, args.model, args.train, args.queries, args.out),
+        command(sys.executable, args.model, args.train, args.queries, args.out),
         capture_output=True,
         text=True,
         check=True,

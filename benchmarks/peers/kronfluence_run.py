@@ -2,13 +2,18 @@
 
   python -m benchmarks.peers.kronfluence_run fit   --model DIR --corpus corpus.jsonl --out OUT
   python -m benchmarks.peers.kronfluence_run score --model DIR --corpus corpus.jsonl --queries queries.jsonl --out OUT
+  (both take --device cpu|cuda, --dtype float32|bfloat16, --batch-size N; defaults cpu, float32, 8)
 
 Run with the peers virtualenv's interpreter (benchmarks/setup_peers.sh). Settings, matched to wherefrom's:
 - tracked modules: the gate/up/down projections of every decoder block;
 - train loss: token-summed next-token NLL with the data labels; empirical Fisher (`use_empirical_fisher=True`);
 - measurement: the query loss, i.e. the NLL summed over completion tokens only (prompt labels are -100);
 - damping: `damping_factor=None`, Kronfluence's heuristic 0.1 x mean of each module's EK-FAC eigenvalues;
-- float32 everywhere except the float64 eigendecomposition (Kronfluence's default).
+- float32: the model in float32 and Kronfluence's default arguments (float32 everywhere except the float64
+  eigendecomposition);
+- bfloat16: the model loaded in bfloat16 and Kronfluence's own mixed setting for low precision,
+  `smart_low_precision_factor_arguments` / `smart_low_precision_score_arguments` (autocast, covariances and
+  per-sample gradients in bfloat16; eigenvalue correction, preconditioning and query SVD in float32).
 Sign: Kronfluence scores are grad(measurement)^T (G + damping)^-1 grad(train loss). With the query loss as the
 measurement a positive score means the training sequence lowers the query loss, i.e. raises
 log p(completion | prompt): wherefrom's convention, so `scores.npy` is saved unflipped.
@@ -28,6 +33,8 @@ import torch.nn.functional as F
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments, ScoreArguments
 from kronfluence.task import Task
+from kronfluence.utils.common.factor_arguments import smart_low_precision_factor_arguments
+from kronfluence.utils.common.score_arguments import smart_low_precision_score_arguments
 from kronfluence.utils.dataset import DataLoaderKwargs
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM
@@ -37,8 +44,8 @@ from benchmarks.workload import corpus_token_ids, mlp_linear_names, query_token_
 ANALYSIS_NAME = "bench"
 FACTORS_NAME = "ekfac"
 SCORES_NAME = "pairwise"
-BATCH_SIZE = 8
 IGNORE_INDEX = -100
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class TokenSequences(Dataset):
@@ -101,14 +108,15 @@ class LanguageModelingTask(Task):
         return batch["attention_mask"]
 
 
-def build_analyzer(model_dir: Path, out: Path) -> Analyzer:
-    """The model (float32, eval, frozen) wrapped for Kronfluence, tracking the MLP projections."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+def build_analyzer(model_dir: Path, out: Path, device: str, dtype: str) -> Analyzer:
+    """The model (in `dtype`, eval, frozen) wrapped for Kronfluence on `device`, tracking the MLP projections."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).eval()
     task = LanguageModelingTask(mlp_linear_names(model))
     model = prepare_model(model, task)
     analyzer = Analyzer(
-        analysis_name=ANALYSIS_NAME, model=model, task=task, cpu=True, disable_tqdm=True, output_dir=str(out)
-    )
+        analysis_name=ANALYSIS_NAME, model=model, task=task, cpu=device == "cpu", disable_tqdm=True,
+        output_dir=str(out),
+    )  # fmt: skip
     analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=pad_batch))
     return analyzer
 
@@ -118,29 +126,40 @@ def corpus_dataset(corpus: Path) -> TokenSequences:
     return TokenSequences(ids, ids)
 
 
-def fit(model_dir: Path, corpus: Path, out: Path) -> None:
+def factor_arguments(dtype: str) -> FactorArguments:
+    """EK-FAC with the empirical Fisher over every sequence; Kronfluence's precision setting for `dtype`."""
+    args = smart_low_precision_factor_arguments("ekfac", torch.bfloat16) if dtype == "bfloat16" else FactorArguments()
+    args.strategy = "ekfac"
+    args.use_empirical_fisher = True
+    args.covariance_max_examples = None
+    args.lambda_max_examples = None
+    return args
+
+
+def score_arguments(dtype: str) -> ScoreArguments:
+    """The heuristic damping (0.1 x mean eigenvalue per module); Kronfluence's precision setting for `dtype`."""
+    if dtype == "bfloat16":
+        return smart_low_precision_score_arguments(damping_factor=None, dtype=torch.bfloat16)
+    return ScoreArguments(damping_factor=None)
+
+
+def fit(model_dir: Path, corpus: Path, out: Path, device: str, dtype: str, batch_size: int) -> None:
     """Covariances, eigendecomposition and EK-FAC eigenvalue correction over the corpus."""
-    analyzer = build_analyzer(model_dir, out)
-    factor_args = FactorArguments(
-        strategy="ekfac",
-        use_empirical_fisher=True,
-        covariance_max_examples=None,
-        lambda_max_examples=None,
-    )
+    analyzer = build_analyzer(model_dir, out, device, dtype)
     start = time.perf_counter()
     analyzer.fit_all_factors(
         factors_name=FACTORS_NAME,
         dataset=corpus_dataset(corpus),
-        per_device_batch_size=BATCH_SIZE,
-        factor_args=factor_args,
+        per_device_batch_size=batch_size,
+        factor_args=factor_arguments(dtype),
         overwrite_output_dir=True,
     )
     write_timing(out, "fit", time.perf_counter() - start)
 
 
-def score(model_dir: Path, corpus: Path, queries: Path, out: Path) -> None:
+def score(model_dir: Path, corpus: Path, queries: Path, out: Path, device: str, dtype: str, batch_size: int) -> None:
     """Pairwise scores [n_queries, n_passages] from the fitted factors."""
-    analyzer = build_analyzer(model_dir, out)
+    analyzer = build_analyzer(model_dir, out, device, dtype)
     pairs = query_token_ids(queries)
     query_set = TokenSequences(
         [prompt + completion for prompt, completion in pairs],
@@ -153,8 +172,8 @@ def score(model_dir: Path, corpus: Path, queries: Path, out: Path) -> None:
         query_dataset=query_set,
         train_dataset=corpus_dataset(corpus),
         per_device_query_batch_size=len(query_set),
-        per_device_train_batch_size=BATCH_SIZE,
-        score_args=ScoreArguments(damping_factor=None),
+        per_device_train_batch_size=batch_size,
+        score_args=score_arguments(dtype),
         overwrite_output_dir=True,
     )
     elapsed = time.perf_counter() - start
@@ -175,14 +194,18 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--queries", type=Path, help="queries.jsonl (score stage)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = (args.device, args.dtype, args.batch_size)
     if args.stage == "fit":
-        fit(args.model, args.corpus, args.out)
+        fit(args.model, args.corpus, args.out, *settings)
     else:
         if args.queries is None:
             parser.error("the score stage needs --queries")
-        score(args.model, args.corpus, args.queries, args.out)
+        score(args.model, args.corpus, args.queries, args.out, *settings)
 
 
 if __name__ == "__main__":

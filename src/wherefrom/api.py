@@ -11,6 +11,7 @@ Both resume an interrupted run from its finished shards, and split the work acro
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
     refused for an existing run folder unless ``restart``.
     """
-    out = Path(out)
+    out, start = Path(out), time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
@@ -75,29 +76,37 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
     curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
     if world.is_main:
         manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
-        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job)
+        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
+                 seconds=time.perf_counter() - start)
         checkpoints.finish()
     world.barrier()
     return load_run(out)
 
 
-def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None, out: str | Path | None = None,
-          options: ScoreOptions | None = None, model: str | Path | LoadedModel | None = None,
-          quiet: bool = False, restart: bool = False, index: str | Path | None = None) -> ScoreResult:
+def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
+          out: str | Path | None = None, options: ScoreOptions | None = None,
+          model: str | Path | LoadedModel | None = None, quiet: bool = False, restart: bool = False,
+          index: str | Path | None = None) -> ScoreResult:
     """Score every sequence of ``corpus`` (default: the fitted corpus) against each query of ``queries``.
 
     ``options`` defaults to the run's own max_length, pack and batch_size. With ``index`` (a folder written by
-    `wherefrom index`) the scores come from the index, with no pass over the corpus, and ``options.rescore``
-    re-scores the index's top sequences exactly. Results are saved in ``out`` when given; an interrupted scoring
-    job with the same ``out`` resumes from its finished shards.
+    `wherefrom index`) the index's top ``options.rescore`` sequences per query (default 100) are scored exactly,
+    with no pass over the rest of the corpus; ``rescore=0`` gives the index's own scores of every sequence. The
+    index remembers its run and corpus, so ``run`` (None) and ``corpus`` only override them. Results are saved in
+    ``out`` when given; an interrupted scoring job with the same ``out`` resumes from its finished shards.
     """
-    opened = open_run(run, model)
+    gradient_index = None if index is None else GradientIndex.open(index)
+    if run is None and gradient_index is None:
+        raise WherefromError("give a fitted run folder (`wherefrom fit`), or an index (`wherefrom index`) that names one.")
+    opened = open_run(run if run is not None else gradient_index.run_folder, model)
     fitted = opened.fitted
-    options = options or ScoreOptions(**opened.data)
+    if options is None:  # the index's data options when there is one (the sequences it holds), else the run's
+        options = ScoreOptions(**(opened.data if gradient_index is None else
+                                  {name: gradient_index.manifest["options"][name] for name in opened.data}))
     check_solver_options(options)
     _check_score_options(options, index is not None)
     loaded, layers, factors = opened.loaded, opened.layers, opened.factors
-    gradient_index = None if index is None else GradientIndex.open(index)
+    run_dir = opened.folder
     corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
@@ -116,8 +125,8 @@ def score(run: str | Path, queries: str | Path, corpus: str | Path | None = None
     world = current_world()
     checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
     checkpoints.open(restart)
-    result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index, Path(run),
-                            quiet, checkpoints, world)
+    result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index,
+                            run_dir, quiet, checkpoints, world)
     result.metadata = {
         "strategy": factors.strategy,
         "fisher": fitted["fisher"],
@@ -141,8 +150,10 @@ def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     if options.rescore is not None and not with_index:
         raise WherefromError("--rescore re-scores the top of an index's ranking: give --index INDEX too.")
-    if options.refine != "none" and with_index and options.rescore is None:
-        raise WherefromError("--refine improves exact scoring; with --index it needs --rescore N.")
+    if options.rescore is not None and options.rescore < 0:
+        raise WherefromError(f"--rescore must be 0 (the index's own scores) or more, got {options.rescore}.")
+    if options.refine != "none" and with_index and options.rescored_per_query == 0:
+        raise WherefromError("--refine improves exact scoring; with --index it needs --rescore N (N ≥ 1).")
     if options.candidates is not None and with_index:
         raise WherefromError("--candidates and --index both choose which sequences to score: use one of them.")
 
@@ -156,9 +167,9 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
         rows = bm25_rows(sequences, queries, options.candidates, run_dir)
     elif index is not None:
         gradients = query_gradients(loaded.model, layers, queries, options.batch_size, quiet or not world.is_main)
-        if options.rescore is None:
+        if options.rescored_per_query == 0:
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options, factors.curvature)
-        rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescore)
+        rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescored_per_query)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
     precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
                                         quiet or not world.is_main)
@@ -170,9 +181,10 @@ def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: 
     """In words, which sequences the score columns are."""
     if options.candidates is not None:
         return f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.candidates} by BM25"
-    if index is not None and options.rescore is not None:
-        return (f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.rescore} by the "
+    if index is not None and options.rescored_per_query > 0:
+        return (f"{n_scored} of {n_corpus} sequences: the union of each query's top {options.rescored_per_query} by the "
                 "gradient index, scored exactly")
     if index is not None:
-        return f"all {n_corpus} sequences, scored from the gradient index ({index.manifest['options']['size']} numbers per layer)"
+        return (f"all {n_corpus} sequences, scored from the gradient index "
+                f"({index.manifest['bytes_per_sequence']:,} bytes per sequence)")
     return f"all {n_corpus} sequences"

@@ -14,6 +14,9 @@ STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
 REFINES: tuple[str, ...] = ("none", "cg")
+Stop = Literal["eos", "sentence"]
+STOPS: tuple[str, ...] = ("eos", "sentence")
+DEFAULT_RESCORE = 100  # with --index, each query's top sequences by the index that are scored exactly
 
 
 def option(default: Any, help: str) -> Any:
@@ -88,8 +91,8 @@ class ScoreOptions(DataOptions):
     )
     rescore: int | None = option(
         None,
-        "With --index: score the top N sequences per query of the index's ranking exactly (the union over queries), "
-        "with every decomposition asked for.",
+        f"With --index: score the top N sequences per query of the index's ranking exactly (the union over queries), "
+        f"with every decomposition asked for; default {DEFAULT_RESCORE}, 0: the index's own scores of every sequence.",
     )
     query_rank: int | None = option(
         None, "Keep each layer's preconditioned query gradient at this rank (SVD; the paper's query batching)."
@@ -101,10 +104,20 @@ class ScoreOptions(DataOptions):
     refine_iterations: int = option(10, "Conjugate-gradient iterations of --refine cg.")
     refine_sample: int = option(64, "Corpus sequences (a seeded sample) whose Gauss-Newton Hessian --refine cg uses.")
     max_new_tokens: int = option(32, "For queries without a completion: at most this many generated tokens.")
+    stop: Stop = option(
+        "eos", "For queries without a completion: where the model's answer ends. 'eos': at its end-of-sequence token "
+               "(or --max-new-tokens); 'sentence': also at the end of its first sentence (. ! ? or a line break), so "
+               "influence is measured on the answer, not on what the model rambles on with. Recorded in "
+               "queries.jsonl.")
     sample: bool = option(False, "For queries without a completion: sample instead of greedy decoding.")
     temperature: float = option(1.0, "Sampling temperature (with sample).")
     top_p: float = option(1.0, "Nucleus sampling threshold (with sample).")
     generation_seed: int = option(0, "Seed for sampled completions.")
+
+    @property
+    def rescored_per_query(self) -> int:
+        """With --index: how many of each query's top sequences by the index are scored exactly (0: none)."""
+        return DEFAULT_RESCORE if self.rescore is None else self.rescore
 
 
 
@@ -112,11 +125,14 @@ class ScoreOptions(DataOptions):
 class IndexOptions(DataOptions):
     """Options of `index`: how much of each training gradient the index keeps."""
 
-    size: int = option(
-        16384,
-        "Numbers kept per layer and sequence (float16): the entries of the layer's gradient in the EK-FAC "
-        "eigenbasis with the largest eigenvalues. Larger is closer to full EK-FAC scores and bigger on disk.",
+    budget: str = option(
+        "64KB",
+        "Bytes per sequence for the whole model ('64KB', '1.5MB', '65536B'; KB = 1,000 bytes, KiB = 1,024), or a "
+        "number of float16 values ('32768'), or 'full' (every entry, in float32: exactly full EK-FAC). The values "
+        "go to the entries of the gradient in the EK-FAC eigenbasis that matter most for scores, over all layers "
+        "together (largest Λ/(Λ+λ)). Larger is closer to full EK-FAC and bigger on disk.",
     )
+
 
 def help_of(cls: type, name: str) -> str:
     """The help text of an option field."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -17,10 +18,45 @@ def track(items: Iterable[T], total: int, description: str, quiet: bool = False)
     if quiet:
         yield from items
         return
+    with progress_bar(total, description) as bar:
+        for item in items:
+            yield item
+            bar.advance()
+
+
+class Bar:
+    """A progress bar advanced by hand, whose description can change as the work goes (see :func:`progress_bar`)."""
+
+    def __init__(self, progress: Progress | None, task: int | None) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self, steps: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, steps)
+
+    def describe(self, description: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=description)
+
+    def note(self, text: str) -> None:
+        """A line printed above the bar (kept in logs and piped output, where the bar is drawn only at the end)."""
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+
+    def finish(self) -> None:
+        """Mark the work done (it may have stopped before ``total`` steps, e.g. a solver that converged early)."""
+        if self._progress is not None:
+            done = next(task.completed for task in self._progress.tasks if task.id == self._task)
+            self._progress.update(self._task, total=done)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[Bar]:
+    """A bar of ``total`` steps on stderr for work that is not one loop; nothing is shown when quiet."""
+    if quiet:
+        yield Bar(None, None)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=_console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)
+        yield Bar(progress, progress.add_task(description, total=total))

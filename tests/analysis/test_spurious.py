@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wherefrom.analysis.spurious import flag_spurious, spurious_sequences, token_norm_ratios
+from wherefrom.analysis.spurious import concentration_p_values, flag_spurious, spurious_sequences, token_norm_ratios
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
 
 # Per-token influence of four sequences (token 0 never predicted, so 0) on one query.
@@ -51,9 +51,9 @@ def test_ratios_match_norms_per_slice():
                 assert ratios[q, n] == pytest.approx(brute_ratio(segment), rel=1e-12)
 
 
-def test_one_token_sequence_is_flagged_and_flat_is_not():
+def test_one_token_sequence_is_flagged_and_flat_is_not_by_the_papers_rule_alone():
     result = make_result([SEQUENCES], [[1.0, 2.0, 3.0, 4.0]])
-    flagged = spurious_sequences(result)
+    flagged = spurious_sequences(result, level=1.0)
     assert [(s.query, s.row) for s in flagged[0]] == [(0, 0), (0, 2)]  # highest ratio first
     assert flagged[0][0].ratio == pytest.approx(1.0)
     assert flagged[0][1].ratio == pytest.approx(1 / np.sqrt(2), rel=1e-6)
@@ -71,7 +71,7 @@ def test_threshold_is_a_parameter():
 def test_top_k_restricts_to_each_querys_top_sequences():
     flipped = [[-x for x in s] for s in SEQUENCES]  # sign does not change the ratio
     result = make_result([SEQUENCES, flipped], [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
-    flagged = spurious_sequences(result, top_k=2)
+    flagged = spurious_sequences(result, top_k=2, level=1.0)
     assert [s.row for s in flagged[0]] == [2]  # top-2 of query 0: rows 3, 2
     assert [s.row for s in flagged[1]] == [0]  # top-2 of query 1: rows 0, 1
     assert flagged[1][0].query == 1
@@ -85,3 +85,38 @@ def test_missing_or_mismatched_per_token_scores_are_clear_errors():
         token_norm_ratios(np.zeros((1, 6)), [0, 2, 5])
     with pytest.raises(ValueError, match="non-decreasing"):
         token_norm_ratios(np.zeros((1, 6)), [0, 4, 2, 6])
+
+
+def test_the_concentration_p_value_is_the_exact_tail_probability_of_same_length_draws():
+    # Pool (nonzero tokens of all sequences): nine 1s and one 10. For two tokens drawn with replacement the
+    # ratio is 1/sqrt(2) (two equal values) or sqrt(101)/11 ≈ 0.914 (a 1 and the 10); the pairs are enumerated.
+    sequences = [[0.0, 1.0, 1.0]] * 4 + [[0.0, 1.0, 10.0], [0.0, 1.0]]
+    per_token = np.concatenate(sequences)
+    offsets = np.cumsum([0] + [len(s) for s in sequences])
+    pool = np.abs(per_token[per_token != 0])
+    pairs = [(a, b) for a in pool for b in pool]
+    exact_tail = np.mean([np.hypot(a, b) / (a + b) >= np.sqrt(101) / 11 - 1e-12 for a, b in pairs])  # 0.18
+    draws = 4000
+    shares = concentration_p_values(per_token, offsets, draws=draws)
+    sd = np.sqrt(exact_tail * (1 - exact_tail) / draws)
+    assert abs(shares[0, 4] - exact_tail) < 4 * sd + 1 / draws
+    assert shares[0, 0] == 1.0  # every pair is at least as concentrated as two equal values
+    assert shares[0, 5] == 1.0  # one predicted token: any single draw is as concentrated
+
+
+def test_short_sequences_are_not_flagged_for_being_short_but_a_lone_outlier_token_is():
+    rng = np.random.default_rng(0)
+    # A corpus of short sequences, each with one token carrying most of its influence (like facts whose answer
+    # token carries it): the paper's rule flags every one, though such concentration is what this corpus does.
+    short = [[0.0, 5.0 * rng.uniform(0.8, 1.2), *rng.uniform(0.3, 0.6, 2)] for _ in range(60)]
+    # One long sequence whose influence sits on a single token among 40: unlike any 40 tokens of the corpus.
+    outlier = [0.0, *rng.uniform(0.01, 0.05, 39), 20.0]
+    sequences = [*short, outlier]
+    result = make_result([sequences], [list(range(len(sequences)))])
+    ratios = token_norm_ratios(result.per_token, result.token_offsets)[0]
+    assert (ratios > 2 / 3).all()  # the paper's rule alone flags them all
+    assert len(spurious_sequences(result, level=1.0)[0]) == len(sequences)
+    shares = concentration_p_values(result.per_token, result.token_offsets)[0]
+    assert shares[:60].min() > 0.05  # a short one's concentration is common in same-length corpus draws
+    flagged = spurious_sequences(result)[0]
+    assert [s.row for s in flagged] == [60] and flagged[0].p_value == pytest.approx(1 / 1001)

@@ -1,29 +1,24 @@
-"""The JSON API through FastAPI's test client: answers equal independent scoring, bad requests get a 4xx with a
+"""The JSON API through FastAPI's test client: answers equal an independent float64 computation, bad requests get a 4xx with a
 clear message, questions are answered in turn, can be cancelled, and corpus text is never served as HTML."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from exact import sequence_gradient
 from outputs.page import parse
+from safetensors.torch import load_file
 
 import wherefrom
 from explorer.conftest import HOSTILE_ID, MAX_LENGTH, SCRIPT
 from wherefrom.analysis import restricted_scores
-from wherefrom.scoring.generation import complete_queries
-
-
-@pytest.fixture(scope="module")
-def reference(explorer_demo, tmp_path_factory):
-    """The question scored by `wherefrom.score` over the whole corpus, with per-layer scores."""
-    queries = tmp_path_factory.mktemp("reference") / "queries.jsonl"
-    queries.write_text(json.dumps({"prompt": explorer_demo.prompt, "completion": explorer_demo.completion}) + "\n")
-    options = wherefrom.ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True)
-    return wherefrom.score(explorer_demo.run, queries, explorer_demo.corpus, options=options, quiet=True)
+from wherefrom.models.selection import select_layers
+from wherefrom.scoring.generation import first_sentence_end
 
 
 def ask(client, **question):
@@ -32,30 +27,55 @@ def ask(client, **question):
     return response.json()
 
 
-def test_answer_ranks_like_scoring_the_whole_corpus(client, explorer_demo, reference):
+@pytest.fixture(scope="module")
+def independent(explorer_demo):
+    """The question's influence on every sequence, per layer [layers, sequences], in float64 without wherefrom's
+    engine: autograd gradients (tests/exact.py) and EK-FAC's eq. 21 applied to the factors read from the file."""
+    session = explorer_demo.session
+    model = copy.deepcopy(session.loaded.model).double()
+    layers = select_layers(model, "mlp")
+    assert [layer.name for layer in layers] == [layer.name for layer in session.layers]
+    query = session.make_query(explorer_demo.prompt, explorer_demo.completion)
+    q = sequence_gradient(model, layers, list(query.input_ids), first_target=len(query.prompt_ids))
+    train = torch.stack([sequence_gradient(model, layers, list(s.input_ids)) for s in session.sequences])
+    factors = load_file(str(explorer_demo.run / "factors.safetensors"))
+    per_layer, lo = [], 0
+    for layer in layers:
+        Q_A, Q_S, eigenvalues = (factors[f"{layer.name}/{part}"].double() for part in ("Q_A", "Q_S", "eigenvalues"))
+        size = eigenvalues.numel()
+        V = q[lo:lo + size].reshape(eigenvalues.shape)
+        solved = Q_S @ ((Q_S.T @ V @ Q_A) / (eigenvalues + 0.1 * eigenvalues.mean())) @ Q_A.T  # eq. 21, λ = 0.1 mean Λ
+        per_layer.append(train[:, lo:lo + size] @ solved.reshape(-1))
+        lo += size
+    return torch.stack(per_layer)
+
+
+def test_answer_ranks_like_an_independent_float64_computation(client, explorer_demo, independent):
     answer = ask(client, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
-    expected = reference.top(0, 5)
+    exact = independent.sum(0)
+    expected = torch.topk(exact, 5).indices.tolist()
     assert [s["row"] for s in answer["top"]] == expected
-    assert [s["record_id"] for s in answer["top"]] == [reference.sequences[r].record_id for r in expected]
+    sequences = explorer_demo.session.sequences
+    assert [s["record_id"] for s in answer["top"]] == [sequences[r].record_id for r in expected]
     assert answer["top"][0]["record_id"] == HOSTILE_ID
     for shown in answer["top"]:
-        exact = float(reference.scores[0, shown["row"]])
-        assert shown["score"] == pytest.approx(exact, rel=1e-4, abs=1e-3)
-        assert sum(t["value"] for t in shown["tokens"]) == pytest.approx(exact, rel=1e-3, abs=1e-2)
-        assert "".join(t["text"] for t in shown["tokens"]) == reference.sequences[shown["row"]].text
+        score = float(exact[shown["row"]])
+        assert shown["score"] == pytest.approx(score, rel=1e-3, abs=1e-3)
+        assert sum(t["value"] for t in shown["tokens"]) == pytest.approx(score, rel=1e-3, abs=1e-2)
+        assert "".join(t["text"] for t in shown["tokens"]) == explorer_demo.session.texts[shown["row"]]
         for name, block in explorer_demo.session.blocks.items():
             assert shown["blocks"][name] == pytest.approx(
-                float(restricted_scores(reference.per_layer[:, 0, shown["row"]], block)), rel=1e-3, abs=1e-2)
-    assert answer["ranking"] == "exact" and answer["n_sequences"] == len(reference.sequences)
-    assert answer["tail"]["n_scores"] == len(reference.sequences)
+                float(restricted_scores(independent[:, shown["row"]], block)), rel=1e-3, abs=1e-2)
+    assert answer["ranking"] == "exact" and answer["n_sequences"] == len(sequences)
+    assert answer["tail"]["n_scores"] == len(sequences)
     assert answer["layer_heatmap"].startswith("data:image/svg+xml;base64,")
     assert answer["completion_logprob"] < 0 and not answer["generated"]
 
 
-def test_a_layer_block_ranks_by_the_scores_of_its_layers_only(client, explorer_demo, reference):
+def test_a_layer_block_ranks_by_the_scores_of_its_layers_only(client, explorer_demo, independent):
     block = explorer_demo.session.blocks["upper"]
     answer = ask(client, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=4, layers="upper")
-    restricted = torch.as_tensor(restricted_scores(reference.per_layer[:, 0], block))
+    restricted = torch.as_tensor(restricted_scores(independent, block))
     assert [s["row"] for s in answer["top"]] == torch.topk(restricted, 4).indices.tolist()
     for shown in answer["top"]:
         assert shown["score"] == pytest.approx(float(restricted[shown["row"]]), rel=1e-3, abs=1e-2)
@@ -63,18 +83,60 @@ def test_a_layer_block_ranks_by_the_scores_of_its_layers_only(client, explorer_d
     assert answer["layer_range"] == f"transformer layer {block.first_layer}"
 
 
-def test_without_a_completion_the_model_writes_it_streamed_as_generate_would(client, explorer_demo):
-    job = client.post("/api/questions", json={"prompt": explorer_demo.prompt, "max_new_tokens": 6}).json()
-    final = _wait(client, job["id"])
-    assert final["status"] == "done", final
+def _greedy(model, prompt_ids, n: int) -> list[int]:
+    """n greedy tokens after the prompt, by argmax of the model's logits (not through `generate`)."""
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt_ids):]
+
+
+def _first_sentence(tokenizer, ids: list[int]) -> list[int]:
+    """The tokens up to the first one that writes a '.', when the text goes on with a space (the demo's facts)."""
+    ids = ids[:ids.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in ids else ids
+    text = tokenizer.decode(ids)
+    assert ". " in text, text  # the demo model's answer is a sentence and more
+    return next(ids[:k] for k in range(1, len(ids) + 1) if "." in tokenizer.decode(ids[:k]))
+
+
+def test_without_a_completion_the_model_writes_its_first_sentence_streamed(client, explorer_demo):
     session = explorer_demo.session
+    tokenizer = session.loaded.tokenizer
     query = session.make_query(explorer_demo.prompt, None)
-    options = wherefrom.ScoreOptions(max_length=MAX_LENGTH, max_new_tokens=6)
-    expected = complete_queries(session.loaded.model, session.loaded.tokenizer, [query], options, quiet=True)[0]
-    assert final["answer"]["completion"] == expected.completion and final["answer"]["generated"]
-    written = [e["text"] for e in final["events"] if e["kind"] == "completion"]
-    assert written[-1] == expected.completion and len(written) == len(expected.completion_ids)
-    assert [e["stage"] for e in final["events"] if e["kind"] == "stage"][0] == "completion"
+    greedy = _greedy(session.loaded.model, query.prompt_ids, 16)
+    for stop, expected_ids in (("sentence", _first_sentence(tokenizer, greedy)), ("eos", greedy)):
+        job = client.post("/api/questions", json={"prompt": explorer_demo.prompt, "max_new_tokens": 16,
+                                                  **({"stop": stop} if stop == "eos" else {})}).json()
+        final = _wait(client, job["id"])
+        assert final["status"] == "done", final
+        expected = tokenizer.decode(expected_ids)
+        assert final["answer"]["completion"] == expected and final["answer"]["generated"]
+        written = [e["text"] for e in final["events"] if e["kind"] == "completion"]
+        assert written[-1] == expected and len(written) >= len(expected_ids)
+        assert [e["stage"] for e in final["events"] if e["kind"] == "stage"][0] == "completion"
+
+
+def test_score_records_how_the_model_wrote_a_completion(explorer_demo, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"id": "own", "prompt": explorer_demo.prompt}) + "\n"
+                       + json.dumps({"id": "given", "prompt": explorer_demo.prompt, "completion": " x"}) + "\n")
+    options = wherefrom.ScoreOptions(max_length=MAX_LENGTH, batch_size=32, max_new_tokens=16, stop="sentence")
+    wherefrom.score(explorer_demo.run, queries, explorer_demo.corpus, out=tmp_path / "out", options=options,
+                    quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "queries.jsonl").read_text().splitlines()]
+    session = explorer_demo.session
+    greedy = _greedy(session.loaded.model, session.make_query(explorer_demo.prompt, None).prompt_ids, 16)
+    assert rows[0]["completion_ids"] == _first_sentence(session.loaded.tokenizer, greedy)
+    assert rows[0]["generation"] == {"stop": "sentence", "max_new_tokens": 16, "sample": False, "ended": "sentence"}
+    assert rows[1]["generation"] is None
+
+
+@pytest.mark.parametrize(("text", "end"), [(" Genvir Gun. The small dog", 12), (" Genvir Gun.", None),
+                                           (" 3.5 apples", None), (" it is 3. Then", 9), ("\n\nfirst line\nsecond", 12),
+                                           (' he said "stop." and left', 16), (" why? because", 5)])
+def test_where_a_first_sentence_ends(text, end):
+    assert first_sentence_end(text) == end
 
 
 def _wait(client, job_id):
@@ -176,7 +238,7 @@ def test_the_api_is_described_by_an_openapi_schema(client):
     assert info["n_sequences"] == len(client.app.state.session.sequences) and "nats" in info["units"]
 
 
-def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_demo, reference, tmp_path_factory):
+def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_demo, independent, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from wherefrom.explorer import ExplorerSession, create_app
@@ -185,10 +247,11 @@ def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_de
 
     folder = tmp_path_factory.mktemp("explorer-index") / "index"
     build_index(explorer_demo.run, folder, explorer_demo.corpus,
-                IndexOptions(max_length=MAX_LENGTH, batch_size=32, size=10**6), quiet=True)
+                IndexOptions(max_length=MAX_LENGTH, batch_size=32, budget="full"), quiet=True)
     with TestClient(create_app(ExplorerSession.open(explorer_demo.run, index=folder))) as indexed:
         answer = ask(indexed, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
     assert answer["ranking"] == "index"
-    assert [s["row"] for s in answer["top"]] == reference.top(0, 5)
+    exact = independent.sum(0)
+    assert [s["row"] for s in answer["top"]] == torch.topk(exact, 5).indices.tolist()
     for shown in answer["top"]:  # the shown scores are the exact re-scores
-        assert shown["score"] == pytest.approx(float(reference.scores[0, shown["row"]]), rel=1e-4, abs=1e-3)
+        assert shown["score"] == pytest.approx(float(exact[shown["row"]]), rel=1e-3, abs=1e-3)

@@ -45,7 +45,7 @@ def test_with_an_index_the_cosine_ranking_is_the_exact_one(explorer_demo, normal
 
     folder = tmp_path_factory.mktemp("explorer-cosine-index") / "index"
     build_index(explorer_demo.run, folder, explorer_demo.corpus,
-                IndexOptions(max_length=MAX_LENGTH, batch_size=32, size=10**6), quiet=True)
+                IndexOptions(max_length=MAX_LENGTH, batch_size=32, budget="full"), quiet=True)
     with TestClient(create_app(ExplorerSession.open(explorer_demo.run, index=folder))) as indexed:
         response = indexed.post("/api/answer", json={"prompt": explorer_demo.prompt,
                                                      "completion": explorer_demo.completion, "top_k": 5,

@@ -35,8 +35,9 @@ def workspace(tmp_path_factory):
     return root
 
 
-def brute_force_scores(root, size: int) -> torch.Tensor:
-    """Σ_layers Σ_kept q̃_ij g̃_ij / (Λ_ij + λ) from autograd gradients, keeping each layer's ``size`` largest Λ_ij."""
+def brute_force_scores(root, values: int) -> torch.Tensor:
+    """Σ_kept q̃_ij g̃_ij / (Λ_ij + λ) from autograd gradients in float64, keeping the ``values`` entries with the
+    largest Λ_ij / (Λ_ij + λ) over all layers together (λ = 0.1 × the layer's mean Λ)."""
     loaded = load_model(root / "model")
     layers = select_layers(loaded.model, "mlp")
     factors = load_file(str(root / "run" / "factors.safetensors"))
@@ -47,51 +48,91 @@ def brute_force_scores(root, size: int) -> torch.Tensor:
         prompt = tokenizer(q["prompt"])["input_ids"]
         completion = tokenizer(q["completion"], add_special_tokens=False)["input_ids"]
         queries.append(sequence_gradient(loaded.model, layers, prompt + completion, first_target=len(prompt)))
-    total, offset = torch.zeros(len(QUERIES), len(TEXTS), dtype=torch.float64), 0
-    for layer in layers:
+    Lambdas = [factors[f"{layer.name}/eigenvalues"].double() for layer in layers]
+    ratio = torch.cat([(L / (L + 0.1 * L.mean())).flatten() for L in Lambdas])
+    chosen = torch.zeros(ratio.numel(), dtype=torch.bool)
+    chosen[ratio.argsort(descending=True)[:values]] = True
+    total, offset, entry = torch.zeros(len(QUERIES), len(TEXTS), dtype=torch.float64), 0, 0
+    for layer, Lambda in zip(layers, Lambdas):
         Q_S, Q_A = factors[f"{layer.name}/Q_S"].double(), factors[f"{layer.name}/Q_A"].double()
-        Lambda = factors[f"{layer.name}/eigenvalues"].double()
         n = Lambda.numel()
-        kept = Lambda.flatten().argsort(descending=True)[:size]
-        damping = 0.1 * Lambda.mean()
+        kept = chosen[entry:entry + n]
 
         def rotate(g: torch.Tensor) -> torch.Tensor:
             return (Q_S.T @ g[offset:offset + n].double().reshape(Lambda.shape) @ Q_A).flatten()[kept]  # noqa: B023
 
-        weights = 1 / (Lambda.flatten()[kept] + damping)
+        weights = 1 / (Lambda.flatten()[kept] + 0.1 * Lambda.mean())
         total += torch.stack([rotate(q) * weights for q in queries]) @ torch.stack([rotate(g) for g in train]).T
         offset += n
+        entry += n
     return total
 
 
-@pytest.mark.parametrize("size", [10**6, 100])
-def test_index_scores_equal_brute_force_on_the_kept_entries(workspace, tmp_path, size):
+RAW = ScoreOptions(max_length=32, batch_size=3, rescore=0)  # the index's own scores of every sequence
+
+
+@pytest.mark.parametrize("values", [100, 700])
+def test_index_scores_equal_brute_force_on_the_globally_kept_entries(workspace, tmp_path, values):
     index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
-                                                                                    size=size), quiet=True)
-    assert str(index.gradients.dtype) == "float16"
-    got = score(workspace / "run", workspace / "queries.jsonl", options=ScoreOptions(max_length=32, batch_size=3),
-                index=index.folder, quiet=True).scores.double()
-    expected = brute_force_scores(workspace, size)
+                                                                                    budget=str(values)), quiet=True)
+    assert str(index.gradients.dtype) == "float16" and index.gradients.shape[1] == values
+    sizes = [p.size for p in index.projections.values()]
+    assert len(set(sizes)) > 1, "the budget is spread by the curvature, not equally over the layers"
+    got = score(None, workspace / "queries.jsonl", options=RAW, index=index.folder, quiet=True).scores.double()
+    expected = brute_force_scores(workspace, values)
     torch.testing.assert_close(got, expected, rtol=0, atol=2e-3 * float(expected.abs().max()))
+
+
+def test_a_full_budget_index_is_full_ekfac(workspace, tmp_path):
+    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
+                                                                                    budget="full"), quiet=True)
+    assert str(index.gradients.dtype) == "float32"
+    got = score(None, workspace / "queries.jsonl", options=RAW, index=index.folder, quiet=True).scores.double()
+    exact = score(workspace / "run", workspace / "queries.jsonl", options=ScoreOptions(max_length=32, batch_size=3),
+                  quiet=True).scores.double()
+    assert got.shape == exact.shape
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-5 * float(exact.abs().max()))
+
+
+@pytest.mark.parametrize("budget, limit", [("1000B", 1000), ("1.5KB", 1500), ("2KiB", 2048), ("777", 777 * 2 + 4),
+                                           ("1MB", 10**6)])
+def test_the_budget_is_respected_to_the_byte(workspace, tmp_path, budget, limit):
+    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
+                                                                                    budget=budget), quiet=True)
+    n, d = index.gradients.shape
+    stored = (tmp_path / "index" / "gradients.npy").stat().st_size + (tmp_path / "index" / "scales.npy").stat().st_size
+    header = 2 * 128  # each .npy file's header
+    per_sequence = index.gradients.dtype.itemsize * d + index.scales.dtype.itemsize
+    assert index.manifest["bytes_per_sequence"] == per_sequence == (stored - header) / n
+    total = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in index.projections.values())
+    assert per_sequence <= limit
+    if d < total:
+        assert per_sequence + 2 > limit, "one more float16 value would have fitted"
+    else:
+        assert str(index.gradients.dtype) == "float32" or total * 4 + 4 > limit  # float32 when everything fits
 
 
 def test_a_full_size_index_agrees_with_exact_scoring_and_rescoring_is_exact(workspace, tmp_path):
     options = ScoreOptions(max_length=32, batch_size=3, per_token=True)
-    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, size=10**6),
-                quiet=True)
+    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
+                                                                            budget="200"), quiet=True)
     full = score(workspace / "run", workspace / "queries.jsonl", options=options, quiet=True)
-    rescored = score(workspace / "run", workspace / "queries.jsonl", options=ScoreOptions(
+    index_top = score(None, workspace / "queries.jsonl", options=RAW, index=tmp_path / "index", quiet=True)
+    rescored = score(None, workspace / "queries.jsonl", options=ScoreOptions(
         max_length=32, batch_size=3, per_token=True, rescore=2), index=tmp_path / "index", quiet=True)
     rows = [s.row for s in rescored.sequences]
-    assert set(rows) == {r for q in range(2) for r in full.top(q, 2)}  # the union of each query's top 2
+    assert set(rows) == {r for q in range(2) for r in index_top.top(q, 2)}  # the union of each query's top 2
     torch.testing.assert_close(rescored.scores, full.scores[:, rows])
     assert rescored.per_token is not None and "gradient index" in rescored.metadata["columns"]
+    by_default = score(None, workspace / "queries.jsonl", options=ScoreOptions(max_length=32, batch_size=3),
+                       index=tmp_path / "index", quiet=True)  # rescores each query's top 100: here every sequence
+    torch.testing.assert_close(by_default.scores, full.scores)
 
 
 def test_index_layers_split_the_score(workspace, tmp_path):
     build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32), quiet=True)
     result = score(workspace / "run", workspace / "queries.jsonl", index=tmp_path / "index", quiet=True,
-                   options=ScoreOptions(max_length=32, batch_size=3, per_layer=True))
+                   options=ScoreOptions(max_length=32, batch_size=3, per_layer=True, rescore=0))
     assert result.per_layer.shape == (6, 2, len(TEXTS))
     torch.testing.assert_close(result.per_layer.sum(0), result.scores, rtol=1e-5, atol=1e-6)
 
@@ -102,12 +143,13 @@ def test_bad_index_requests_are_refused_clearly(workspace, tmp_path):
     build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32), quiet=True)
     before = (tmp_path / "index" / "gradients.npy").read_bytes()
     with pytest.raises(WherefromError, match="--restart"):
-        build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, size=7),
+        build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="7"),
                     quiet=True)
     assert (tmp_path / "index" / "gradients.npy").read_bytes() == before
     queries = workspace / "queries.jsonl"
     for options, index, message in [
-        (ScoreOptions(max_length=32, per_token=True), tmp_path / "index", "--rescore"),
+        (ScoreOptions(max_length=32, per_token=True, rescore=0), tmp_path / "index", "--rescore 0"),
+        (ScoreOptions(max_length=32, rescore=-1), tmp_path / "index", "--rescore must be 0"),
         (ScoreOptions(max_length=32, rescore=3), None, "--index"),
         (ScoreOptions(max_length=32, candidates=3), tmp_path / "index", "one of them"),
         (ScoreOptions(max_length=32), tmp_path / "missing", "not a finished gradient index"),
@@ -123,17 +165,24 @@ def test_bad_index_requests_are_refused_clearly(workspace, tmp_path):
 def test_cli_index_then_score_from_it(workspace, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["index", "--run", str(workspace / "run"), "--out", str(tmp_path / "index"),
-                                 "--size", "64"])
+                                 "--budget", "1KB"])
     assert result.exit_code == 0, result.output
     assert f"indexed {len(TEXTS)} sequences" in result.output
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["bytes_per_sequence"] == 6 * 64 * 2 + 8 and not (tmp_path / "index" / ".shards").exists()
-    assert GradientIndex.open(tmp_path / "index").gradients.shape == (len(TEXTS), 6 * 64)
-    result = runner.invoke(app, ["score", "--run", str(workspace / "run"), "--queries", str(workspace / "queries.jsonl"),
-                                 "--index", str(tmp_path / "index"), "--out", str(tmp_path / "out"), "--top-k", "3"])
-    assert result.exit_code == 0, result.output
-    top = json.loads((tmp_path / "out" / "results.jsonl").read_text().splitlines()[0])["top"]
-    assert len(top) == 3 and top[0]["record_id"] == "doc-2"  # "paris is the capital of france."
+    assert manifest["bytes_per_sequence"] == 1000 and not (tmp_path / "index" / ".shards").exists()
+    assert GradientIndex.open(tmp_path / "index").gradients.shape == (len(TEXTS), 498)
+    for rescore, listed in (("0", 3), ("1", 2)):  # the index alone; the union of each query's top 1, rescored
+        result = runner.invoke(app, ["score", "--queries", str(workspace / "queries.jsonl"), "--rescore", rescore,
+                                     "--index", str(tmp_path / "index"), "--out", str(tmp_path / rescore), "--top-k", "3"])
+        assert result.exit_code == 0, result.output
+        top = json.loads((tmp_path / rescore / "results.jsonl").read_text().splitlines()[0])["top"]
+        assert top[0]["record_id"] == "doc-2"  # "paris is the capital of france."
+        assert len(top) == listed
+    result = runner.invoke(app, ["score", "--queries", str(workspace / "queries.jsonl"), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--run" in result.output and "--index" in result.output
+    result = runner.invoke(app, ["index", "--run", str(workspace / "run"), "--out", str(tmp_path / "bad"),
+                                 "--budget", "lots"])
+    assert result.exit_code != 0 and "--budget 'lots'" in result.output and not (tmp_path / "bad").exists()
 
 
 def test_candidates_score_the_union_of_each_querys_bm25_top(workspace, tmp_path):
@@ -155,7 +204,7 @@ def test_candidates_score_the_union_of_each_querys_bm25_top(workspace, tmp_path)
 def test_dry_run_predicts_the_index_files(workspace, tmp_path):
     from wherefrom.costs.index_plan import estimate_index
 
-    options = IndexOptions(batch_size=3, max_length=32, size=100)
+    options = IndexOptions(batch_size=3, max_length=32, budget="300B")
     estimate = estimate_index(workspace / "run", None, options)
     assert not (tmp_path / "index").exists()
     build_index(workspace / "run", tmp_path / "index", options=options, quiet=True)
@@ -163,3 +212,17 @@ def test_dry_run_predicts_the_index_files(workspace, tmp_path):
         assert estimate.disk[name] == (tmp_path / "index" / name).stat().st_size, name
     real = (tmp_path / "index" / "projections.safetensors").stat().st_size
     assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding
+    assert any("300 bytes per sequence" in note for note in estimate.notes)
+
+
+def test_dry_run_of_score_with_an_index_counts_the_rescoring(workspace, tmp_path):
+    from wherefrom.costs.plans import estimate_score
+
+    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="300"),
+                quiet=True)
+    queries = workspace / "queries.jsonl"
+    stages = {s.name: s for s in estimate_score(None, queries, index=tmp_path / "index").stages}
+    assert "index contraction" in stages and "scoring pass" not in stages
+    assert f"at most {len(TEXTS)} sequences" in stages["re-scoring the index's top"].detail  # 2 queries × 100 > N
+    raw = estimate_score(None, queries, options=ScoreOptions(max_length=32, rescore=0), index=tmp_path / "index")
+    assert [s.name for s in raw.stages][-1] == "index contraction"

@@ -23,8 +23,10 @@ def workspace(tmp_path_factory):
     write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
     write_jsonl(root / "queries.jsonl", QUERIES)
     fit(root / "model", root / "corpus.jsonl", root / "run", FitOptions(batch_size=3, max_length=32), quiet=True)
-    build_index(root / "run", root / "index", options=IndexOptions(batch_size=3, max_length=32, size=10**6), quiet=True)
-    build_index(root / "run", root / "small", options=IndexOptions(batch_size=3, max_length=32, size=50), quiet=True)
+    build_index(root / "run", root / "index", options=IndexOptions(batch_size=3, max_length=32, budget="full"),
+                quiet=True)
+    build_index(root / "run", root / "small", options=IndexOptions(batch_size=3, max_length=32, budget="200"),
+                quiet=True)
     return root
 
 
@@ -42,11 +44,11 @@ def test_normalised_index_scores_and_rescoring_agree_with_exact_normalised_scori
                      options=ScoreOptions(max_length=32, batch_size=3, normalize=True, **extra))
 
     exact = run()
-    from_index = run(workspace / "index")
+    from_index = run(workspace / "index", rescore=0)
     assert from_index.ranked_by == "cosine"
     torch.testing.assert_close(from_index.cosine.double(), exact.cosine.double(), rtol=0, atol=2e-3)
     rescored = run(workspace / "small", rescore=3)
     rows = [s.row for s in rescored.sequences]
     torch.testing.assert_close(rescored.cosine, exact.cosine[:, rows])  # candidates normalised exactly
-    with pytest.raises(WherefromError, match="--rescore N"):
-        run(workspace / "index", damping=0.01)  # stored norms are at the default damping
+    with pytest.raises(WherefromError, match="drop --rescore 0"):
+        run(workspace / "index", damping=0.01, rescore=0)  # stored norms are at the default damping

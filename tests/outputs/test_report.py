@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from outputs.page import Element, parse
-from outputs.synthetic import synthetic_result
+from outputs.synthetic import SPURIOUS_ROW, synthetic_result
+from wherefrom.analysis import spurious_sequences
 from wherefrom.outputs import write_report
 from wherefrom.scoring.results import ScoreResult
 
@@ -100,19 +101,19 @@ def test_token_colours_follow_the_sign_and_the_query_wide_scale(tmp_path):
                 assert float(opacity) == pytest.approx(0.85 * abs(value) / scale, abs=1e-3)
 
 
-def test_spurious_flags_match_the_norm_ratio(tmp_path):
+def test_spurious_flags_are_the_calibrated_ones_of_the_analysis(tmp_path):
     result = synthetic_result()
     page = report_tree(result, tmp_path, top_k=10)
-    per_token, offsets = result.per_token.double().numpy(), result.token_offsets.numpy()
+    flagged_by_analysis = spurious_sequences(result, top_k=10)  # calibrated against the corpus (test_spurious)
     counts = []
     for query in range(3):
         rows = top_rows(result.scores, query, 10)
-        slices = [per_token[query, offsets[r]:offsets[r + 1]] for r in rows]
-        expected = [np.linalg.norm(a) / np.abs(a).sum() > 2 / 3 for a in slices]
+        expected = [row in {s.row for s in flagged_by_analysis[query]} for row in rows]
         flagged = ["spurious" in card.attrs["class"].split() for card in cards(page, query)]
         assert flagged == expected
         counts.append(str(sum(expected)))
-    assert flagged_rows_of_query_0(page) and counts[0] != "0"  # the built-in spurious sequence is caught
+    # The built-in spurious sequence (all of its influence on one token) is caught, and it alone.
+    assert flagged_rows_of_query_0(page) == [f"doc-{SPURIOUS_ROW}"] and counts[0] == "1"
     overview = page.by_id("overview").find_all("tbody")[0].find_all("tr")
     assert [row.find_all("td")[-1].text for row in overview] == counts
 

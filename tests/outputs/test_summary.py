@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from rich.console import Console
@@ -41,3 +43,41 @@ def test_texts_with_rich_markup_are_printed_literally():
 def test_top_k_must_be_positive():
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         print_summary(synthetic_result(n_sequences=5), top_k=0)
+
+
+def _table_rows(text: str) -> list[tuple[str, str, str]]:
+    """(rank, score, record id) of every table row, a folded record id's lines joined again (without spaces)."""
+    rows: list[list[str]] = []
+    for line in text.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells[0]:
+            rows.append(cells[:3])
+        elif rows:
+            rows[-1][2] += cells[2]
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.parametrize("width", [80, 40])
+def test_rank_score_and_id_stay_whole_on_a_narrow_piped_terminal(width):
+    result = synthetic_result(n_sequences=30)
+    long_id = "pydoc-" + "very-long-topic-name-" * 3 + "end"
+    result.sequences[5].record_id = long_id
+    result.scores[1, 5] = 1e6
+    output = io.StringIO()  # not a terminal: what `wherefrom score ... | less` gets
+    print_summary(result, top_k=3, console=Console(file=output, width=width, color_system=None))
+    text = output.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for query in result.queries:
+        order = np.argsort(-result.scores[query.index].double().numpy(), kind="stable")[:3]
+        expected = [(str(rank), f"{float(result.scores[query.index, r]):+.4g}", result.sequences[r].record_id)
+                    for rank, r in enumerate(order, start=1)]
+        shown = _table_rows(text)[3 * query.index:3 * query.index + 3]
+        assert [row[:2] for row in shown] == [row[:2] for row in expected]
+        for (_, _, ident), (_, _, record_id) in zip(shown, expected, strict=True):
+            whole = record_id.replace(" ", "")
+            # Narrow: the snippet shares the id's cell, on the lines under it.
+            ident = ident.replace(" ", "")
+            assert ident == whole if width >= 60 else ident.startswith(whole), (ident, record_id)
+    assert width < 60 or "<bos>" in text  # snippets kept where there is room for them

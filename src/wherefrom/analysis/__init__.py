@@ -21,8 +21,10 @@ from wherefrom.analysis.memorisation import (
     shared_spans,
 )
 from wherefrom.analysis.spurious import (
+    SPURIOUS_LEVEL,
     SPURIOUS_THRESHOLD,
     SpuriousSequence,
+    concentration_p_values,
     flag_spurious,
     spurious_sequences,
     token_norm_ratios,
@@ -47,6 +49,8 @@ __all__ = [
     "find_memorisation",
     "fit_power_law",
     "flag_spurious",
+    "concentration_p_values",
+    "SPURIOUS_LEVEL",
     "layer_blocks",
     "layer_heatmap",
     "restricted_scores",

@@ -3,6 +3,13 @@
 For a sequence's per-token influence vector a, the ratio ||a||_2 / ||a||_1 lies in [1/sqrt(len(a)), 1]: it is 1
 when a single token carries all of the influence and 1/sqrt(len(a)) when every token carries the same amount.
 The paper flags a sequence as spurious when the ratio exceeds 2/3.
+
+That rule alone fires on most short sequences, and on a fact's carriers, whose influence rightly sits on the
+tokens that state the answer: per-token influence is heavy-tailed, so few tokens carry most of it almost
+everywhere. :func:`concentration_p_values` calibrates the ratio against the scored corpus: the share of random
+draws of as many tokens from all of the query's per-token influences (the corpus pooled) whose ratio is as high.
+`spurious_sequences` flags a sequence when the paper's rule holds *and* that share is at most 1%: its
+influence is more concentrated than same-length token sets of this corpus usually are.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from wherefrom.analysis._arrays import as_numpy
 from wherefrom.scoring.results import ScoreResult
 
 SPURIOUS_THRESHOLD = 2.0 / 3.0
+SPURIOUS_LEVEL = 0.01  # flag when at most this share of same-length corpus token draws are as concentrated
+NULL_DRAWS = 1000  # random token sets per query and sequence length
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class SpuriousSequence:
     query: int
     row: int
     ratio: float  # ||a||_2 / ||a||_1 of its per-token influence on the query
+    p_value: float = float("nan")  # share of same-length corpus token draws as concentrated (NaN: not calibrated)
 
 
 def token_norm_ratios(per_token: Any, token_offsets: Any) -> np.ndarray:
@@ -59,20 +69,54 @@ def flag_spurious(ratios: Any, threshold: float = SPURIOUS_THRESHOLD) -> list[li
     return flagged
 
 
+def concentration_p_values(per_token: Any, token_offsets: Any, rows: list[list[int]] | None = None,
+                           draws: int = NULL_DRAWS, seed: int = 0) -> np.ndarray:
+    """For each query and sequence: the share of ``draws`` random sets of as many tokens, drawn from all of the
+    query's per-token influences, whose ||a||_2 / ||a||_1 is at least the sequence's, [n_queries, n_sequences].
+
+    Each sequence's first token (nothing predicts it, so it carries no influence) is left out of both the
+    sequence and the pool. ``rows``: per query, the sequences to compute (default all); the others get NaN.
+    The share is (1 + as concentrated) / (1 + draws), so never 0.
+    """
+    tokens = np.atleast_2d(as_numpy(per_token))
+    offsets = as_numpy(token_offsets, dtype=np.int64)
+    ratios = token_norm_ratios(tokens, offsets)
+    predicted = np.ones(tokens.shape[1], dtype=bool)
+    predicted[offsets[:-1][np.diff(offsets) > 0]] = False  # each sequence's first token
+    rng = np.random.default_rng(seed)
+    shares = np.full(ratios.shape, np.nan)
+    for query, values in enumerate(tokens):
+        pool = np.abs(values[predicted])
+        null: dict[int, np.ndarray] = {}
+        for row in range(ratios.shape[1]) if rows is None else rows[query]:
+            length = int(offsets[row + 1] - offsets[row]) - 1
+            if length < 1 or np.isnan(ratios[query, row]):
+                continue
+            if length not in null:
+                sample = pool[rng.integers(0, pool.size, size=(draws, length))]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    null[length] = np.sqrt((sample * sample).sum(1)) / sample.sum(1)
+            shares[query, row] = (1 + np.count_nonzero(null[length] >= ratios[query, row])) / (1 + draws)
+    return shares
+
+
 def spurious_sequences(
-    result: ScoreResult, threshold: float = SPURIOUS_THRESHOLD, top_k: int | None = None
+    result: ScoreResult, threshold: float = SPURIOUS_THRESHOLD, top_k: int | None = None,
+    level: float = SPURIOUS_LEVEL,
 ) -> list[list[SpuriousSequence]]:
-    """Spurious sequences of each query of ``result``; with ``top_k``, only among that query's top-k by score."""
+    """Spurious sequences of each query of ``result``; with ``top_k``, only among that query's top-k by score.
+
+    Flagged: ratio above ``threshold`` (the paper's rule) and concentration p-value at most ``level`` (see
+    :func:`concentration_p_values`); ``level`` 1 keeps the paper's rule alone."""
     if result.per_token is None or result.token_offsets is None:
         raise ValueError("these results hold no per-token scores; score again with per-token scores enabled")
     ratios = token_norm_ratios(result.per_token, result.token_offsets)
-    if top_k is not None:
-        kept = np.full(ratios.shape, np.nan)
-        for query in range(ratios.shape[0]):
-            top = result.top(query, top_k)
-            kept[query, top] = ratios[query, top]
-        ratios = kept
-    return flag_spurious(ratios, threshold)
+    rows = None if top_k is None else [result.top(query, top_k) for query in range(ratios.shape[0])]
+    shares = concentration_p_values(result.per_token, result.token_offsets, rows)
+    calibrated = np.where(shares <= level, ratios, np.nan)  # NaN never flags
+    flagged = flag_spurious(calibrated, threshold)
+    return [[SpuriousSequence(s.query, s.row, s.ratio, float(shares[s.query, s.row])) for s in per_query]
+            for per_query in flagged]
 
 
 def _segment_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:

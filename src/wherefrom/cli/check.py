@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wherefrom.cli.common import QUIET, app, choice, run_action
+from wherefrom.cli.common import QUIET, app, choice, print_dry_run, run_action
 from wherefrom.options import default_of, help_of
 from wherefrom.solvers.trust import CheckOptions, TrustReport
 
@@ -26,19 +26,29 @@ def check(
                                                    "--n-queries corpus sequences' own gradients)."),
     solver: str = check_opt("solver"),
     iterations: int = check_opt("iterations"),
+    tolerance: float = check_opt("tolerance"),
+    budget: float | None = check_opt("budget"),
+    layers: int = check_opt("layers"),
     sample: int = check_opt("sample"),
     n_queries: int = check_opt("n_queries", "--n-queries"),
     damping: float | None = check_opt("damping"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expected time (one Gauss-Newton product timed "
+                                                          "on a batch of the sample) and memory, and check nothing."),
     quiet: bool = QUIET,
 ) -> None:
     """Measure how far EK-FAC's inverse-Hessian-vector products are from an iterative solver's, per layer."""
 
     def action() -> None:
+        from wherefrom.costs.check_plan import estimate_check
         from wherefrom.solvers.check_run import check_run
 
         options = CheckOptions(solver=choice(solver, ("cg", "lissa"), "--solver"), iterations=iterations,
-                               sample=sample, n_queries=n_queries, damping=damping)
-        print_report(check_run(run, corpus, queries, options, quiet))
+                               tolerance=tolerance, budget=budget, layers=layers, sample=sample, n_queries=n_queries,
+                               damping=damping)
+        if dry_run:
+            print_dry_run(lambda: estimate_check(run, corpus, queries, options), quiet)
+        else:
+            print_report(check_run(run, corpus, queries, options, quiet))
 
     run_action(action)
 
@@ -46,12 +56,15 @@ def check(
 def print_report(report: TrustReport, console: Console | None = None) -> None:
     """The per-layer table and the verdict in words."""
     console = console or Console()
-    table = Table(title=f"EK-FAC against {report.solver.upper()} ({report.iterations} iterations) on the damped "
-                        "block-diagonal Gauss-Newton Hessian")
+    solver = "CG" if report.solver == "cg" else "LiSSA"
+    checked = "" if len(report.layers) == report.tracked else f", {len(report.layers)} of {report.tracked} layers"
+    table = Table(title=f"EK-FAC against {solver} ({report.iterations} iterations, {report.seconds:.0f} s{checked}) "
+                        "on the damped block-diagonal Gauss-Newton Hessian")
     for column in ("layer", "cosine", "relative error", "solver residual"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for a in [*report.layers, report.overall]:
         table.add_row(a.name, f"{a.cosine:.3f}", f"{a.relative_error:.3f}", f"{a.residual:.2g}",
                       style="bold" if a is report.overall else None)
     console.print(table)
+    console.print(f"[dim]{solver} {report.stopped}.[/]", highlight=False)
     console.print(f"[bold]verdict: {report.verdict}[/] — {report.explanation}", highlight=False)

@@ -19,7 +19,8 @@ from wherefrom.cli.common import (
     run_action,
     score_opt,
 )
-from wherefrom.options import FISHERS, REFINES, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.errors import WherefromError
+from wherefrom.options import FISHERS, REFINES, STOPS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
 
 
 @app.command()
@@ -63,16 +64,18 @@ def fit(
 
 @app.command()
 def score(
-    run: Path = typer.Option(..., "--run", "--run-dir",
-                             help="Run folder written by `wherefrom fit` (under torchrun, spell it --run-dir: "
-                                  "torchrun's own parser takes --run for its --run-path)."),
+    run: Path | None = typer.Option(None, "--run", "--run-dir",
+                                    help="Run folder written by `wherefrom fit`; with --index, default: the index's "
+                                         "run (under torchrun, spell it --run-dir: torchrun's own parser takes --run "
+                                         "for its --run-path)."),
     queries: Path = typer.Option(..., help="Queries .jsonl: prompt/completion, prompt_ids/completion_ids, or messages; "
                                            "a query with only a prompt is completed by the model first."),
     out: Path = typer.Option(..., help="Folder for scores.safetensors, results.jsonl and the sidecars."),
     corpus: Path | None = typer.Option(None, help="Sequences to score (default: the corpus the run was fitted on, "
                                                   "or the index's)."),
-    index: Path | None = typer.Option(None, help="Gradient index written by `wherefrom index`: scores come from it, "
-                                                 "with no pass over the corpus."),
+    index: Path | None = typer.Option(None, help="Gradient index written by `wherefrom index`: it ranks every "
+                                                 "sequence with no pass over the corpus, and its top --rescore "
+                                                 "sequences per query are scored exactly."),
     candidates: int | None = score_opt("candidates"),
     rescore: int | None = score_opt("rescore"),
     top_k: int = score_opt("top_k", "--top-k"),
@@ -86,6 +89,7 @@ def score(
     refine_iterations: int = score_opt("refine_iterations", "--refine-iterations"),
     refine_sample: int = score_opt("refine_sample", "--refine-sample"),
     max_new_tokens: int = score_opt("max_new_tokens", "--max-new-tokens"),
+    stop: str = score_opt("stop"),
     sample: bool = score_opt("sample", "--sample"),
     temperature: float = score_opt("temperature"),
     top_p: float = score_opt("top_p", "--top-p"),
@@ -102,16 +106,20 @@ def score(
     def action() -> None:
         from wherefrom.api import score as score_run
         from wherefrom.curvature.store import load_run
+        from wherefrom.index import GradientIndex
         from wherefrom.outputs.summary import print_summary
         from wherefrom.solvers.damping import parse_damping
 
-        fitted = load_run(run).manifest["options"]
+        if run is None and index is None:
+            raise WherefromError("give --run RUN (a folder written by `wherefrom fit`), or --index INDEX.")
+        data = GradientIndex.open(index).manifest["options"] if index is not None else load_run(run).manifest["options"]
         options = ScoreOptions(
-            max_length=max_length or fitted["max_length"], pack=fitted["pack"],
-            batch_size=batch_size or fitted["batch_size"], shard_size=shard_size or fitted["shard_size"],
+            max_length=max_length or data["max_length"], pack=data["pack"],
+            batch_size=batch_size or data["batch_size"], shard_size=shard_size or data["shard_size"],
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
-            max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
+            temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )
@@ -134,7 +142,7 @@ def index(
     out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, self_influence.npy, projections, "
                                           "manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
-    size: int = index_opt("size"),
+    budget: str = index_opt("budget"),
     dry_run: bool = DRY_RUN,
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
@@ -151,7 +159,7 @@ def index(
         fitted = load_run(run).manifest["options"]
         options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
                                batch_size=batch_size or fitted["batch_size"],
-                               shard_size=shard_size or fitted["shard_size"], size=size)
+                               shard_size=shard_size or fitted["shard_size"], budget=budget)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
 

@@ -14,8 +14,9 @@ from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
 from wherefrom.engine.stream import Labels
+from wherefrom.index.budget import RowLayout
 from wherefrom.index.building import IndexWriter
-from wherefrom.index.projection import choose_projection
+from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
 from wherefrom.options import IndexOptions
 
@@ -26,16 +27,16 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
     opened = open_run(run)
     loaded, layers = opened.loaded, opened.layers
-    projections = {layer.name: choose_projection(layer.name, opened.curvature.layers[layer.name], options.size)
-                   for layer in layers}
-    columns = sum(p.size for p in projections.values())
+    layout, projections = choose_projections({layer.name: opened.curvature.layers[layer.name] for layer in layers},
+                                             options.budget)
+    columns = layout.values
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = next(loaded.model.parameters()).dtype
 
     def make(lengths: list[int]) -> IndexWriter:
         n_rows = len(lengths)
-        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), np.float16),
+        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), layout.dtype),
                                                            np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)))
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
@@ -49,13 +50,23 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
               Stage("indexing pass", weights + bases + batch + rotated, measured.seconds_per_sequence * n,
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
-    disk = {"gradients.npy": n * columns * 2 + _NPY_HEADER, "scales.npy": n * 4 + _NPY_HEADER,
-            "self_influence.npy": n * 4 + _NPY_HEADER,
+    disk = {"gradients.npy": n * columns * np.dtype(layout.dtype).itemsize + _NPY_HEADER,
+            "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
-                        [f"{columns * 2 + 8:,} bytes per sequence ({options.size} numbers per layer, float16)"])
+                        [budget_note(layout, projections, n, options.budget)])
+
+
+def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_sequences: int, budget: str) -> str:
+    """The row the budget buys, the index's size, and how the values spread over the layers."""
+    per_layer = [p.size for p in projections.values()]
+    whole = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in projections.values())
+    return (f"--budget {budget}: {layout.bytes_per_sequence:,} bytes per sequence ({layout.values:,} {layout.dtype} "
+            f"values of the {whole:,} entries, {layout.values / whole:.2%}, and a float32 scale); index "
+            f"{layout.bytes_per_sequence * n_sequences / 1e6:,.1f} MB for {n_sequences:,} sequences; values per "
+            f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
 
 
 def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:

@@ -87,13 +87,14 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
                         _notes(len(passes)))
 
 
-def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | None = None,
+def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
                    options: ScoreOptions | None = None, index: str | Path | None = None) -> CostEstimate:
     """What `wherefrom score` with these arguments will cost (prompt-only queries count --max-new-tokens tokens).
 
-    With ``index`` the scoring pass is replaced by the index's contraction, timed on the index.
+    With ``index`` the scoring pass is replaced by the index's contraction, timed on the index, and the exact
+    scoring of its top ``rescore`` sequences per query (at most that many per query, fewer where queries share them).
     """
-    opened = open_run(run)
+    opened = open_run(run if run is not None else GradientIndex.open(index).run_folder)
     fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
     options = options or ScoreOptions(**opened.data)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
@@ -138,7 +139,11 @@ def estimate_score(run: str | Path, queries: str | Path, corpus: str | Path | No
               measured.seconds_per_sequence * n, _per_sequence(measured, n)),
     ]
     if index is not None:
-        stages[-1] = index_contraction_stage(index, n_queries)
+        rescored = min(n, n_queries * options.rescored_per_query)
+        stages[-1:] = [index_contraction_stage(index, n_queries)] + ([Stage(
+            "re-scoring the index's top", weights + batch + preconditioned, measured.seconds_per_sequence * rescored,
+            f"at most {rescored} sequences (each query's top {options.rescored_per_query}), scored exactly")]
+            if rescored else [])
     shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
                                       options.self_influence)
     row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
@@ -193,7 +198,7 @@ def _per_sequence(measured: SampleMeasure, n: int) -> str:
 
 def _notes(passes: int) -> list[str]:
     first = (f"{passes} pass(es) over the corpus; times are for one process (torchrun splits the passes)" if passes
-             else "no pass over the corpus: the scores come from the gradient index")
+             else "no pass over the whole corpus: the gradient index ranks it")
     return [first,
             "memory: peak of each stage from shapes, the autograd graph measured on a sample batch and scaled to "
             "the longest sequence"]

@@ -42,8 +42,10 @@ class FactorRun:
 
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
-             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str) -> Path:
-    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last)."""
+             model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
+             seconds: float | None = None) -> Path:
+    """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``seconds``: how
+    long the fit took (its last session, when it was resumed), which `check` takes as its default budget."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     stored: set[int] = set()
@@ -68,6 +70,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "options": options,
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,
+        "fit_seconds": seconds,
         "layers": [{"name": layer.name, "type": layer.layer_type.__name__, "in_features": layer.shape.in_features,
                     "out_features": layer.shape.out_features, "has_bias": layer.shape.has_bias} for layer in layers],
     }

@@ -14,6 +14,16 @@ QUERY_FORMATS = "'prompt' and 'completion' (text), 'prompt_ids' and 'completion_
 
 
 @dataclass(frozen=True)
+class Generation:
+    """How the model wrote a completion: its settings and why it ended ('eos', 'sentence' or 'max_new_tokens')."""
+
+    stop: str
+    max_new_tokens: int
+    sample: bool
+    ended: str
+
+
+@dataclass(frozen=True)
 class Query:
     """A query: f = log p(completion | prompt), with prompt and completion tokenized separately (as in the paper)."""
 
@@ -22,6 +32,7 @@ class Query:
     completion: str
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
+    generation: Generation | None = None  # set when the model wrote the completion
 
     @property
     def needs_completion(self) -> bool:

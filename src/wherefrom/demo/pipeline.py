@@ -62,7 +62,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
                 quiet=quiet)  # what `wherefrom serve` answers new questions from
     folders["index"] = out / "scores-index"
     score(out / f"run-{STRATEGIES[0]}", queries, out=folders["index"], index=out / "index", quiet=quiet,
-          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, normalize=True))
+          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, normalize=True, rescore=0))  # the index alone
     seconds["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     recall = evaluate_demo(out, model_dir, {"ekfac": folders["ekfac"], "index": folders["index"],
@@ -99,7 +99,8 @@ def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstrap
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)
     run = out / "run-ekfac"
     fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet)
-    options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16)
+    options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16,
+                           stop="sentence")
     result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet)
     report = write_report(result, out / "report.html", title="wherefrom demo: SmolLM2 on Python's documentation",
                           n_bootstrap=bootstraps)

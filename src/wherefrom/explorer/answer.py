@@ -15,11 +15,10 @@ from wherefrom.explorer.jobs import Job
 from wherefrom.explorer.ranking import rank_all, rescore
 from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
 from wherefrom.explorer.session import ExplorerSession
+from wherefrom.options import DEFAULT_RESCORE
 from wherefrom.outputs.sections import query_sections
 from wherefrom.scoring.generation import generate_completion
 from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
-
-MIN_CANDIDATES = 32  # with the index, at least this many (and 3 x top_k) sequences are re-scored exactly
 
 
 @dataclass
@@ -37,7 +36,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     generated = query.needs_completion
     if generated:
         job.emit("stage", stage="completion", message="the model is writing its answer", done=0, total=1)
-        query = _write(session, query, request.max_new_tokens, job)
+        query = _write(session, query, request.max_new_tokens, request.stop, job)
         seconds["completion"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="ranking", message=f"ranking {len(session.sequences)} training sequences "
              f"({'gradient index' if session.index is not None else 'exact EK-FAC scan'})", done=0, total=1)
@@ -47,7 +46,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     basis = ranking.scores if ranking.cosine is None else ranking.cosine
     if request.layers != "all":
         basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
-    n_candidates = request.top_k if ranking.exact else max(3 * request.top_k, MIN_CANDIDATES)
+    n_candidates = request.top_k if ranking.exact else max(request.top_k, DEFAULT_RESCORE)  # as `score --index`
     candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
     job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
              "per layer", done=0, total=1)
@@ -63,13 +62,17 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     return Answer(view, result)
 
 
-def _write(session: ExplorerSession, query: Query, max_new_tokens: int, job: Job) -> Query:
-    """``query`` with the model's greedy completion, streamed to the job's events as it is written."""
+def _write(session: ExplorerSession, query: Query, max_new_tokens: int, stop: str, job: Job) -> Query:
+    """``query`` with the model's greedy completion, streamed to the job's events as it is written (the last event
+    is the completion as kept: a token written to see that a sentence ended is dropped)."""
     tokenizer = session.loaded.tokenizer
-    streamer = CompletionStreamer(tokenizer, lambda text: job.emit("completion", text=text))
-    options = replace(session.options, max_new_tokens=max_new_tokens)
-    ids = generate_completion(session.loaded.model, tokenizer, query, options, streamer)
-    return replace(query, completion=tokenizer.decode(ids), completion_ids=ids)
+    shown: list[str] = []
+    streamer = CompletionStreamer(tokenizer, lambda text: (shown.append(text), job.emit("completion", text=text)))
+    options = replace(session.options, max_new_tokens=max_new_tokens, stop=stop)
+    written = generate_completion(session.loaded.model, tokenizer, query, options, streamer)
+    if not shown or shown[-1] != written.completion:
+        job.emit("completion", text=written.completion)
+    return written
 
 
 def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, candidates: list[int],

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wherefrom.options import ScoreOptions, Stop, help_of
+
 Block = Literal["all", "lower", "middle", "upper"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
@@ -27,6 +29,7 @@ class AskRequest(BaseModel):
                                                "in the (G + λI)⁻¹ metric (which sequences state what the question "
                                                "says) instead of the raw influence (which would change the answer "
                                                "most); only with layers='all'.")
+    stop: Stop = Field("sentence", description=help_of(ScoreOptions, "stop") + " Here the default is 'sentence'.")
 
 
 class TokenView(BaseModel):
@@ -49,7 +52,8 @@ class SequenceView(BaseModel):
                                     "for a sequence outside the re-scored candidates.")
     text: str
     tokens: list[TokenView]
-    spurious: bool = Field(description="Its influence sits on very few tokens (||a||_2/||a||_1 above threshold).")
+    spurious: bool = Field(description="Its influence sits on very few tokens: ||a||_2/||a||_1 above 2/3 and more "
+                                       "concentrated than 99% of same-length token sets of the corpus.")
     blocks: dict[str, float] = Field(description="Score restricted to each layer block (only with layers='all').")
 
 

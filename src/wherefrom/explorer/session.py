@@ -47,7 +47,7 @@ class ExplorerSession:
         gradient_index = None
         if index is not None:
             gradient_index = GradientIndex.open(index)
-            run = run or gradient_index.manifest["run"]
+            run = run or gradient_index.run_folder
             corpus = corpus or gradient_index.manifest["corpus"]
         if run is None:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")

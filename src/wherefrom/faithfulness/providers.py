@@ -54,7 +54,8 @@ def fitted_run(context: ScoringContext, strategy: Strategy) -> Path:
 def curvature_scores(strategy: Strategy, label: str | None = None, index: bool = False, **options: Any
                      ) -> ScoreFunction:
     """Scores from ``wherefrom.fit``/``score`` with this curvature strategy and score ``options`` (query rank,
-    refinement), or from a gradient index of the run at its default size when ``index``."""
+    refinement), or from a gradient index of the run at its default budget when ``index`` (give rescore=0 for the
+    index's own scores of every sequence)."""
 
     def compute(context: ScoringContext, damping: float | None) -> np.ndarray:
         run = fitted_run(context, strategy)
@@ -85,7 +86,7 @@ PROVIDERS: dict[str, ScoreProvider] = {p.name: p for p in (
                   curvature_scores("ekfac", "ekfac-rank8", query_rank=8)),
     ScoreProvider("ekfac+cg", "EK-FAC query vectors refined by 10 conjugate-gradient steps on the damped GGN of "
                   "64 sampled sequences (--refine cg)", curvature_scores("ekfac", "ekfac-cg", refine="cg")),
-    ScoreProvider("index", "EK-FAC from the gradient index at its default size (wherefrom index)",
-                  curvature_scores("ekfac", "ekfac-index", index=True)),
+    ScoreProvider("index", "EK-FAC from the gradient index at its default budget (wherefrom index)",
+                  curvature_scores("ekfac", "ekfac-index", index=True, rescore=0)),
 )}
 SWEPT = "ekfac"  # the method whose damping the sweep varies

@@ -22,12 +22,13 @@ def index_result(index: GradientIndex, gradients: QueryGradients, queries: list[
     """Scores of every indexed sequence from the index (per layer too when asked; cosines with --normalize)."""
     if options.per_token or options.self_influence:
         raise WherefromError("an index keeps no tokens: per-token scores and self-influence need the sequences "
-                             "themselves; add --rescore N to score the index's top N per query exactly.")
+                             "themselves; drop --rescore 0 to score the index's top sequences per query exactly.")
     if options.query_rank is not None:
-        raise WherefromError("--query-rank applies to exact scoring; with --index use it together with --rescore.")
+        raise WherefromError("--query-rank applies to exact scoring; with --index drop --rescore 0.")
     if options.normalize and options.damping is not None:
         raise WherefromError("the index stores self-influence at each layer's default damping; with --normalize "
-                             "and --damping, add --rescore N so the top N are normalised exactly at your damping.")
+                             "and --damping, drop --rescore 0 so the top sequences are normalised exactly at your "
+                             "damping.")
     per_layer = index.per_layer_scores(gradients, options.damping) if options.per_layer else None
     scores = per_layer.sum(0) if per_layer is not None else index.scores(gradients, options.damping)
     query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None

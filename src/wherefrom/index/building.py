@@ -27,7 +27,8 @@ from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, StreamBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
-from wherefrom.index.projection import LayerProjection, choose_projection
+from wherefrom.index.budget import RowLayout
+from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import (
     FORMAT,
     GRADIENTS,
@@ -57,7 +58,8 @@ class IndexWriter:
         self.gradients, self.scales, self.self_influence = arrays
 
     def update(self, item: StreamBatch) -> None:
-        """Project one batch's per-sequence gradients (in float32) and store them with their self-influence."""
+        """Project one batch's per-sequence gradients (in float32) and store them in the index's float type, with
+        their self-influence."""
         parts, self_influence = [], torch.zeros(item.batch.rows.shape[0], dtype=torch.float64)
         for name, layer in item.layers.items():
             projection, curvature = self.projections[name], self.curvature.layers[name]
@@ -67,7 +69,7 @@ class IndexWriter:
         rows = torch.cat(parts, dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
         index = item.batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).to(torch.float16).numpy()
+        self.gradients[index] = (rows / scale[:, None]).numpy().astype(self.gradients.dtype)
         self.scales[index] = scale.numpy()
         self.self_influence[index] = self_influence.float().numpy()
 
@@ -102,28 +104,29 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
         if not restart:
             raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
                                  "choose another --out, or add --restart to replace it.")
-    projections = {layer.name: choose_projection(layer.name, factors.curvature.layers[layer.name], options.size)
-                   for layer in layers}
+    layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
+                                             options.budget)
     world = current_world()
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
-    arrays = _open_arrays(out / SHARDS, len(sequences), sum(p.size for p in projections.values()), world)
+    arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, factors.curvature, arrays), checkpoints, world, quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), projections, factors, corpus_path, corpus_id, len(sequences), options, job)
+        _finish(out, Path(run).resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences),
+                options, job)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
 
 
-def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World
+def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The memory-mapped arrays being filled (gradients, scales, self-influence): created by rank 0 unless a
     resumed build left them."""
-    shapes = {GRADIENTS: (np.float16, (n_rows, n_columns)), SCALES: (np.float32, (n_rows,)),
+    shapes = {GRADIENTS: (layout.dtype, (n_rows, layout.values)), SCALES: (np.float32, (n_rows,)),
               SELF_INFLUENCE: (np.float32, (n_rows,))}
     if world.is_main and not all((folder / name).is_file() for name in shapes):
         for name, (dtype, shape) in shapes.items():
@@ -133,8 +136,8 @@ def _open_arrays(folder: Path, n_rows: int, n_columns: int, world: World
     return gradients, scales, self_influence
 
 
-def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], factors: FactorRun, corpus: Path,
-            corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
+def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
+            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
@@ -152,7 +155,8 @@ def _finish(out: Path, run_dir: Path, projections: dict[str, LayerProjection], f
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
-        "n_sequences": n_sequences, "columns": column, "bytes_per_sequence": column * 2 + 8,
+        "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
+        "bytes_per_sequence": layout.bytes_per_sequence,
         "options": asdict(options), "layers": layers, "self_influence": SELF_INFLUENCE,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -1,14 +1,16 @@
 """The gradient index on disk, and answering queries from it without a pass over the corpus.
 
 INDEX/
-- ``gradients.npy``: [N, D] float16, memory-mapped; row n is sequence n's projected gradient (all layers
-  side by side) divided by its largest magnitude, so every row uses float16's range fully;
+- ``gradients.npy``: [N, D] float16 (float32 for a 'full' budget), memory-mapped; row n is sequence n's projected
+  gradient (all layers side by side) divided by its largest magnitude, so every row uses float16's range fully;
 - ``scales.npy``: [N] float32, that largest magnitude per row;
 - ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
   over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
   the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
-- ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices.
+- ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices, the row's
+  float type and its bytes per sequence. Readers ignore keys they do not know, so later versions can add arrays
+  (say a per-sequence ``norms.npy``) without a new format.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class GradientIndex:
     folder: Path
     manifest: dict[str, Any]
     projections: dict[str, LayerProjection]
-    gradients: np.ndarray  # [N, D] float16, memory-mapped
+    gradients: np.ndarray  # [N, D] float16 (or float32), memory-mapped
     scales: np.ndarray  # [N] float32
     self_influence: np.ndarray | None  # [N] float32 at the default damping; None in indexes built without it
 
@@ -66,6 +68,15 @@ class GradientIndex:
         gradients = np.load(folder / GRADIENTS, mmap_mode="c")  # copy-on-write: read-only on disk, a writable view for torch
         self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
         return cls(folder, manifest, projections, gradients, np.load(folder / SCALES), self_influence)
+
+    @property
+    def run_folder(self) -> Path:
+        """The fitted run the index was built from (what `score --index` and the explorer use unless told)."""
+        folder = Path(self.manifest["run"])
+        if not (folder / MANIFEST).is_file():
+            raise WherefromError(f"the index {self.folder} was built from the run {folder}, which is not there any "
+                                 "more; give --run RUN (the same fitted run, moved).")
+        return folder
 
     @property
     def n_sequences(self) -> int:
@@ -110,14 +121,14 @@ class GradientIndex:
     def contract(self, queries: torch.Tensor, column_ranges: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """Σ over each column range (default: all columns) of queries · rows, undoing the scales: [n_ranges, Q, N].
 
-        The products run in float16 on rows as stored (no conversion of the index): each query is scaled to a
-        largest magnitude of 1 first, so that with rows also scaled to 1 no product or sum can overflow, and the
-        scales are multiplied back in float32.
+        The products run in the rows' float type as stored (no conversion of the index). For float16 rows each
+        query is scaled to a largest magnitude of 1 first, so that with rows also scaled to 1 no product or sum can
+        overflow, and the scales are multiplied back in float32.
         """
         ranges = column_ranges or [(0, queries.shape[1])]
         out = torch.empty(len(ranges), queries.shape[0], self.n_sequences)
         query_scale = queries.abs().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        scaled = (queries / query_scale).to(torch.float16)
+        scaled = (queries / query_scale).to(torch.from_numpy(self.gradients[:0]).dtype)
         for lo in range(0, self.n_sequences, self.chunk_rows):
             rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows])
             scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]])
@@ -125,6 +136,7 @@ class GradientIndex:
                 products = (scaled[:, first:last] @ rows[:, first:last].T).float()
                 out[i, :, lo:lo + rows.shape[0]] = products * query_scale * scale
         return out
+
 
 def check_index_matches(index: GradientIndex, run: FactorRun, corpus_fingerprint: str) -> None:
     """Refuse an index built from another fitted run or another corpus than the one being scored."""

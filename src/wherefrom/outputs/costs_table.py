@@ -46,6 +46,14 @@ def print_costs(estimate: CostEstimate, console: Console | None = None) -> None:
     table.add_row("[bold]total[/]", f"[bold]{human_bytes(estimate.peak_bytes)}[/]",
                   f"[bold]{human_seconds(estimate.total_seconds)}[/]", "peak of the stages; sum of the times")
     console.print(table)
+    if estimate.disk:
+        _print_disk(estimate, console)
+    for note in estimate.notes:
+        console.print(f"[dim]• {note}[/]")
+    console.print("[dim]• nothing was written[/]")
+
+
+def _print_disk(estimate: CostEstimate, console: Console) -> None:
     disk = Table(title="outputs", title_justify="left")
     disk.add_column("file")
     disk.add_column("size", justify="right")
@@ -54,6 +62,3 @@ def print_costs(estimate: CostEstimate, console: Console | None = None) -> None:
     disk.add_section()
     disk.add_row("[bold]total[/]", f"[bold]{human_bytes(estimate.disk_bytes)}[/]")
     console.print(disk)
-    for note in estimate.notes:
-        console.print(f"[dim]• {note}[/]")
-    console.print("[dim]• nothing was written[/]")

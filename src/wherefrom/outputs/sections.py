@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wherefrom.analysis import CorpusIndex, SharedSpan, flag_spurious, token_norm_ratios
+from wherefrom.analysis import (
+    SPURIOUS_LEVEL,
+    SPURIOUS_THRESHOLD,
+    CorpusIndex,
+    SharedSpan,
+    concentration_p_values,
+    token_norm_ratios,
+)
 from wherefrom.outputs._text import shorten
 from wherefrom.outputs.figures import Layers, Tail, layers, tail
 from wherefrom.outputs.tokens import TokenSpan, token_spans
@@ -33,7 +40,8 @@ class TopSequence:
     text: str
     tokens: list[TokenSpan] | None  # None without per-token scores
     norm_ratio: float | None  # ||a||_2 / ||a||_1 of its per-token influence (None without per-token scores)
-    spurious: bool
+    concentration_p: float | None  # share of same-length corpus token draws as concentrated (analysis.spurious)
+    spurious: bool  # ratio above 2/3 and concentration_p at most 1%
     shared: SharedSpan | None  # longest span of the completion it contains (None when not searched)
     self_influence: float | None
 
@@ -66,16 +74,18 @@ class QuerySection:
 
 def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[QuerySection]:
     """One section per query of ``result``, with its ``top_k`` sequences."""
-    ratios = None
+    ratios = shares = None
     if result.per_token is not None and result.token_offsets is not None:
         ratios = token_norm_ratios(result.per_token, result.token_offsets)
+        shares = concentration_p_values(result.per_token, result.token_offsets,
+                                        [result.top(query.index, top_k) for query in result.queries])
     index = CorpusIndex([s.text for s in result.sequences])
     sections = []
     for query in result.queries:
         rows = result.top(query.index, top_k)
         scale = _token_scale(result, query.index, rows)
         spans = index.shared_spans(query.completion) if query.completion else None
-        top = _top_sequences(result, query.index, rows, ratios, spans, scale)
+        top = _top_sequences(result, query.index, rows, ratios, shares, spans, scale)
         labels = {t.row: f"#{t.rank} {shorten(t.record_id, 18)}" for t in top}
         sections.append(QuerySection(
             anchor=f"query-{query.index}",
@@ -91,14 +101,13 @@ def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[Qu
 
 
 def _top_sequences(result: ScoreResult, query: int, rows: list[int], ratios: np.ndarray | None,
-                   spans: list[SharedSpan] | None, scale: float | None) -> list[TopSequence]:
-    flagged: set[int] = set()
-    if ratios is not None and rows:
-        flagged = {rows[s.row] for s in flag_spurious(ratios[query, rows])[0]}
+                   shares: np.ndarray | None, spans: list[SharedSpan] | None, scale: float | None
+                   ) -> list[TopSequence]:
     top = []
     for rank, row in enumerate(rows, start=1):
         sequence = result.sequences[row]
         ratio = math.nan if ratios is None else float(ratios[query, row])
+        share = math.nan if shares is None else float(shares[query, row])
         top.append(TopSequence(
             rank=rank,
             row=row,
@@ -108,7 +117,8 @@ def _top_sequences(result: ScoreResult, query: int, rows: list[int], ratios: np.
             tokens=None if scale is None else token_spans(sequence.tokens, result.token_scores(query, row).tolist(),
                                                           scale),
             norm_ratio=None if math.isnan(ratio) else ratio,
-            spurious=row in flagged,
+            concentration_p=None if math.isnan(share) else share,
+            spurious=ratio > SPURIOUS_THRESHOLD and share <= SPURIOUS_LEVEL,
             shared=None if spans is None else spans[row],
             self_influence=None if result.self_influence is None else float(result.self_influence[row]),
         ))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -10,6 +12,9 @@ from wherefrom.outputs._text import shorten
 from wherefrom.scoring.results import ScoreResult
 
 SNIPPET_WIDTH = 72
+ID_WIDTH = 40  # longer record ids fold onto more lines rather than squeeze the snippet to nothing
+MIN_SNIPPET = 12  # narrower than this, the snippet goes under the record id
+MIN_ID = 8
 SIGN_AND_UNITS_SHORT = ("Score: nats of log p(completion | prompt) per N copies of the sequence added to training "
                         "(N = training sequences); positive raises it, negative lowers it")
 
@@ -29,14 +34,47 @@ def print_summary(result: ScoreResult, top_k: int = 5, console: Console | None =
         caption = None
         if query.completion_logprob is not None:
             caption = f"log p(completion | prompt) = {query.completion_logprob:.4g} nats"
-        table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-        table.add_column("rank", justify="right", style="dim")
-        table.add_column("score", justify="right")
-        table.add_column("record id", overflow="fold")
-        table.add_column("snippet", overflow="ellipsis", no_wrap=True, max_width=SNIPPET_WIDTH)
-        for rank, row in enumerate(result.top(query.index, top_k), start=1):
-            score, sequence = float(result.scores[query.index, row]), result.sequences[row]
-            table.add_row(str(rank), Text(f"{score:+.4g}", style="dark_orange" if score > 0 else "blue"),
-                          Text(sequence.record_id), Text(shorten(sequence.text, SNIPPET_WIDTH)))
+        rows = [(rank, float(result.scores[query.index, row]), result.sequences[row])
+                for rank, row in enumerate(result.top(query.index, top_k), start=1)]
+        ranks, scores = [str(rank) for rank, _, _ in rows], [f"{score:+.4g}" for _, score, _ in rows]
+        layout = NumbersFirst.fit(console.width, ranks, scores, [sequence.record_id for _, _, sequence in rows])
+        table = layout.table(title, caption)
+        for rank, (_, score, sequence), text in zip(ranks, rows, scores, strict=True):
+            table.add_row(rank, Text(text, style="dark_orange" if score > 0 else "blue"),
+                          *layout.id_and_snippet(sequence.record_id, sequence.text))
         console.print(table)
 
+
+@dataclass(frozen=True)
+class NumbersFirst:
+    """Column widths that keep rank, score and record id whole at any terminal width (piped output included):
+    the snippet takes what is left, or, on a terminal too narrow for it, goes on its own line under the id."""
+
+    rank: int
+    score: int
+    record_id: int
+    snippet: int  # 0: the snippet is printed under the record id
+
+    @classmethod
+    def fit(cls, width: int, ranks: list[str], scores: list[str], record_ids: list[str]) -> NumbersFirst:
+        rank, score = (max(len(header), *map(len, cells)) for header, cells in (("rank", ranks), ("score", scores)))
+        record_id = max(len("record id"), *map(len, record_ids))
+        room = width - 3 * 4 - 1 - rank - score  # a space either side of each cell, and the vertical lines
+        record_id = max(min(record_id, ID_WIDTH, room - MIN_SNIPPET - 3), min(record_id, ID_WIDTH, room), MIN_ID)
+        snippet = min(SNIPPET_WIDTH, room - record_id - 3)
+        return cls(rank, score, record_id, snippet if snippet >= MIN_SNIPPET else 0)
+
+    def table(self, title: Text, caption: str | None) -> Table:
+        table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+        table.add_column("rank", justify="right", style="dim", width=self.rank, no_wrap=True)
+        table.add_column("score", justify="right", width=self.score, no_wrap=True)
+        table.add_column("record id" if self.snippet else "record id / snippet", width=self.record_id,
+                         overflow="fold")
+        if self.snippet:
+            table.add_column("snippet", width=self.snippet, no_wrap=True)
+        return table
+
+    def id_and_snippet(self, record_id: str, text: str) -> tuple[Text, ...]:
+        if self.snippet:
+            return Text(record_id), Text(shorten(text, self.snippet))
+        return (Text.assemble(record_id, "\n", (shorten(text, 2 * self.record_id), "dim")),)

@@ -7,7 +7,8 @@ On disk (OUT/):
   ``self_influence`` [n_sequences]; with normalisation, ``cosine`` [n_queries, n_sequences] (the influence over
   both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries].
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
-- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids.
+- ``queries.jsonl``: one line per query: id, prompt, completion and their token ids; for a completion the model
+  wrote, how (stop rule, token budget, sampling) and why it ended.
 - ``results.jsonl``: per query, the top-k sequences (by cosine when normalised, else by influence) with score,
   cosine, text, per-layer split and per-token scores.
 - ``manifest.json``: layer names, the options used, units and sign.
@@ -60,6 +61,7 @@ class QueryInfo:
     prompt_ids: list[int]
     completion_ids: list[int]
     completion_logprob: float | None = None  # log p(completion | prompt) under the model, in nats
+    generation: dict | None = None  # how the model wrote the completion (see data.queries.Generation); None: given
 
 
 @dataclass

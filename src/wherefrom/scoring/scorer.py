@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -85,7 +86,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
 
 def query_infos(queries: list[Query], logprobs: torch.Tensor) -> list[QueryInfo]:
     """The score matrix's rows: each query with its completion's log-probability under the model."""
-    return [QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids), float(logprobs[i]))
+    return [QueryInfo(i, q.id, q.prompt, q.completion, list(q.prompt_ids), list(q.completion_ids), float(logprobs[i]),
+                      None if q.generation is None else asdict(q.generation))
             for i, q in enumerate(queries)]
 
 

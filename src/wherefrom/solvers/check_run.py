@@ -2,35 +2,68 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from torch import nn
+
+from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
-from wherefrom.data.queries import read_queries
+from wherefrom.data.corpus import TrainingSequence
+from wherefrom.data.queries import Query, read_queries
 from wherefrom.errors import WherefromError
+from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
-from wherefrom.solvers.trust import CheckOptions, TrustReport, trust_check
+from wherefrom.solvers.trust import CheckOptions, TrustReport, spread_layers, trust_check
+
+
+@dataclass
+class CheckInputs:
+    """The model, the checked layers (of ``tracked``), the run's curvature, the corpus sequences and the queries."""
+
+    model: nn.Module
+    layers: list[TrackedLayer]
+    tracked: int
+    curvature: FittedCurvature
+    sequences: list[TrainingSequence]
+    queries: list[Query]
+    options: CheckOptions
 
 
 def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
               quiet: bool = False) -> TrustReport:
     """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients."""
-    if options.iterations < 1 or options.sample < 1 or options.n_queries < 1:
-        raise WherefromError("--iterations, --sample and --n-queries must be at least 1.")
+    inputs = load_check(run, corpus, queries, options, quiet)
+    b = flat_gradients(inputs.model, inputs.layers, inputs.queries, inputs.options.batch_size, quiet)
+    return trust_check(inputs.model, inputs.layers, inputs.curvature, b, inputs.sequences, inputs.options, quiet,
+                       inputs.tracked)
+
+
+def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
+               quiet: bool = False, write_completions: bool = True) -> CheckInputs:
+    """What the check works on; prompt-only queries are completed by the model unless ``write_completions`` is
+    False (a dry run, which counts the most tokens generation may write for them instead)."""
+    if options.iterations < 1 or options.sample < 1 or options.n_queries < 1 or options.layers < 0:
+        raise WherefromError("--iterations, --sample and --n-queries must be at least 1, and --layers at least 0.")
+    if options.tolerance <= 0 or (options.budget is not None and options.budget <= 0):
+        raise WherefromError("--tolerance and --budget must be positive.")
     opened = open_run(run)
     if opened.factors.strategy not in ("ekfac", "kfac", "diagonal"):
         raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
                              "to check; fit with --strategy ekfac.")
     options = replace(options, **opened.data)
-    loaded, layers = opened.loaded, opened.layers
+    if options.budget is None:  # as long as the fit took (runs fitted before it was recorded: no limit)
+        options = replace(options, budget=opened.factors.manifest.get("fit_seconds"))
+    loaded, tracked = opened.loaded, opened.layers
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     if queries is None:
         query_list = as_queries(sample_sequences(sequences, options.n_queries, seed=2))
     else:
-        score_options = ScoreOptions(max_length=options.max_length)
-        query_list = complete_queries(loaded.model, loaded.tokenizer,
-                                      read_queries(queries, loaded.tokenizer, options.max_length), score_options, quiet)
-    b = flat_gradients(loaded.model, layers, query_list, options.batch_size, quiet)
-    return trust_check(loaded.model, layers, opened.curvature, b, sequences, options, quiet)
+        query_list = read_queries(queries, loaded.tokenizer, options.max_length)
+        if write_completions:
+            query_list = complete_queries(loaded.model, loaded.tokenizer, query_list,
+                                          ScoreOptions(max_length=options.max_length), quiet)
+    return CheckInputs(loaded.model, spread_layers(tracked, options.layers), len(tracked), opened.curvature,
+                       sequences, query_list, options)

@@ -12,7 +12,7 @@ the layers (one jvp and one vjp per product for all layers, against one per laye
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,12 @@ class GaussNewton:
         self.base = {layer.name: current_wbar(layer) for layer in layers}
         self.batches = list(make_batches(token_lists, [1] * len(token_lists), batch_size))
         self.n_sequences = len(token_lists)
+        self.on_product: Callable[[], None] | None = None  # called after each layer group's product on a batch
+
+    @property
+    def products_per_call(self) -> int:
+        """How many times one full product G V calls ``on_product``: batches × layer groups."""
+        return len(self.batches) * (len(self.layout.names) if self.block_diagonal else 1)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,6 +68,8 @@ class GaussNewton:
         with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no forward-mode derivative
             for names in groups:
                 out.update(self._product(batch, {name: parts[name] for name in names}))
+                if self.on_product is not None:
+                    self.on_product()
         return self.layout.join(out)
 
     def _product(self, batch: Batch, V: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """Iterative solvers of (G + λI) x = b, batched over the rows of b [Q, P] (one system per query).
 
-- Conjugate gradient (Hestenes & Stiefel), preconditioned by M ≈ (G + λI)⁻¹ when given (EK-FAC).
+- Conjugate gradient (Hestenes & Stiefel), preconditioned by M ≈ (G + λI)⁻¹ when given (EK-FAC). For a
+  block-diagonal A (and M), ``blocks`` runs one CG per block (its own step sizes): the blocks' systems are
+  independent, and each converges as fast as it can on its own.
 - LiSSA (Agarwal et al. 2017): x_j = b + (I - A/s) x_{j-1} with A = G + λI (G estimated on one batch per
   step), and A⁻¹ b ≈ x_J / s; it converges when s exceeds A's largest eigenvalue.
 Both record the residual ‖b - A x‖ of every row after every iteration (with the exact operator).
@@ -16,6 +18,7 @@ import torch
 from wherefrom.progress import track
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+Stop = Callable[[int, torch.Tensor], bool]  # (iterations done, relative residuals [Q, blocks]) → stop now?
 
 
 @dataclass
@@ -37,39 +40,60 @@ def damped(G: Operator, damping: torch.Tensor) -> Operator:
 
 def conjugate_gradient(A: Operator, b: torch.Tensor, iterations: int, preconditioner: Operator | None = None,
                        x0: torch.Tensor | None = None, description: str = "conjugate gradient",
-                       quiet: bool = False) -> Solution:
-    """Solve A x = b for symmetric positive definite A by (preconditioned) CG, from x0 (default 0)."""
+                       quiet: bool = False, blocks: list[int] | None = None, stop: Stop | None = None) -> Solution:
+    """Solve A x = b for symmetric positive definite A by (preconditioned) CG, from x0 (default 0).
+
+    ``blocks``: sizes of A's diagonal blocks along P (one CG each); ``stop`` is asked after every iteration, with
+    each block's relative residual, whether to stop early."""
     M = preconditioner or (lambda r: r)
+    sizes = blocks or [b.shape[-1]]
+    tiny = torch.finfo(b.dtype).tiny
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - A(x) if x0 is not None else b.clone()
     z = M(r)
     d = z.clone()
-    rz = (r * z).sum(-1)
-    b_norm = b.norm(dim=-1).clamp_min(torch.finfo(b.dtype).tiny)
+    rz = _block_dots(r, z, sizes)
+    b_norm, b_block_norms = b.norm(dim=-1).clamp_min(tiny), _block_dots(b, b, sizes).sqrt().clamp_min(tiny)
     residuals = [r.norm(dim=-1) / b_norm]
-    for _ in track(range(iterations), iterations, description, quiet):
+    for step in track(range(iterations), iterations, description, quiet):
         Ad = A(d)
-        alpha = rz / (d * Ad).sum(-1).clamp_min(torch.finfo(b.dtype).tiny)
-        x += alpha[:, None] * d
-        r -= alpha[:, None] * Ad
+        alpha = rz / _block_dots(d, Ad, sizes).clamp_min(tiny)
+        x += _spread(alpha, sizes) * d
+        r -= _spread(alpha, sizes) * Ad
         z = M(r)
-        rz_next = (r * z).sum(-1)
-        d = z + (rz_next / rz.clamp_min(torch.finfo(b.dtype).tiny))[:, None] * d
+        rz_next = _block_dots(r, z, sizes)
+        d = z + _spread(rz_next / rz.clamp_min(tiny), sizes) * d
         rz = rz_next
         residuals.append(r.norm(dim=-1) / b_norm)
+        if stop is not None and stop(step + 1, _block_dots(r, r, sizes).sqrt() / b_block_norms):
+            break
     return Solution(x, torch.stack(residuals))
 
 
+def _block_dots(u: torch.Tensor, v: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Inner products of the rows of u and v [Q, P] within each block: [Q, blocks]."""
+    return torch.stack([(p * q).sum(-1) for p, q in zip(u.split(sizes, -1), v.split(sizes, -1), strict=True)], -1)
+
+
+def _spread(per_block: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """One value per row and block [Q, blocks] → one per row and parameter [Q, P]."""
+    return per_block.repeat_interleave(torch.tensor(sizes), dim=-1)
+
+
 def lissa(A_step: Callable[[torch.Tensor, int], torch.Tensor], b: torch.Tensor, scale: float, iterations: int,
-          A: Operator | None = None, description: str = "LiSSA", quiet: bool = False) -> Solution:
+          A: Operator | None = None, description: str = "LiSSA", quiet: bool = False,
+          stop: Stop | None = None) -> Solution:
     """LiSSA's recursion with the (possibly stochastic) product ``A_step(x, step)``. Residuals are tracked with the
-    exact ``A`` when given (one more product per iteration), else left NaN."""
+    exact ``A`` when given (one more product per iteration), else left NaN. ``stop`` is asked after every
+    iteration (with the rows' residuals as one block) whether to stop early."""
     h = b.clone()
     b_norm = b.norm(dim=-1).clamp_min(torch.finfo(b.dtype).tiny)
     residuals = [torch.ones_like(b_norm)]
     for step in track(range(iterations), iterations, description, quiet):
         h = b + h - A_step(h, step) / scale
         residuals.append(torch.full_like(b_norm, float("nan")) if A is None else (b - A(h / scale)).norm(dim=-1) / b_norm)
+        if stop is not None and stop(step + 1, residuals[-1][:, None]):
+            break
     return Solution(h / scale, torch.stack(residuals))
 
 

@@ -1,0 +1,130 @@
+"""Seconds to answer a new query from a large gradient index, on this machine's CPU.
+
+    python benchmarks/index_latency.py --budget 64KB --sequences 100000 [--run RUN --queries QUERIES.jsonl]
+
+1. The contraction: a ``--sequences``-row index of the budget's width, generated (a random block of rows repeated:
+   the timing depends on the shape, not on the values), memory-mapped from disk as `wherefrom` opens it, and one
+   query contracted with every row (`GradientIndex.contract`), first call and best of ``--repeats``.
+2. With ``--run``: the query's side on the real model: its gradient (one forward and backward pass) and its
+   rotation and preconditioning onto the entries the budget keeps; and the exact re-scoring of ``--rescore``
+   corpus sequences (the default answer of `score --index`).
+
+Writes index-latency-BUDGET.json to ``--out``. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wherefrom.index.budget import row_layout
+from wherefrom.index.store import GradientIndex
+
+BLOCK_ROWS = 4096
+
+
+def generated_index(folder: Path, n: int, values: int, seed: int = 0) -> GradientIndex:
+    """An index of ``n`` rows of ``values`` float16 numbers (a random block repeated), opened from disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"gradients-{n}x{values}.npy"
+    if not path.is_file():
+        block = np.random.default_rng(seed).standard_normal((BLOCK_ROWS, values), dtype=np.float32)
+        block = (block / np.abs(block).max(1, keepdims=True)).astype(np.float16)
+        partial = path.with_suffix(".partial.npy")
+        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, values))
+        for lo in range(0, n, BLOCK_ROWS):
+            rows[lo:lo + BLOCK_ROWS] = block[:min(BLOCK_ROWS, n - lo)]
+        rows.flush()
+        del rows
+        partial.replace(path)
+    scales = np.ones(n, dtype=np.float32)
+    return GradientIndex(folder, {"layers": []}, {}, np.load(path, mmap_mode="c"), scales)
+
+
+def timed(repeats: int, action: Callable[[], object]) -> dict[str, float]:
+    """Wall seconds of the first call and the best of ``repeats`` calls, and the CPU seconds of that best call
+    (what the call costs without the other jobs sharing the cores; with one thread, its wall time on idle cores)."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        clock, processor = time.perf_counter(), time.process_time()
+        action()
+        wall.append(time.perf_counter() - clock)
+        cpu.append(time.process_time() - processor)
+    best = min(range(repeats), key=wall.__getitem__)
+    return {"first": wall[0], "best": wall[best], "cpu_of_best": cpu[best]}
+
+
+def query_side(run: Path, queries: Path, budget: str, rescore: int, repeats: int) -> dict[str, object]:
+    """The real model's query gradient, its preconditioning onto the budget's entries, and an exact re-scoring."""
+    from wherefrom.curvature.store import load_run
+    from wherefrom.data.corpus import build_sequences
+    from wherefrom.data.queries import read_queries
+    from wherefrom.data.records import read_records
+    from wherefrom.index.projection import choose_projections
+    from wherefrom.models.loading import load_model
+    from wherefrom.models.selection import select_layers
+    from wherefrom.options import ScoreOptions
+    from wherefrom.scoring.query_gradients import query_gradients
+    from wherefrom.scoring.scorer import score
+
+    factors = load_run(run)
+    fitted = factors.manifest["options"]
+    loaded = load_model(factors.manifest["model"]["source"])
+    layers = select_layers(loaded.model, fitted["modules"])
+    _, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers}, budget)
+    query = [q for q in read_queries(queries, loaded.tokenizer, fitted["max_length"]) if not q.needs_completion][:1]
+    if not query:
+        raise SystemExit(f"{queries} needs a query with a completion (latency of the gradient, not of generation)")
+    gradients = query_gradients(loaded.model, layers, query, 1, quiet=True)
+    sequences = build_sequences(read_records(fitted["corpus"]), loaded.tokenizer, fitted["max_length"], fitted["pack"])
+    options = ScoreOptions(max_length=fitted["max_length"], batch_size=fitted["batch_size"])
+    top = sequences[:rescore]
+    return {
+        "model": loaded.source, "layers": len(layers),
+        "query_gradient_s": timed(repeats, lambda: query_gradients(loaded.model, layers, query, 1, quiet=True)),
+        "preconditioning_s": timed(repeats, lambda: torch.cat(
+            [p.precondition(*gradients.factors[name], None) for name, p in projections.items()], 1)),
+        f"rescore_{len(top)}_s": timed(1, lambda: score(loaded.model, loaded.tokenizer, layers, factors.curvature,
+                                                         query, top, options, quiet=True))["first"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", default="64KB")
+    parser.add_argument("--sequences", type=int, default=100_000)
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--queries", type=Path)
+    parser.add_argument("--rescore", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("bench-work/index-latency"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    layout = row_layout(args.budget, 10**12)
+    index = generated_index(args.work, args.sequences, layout.values)
+    query = torch.randn(1, layout.values)
+    result: dict[str, object] = {
+        "budget": args.budget, "bytes_per_sequence": layout.bytes_per_sequence, "values": layout.values,
+        "sequences": args.sequences, "index_gigabytes": args.sequences * layout.bytes_per_sequence / 1e9,
+        "contraction_s": timed(args.repeats, lambda: index.contract(query)),
+        "load_average_1min": os.getloadavg()[0], "cpu_threads": torch.get_num_threads(),
+    }
+    if args.run is not None:
+        result.update(query_side(args.run, args.queries, args.budget, args.rescore, args.repeats))
+        result["answer_s"] = (result["query_gradient_s"]["best"] + result["preconditioning_s"]["best"]
+                              + result["contraction_s"]["best"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"index-latency-{args.budget}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Dry run of `check`: time one Gauss-Newton product of the checked layers on one batch of the sample, multiply.
+
+Nothing is written. Time = the timed product (all checked layers and queries, one batch) scaled to the sample,
+times the solver's iterations (CG: at most --iterations, plus one product for the final residual; LiSSA: one
+batch per iteration, plus its power iteration).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from wherefrom.costs.estimate import CostEstimate, Stage
+from wherefrom.options import ScoreOptions
+from wherefrom.solvers.check_run import load_check
+from wherefrom.solvers.ggn import GaussNewton
+from wherefrom.solvers.layout import Layout
+from wherefrom.solvers.sample import flat_gradients, sample_sequences
+from wherefrom.solvers.trust import POWER_ITERATIONS, CheckOptions
+
+
+def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions
+                   ) -> CostEstimate:
+    """What `wherefrom check` with these arguments will cost: one Gauss-Newton product is timed on one batch of
+    the sample, for the checked layers and queries, and multiplied by the batches and iterations."""
+    inputs = load_check(run, corpus, queries, options, quiet=True, write_completions=False)
+    options, layers = inputs.options, inputs.layers
+    new_tokens = ScoreOptions().max_new_tokens
+    padded = [q if not q.needs_completion else replace(q, completion_ids=(0,) * max(
+        1, min(new_tokens, options.max_length - len(q.prompt_ids)))) for q in inputs.queries]
+    start = time.perf_counter()
+    b = flat_gradients(inputs.model, layers, padded, options.batch_size, quiet=True)
+    gradient_seconds = time.perf_counter() - start
+    sample = [s.input_ids for s in sample_sequences(inputs.sequences, options.sample)]
+    G = GaussNewton(inputs.model, layers, sample, options.batch_size, block_diagonal=True)
+    GaussNewton(inputs.model, layers[:1], sample[:1], 1, block_diagonal=True)(b[:1, :Layout.of(layers[:1]).size])
+    start = time.perf_counter()  # after a warm-up on one sequence and layer: one batch, every layer and query
+    G.summed_over(G.batches[0], b)
+    per_iteration = (time.perf_counter() - start) / G.batches[0].rows.numel() * len(sample)
+    n_products = options.iterations + 1 if options.solver == "cg" else options.iterations / len(G.batches) + POWER_ITERATIONS + 1
+    solver_seconds = per_iteration * n_products
+    limit = "" if options.budget is None else f"; --budget stops it after about {options.budget:g} s"
+    if options.budget is not None:
+        solver_seconds = min(solver_seconds, options.budget + per_iteration)
+    vectors = 8 * b.numel() * b.element_size()  # x, r, z, d, A d, b, A x and a temporary
+    weights = sum(t.numel() * t.element_size() for t in [*inputs.model.parameters(), *inputs.model.buffers()])
+    stages = [
+        Stage("model", weights, 0.0, "parameters and buffers"),
+        Stage("query gradients", weights + b.numel() * b.element_size(), gradient_seconds,
+              f"{len(padded)} queries, timed" + (f"; prompt-only queries counted with {new_tokens} generated "
+                                                  "tokens, generation not included" if padded != inputs.queries else "")),
+        Stage(f"reference solver ({options.solver})", weights + vectors, solver_seconds,
+              f"at most {options.iterations} iterations × {per_iteration:.1f} s (one Gauss-Newton product: "
+              f"{len(sample)} sequences × {len(layers)} of {inputs.tracked} layers × {len(padded)} queries, "
+              f"timed on one batch){limit}; CG stops once converged"),
+    ]
+    notes = ["memory: weights and the solver's vectors; the activations of one batch's jvp and vjp are not counted",
+             f"fewer --layers (now {len(layers)}), --n-queries or --sample make each iteration cheaper in proportion"]
+    return CostEstimate("check", len(sample), sum(map(len, sample)), {"gauss-newton product": per_iteration / len(sample)},
+                        stages, {}, notes)
