@@ -75,6 +75,16 @@ def test_the_score_disk_estimate_is_the_size_of_the_written_scores(workspace, tm
                                                              rel=0.2)
 
 
+def test_the_score_disk_estimate_counts_the_unit_split(workspace, tmp_path):
+    fit(workspace / "model", workspace / "corpus.jsonl", tmp_path / "run",
+        FitOptions(batch_size=8, max_length=32, modules="all-linear"), quiet=True)
+    options = ScoreOptions(batch_size=8, max_length=32, per_unit=5, top_k=4)
+    estimate = estimate_score(tmp_path / "run", workspace / "queries.jsonl", options=options)
+    score(tmp_path / "run", workspace / "queries.jsonl", out=tmp_path / "out", options=options, quiet=True)
+    written = os.path.getsize(tmp_path / "out" / "scores.safetensors")
+    assert abs(estimate.disk["scores.safetensors"] - written) <= HEADER_TOLERANCE, (estimate.disk, written)
+
+
 @pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_factor_memory_is_the_size_of_the_covariance_sums(blocks, dtype):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from wherefrom.curvature.fitting import fit_curvature
@@ -29,6 +29,7 @@ from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.models.units import find_unit
 from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.columns import bm25_rows, top_rows
 from wherefrom.scoring.generation import complete_queries
@@ -137,6 +138,7 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
         "columns": _columns_note(options, gradient_index, len(result.sequences), len(sequences)),
         "options": asdict(options),
         "job": job,
+        "run": str(run_dir.resolve()),
     }
     if out is not None and world.is_main:
         result.save(out, options.top_k)
@@ -145,7 +147,46 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     return result
 
 
+def units(out: str | Path, unit: str, among: int | None = None, model: str | Path | LoadedModel | None = None,
+          save: str | Path | None = None, quiet: bool = False) -> ScoreResult:
+    """Rank the sequences of the score folder ``out`` by the influence that flows through one ``unit`` (a neuron
+    ``model.layers.3.mlp:17`` or ``3:17``, a head ``3:head2``, a residual dimension ``model.layers.3:dim5``).
+
+    The result is a score result whose scores, per-layer and per-token splits are the unit's. It costs one pass
+    over the folder's scored sequences (no refit; the query gradients are recomputed), or over only each query's
+    ``among`` best sequences by the saved scores. Saved in ``save`` when given.
+    """
+    scored = ScoreResult.load(out)
+    recorded = scored.metadata
+    if "run" not in recorded:
+        raise WherefromError(f"{out} does not name its run folder (written by an older wherefrom): score it again.")
+    known = {f.name for f in fields(ScoreOptions)}
+    options = replace(ScoreOptions(**{k: v for k, v in recorded["options"].items() if k in known}),
+                      per_token=True, per_layer=True, per_unit=None, self_influence=False)
+    opened = open_run(recorded["run"], model if model is not None else recorded["model"])
+    find_unit(opened.loaded.model, opened.layers, unit)  # a unit the model does not have is refused before any pass
+    corpus = {s.row: s for s in opened.sequences(recorded["corpus"], options.max_length, options.pack)}
+    columns = range(len(scored.sequences)) if among is None else top_rows(scored.scores, among)
+    sequences = [corpus[scored.sequences[c].row] for c in columns]
+    queries = [Query(q.query_id, q.prompt, q.completion, tuple(q.prompt_ids), tuple(q.completion_ids))
+               for q in scored.queries]
+    precondition = query_preconditioner(opened.loaded.model, opened.layers, opened.curvature, sequences, options,
+                                        quiet)
+    result = score_sequences(opened.loaded.model, opened.loaded.tokenizer, opened.layers, opened.curvature, queries,
+                             sequences, options, quiet, precondition=precondition, unit=unit)
+    result.metadata = {**{k: v for k, v in recorded.items() if k != "job"}, "unit": unit,
+                       "score_folder": str(Path(out).resolve()),
+                       "columns": f"{len(sequences)} of the {len(scored.sequences)} sequences scored in {out}"}
+    if save is not None:
+        result.save(save, options.top_k)
+    return result
+
+
 def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
+    if options.per_unit is not None and options.per_unit < 1:
+        raise WherefromError(f"--per-unit must be at least 1, got {options.per_unit}.")
+    if options.per_unit is not None and with_index and options.rescored_per_query == 0:
+        raise WherefromError("--per-unit splits exact scores; with --index it needs --rescore N (N ≥ 1).")
     if options.query_rank is not None and options.query_rank < 1:
         raise WherefromError(f"--query-rank must be at least 1, got {options.query_rank}.")
     if options.rescore is not None and not with_index:

@@ -13,6 +13,8 @@ Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
+UnitView = Literal["nodes", "residual"]
+UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
 REFINES: tuple[str, ...] = ("none", "cg")
 Stop = Literal["eos", "sentence"]
 STOPS: tuple[str, ...] = ("eos", "sentence")
@@ -83,6 +85,16 @@ class ScoreOptions(DataOptions):
         "∇L_qᵀ(G+λI)⁻¹∇L_z / (‖∇L_q‖·‖∇L_z‖) with ‖x‖² = xᵀ(G+λI)⁻¹x (TrackStar's unit-normalised gradients); "
         "the raw influence is kept beside it. Finds the sequences that state what the query says rather than "
         "those that would change its answer most (see docs/fact-tracing.md).",
+    )
+    per_unit: int | None = option(
+        None,
+        "For each query, the K units (MLP neurons across up/gate/down projections, attention heads) that carry the "
+        "most influence over the scored sequences whose influence is positive, with their share, the number of "
+        "units that carry half of it, and the split of each top sequence over those units.",
+    )
+    unit_view: UnitView = option(
+        "nodes", "Units of --per-unit: 'nodes' (MLP neurons and attention heads) or 'residual' (the residual-stream "
+                 "dimensions each block's output projections write).",
     )
     candidates: int | None = option(
         None,

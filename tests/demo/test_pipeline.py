@@ -32,6 +32,8 @@ def test_demo_runs_end_to_end_and_a_repeat_reuses_everything(tmp_path, monkeypat
         assert recall[f"{strategy} cosine"] == pytest.approx(_recall_from_files(folder, tmp_path / "cache", "cosine"))
     # The planted facts are found, EK-FAC at least as often as the gradient dot product (measured 0.6 and 0.4).
     assert recall["ekfac"]["training_wording"] >= max(0.5, recall["identity"]["training_wording"])
+    assert "Units carrying half of a query's influence" in summary["neurons"]
+    assert "Which neurons carry the facts" in first.output
     html = (out / "report.html").read_text()
     assert "training_wording-" in html and "Overview" in html
     stamps = {p: p.stat().st_mtime_ns for p in (out / "run-ekfac" / "factors.safetensors",

@@ -20,7 +20,16 @@ from wherefrom.cli.common import (
     score_opt,
 )
 from wherefrom.errors import WherefromError
-from wherefrom.options import FISHERS, REFINES, STOPS, STRATEGIES, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import (
+    FISHERS,
+    REFINES,
+    STOPS,
+    STRATEGIES,
+    UNIT_VIEWS,
+    FitOptions,
+    IndexOptions,
+    ScoreOptions,
+)
 
 
 @app.command()
@@ -83,6 +92,8 @@ def score(
     per_token: bool = score_opt("per_token", "--per-token"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
     normalize: bool = score_opt("normalize", "--normalize"),
+    per_unit: int | None = score_opt("per_unit", "--per-unit"),
+    unit_view: str = score_opt("unit_view", "--unit-view"),
     damping: str | None = score_opt("damping"),
     query_rank: int | None = score_opt("query_rank", "--query-rank"),
     refine: str = score_opt("refine"),
@@ -118,6 +129,7 @@ def score(
             batch_size=batch_size or data["batch_size"], shard_size=shard_size or data["shard_size"],
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
+            per_unit=per_unit, unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
             max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
             temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
@@ -131,6 +143,10 @@ def score(
         result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
+            if result.units is not None:
+                from wherefrom.outputs.unit_summary import print_units
+
+                print_units(result)
             err.print(f"scores for {len(result.queries)} queries × {len(result.sequences)} sequences → [bold]{out}[/]")
 
     run_action(action)

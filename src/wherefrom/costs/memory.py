@@ -88,6 +88,17 @@ def safetensors_bytes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) ->
     return 8 + -(-len(text) // 8) * 8 + offset
 
 
+def unit_file_shapes(n_queries: int, k: int, top_k: int, mapped: int, longest: int, per_token: bool
+                     ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The ``unit_*`` tensors of `score --per-unit k` (see scoring/unit_results.py)."""
+    shapes = {"unit_ids": ((n_queries, k), torch.int64), "unit_influence": ((n_queries, k), torch.float32),
+              "unit_positive": ((n_queries,), torch.float32), "unit_concentration": ((n_queries,), torch.int64),
+              "unit_rows": ((n_queries, top_k), torch.int64), "unit_split": ((n_queries, top_k, k), torch.float32)}
+    if per_token:
+        shapes["unit_tokens"] = ((n_queries, mapped, k, longest), torch.float32)
+    return shapes
+
+
 def score_file_shapes(n_queries: int, n_sequences: int, n_tokens: int, n_layers: int, per_layer: bool,
                       per_token: bool, self_influence: bool) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """The tensors `wherefrom score` writes into scores.safetensors (float32; see scoring/results.py)."""

@@ -27,10 +27,12 @@ from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
 from wherefrom.models.loading import LoadedModel, load_model
 from wherefrom.models.selection import TrackedLayer, select_layers
+from wherefrom.models.units import unit_map
 from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.scorer import sequence_info
+from wherefrom.scoring.unit_pass import MAPPED_SEQUENCES
 
 _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
 
@@ -110,10 +112,13 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     V = {layer.name: _random_queries(n_queries, layer, rank, dtype) for layer in layers}
     self_curvature = {layer.name: (factors.curvature.layers[layer.name], options.damping)
                       for layer in layers} if options.self_influence else None
+    units = unit_map(loaded.model, layers, options.unit_view) if options.per_unit else None
+    n_units, top_k = 0 if units is None else len(units), min(options.top_k, n)
 
     def make(lengths: list[int]) -> ScoreAccumulator:
         offsets = torch.tensor([0, *lengths]).cumsum(0) if options.per_token else None
-        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, dtype)
+        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, dtype,
+                                units, top_k)
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make)
     weights = memory.weights_bytes(loaded.model)
@@ -126,7 +131,9 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     factor_bytes = memory.safetensors_bytes(factor_file)
     accumulators = ((len(layers) if options.per_layer else 1) * n_queries * n * 8
                     + (n_queries * n_tokens * size if options.per_token else 0)
-                    + (n * 8 + factor_bytes if options.self_influence else 0))
+                    + (n * 8 + factor_bytes if options.self_influence else 0)
+                    # --per-unit: positive sums, the top sequences' splits (twice while merging), one batch's split
+                    + n_queries * n_units * (8 + 2 * 4 * top_k + 8 * options.batch_size))
     batch = _batch_bytes(measured, layers, options.batch_size, longest, dtype)
     stages = [
         Stage("model", weights, 0.0, "parameters and buffers"),
@@ -146,6 +153,9 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
             if rescored else [])
     shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
                                       options.self_influence)
+    if options.per_unit:
+        shapes.update(memory.unit_file_shapes(n_queries, min(options.per_unit, n_units), top_k,
+                                              min(top_k, MAPPED_SEQUENCES), longest, options.per_token))
     row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
     result_bytes = (row_bytes + (sum(len(layer.name) + _FLOAT_CHARS for layer in layers) if options.per_layer else 0)
                     + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))

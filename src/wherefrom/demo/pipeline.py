@@ -12,6 +12,7 @@ from wherefrom.analysis.fact_tracing import evaluate_folders
 from wherefrom.api import fit, score
 from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
 from wherefrom.demo.config import DemoConfig
+from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, demo_truth, recall_by_kind
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
 from wherefrom.index import build_index
@@ -34,6 +35,7 @@ class DemoSummary:
     accuracy: dict[str, float]
     recall: dict[str, list[KindRecall]]
     seconds: dict[str, float] = field(default_factory=dict)
+    neurons: str | None = None  # concentration in MLP neurons, and English vs French (demo/neurons.py)
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
@@ -44,6 +46,9 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
     seconds["model"] = time.perf_counter() - clock
     corpus, queries = model_dir / "corpus.jsonl", model_dir / "queries.jsonl"
+    query_rows = read_jsonl(queries)
+    facts = {row["id"]: row["fact"] for row in query_rows}
+    kinds = {row["id"]: row["kind"] for row in query_rows}
     results, folders = {}, {}
     for strategy in STRATEGIES:
         clock = time.perf_counter()
@@ -53,7 +58,7 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
         options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
-                               normalize=True)
+                               normalize=True, per_unit=TOP_UNITS if detailed else None)
         folders[strategy] = out / f"scores-{strategy}"
         results[strategy] = score(run, queries, out=folders[strategy], options=options, quiet=quiet)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
@@ -73,7 +78,9 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
                           title="wherefrom demo: where do the facts come from?", n_bootstrap=bootstraps)
     seconds["report"] = time.perf_counter() - clock
     accuracy = {kind: values["accuracy"] for kind, values in read_manifest(model_dir)["accuracy"].items()}
-    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds)
+    findings = neuron_findings(results[STRATEGIES[0]], kinds, facts)
+    summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds,
+                          None if findings is None else findings.statement())
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 

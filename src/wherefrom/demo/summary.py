@@ -27,6 +27,8 @@ def print_demo_summary(summary: DemoSummary, console: Console | None = None) -> 
         cells = [f"{by_kind[s][kind].recall:.2f}" if kind in by_kind[s] else "–" for s in strategies]
         table.add_row(kind, str(first.queries), "–" if accuracy is None else f"{accuracy:.0%}", *cells)
     console.print(table)
+    if summary.neurons:
+        console.print(f"Which neurons carry the facts: {summary.neurons}")
     timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary.seconds.items())
     console.print(f"[dim]{timings}[/]")
     console.print(f"report: [bold]{summary.report}[/]")

@@ -13,10 +13,20 @@ from wherefrom.data.queries import Query
 from wherefrom.explorer.generate import CompletionStreamer
 from wherefrom.explorer.jobs import Job
 from wherefrom.explorer.ranking import rank_all, rescore
-from wherefrom.explorer.schemas import AnswerView, AskRequest, SequenceView, TailView, TokenView
+from wherefrom.explorer.schemas import (
+    AnswerView,
+    AskRequest,
+    NeuronsView,
+    SequenceView,
+    TailView,
+    TokenView,
+    UnitSequenceView,
+    UnitView,
+)
 from wherefrom.explorer.session import ExplorerSession
 from wherefrom.options import DEFAULT_RESCORE
 from wherefrom.outputs.sections import query_sections
+from wherefrom.outputs.unit_panel import UnitPanel
 from wherefrom.scoring.generation import generate_completion
 from wherefrom.scoring.results import SIGN_AND_UNITS, ScoreResult, SequenceInfo
 
@@ -104,7 +114,18 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
                       top_share=whole.top_share, message=whole.message,
                       source="exact EK-FAC scores of every sequence" if exact_ranking else
                       f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
-        units=SIGN_AND_UNITS, seconds={},
+        units=SIGN_AND_UNITS, seconds={}, neurons=_neurons(section.units),
+    )
+
+
+def _neurons(panel: UnitPanel) -> NeuronsView:
+    """The "which neurons carry it" panel as the page's JSON."""
+    return NeuronsView(
+        units=[UnitView(name=b.name, influence=b.influence, share=b.share, sequences=[
+            UnitSequenceView(row=s.row, record_id=s.record_id, value=s.value, score=s.score, text=s.text,
+                             tokens=[TokenView(text=t.text, value=t.value, style=t.style) for t in s.tokens or []])
+            for s in b.sequences]) for b in panel.bars],
+        concentration=panel.concentration, n_units=panel.n_units, message=panel.message,
     )
 
 
@@ -137,5 +158,8 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
     for position, row in enumerate(candidates):
         per_token[0, offsets[row]:offsets[row + 1]] = exact.token_scores(0, position).float()
     metadata = {**(session.sources or {}), "n_training_sequences_fitted": session.curvature.n_sequences}
+    units = exact.units
+    if units is not None:  # its rows are positions among the candidates: make them corpus rows
+        units = replace(units, rows=torch.where(units.rows >= 0, columns[units.rows.clamp(min=0)], -1))
     return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
-                       cosine=cosine, metadata=metadata)
+                       cosine=cosine, units=units, metadata=metadata)

@@ -14,6 +14,7 @@ from wherefrom.engine.passes import Checkpoints
 from wherefrom.explorer.session import ExplorerSession
 from wherefrom.index.answers import index_cosine
 from wherefrom.models.selection import TrackedLayer
+from wherefrom.outputs.unit_panel import SHOWN_UNITS
 from wherefrom.scoring.cosine import query_self_influence
 from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
@@ -69,8 +70,9 @@ def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int]
 
 def rescore(session: ExplorerSession, query: Query, rows: list[int], layers: list[TrackedLayer],
             normalize: bool = False) -> ScoreResult:
-    """Exact scores of the sequences ``rows`` with only ``layers``, split per token and per layer (and their
-    cosines with ``normalize``)."""
-    options = replace(session.options, per_layer=True, per_token=True, normalize=normalize)
+    """Exact scores of the sequences ``rows`` with only ``layers``, split per token, per layer and per unit (and
+    their cosines with ``normalize``)."""
+    options = replace(session.options, per_layer=True, per_token=True, per_unit=SHOWN_UNITS, top_k=len(rows),
+                      normalize=normalize)
     return score(session.loaded.model, session.loaded.tokenizer, layers, session.curvature, [query],
                  [session.sequences[r] for r in rows], options, quiet=True)

@@ -70,6 +70,35 @@ class TailView(BaseModel):
     source: str = Field(description="Where the scores come from (exact scoring, or the index's approximation).")
 
 
+class UnitSequenceView(BaseModel):
+    """A re-scored sequence seen through one unit."""
+
+    row: int
+    record_id: str
+    value: float = Field(description="Its influence through the unit (nats per N copies).")
+    score: float = Field(description="Its total influence.")
+    text: str
+    tokens: list[TokenView] = Field(description="Per-token influence through the unit.")
+
+
+class UnitView(BaseModel):
+    """One unit (MLP neuron, attention head) and the share of the influence it carries."""
+
+    name: str = Field(description="e.g. model.layers.3.mlp:17 (neuron 17) or model.layers.3.self_attn:head2.")
+    influence: float = Field(description="Its influence summed over the re-scored sequences that raise the answer.")
+    share: float = Field(description="influence / the total influence of those sequences (signed).")
+    sequences: list[UnitSequenceView] = Field(description="The re-scored sequences, by influence through the unit.")
+
+
+class NeuronsView(BaseModel):
+    """Which neurons and heads carry the answer's influence, over the re-scored sequences."""
+
+    units: list[UnitView]
+    concentration: int | None = Field(description="How many units carry half of the influence (None: none do).")
+    n_units: int
+    message: str | None
+
+
 class AnswerView(BaseModel):
     """Everything the page shows for one question."""
 
@@ -90,6 +119,7 @@ class AnswerView(BaseModel):
     tail: TailView
     units: str
     seconds: dict[str, float]
+    neurons: NeuronsView | None = Field(None, description="Which neurons and heads carry the influence.")
 
 
 class JobView(BaseModel):

@@ -24,6 +24,7 @@ from wherefrom.analysis import (
 from wherefrom.outputs._text import shorten
 from wherefrom.outputs.figures import Layers, Tail, layers, tail
 from wherefrom.outputs.tokens import TokenSpan, token_spans
+from wherefrom.outputs.unit_panel import UnitPanel, unit_panel
 from wherefrom.scoring.results import QueryInfo, ScoreResult
 
 NOTABLE_SHARED_CHARS = 3  # shorter spans shared with the completion (a space, a letter) are not worth showing
@@ -70,6 +71,7 @@ class QuerySection:
     tail: Tail
     layers: Layers
     memorisation: MemorisationCheck | None  # None for an empty completion
+    units: UnitPanel | None = None  # which neurons and heads carry it (a message when --per-unit was not used)
 
 
 def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[QuerySection]:
@@ -96,6 +98,7 @@ def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[Qu
             tail=tail(result.scores[query.index].double().numpy(), n_bootstrap),
             layers=layers(result, query.index, rows, labels),
             memorisation=_memorisation(result, index, query.completion, top) if query.completion else None,
+            units=unit_panel(result, query.index, f"query-{query.index}"),
         ))
     return sections
 

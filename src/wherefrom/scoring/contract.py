@@ -12,10 +12,12 @@ import torch
 
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.preconditioner import LayerCurvature
+from wherefrom.engine.distributed import World
 from wherefrom.engine.stream import LayerBatch, StreamBatch
+from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
-
-_CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
+from wherefrom.scoring.unit_totals import UnitTotals
+from wherefrom.scoring.units import layer_split, to_units, token_products
 
 
 class ScoreAccumulator:
@@ -24,8 +26,14 @@ class ScoreAccumulator:
     def __init__(self, queries: dict[str, torch.Tensor | LowRankQueries], n_queries: int, n_sequences: int,
                  per_layer: bool, token_offsets: torch.Tensor | None,
                  self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, units: UnitMap | None = None, unit_keep: int = 0,
+                 world: World | None = None) -> None:
         self.queries = queries
+        self.units = units
+        self.unit_totals = None if units is None else UnitTotals(n_queries, len(units), unit_keep, world or World())
+        if units is not None:  # the unit split needs V entry by entry
+            self.queries = {name: V.dense() if name in units.layers and isinstance(V, LowRankQueries) else V
+                            for name, V in queries.items()}
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
@@ -42,20 +50,37 @@ class ScoreAccumulator:
         rows = item.batch.rows
         self.seen = (min(self.seen[0], int(rows.min())), max(self.seen[1], int(rows.max()) + 1))
         token_total = None
+        batch_total = torch.zeros(self.scores.shape[1], len(rows), dtype=torch.float64)
+        unit_split = None if self.units is None else batch_total.new_zeros(*batch_total.shape, len(self.units))
         for name, layer in item.layers.items():
             V = self.queries[name]
-            if self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
+            if unit_split is not None and name in self.units.layers:
+                tokens, scores = self._split_into_units(name, V, layer, unit_split)
+            elif self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
                 tokens = token_contributions(V, layer)  # [Q, B, T]
                 scores = tokens.sum(-1)
-                token_total = tokens if token_total is None else token_total + tokens
             else:
-                scores = sequence_scores(V, layer, self.workspace)
+                tokens, scores = None, sequence_scores(V, layer, self.workspace)
+            if tokens is not None:
+                token_total = tokens if token_total is None else token_total + tokens
             self.scores[self.layer_index[name] if self.per_layer else 0][:, rows] += scores.double()
+            batch_total += scores.double()
             if self.self_influence is not None:
                 curvature, damping = self.self_curvature[name]
                 self.self_influence[rows] += self_influence(curvature, damping, layer.output_grads, layer.inputs)
         if self.per_token is not None and token_total is not None:
             self._store_tokens(rows, item.batch.attention_mask.sum(1), token_total)
+        if self.unit_totals is not None:
+            self.unit_totals.add(rows, batch_total, unit_split)
+
+    def _split_into_units(self, name: str, V: torch.Tensor, layer: LayerBatch, unit_split: torch.Tensor
+                          ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The layer's unit split added into ``unit_split`` [Q, B, U]; returns its token terms and scores, which
+        are sums of the same product (one contraction, not two)."""
+        part = self.units.layers[name]
+        split, tokens = layer_split(V, layer, part.axis, self.per_token is not None)
+        to_units(split.double(), part.assignment, unit_split)
+        return tokens, split.sum(-1)
 
     def _store_tokens(self, rows: torch.Tensor, lengths: torch.Tensor, tokens: torch.Tensor) -> None:
         # Position t's activity predicts token t+1: the contribution is shown on the predicted token.
@@ -71,6 +96,8 @@ class ScoreAccumulator:
             state["self_influence"] = self.self_influence[lo:hi]
         if self.per_token is not None:
             state["per_token"] = self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])]
+        if self.unit_totals is not None:
+            state.update(self.unit_totals.state())
         return state
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
@@ -81,6 +108,8 @@ class ScoreAccumulator:
             self.self_influence[lo:hi] += state["self_influence"]
         if self.per_token is not None:
             self.per_token[:, int(self.token_offsets[lo]):int(self.token_offsets[hi])] += state["per_token"]
+        if self.unit_totals is not None:
+            self.unit_totals.merge(state)
 
     def totals(self) -> dict[str, torch.Tensor]:
         tensors = {"scores": self.scores}
@@ -88,6 +117,8 @@ class ScoreAccumulator:
             tensors["self_influence"] = self.self_influence
         if self.per_token is not None:
             tensors["per_token"] = self.per_token
+        if self.unit_totals is not None:
+            tensors.update(self.unit_totals.totals())
         return tensors
 
     def score_matrix(self) -> torch.Tensor:
@@ -98,7 +129,7 @@ class ScoreAccumulator:
 def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspace: Workspace) -> torch.Tensor:
     """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
     if isinstance(V, LowRankQueries):
-        V = V.U @ V.W.transpose(-1, -2)
+        V = V.dense()
     ds, a = layer.output_grads, layer.inputs
     DW = workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
     torch.bmm(ds.transpose(1, 2), a, out=DW)
@@ -112,10 +143,7 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
         left = torch.einsum("bto,qor->qbtr", ds, V.U)
         right = torch.einsum("bti,qir->qbtr", a, V.W)
         return (left * right).sum(-1)
-    per_query = max(1, _CHUNK_ELEMENTS // max(1, ds.numel()))
-    chunks = [(torch.einsum("bti,qoi->qbto", a, V[lo:lo + per_query]) * ds).sum(-1)
-              for lo in range(0, V.shape[0], per_query)]
-    return torch.cat(chunks)
+    return torch.cat([product.sum(-1) for product in token_products(V, layer, "row")])
 
 
 def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.Tensor, a: torch.Tensor

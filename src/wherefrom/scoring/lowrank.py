@@ -14,6 +14,10 @@ class LowRankQueries:
     U: torch.Tensor
     W: torch.Tensor
 
+    def dense(self) -> torch.Tensor:
+        """U Wᵀ: the rank-r matrices [Q, out, in]."""
+        return self.U @ self.W.transpose(-1, -2)
+
 
 def low_rank(V: torch.Tensor, rank: int) -> LowRankQueries:
     """Best rank-``rank`` approximation of each [out, in] matrix in the batch V [Q, out, in] (Eckart-Young)."""

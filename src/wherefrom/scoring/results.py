@@ -5,12 +5,14 @@ On disk (OUT/):
   [n_layers, n_queries, n_sequences], ``per_token`` [n_queries, n_tokens_total] (row n of the corpus owns the
   slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
   ``self_influence`` [n_sequences]; with normalisation, ``cosine`` [n_queries, n_sequences] (the influence over
-  both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries].
+  both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries];
+  with ``--per-unit`` the ``unit_*`` tensors of :mod:`wherefrom.scoring.unit_results`.
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
 - ``queries.jsonl``: one line per query: id, prompt, completion and their token ids; for a completion the model
   wrote, how (stop rule, token budget, sampling) and why it ended.
 - ``results.jsonl``: per query, the top-k sequences (by cosine when normalised, else by influence) with score,
-  cosine, text, per-layer split and per-token scores.
+  cosine, text, per-layer split and per-token scores; with ``--per-unit``, the query's top units (influence,
+  share), their concentration, and each top sequence's split.
 - ``manifest.json``: layer names, the options used, units and sign.
 
 Sign and units: I(z, q) = ∇f(q)ᵀ (G + λI)⁻¹ ∇log p(z). Positive means adding z to training raises the query's
@@ -30,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wherefrom.fileio import atomic_write, atomic_write_text, jsonl_text, read_jsonl
+from wherefrom.scoring.unit_results import UnitInfluence
 
 SIGN_AND_UNITS = (
     "influence = grad f(query)^T (G + lambda I)^-1 grad log p(sequence); positive: training on the sequence raises "
@@ -83,6 +86,7 @@ class ScoreResult:
     self_influence: torch.Tensor | None = None
     cosine: torch.Tensor | None = None  # [Q, N]: normalised influence; when present it orders the sequences
     query_self_influence: torch.Tensor | None = None  # [Q]: ‖∇L_q‖² in the (G + λI)⁻¹ metric
+    units: UnitInfluence | None = None  # which neurons and heads carry each query's influence (--per-unit)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def token_scores(self, query: int, row: int) -> torch.Tensor:
@@ -117,12 +121,14 @@ class ScoreResult:
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = (value.float() if value.is_floating_point() else value).contiguous()
+        if self.units is not None:
+            tensors.update({k: v.contiguous() for k, v in self.units.tensors().items()})
         atomic_write(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
         atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
         atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
         manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata,
-                    "ranked_by": self.ranked_by}
+                    "ranked_by": self.ranked_by, **(self.units.manifest() if self.units is not None else {})}
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return out
 
@@ -149,6 +155,7 @@ class ScoreResult:
             self_influence=tensors.get("self_influence"),
             cosine=tensors.get("cosine"),
             query_self_influence=tensors.get("query_self_influence"),
+            units=UnitInfluence.load(tensors, manifest),
             metadata=manifest,
         )
 
@@ -171,7 +178,11 @@ class ScoreResult:
                 if self.per_token is not None:
                     entry["tokens"] = seq.tokens
                     entry["per_token"] = self.token_scores(q.index, row).tolist()
+                if self.units is not None and (split := self.units.sequence_split(q.index, row)) is not None:
+                    entry["per_unit"] = split
                 top.append(entry)
-            summaries.append({"query": q.index, "query_id": q.query_id, "prompt": q.prompt,
-                              "completion": q.completion, "top": top})
+            summary = {"query": q.index, "query_id": q.query_id, "prompt": q.prompt, "completion": q.completion}
+            if self.units is not None:
+                summary.update(self.units.summary(q.index))
+            summaries.append({**summary, "top": top})
         return summaries

@@ -15,12 +15,15 @@ from wherefrom.engine.distributed import World
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
+from wherefrom.models.units import find_unit, unit_map
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.cosine import cosine, query_self_influence
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
+from wherefrom.scoring.unit_pass import unit_summary, unit_token_maps
+from wherefrom.scoring.unit_scan import UnitScanAccumulator, restrict_queries
 
 Precondition = Callable[[QueryGradients], dict[str, torch.Tensor | LowRankQueries]]
 """Query gradients → (G + λI)⁻¹ ∇L_q per layer (consuming them): EK-FAC's, or a solver's refinement of it."""
@@ -42,12 +45,14 @@ def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
           quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
-          gradients: QueryGradients | None = None, precondition: Precondition | None = None) -> ScoreResult:
+          gradients: QueryGradients | None = None, precondition: Precondition | None = None,
+          unit: str | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
 
     ``gradients`` are the queries' gradients when the caller has them already; they are consumed. ``precondition``
     defaults to EK-FAC's (:func:`preconditioned_queries`); `--refine` gives
-    :func:`wherefrom.solvers.refine.query_preconditioner`'s.
+    :func:`wherefrom.solvers.refine.query_preconditioner`'s. With ``unit`` (a name of
+    :mod:`wherefrom.models.units`) only the influence through that unit is scored.
     """
     if precondition is None and options.refine != "none":
         raise ValueError(f"refine={options.refine!r} needs the solver's precondition (solvers.refine.query_preconditioner)")
@@ -60,24 +65,40 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
     queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options)))(gradients)
     dtype = next(model.parameters()).dtype
+    units = unit_map(model, layers, options.unit_view) if options.per_unit and unit is None else None
+    checkpoints = checkpoints or Checkpoints(None, "")
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
-    accumulator = run_pass(
-        model, layers, plan, Labels("data"), "scores", "scoring sequences",
-        lambda: ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
-                                 self_curvature, dtype),
-        checkpoints or Checkpoints(None, ""), world, quiet,
-    )
-    scores = accumulator.score_matrix()
-    self_influence = None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype)
+    positions = None if unit is None else find_unit(model, layers, unit)
+    if positions is not None:
+        queries_V = restrict_queries(queries_V, positions)
+        layers = [layer for layer in layers if layer.name in positions]
+
+    def make() -> ScoreAccumulator | UnitScanAccumulator:
+        accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
+                                       self_curvature, dtype, units, options.top_k, world)
+        return accumulator if positions is None else UnitScanAccumulator(accumulator, positions)
+
+    accumulator = run_pass(model, layers, plan, Labels("data"), "scores", "scoring sequences", make, checkpoints,
+                           world, quiet)
+    accumulator = accumulator if positions is None else accumulator.inner
+    unit_influence = None
+    if units is not None:
+        unit_influence = unit_summary(accumulator, units, options)
+        if options.per_token:
+            unit_influence.tokens = unit_token_maps(model, layers, accumulator.queries, unit_influence, units, sequences,
+                                                    options, checkpoints, world, quiet)
+    detailed = set() if unit_influence is None else set(unit_influence.rows.flatten().tolist())
     return ScoreResult(
-        scores=scores,
-        sequences=[sequence_info(s, tokenizer, options.per_token) for s in sequences],
+        scores=accumulator.score_matrix(),
+        sequences=[sequence_info(s, tokenizer, options.per_token or column in detailed)
+                   for column, s in enumerate(sequences)],
         queries=query_infos(queries, gradients.logprobs),
         layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
         per_token=accumulator.per_token,
         token_offsets=offsets,
-        self_influence=self_influence,
+        self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
+        units=unit_influence,
         cosine=None if query_self is None else cosine(accumulator.scores.sum(0), query_self,
                                                       accumulator.self_influence).to(accumulator.dtype),
         query_self_influence=query_self,

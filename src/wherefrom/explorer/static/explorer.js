@@ -130,19 +130,78 @@ function sequenceCard(sequence) {
     show(card.querySelector(".spurious-badge"), true);
   }
   const tokens = card.querySelector(".tokens");
-  for (const token of sequence.tokens) {
-    const piece = span("", token.text);
-    piece.title = `${token.value >= 0 ? "+" : ""}${number(token.value)}`;
-    if (token.style) piece.style.cssText = token.style;
-    tokens.append(piece);
-  }
-  if (!sequence.tokens.length) tokens.textContent = sequence.text;
+  tokenPieces(tokens, sequence.tokens, sequence.text);
   const toggle = card.querySelector(".toggle");
   toggle.addEventListener("click", () => {
     const open = tokens.classList.toggle("clamped");
     toggle.textContent = open ? "open in full" : "close";
   });
   return card;
+}
+
+function tokenPieces(container, tokens, text) {
+  for (const token of tokens) {
+    const piece = span("", token.text);
+    piece.title = `${token.value >= 0 ? "+" : ""}${number(token.value)}`;
+    if (token.style) piece.style.cssText = token.style;
+    container.append(piece);
+  }
+  if (!tokens.length) container.textContent = text;
+}
+
+// "Which neurons carry it": bars of signed shares; a click lists the sequences acting through the unit.
+function neuronsPanel(body, answer) {
+  const neurons = answer.neurons;
+  const note = body.querySelector(".neurons-note");
+  const bars = body.querySelector(".unit-bars");
+  const detail = body.querySelector(".unit-detail");
+  if (!neurons || !neurons.units.length) {
+    note.textContent = neurons && neurons.message ? neurons.message : "No unit split for this answer.";
+    return;
+  }
+  const largest = Math.max(...neurons.units.map((u) => Math.abs(u.share))) || 1;
+  note.textContent = (neurons.concentration === null
+    ? `No set of the ${neurons.n_units} units carries half of the influence (their parts cancel)`
+    : `${neurons.concentration} of ${neurons.n_units} units carry half of the influence`) +
+    ` of the ${answer.n_candidates} re-scored sequences that raise the answer. Orange carries it, blue works ` +
+    "against it. Click a unit for the sequences that act through it.";
+  neurons.units.forEach((unit) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "unit-bar";
+    button.setAttribute("aria-expanded", "false");
+    const bar = span(`bar ${unit.influence > 0 ? "pos" : "neg"}`, "");
+    bar.style.width = `${(100 * Math.abs(unit.share) / largest).toFixed(1)}%`;
+    const track = span("bar-track", "");
+    track.append(bar);
+    const share = `${unit.share >= 0 ? "+" : ""}${(100 * unit.share).toFixed(1)}%`;
+    button.append(span("unit-name", unit.name), track, span("unit-share", share));
+    button.addEventListener("click", () => {
+      const open = button.getAttribute("aria-expanded") !== "true";
+      bars.querySelectorAll("button").forEach((other) => other.setAttribute("aria-expanded", "false"));
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      detail.querySelector(".unit-title").textContent = `Re-scored sequences through ${unit.name}`;
+      const list = detail.querySelector(".unit-sequences");
+      list.replaceChildren(...unit.sequences.map((sequence) => {
+        const item = document.createElement("li");
+        item.className = "seq";
+        const head = document.createElement("div");
+        head.className = "seq-head";
+        head.append(span("rid", sequence.record_id),
+          span("score", `${sequence.value >= 0 ? "+" : ""}${number(sequence.value)} through the unit`),
+          span("note", `of ${number(sequence.score)} in all`));
+        const tokens = document.createElement("div");
+        tokens.className = "tokens";
+        tokenPieces(tokens, sequence.tokens, sequence.text);
+        item.append(head, tokens);
+        return item;
+      }));
+      show(detail, open);
+    });
+    const item = document.createElement("li");
+    item.append(button);
+    bars.append(item);
+  });
 }
 
 function render(answer, jobId, target = $("current")) {
@@ -162,6 +221,7 @@ function render(answer, jobId, target = $("current")) {
   save.download = `wherefrom-${jobId}.html`;
   const list = body.querySelector(".sequences");
   for (const sequence of answer.top) list.append(sequenceCard(sequence));
+  neuronsPanel(body, answer);
   plot(body.querySelector(".layer-heatmap"), answer.layer_heatmap, "layer heatmap");
   if (answer.layer_message) body.querySelector(".layer-heatmap").textContent = answer.layer_message;
   const tail = answer.tail;

@@ -23,3 +23,22 @@
     if (section) { observer.observe(section); }
   });
 }());
+
+// "Which neurons carry it": a click on a unit's bar shows the sequences that act through it (one at a time).
+(function () {
+  "use strict";
+  Array.prototype.forEach.call(document.querySelectorAll(".unit-panel"), function (panel) {
+    var buttons = Array.prototype.slice.call(panel.querySelectorAll("button.unit-bar"));
+    buttons.forEach(function (button) {
+      button.addEventListener("click", function () {
+        var open = button.getAttribute("aria-expanded") !== "true";
+        buttons.forEach(function (other) {
+          other.setAttribute("aria-expanded", "false");
+          document.getElementById(other.getAttribute("data-detail")).hidden = true;
+        });
+        button.setAttribute("aria-expanded", open ? "true" : "false");
+        document.getElementById(button.getAttribute("data-detail")).hidden = !open;
+      });
+    });
+  });
+}());

@@ -1,0 +1,54 @@
+"""Influence per unit of the network (neuron, attention head, residual dimension): the score contraction, unsummed.
+
+A layer's influence on query q is ⟨V_q, DW̄⟩ = Σ_ij V_ij DW̄_ij (eq. 30), V = (G + λI)⁻¹ ∇L_q back in the
+parameter basis and DW̄ = Σ_t Ds_t ā_tᵀ. Summing over columns only leaves one number per output unit (row i):
+I_i = Σ_j V_ij DW̄_ij = Σ_t Ds_ti (V ā_t)_i; over rows only, one per input unit (column j):
+I_j = Σ_t ā_tj (Ds_tᵀ V)_j. Each split sums exactly to the layer's score, so the scorer computes the split and
+sums it rather than contracting twice. A unit of :mod:`wherefrom.models.units` adds its rows and columns over
+the layers it spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from wherefrom.engine.stream import LayerBatch
+from wherefrom.models.units import Axis
+
+_CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
+
+
+def layer_split(V: torch.Tensor, layer: LayerBatch, axis: Axis, with_tokens: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's influence split over its rows (``axis='row'``) or columns, per query and sequence: [Q, B, D];
+    with ``with_tokens`` also its per-position terms Ds_tᵀ V ā_t [Q, B, T], from the same product."""
+    if not with_tokens:
+        ds, a = layer.output_grads, layer.inputs
+        if axis == "row":  # ⟨q̂_i, DW̄_i⟩ for each row i: one small matrix product per row
+            return torch.einsum("qoi,boi->qbo", V, torch.bmm(ds.transpose(1, 2), a)), None
+        # Columns: the same on the transposes (DW̄ᵀ = Σ_t ā_t Ds_tᵀ), which keeps each product's memory contiguous.
+        return torch.einsum("qio,bio->qbi", V.transpose(1, 2).contiguous(), torch.bmm(a.transpose(1, 2), ds)), None
+    products = [(product.sum(2), product.sum(-1)) for product in token_products(V, layer, axis)]
+    return torch.cat([split for split, _ in products]), torch.cat([tokens for _, tokens in products])
+
+
+def token_products(V: torch.Tensor, layer: LayerBatch, axis: Axis) -> Iterator[torch.Tensor]:
+    """The terms Ds_ti (V ā_t)_i (rows) or ā_tj (Ds_tᵀ V)_j (columns) [q, B, T, D], in chunks of queries: summed
+    over D they are the token decomposition, over T the unit split."""
+    ds, a = layer.output_grads, layer.inputs
+    per_query = max(1, _CHUNK_ELEMENTS // max(1, ds.numel() if axis == "row" else a.numel()))
+    for lo in range(0, V.shape[0], per_query):
+        chunk = V[lo:lo + per_query]
+        if axis == "row":
+            yield torch.einsum("bti,qoi->qbto", a, chunk) * ds
+        else:
+            yield torch.einsum("bto,qoi->qbti", ds, chunk) * a
+
+
+def to_units(split: torch.Tensor, assignment: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Add a layer's rows or columns (last axis of ``split``) into their units, the last axis of ``out``; entries
+    assigned to no unit (-1) are left out."""
+    keep = assignment >= 0
+    return out.index_add_(-1, assignment[keep], split[..., keep])
