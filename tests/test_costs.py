@@ -17,6 +17,7 @@ from wherefrom.cli.main import app
 from wherefrom.costs import memory
 from wherefrom.costs.plans import estimate_fit, estimate_score
 from wherefrom.curvature.covariance import CovarianceAccumulator
+from wherefrom.engine.execution import Execution
 from wherefrom.models.loading import load_model
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions, ScoreOptions
@@ -90,7 +91,7 @@ def test_the_score_disk_estimate_counts_the_unit_split(workspace, tmp_path):
 def test_factor_memory_is_the_size_of_the_covariance_sums(blocks, dtype):
     model = tiny_llama(dtype=dtype)
     layers = select_layers(model, "all-linear")
-    sums = CovarianceAccumulator(layers, dtype, blocks).sums
+    sums = CovarianceAccumulator(layers, Execution.of(model), blocks).sums
     allocated = sum(t.numel() * t.element_size() for key, t in sums.items() if key.startswith(("A/", "S/")))
     assert memory.factor_sum_bytes(layers, blocks, dtype) == allocated
     largest = max(t.shape[0] for key, t in sums.items() if key.startswith(("A/", "S/")))

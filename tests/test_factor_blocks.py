@@ -21,6 +21,7 @@ from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import eigendecompose_all, fit_curvature
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.errors import WherefromError
@@ -79,8 +80,9 @@ def test_fitted_factors_are_the_block_diagonal_parts_of_the_exact_covariances():
     tokens = corpus_tokens()
     blocks = 3
     plan = PassPlan(tokens, [1] * len(tokens), 4, 512)
+    execution = Execution.of(model)
     covariance = run_pass(model, layers, plan, Labels("data"), "covariance", "", lambda: CovarianceAccumulator(
-        layers, torch.float64, blocks), Checkpoints(None, ""), World(), quiet=True)
+        layers, execution, blocks), Checkpoints(None, ""), execution, quiet=True)
     eigen = eigendecompose_all(covariance, World(), torch.float64, quiet=True)
     A, S = exact_covariances(model, layers, tokens)
     for layer in layers:
@@ -188,8 +190,9 @@ def test_ranks_share_block_diagonal_eigendecompositions():
     plan = PassPlan(tokens, [1] * len(tokens), 4, 512)
 
     def decompose(world):
+        execution = Execution.of(model)
         covariance = run_pass(model, layers, plan, Labels("data"), "covariance", "", lambda: CovarianceAccumulator(
-            layers, torch.float64, 2), Checkpoints(None, ""), World(), quiet=True)
+            layers, execution, 2), Checkpoints(None, ""), execution, quiet=True)
         return eigendecompose_all(covariance, world, torch.float64, quiet=True)
 
     single, parts = decompose(World()), [decompose(UnsummedWorld(rank, 2)) for rank in (0, 1)]

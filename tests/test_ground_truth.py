@@ -1,7 +1,9 @@
-"""wherefrom's gradients, curvature and influence against independent float64 computations."""
+"""wherefrom's gradients, curvature and influence against independent float64 computations (on the CPU, and on
+CUDA where there is one: the exact side always runs on the CPU)."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -36,31 +38,42 @@ def corpus_tokens(n: int = 6) -> list[list[int]]:
 
 
 QUERY_TOKENS = [TOKENIZER("paris is the capital of france")["input_ids"], TOKENIZER("a cat sat")["input_ids"]]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def on(model: nn.Module, device: str) -> nn.Module:
+    """The model wherefrom runs: ``model`` itself on the CPU, a copy on another device."""
+    return model if device == "cpu" else copy.deepcopy(model).to(device)
 
 
 def exact_train_grads(model, layers, tokens):
     return torch.stack([sequence_gradient(model, layers, t) for t in tokens])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make_model", [tiny_llama, tiny_gpt2], ids=["llama-linear", "gpt2-conv1d-bias"])
-def test_contracted_gradients_equal_autograd(make_model):
+def test_contracted_gradients_equal_autograd(make_model, device):
     model = prepare_for_influence(make_model(dtype=torch.float64))
     layers = select_layers(model, "all-linear")
+    running = on(model, device)
     tokens = corpus_tokens()
     queries = [Query("q", "", "", tuple(t[:3]), tuple(t[3:])) for t in tokens]  # prompt tokens are not measured
-    got = query_gradients(model, layers, queries, batch_size=4, quiet=True)  # padded batches of mixed lengths
-    for i, t in enumerate(tokens):
+    got = query_gradients(running, select_layers(running, "all-linear"), queries, batch_size=4, quiet=True)
+    for i, t in enumerate(tokens):  # padded batches of mixed lengths
         expected = sequence_gradient(model, layers, t, first_target=3)
-        flat = torch.cat([got.dense(layer.name)[i].reshape(-1) for layer in layers])
+        flat = torch.cat([got.dense(layer.name)[i].reshape(-1).cpu() for layer in layers])
         torch.testing.assert_close(flat, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_identity_strategy_is_the_exact_gradient_dot_product():
+@pytest.mark.parametrize("device", DEVICES)
+def test_identity_strategy_is_the_exact_gradient_dot_product(device):
     model = prepare_for_influence(tiny_gpt2(dtype=torch.float64))
     layers = select_layers(model, "mlp")
+    running = on(model, device)
+    tracked = select_layers(running, "mlp")
     tokens = corpus_tokens()
-    curvature = fit_curvature(model, layers, sequences_of(tokens), FitOptions(strategy="identity"), quiet=True)
-    result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(QUERY_TOKENS), sequences_of(tokens),
+    curvature = fit_curvature(running, tracked, sequences_of(tokens), FitOptions(strategy="identity"), quiet=True)
+    result = score(running, TOKENIZER, tracked, curvature, whole_sequence_queries(QUERY_TOKENS), sequences_of(tokens),
                    ScoreOptions(batch_size=3), quiet=True)
     expected = exact_train_grads(model, layers, QUERY_TOKENS) @ exact_train_grads(model, layers, tokens).T
     torch.testing.assert_close(result.scores, expected, rtol=1e-10, atol=1e-12)
@@ -88,18 +101,21 @@ class UniformSoftmaxRegression(nn.Module):
         return SimpleNamespace(logits=self.proj(self.embed(input_ids)))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("strategy", ["kfac", "ekfac"])
-def test_kfac_and_ekfac_are_exact_when_the_gauss_newton_hessian_is_a_kronecker_product(strategy):
+def test_kfac_and_ekfac_are_exact_when_the_gauss_newton_hessian_is_a_kronecker_product(strategy, device):
     model = prepare_for_influence(UniformSoftmaxRegression())
     layers = select_layers(model, "proj")
+    running = on(model, device)
+    tracked = select_layers(running, "proj")
     # One prediction per sequence, every label once per input: the empirical Fisher equals the true Fisher.
     tokens = [[x, y] for x in (1, 2, 3) for y in range(7)]
     G = gauss_newton(model, layers, tokens)
-    curvature = fit_curvature(model, layers, sequences_of(tokens),
+    curvature = fit_curvature(running, tracked, sequences_of(tokens),
                               FitOptions(strategy=strategy, fisher="empirical", batch_size=5), quiet=True)
     queries = [[4, 2], [1, 6], [2, 0]]
     damping = 1e-3
-    result = score(model, TOKENIZER, layers, curvature, whole_sequence_queries(queries), sequences_of(tokens),
+    result = score(running, TOKENIZER, tracked, curvature, whole_sequence_queries(queries), sequences_of(tokens),
                    ScoreOptions(damping=damping, batch_size=4), quiet=True)
     q_grads, z_grads = exact_train_grads(model, layers, queries), exact_train_grads(model, layers, tokens)
     expected = damped_influence(G, q_grads, z_grads, torch.full((G.shape[0],), damping, dtype=torch.float64))
@@ -121,15 +137,17 @@ def test_sampled_fisher_converges_to_the_gauss_newton_hessian():
     assert (result.scores - expected).norm() / expected.norm() < 0.1  # Monte Carlo error ~ 1/sqrt(n): 0.22 at n=100
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("blocks", [1, 2], ids=["dense", "2-blocks"])
-def test_ekfac_is_the_best_diagonal_in_the_kfac_eigenbasis(blocks):
+def test_ekfac_is_the_best_diagonal_in_the_kfac_eigenbasis(blocks, device):
     """With data labels, EK-FAC's Λ is the exact diagonal of G in K-FAC's eigenbasis, so it is closer to G (in
     Frobenius norm) than K-FAC's Λ_S ⊗ Λ_A in the same basis (George et al. 2018); also for block-diagonal A, S."""
     model = prepare_for_influence(tiny_llama(dtype=torch.float64))
     layers = select_layers(model, "mlp")
+    running = on(model, device)
     tokens = corpus_tokens(8)
     z_grads = exact_train_grads(model, layers, tokens)
-    fitted = {strategy: fit_curvature(model, layers, sequences_of(tokens), FitOptions(
+    fitted = {strategy: fit_curvature(running, select_layers(running, "mlp"), sequences_of(tokens), FitOptions(
         strategy=strategy, fisher="empirical", batch_size=3, factor_blocks=blocks), quiet=True)
               for strategy in ("kfac", "ekfac")}
     lo = 0
@@ -142,7 +160,7 @@ def test_ekfac_is_the_best_diagonal_in_the_kfac_eigenbasis(blocks):
         kfac = kronecker_matrix(fitted["kfac"].layers[layer.name])
         rotation = kronecker_basis(fitted["ekfac"].layers[layer.name])
         torch.testing.assert_close(ekfac.diagonal().sum(), G.trace())  # the rotation keeps the trace
-        torch.testing.assert_close(fitted["ekfac"].layers[layer.name].eigenvalues.reshape(-1),
+        torch.testing.assert_close(fitted["ekfac"].layers[layer.name].eigenvalues.reshape(-1).cpu(),
                                    (rotation.T @ G @ rotation).diagonal())
         assert (ekfac - G).norm() <= (kfac - G).norm() + 1e-12, layer.name
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_gpt2, write_jsonl
 
 from wherefrom.api import fit
 from wherefrom.curvature.opening import open_run
 from wherefrom.errors import WherefromError
-from wherefrom.models.loading import LoadedModel, load_model
-from wherefrom.options import FitOptions
+from wherefrom.models.loading import load_model
+from wherefrom.options import ExecutionOptions, FitOptions
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def test_opens_the_model_the_run_names_with_its_layers_and_data_options(fitted: tuple[Path, Path, Path]):
     model_dir, corpus, run = fitted
-    loaded_from: list[str] = []
-
-    def load(source: str | Path) -> LoadedModel:
-        loaded_from.append(str(source))
-        return load_model(source)
-
-    opened = open_run(run, load=load)
-    assert loaded_from == [str(model_dir)]
+    opened = open_run(run, execution=ExecutionOptions(device="cpu"))
+    assert opened.loaded.source == str(model_dir)
+    assert next(opened.loaded.model.parameters()).device == torch.device("cpu")
     assert [layer.name for layer in opened.layers] == ["transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"]
     assert list(opened.curvature.layers) == [layer.name for layer in opened.layers]
     assert opened.data == {"max_length": 12, "pack": False, "batch_size": 3, "shard_size": 5}

@@ -30,7 +30,8 @@ def return_large_blocks_to_os() -> bool:
 class Workspace:
     """Reusable scratch tensors, one per (shape, dtype): a temporary written by every layer of every batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = device
         self._buffers: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -38,5 +39,5 @@ class Workspace:
         temporaries that happen to share a shape never share memory."""
         key = (name, tuple(shape), dtype)
         if key not in self._buffers:
-            self._buffers[key] = torch.empty(shape, dtype=dtype)
+            self._buffers[key] = torch.empty(shape, dtype=dtype, device=self.device)
         return self._buffers[key]

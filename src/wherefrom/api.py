@@ -15,22 +15,25 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+import torch
+
+from wherefrom.curvature.blocks import factor_sum_bytes
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun, load_run, save_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
-from wherefrom.engine.distributed import World, current_world
+from wherefrom.engine.execution import Execution, dtype_name, load_for_execution, start_execution
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
 from wherefrom.index.answers import index_ranking, index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
-from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.models.units import find_unit
-from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.scoring.columns import bm25_rows, top_rows
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.scoring.query_gradients import query_gradients
@@ -49,21 +52,23 @@ def _finished_job(out: Path) -> str | None:
 
 
 def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
-        options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False) -> FactorRun:
+        options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False,
+        execution: ExecutionOptions = ExecutionOptions()) -> FactorRun:
     """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``.
 
     Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
-    refused for an existing run folder unless ``restart``.
+    refused for an existing run folder unless ``restart``. ``execution``: device, dtype and factor placement (a
+    :class:`LoadedModel` runs where it already is).
     """
     out, start = Path(out), time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution)
     layers = select_layers(loaded.model, options.modules)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
-    # Dense factors (factor_blocks 1) hash as before the option existed, so earlier run folders stay valid.
+    running = start_execution(loaded.model, execution, factor_sum_bytes(layers, options.factor_blocks, torch.float32))
+    # Dense float32 factors (factor_blocks 1) hash as before those options existed: earlier run folders stay valid.
     identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
-    job = job_fingerprint(options=identity,
-                          model=loaded.fingerprint, corpus=corpus_id)
+    job = job_fingerprint(options={**identity, **_dtype_identity(running)}, model=loaded.fingerprint, corpus=corpus_id)
     if (out / "manifest.json").is_file():
         finished = load_run(out)
         if finished.manifest.get("job") == job and not restart:
@@ -71,23 +76,28 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
         if not restart:
             raise WherefromError(f"{out} already holds factors fitted with other options, model or corpus; "
                                  "choose another --out, or add --restart to replace them.")
-    world = current_world()
+    world = running.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
-    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, world)
+    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, running)
     if world.is_main:
         manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
         save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
-                 seconds=time.perf_counter() - start)
+                 seconds=time.perf_counter() - start, execution=running.describe())
         checkpoints.finish()
     world.barrier()
     return load_run(out)
 
 
+def _dtype_identity(execution: Execution) -> dict[str, str]:
+    """The model dtype as part of a job's identity (float32, the only dtype before --dtype, adds nothing)."""
+    return {} if execution.dtype == torch.float32 else {"dtype": dtype_name(execution.dtype)}
+
+
 def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
           out: str | Path | None = None, options: ScoreOptions | None = None,
           model: str | Path | LoadedModel | None = None, quiet: bool = False, restart: bool = False,
-          index: str | Path | None = None) -> ScoreResult:
+          index: str | Path | None = None, execution: ExecutionOptions = ExecutionOptions()) -> ScoreResult:
     """Score every sequence of ``corpus`` (default: the fitted corpus) against each query of ``queries``.
 
     ``options`` defaults to the run's own max_length, pack and batch_size. With ``index`` (a folder written by
@@ -95,11 +105,12 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     with no pass over the rest of the corpus; ``rescore=0`` gives the index's own scores of every sequence. The
     index remembers its run and corpus, so ``run`` (None) and ``corpus`` only override them. Results are saved in
     ``out`` when given; an interrupted scoring job with the same ``out`` resumes from its finished shards.
+    ``execution``: device and dtype (dtype 'auto': the one the run was fitted in).
     """
     gradient_index = None if index is None else GradientIndex.open(index)
     if run is None and gradient_index is None:
         raise WherefromError("give a fitted run folder (`wherefrom fit`), or an index (`wherefrom index`) that names one.")
-    opened = open_run(run if run is not None else gradient_index.run_folder, model)
+    opened = open_run(run if run is not None else gradient_index.run_folder, model, execution)
     fitted = opened.fitted
     if options is None:  # the index's data options when there is one (the sequences it holds), else the run's
         options = ScoreOptions(**(opened.data if gradient_index is None else
@@ -107,6 +118,7 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     check_solver_options(options)
     _check_score_options(options, index is not None)
     loaded, layers, factors = opened.loaded, opened.layers, opened.factors
+    running = start_execution(loaded.model, execution)
     run_dir = opened.folder
     corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
@@ -117,17 +129,18 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     if options.damping == "auto":
         options = replace(options, damping=auto_damping(loaded.model, layers, factors.curvature, query_list, sequences,
                                                         options, quiet))
-    job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
+    job = job_fingerprint(options={**{k: v for k, v in asdict(options).items() if k not in ("batch_size", "top_k")},
+                                   **_dtype_identity(running)},
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
                           queries=[asdict(q) for q in query_list],
                           index=None if gradient_index is None else gradient_index.manifest["job"])
     if out is not None and not restart and _finished_job(Path(out)) == job:
         return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
-    world = current_world()
+    world = running.world
     checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
     checkpoints.open(restart)
     result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index,
-                            run_dir, quiet, checkpoints, world)
+                            run_dir, quiet, checkpoints, running)
     result.metadata = {
         "strategy": factors.strategy,
         "fisher": fitted["fisher"],
@@ -137,6 +150,7 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
         "corpus": str(corpus_path),
         "columns": _columns_note(options, gradient_index, len(result.sequences), len(sequences)),
         "options": asdict(options),
+        "execution": running.describe(),
         "job": job,
         "run": str(run_dir.resolve()),
     }
@@ -201,21 +215,22 @@ def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
 
 def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: FactorRun, queries: list[Query],
                    sequences: list[TrainingSequence], options: ScoreOptions, index: GradientIndex | None,
-                   run_dir: Path, quiet: bool, checkpoints: Checkpoints, world: World) -> ScoreResult:
+                   run_dir: Path, quiet: bool, checkpoints: Checkpoints, execution: Execution) -> ScoreResult:
     """Score the columns the options choose: all sequences, BM25 candidates, or an index's (re-scored) top."""
     gradients, rows = None, None
     if options.candidates is not None:
         rows = bm25_rows(sequences, queries, options.candidates, run_dir)
     elif index is not None:
-        gradients = query_gradients(loaded.model, layers, queries, options.batch_size, quiet or not world.is_main)
+        gradients = query_gradients(loaded.model, layers, queries, options.batch_size,
+                                    quiet or not execution.world.is_main, execution)
         if options.rescored_per_query == 0:
             return index_result(index, gradients, queries, sequences, loaded.tokenizer, options, factors.curvature)
         rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescored_per_query)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
     precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
-                                        quiet or not world.is_main)
+                                        quiet or not execution.world.is_main, execution)
     return score_sequences(loaded.model, loaded.tokenizer, layers, factors.curvature, queries, chosen, options,
-                           quiet, checkpoints, world, gradients, precondition)
+                           quiet, checkpoints, execution, gradients, precondition)
 
 
 def _columns_note(options: ScoreOptions, index: GradientIndex | None, n_scored: int, n_corpus: int) -> str:

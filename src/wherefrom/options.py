@@ -16,6 +16,8 @@ Refine = Literal["none", "cg"]
 UnitView = Literal["nodes", "residual"]
 UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
 REFINES: tuple[str, ...] = ("none", "cg")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+FACTOR_PLACES: tuple[str, ...] = ("auto", "device", "host")
 Stop = Literal["eos", "sentence"]
 STOPS: tuple[str, ...] = ("eos", "sentence")
 DEFAULT_RESCORE = 100  # with --index, each query's top sequences by the index that are scored exactly
@@ -143,6 +145,26 @@ class IndexOptions(DataOptions):
         "number of float16 values ('32768'), or 'full' (every entry, in float32: exactly full EK-FAC). The values "
         "go to the entries of the gradient in the EK-FAC eigenbasis that matter most for scores, over all layers "
         "together (largest Λ/(Λ+λ)). Larger is closer to full EK-FAC and bigger on disk.",
+    )
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """Where and in which precision the model runs (every command that runs the model takes these; checked by
+    ``engine.execution.check_execution_options`` before anything is loaded)."""
+
+    device: str = option(
+        "auto", "'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'. Under torchrun, 'auto' and "
+                "'cuda' take GPU LOCAL_RANK.",
+    )
+    dtype: str = option(
+        "auto", "Precision of the forward and backward passes: 'auto' (the checkpoint's own dtype on a GPU, float32 on "
+                "the CPU; for score, index and check the dtype the run was fitted in), 'float32', 'bfloat16' or "
+                "'float16'. A, S and Λ are summed in float32 whatever this is (docs/precision.md).",
+    )
+    factors: str = option(
+        "auto", "Where the factor sums A, S, Λ are kept while fitting: 'device' (next to the model), 'host' (CPU "
+                "memory: each batch's sums are formed on the device and added to host float32 sums), or 'auto' "
+                "(host when the memory plan says they do not fit on the GPU next to the model).",
     )
 
 

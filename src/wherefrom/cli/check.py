@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wherefrom.cli.common import QUIET, app, choice, print_dry_run, run_action
-from wherefrom.options import default_of, help_of
+from wherefrom.cli.common import DEVICE, DTYPE, QUIET, app, choice, print_dry_run, run_action
+from wherefrom.options import ExecutionOptions, default_of, help_of
 from wherefrom.solvers.trust import CheckOptions, TrustReport
 
 
@@ -32,6 +32,8 @@ def check(
     sample: int = check_opt("sample"),
     n_queries: int = check_opt("n_queries", "--n-queries"),
     damping: float | None = check_opt("damping"),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expected time (one Gauss-Newton product timed "
                                                           "on a batch of the sample) and memory, and check nothing."),
     quiet: bool = QUIET,
@@ -45,10 +47,11 @@ def check(
         options = CheckOptions(solver=choice(solver, ("cg", "lissa"), "--solver"), iterations=iterations,
                                tolerance=tolerance, budget=budget, layers=layers, sample=sample, n_queries=n_queries,
                                damping=damping)
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             print_dry_run(lambda: estimate_check(run, corpus, queries, options), quiet)
         else:
-            print_report(check_run(run, corpus, queries, options, quiet))
+            print_report(check_run(run, corpus, queries, options, quiet, execution))
 
     run_action(action)
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from wherefrom.errors import WherefromError
-from wherefrom.options import FitOptions, IndexOptions, ScoreOptions, default_of, help_of
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions, default_of, help_of
 from wherefrom.version import __version__
 
 app = typer.Typer(
@@ -38,6 +38,15 @@ def score_opt(name: str, *flags: str) -> object:
 
 def index_opt(name: str, *flags: str) -> object:
     return typer.Option(default_of(IndexOptions, name), *flags, help=help_of(IndexOptions, name))
+
+
+def execution_opt(name: str) -> object:
+    return typer.Option(default_of(ExecutionOptions, name), f"--{name}", help=help_of(ExecutionOptions, name))
+
+
+DEVICE = execution_opt("device")
+DTYPE = execution_opt("dtype")
+FACTORS = execution_opt("factors")
 
 
 def _version(value: bool) -> None:

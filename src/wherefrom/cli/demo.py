@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from wherefrom.cli.common import QUIET, app, choice, err, run_action
+from wherefrom.cli.common import DEVICE, DTYPE, QUIET, app, choice, err, run_action
+from wherefrom.options import ExecutionOptions
 
 
 @app.command()
@@ -18,6 +19,8 @@ def demo(
     reduced: bool = typer.Option(False, help="A few hundred documents and a tiny model: seconds instead of minutes."),
     threads: int = typer.Option(2, help="CPU threads for training the demo model."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     quiet: bool = QUIET,
 ) -> None:
     """The whole pipeline on a built-in corpus with known answers: train, fit, score, check, report."""
@@ -29,12 +32,13 @@ def demo(
         from wherefrom.demo.summary import print_demo_summary
         from wherefrom.outputs.summary import print_summary
 
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
-            report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps)
+            report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps, execution)
             print_summary(result, top_k=3)
             err.print(f"report: [bold]{report_path}[/]")
             return
-        summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps)
+        summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps, execution)
         print_demo_summary(summary)
 
     run_action(action)

@@ -7,7 +7,10 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import (
+    DEVICE,
     DRY_RUN,
+    DTYPE,
+    FACTORS,
     QUIET,
     RESTART,
     app,
@@ -26,6 +29,7 @@ from wherefrom.options import (
     STOPS,
     STRATEGIES,
     UNIT_VIEWS,
+    ExecutionOptions,
     FitOptions,
     IndexOptions,
     ScoreOptions,
@@ -46,6 +50,9 @@ def fit(
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
     factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    factors: str = FACTORS,
     dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
@@ -58,12 +65,13 @@ def fit(
         options = FitOptions(max_length=max_length, pack=pack, batch_size=batch_size, shard_size=shard_size,
                              modules=modules, strategy=choice(strategy, STRATEGIES, "--strategy"),
                              fisher=choice(fisher, FISHERS, "--fisher"), seed=seed, factor_blocks=factor_blocks)
+        execution = ExecutionOptions(device=device, dtype=dtype, factors=factors)
         if dry_run:
             from wherefrom.costs.plans import estimate_fit
 
-            print_dry_run(lambda: estimate_fit(model, corpus, options), quiet)
+            print_dry_run(lambda: estimate_fit(model, corpus, options, execution), quiet)
             return
-        run = fit_run(model, corpus, out, options, quiet, restart)
+        run = fit_run(model, corpus, out, options, quiet, restart, execution)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
                        f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
@@ -108,6 +116,8 @@ def score(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     dry_run: bool = DRY_RUN,
     restart: bool = RESTART,
     quiet: bool = QUIET,
@@ -135,12 +145,14 @@ def score(
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
             refine=choice(refine, REFINES, "--refine"), refine_iterations=refine_iterations, refine_sample=refine_sample,
         )
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.plans import estimate_score
 
-            print_dry_run(lambda: estimate_score(run, queries, corpus, options, index), quiet)
+            print_dry_run(lambda: estimate_score(run, queries, corpus, options, index, execution), quiet)
             return
-        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index)
+        result = score_run(run, queries, corpus, out, options, quiet=quiet, restart=restart, index=index,
+                           execution=execution)
         if not quiet:
             print_summary(result, top_k=min(top_k, 5))
             if result.units is not None:
@@ -163,6 +175,8 @@ def index(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Sequences per shard (default: the run's)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     restart: bool = RESTART,
     quiet: bool = QUIET,
 ) -> None:
@@ -176,12 +190,13 @@ def index(
         options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
                                batch_size=batch_size or fitted["batch_size"],
                                shard_size=shard_size or fitted["shard_size"], budget=budget)
+        execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
 
-            print_dry_run(lambda: estimate_index(run, corpus, options), quiet)
+            print_dry_run(lambda: estimate_index(run, corpus, options, execution), quiet)
             return
-        built = build_index(run, out, corpus, options, quiet=quiet, restart=restart)
+        built = build_index(run, out, corpus, options, quiet=quiet, restart=restart, execution_options=execution)
         if not quiet:
             megabytes = built.manifest["bytes_per_sequence"] * built.n_sequences / 1e6
             err.print(f"indexed {built.n_sequences} sequences, {built.manifest['bytes_per_sequence']:,} bytes each "

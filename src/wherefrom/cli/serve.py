@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from wherefrom.cli.common import app, err, run_action
+from wherefrom.cli.common import DEVICE, DTYPE, app, err, run_action
 from wherefrom.errors import WherefromError
+from wherefrom.options import ExecutionOptions
 
 
 @app.command()
@@ -24,6 +25,8 @@ def serve(
                                                "machines ask questions and read the corpus."),
     port: int = typer.Option(8000, help="Port to listen on."),
     threads: int = typer.Option(2, help="CPU threads for the model."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """Start the explorer: a local web page to ask the model a question and see the training sequences that most
     influenced its answer, token by token (JSON API documented at /docs)."""
@@ -43,7 +46,9 @@ def serve(
                       "questions and read the training corpus. Use --host 127.0.0.1 to keep it local.")
         torch.set_num_threads(threads)
         err.print("loading the model, curvature and corpus…")
-        session = ExplorerSession.open(run, corpus, index) if (run or index) else ExplorerSession.from_demo(demo)
+        execution = ExecutionOptions(device=device, dtype=dtype)
+        session = ExplorerSession.open(run, corpus, index, execution) if (run or index) else \
+            ExplorerSession.from_demo(demo, execution)
         err.print(f"wherefrom explorer: [bold]http://{_url_host(host)}:{port}/[/] (API docs at /docs; Ctrl+C stops)")
         uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
 

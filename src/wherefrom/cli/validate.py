@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from wherefrom.cli.common import QUIET, app, choice, err, run_action
+from wherefrom.cli.common import DEVICE, DTYPE, QUIET, app, choice, err, run_action
 
 validate_app = typer.Typer(help="Check how faithfully influence scores predict retraining.", no_args_is_help=True)
 app.add_typer(validate_app, name="validate")
@@ -24,6 +24,8 @@ def lds(
     config: str = typer.Option("default", help="'default' (the demo model) or 'reduced' (tiny, seconds)."),
     out: Path = typer.Option(Path("wherefrom-lds"), help="Folder for lds.json, lds.md and lds.png."),
     threads: int = typer.Option(2, help="CPU threads for retraining and scoring."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     quiet: bool = QUIET,
 ) -> None:
     """Linear datamodeling score on the demo: retrain on random subsets, and rank-correlate each subset's summed
@@ -39,8 +41,11 @@ def lds(
 
         name = choice(config, ("default", "reduced"), "--config")
         chosen = tuple(PROVIDERS) if methods == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+        from wherefrom.options import ExecutionOptions
+
         settings = LdsSettings(reduced_config() if name == "reduced" else DemoConfig(), name, models, fraction,
-                               seeds, chosen, damping_sweep, threads)
+                               seeds, chosen, damping_sweep, threads,
+                               execution=ExecutionOptions(device=device, dtype=dtype))
         report = run_lds(settings, quiet)
         paths = write_report(report, out)
         if not quiet:

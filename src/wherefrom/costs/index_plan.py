@@ -13,33 +13,38 @@ from wherefrom.costs import memory
 from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
+from wherefrom.engine.execution import start_execution
 from wherefrom.engine.stream import Labels
 from wherefrom.index.budget import RowLayout
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
-from wherefrom.options import IndexOptions
+from wherefrom.options import ExecutionOptions, IndexOptions
 
 _NPY_HEADER = 128
 
 
-def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions) -> CostEstimate:
+def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOptions,
+                   execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
-    opened = open_run(run)
+    opened = open_run(run, execution=execution_options)
     loaded, layers = opened.loaded, opened.layers
+    execution = start_execution(loaded.model, execution_options)
     layout, projections = choose_projections({layer.name: opened.curvature.layers[layer.name] for layer in layers},
                                              options.budget)
     columns = layout.values
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
-    dtype = next(loaded.model.parameters()).dtype
+    dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
         n_rows = len(lengths)
         return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), layout.dtype),
-                                                           np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)))
+                                                           np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)),
+                           execution.device)
 
-    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make)
+    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
+                            execution)
     n, longest = len(sequences), max(len(t) for t in tokens)
     weights = memory.weights_bytes(loaded.model)
     rotated = options.batch_size * max(layer.shape.out_features * layer.shape.in_dim for layer in layers) * 4
@@ -56,7 +61,7 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
-                        [budget_note(layout, projections, n, options.budget)])
+                        [budget_note(layout, projections, n, options.budget)], execution.describe())
 
 
 def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_sequences: int, budget: str) -> str:

@@ -1,7 +1,8 @@
 """Bytes from shapes: model weights, per-batch captures, factor sums, bases, eigendecomposition work, output files.
 
-Every count mirrors what the passes allocate (see curvature/ and scoring/): sums and bases in the model's dtype,
-eigendecompositions in float64, score accumulators in float64, saved scores in float32.
+Every count mirrors what the passes allocate (see curvature/ and scoring/): captures in the model's dtype, sums and
+bases in float32 (the precision policy), eigendecompositions in float64, score accumulators in float64, saved
+scores in float32.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import torch
 from torch import nn
 
-from wherefrom.curvature.blocks import block_sizes
+from wherefrom.curvature.blocks import block_sizes, factor_sum_bytes
+
+__all__ = ["factor_sum_bytes"]  # with the byte counts below (it lives with the blocks it counts)
 from wherefrom.models.selection import TrackedLayer
 
 _SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -31,12 +34,6 @@ def weights_bytes(model: nn.Module) -> int:
 def captured_bytes(layers: list[TrackedLayer], batch_size: int, length: int, dtype: torch.dtype) -> int:
     """ā and Ds of every tracked layer for one batch (an upper bound: layers reading one input share its ā)."""
     return batch_size * length * sum(layer.shape.in_dim + layer.shape.out_features for layer in layers) * itemsize(dtype)
-
-
-def factor_sum_bytes(layers: list[TrackedLayer], blocks: int, dtype: torch.dtype) -> int:
-    """The covariance sums A and S of every layer, O diagonal blocks each (equal to the bases' size)."""
-    return sum(block ** 2 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
-               for block in block_sizes(dim, blocks)) * itemsize(dtype)
 
 
 def eigenvalue_bytes(layers: list[TrackedLayer], dtype: torch.dtype) -> int:

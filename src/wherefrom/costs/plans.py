@@ -23,12 +23,13 @@ from wherefrom.curvature.opening import open_run
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
+from wherefrom.engine.execution import load_for_execution, start_execution
 from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
-from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.models.units import unit_map
-from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.scorer import sequence_info
@@ -37,38 +38,43 @@ from wherefrom.scoring.unit_pass import MAPPED_SEQUENCES
 _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quotes and colon
 
 
-def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions()
-                 ) -> CostEstimate:
-    """What `wherefrom fit` with these arguments will cost, from shapes and a timed sample."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions(),
+                 execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
+    """What `wherefrom fit` with these arguments will cost, from shapes and a timed sample, and where the factor
+    sums will live (the same decision `fit` makes)."""
+    loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution_options)
     layers = select_layers(loaded.model, options.modules)
     blocks = options.factor_blocks
     if options.strategy in ("kfac", "ekfac"):
         check_factor_blocks(layers, blocks)
     sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
-    dtype = next(loaded.model.parameters()).dtype
+    execution = start_execution(loaded.model, execution_options, memory.factor_sum_bytes(layers, blocks, torch.float32))
+    dtype, summed = execution.dtype, execution.accumulation_dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
     shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
     makers = {
-        "covariance": lambda _: CovarianceAccumulator(layers, dtype, blocks),
+        "covariance": lambda _: CovarianceAccumulator(layers, execution, blocks),
         # Identity bases cost the same dense (or block) products as the fitted ones.
-        "correction": lambda _: CorrectionAccumulator(_identity_bases(layers, blocks, dtype), shapes, dtype),
-        "diagonal": lambda _: CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, dtype),
+        "correction": lambda _: CorrectionAccumulator(_identity_bases(layers, blocks, summed), shapes, execution),
+        "diagonal": lambda _: CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, execution),
     }
     passes = {"ekfac": ["covariance", "correction"], "kfac": ["covariance"], "diagonal": ["diagonal"],
               "identity": []}[options.strategy]
     measured = {name: measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, labels,
-                                   makers[name]) for name in passes}
+                                   makers[name], execution) for name in passes}
     weights = memory.weights_bytes(loaded.model)
     n, longest = len(sequences), max(len(t) for t in tokens)
-    factors = memory.factor_sum_bytes(layers, blocks, dtype)
-    eigenvalues = memory.eigenvalue_bytes(layers, dtype)
+    factors = memory.factor_sum_bytes(layers, blocks, summed)
+    eigenvalues = memory.eigenvalue_bytes(layers, summed)
     scratch = memory.per_sequence_gradient_bytes(layers, options.batch_size, dtype)
+    # With the sums in host memory the device holds one layer's block of this batch at a time.
+    on_device = memory.largest_block(layers, blocks) ** 2 * memory.itemsize(summed) if execution.factors_on_host \
+        else factors
     stages = [Stage("model", weights, 0.0, "parameters and buffers")]
     for name in passes:
         batch = _batch_bytes(measured[name], layers, options.batch_size, longest, dtype)
-        held = {"covariance": factors, "correction": factors + eigenvalues + scratch,
+        held = {"covariance": on_device, "correction": on_device + eigenvalues + scratch,
                 "diagonal": eigenvalues + scratch}[name]
         stages.append(Stage(f"{name} pass", weights + batch + held, measured[name].seconds_per_sequence * n,
                             _per_sequence(measured[name], n)))
@@ -82,30 +88,35 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
     manifest = {"layers": [{"name": layer.name, "type": layer.layer_type.__name__} for layer in layers],
                 "options": asdict(options)}
     disk = {"factors.safetensors": memory.safetensors_bytes(memory.factor_file_shapes(layers, options.strategy,
-                                                                                      blocks, dtype)),
+                                                                                      blocks, summed)),
             "manifest.json": len(json.dumps(manifest, indent=2)) + 1024}
+    notes = _notes(len(passes)) + ([f"factor sums in host memory ({factors / 2 ** 30:.1f} GiB float32): more than "
+                                    "half of the GPU memory left free next to the model"]
+                                   if execution.factors_on_host else [])
     return CostEstimate("fit", n, sum(len(t) for t in tokens),
                         {name: m.seconds_per_sequence for name, m in measured.items()}, stages, disk,
-                        _notes(len(passes)))
+                        notes, execution.describe())
 
 
 def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Path | None = None,
-                   options: ScoreOptions | None = None, index: str | Path | None = None) -> CostEstimate:
+                   options: ScoreOptions | None = None, index: str | Path | None = None,
+                   execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
     """What `wherefrom score` with these arguments will cost (prompt-only queries count --max-new-tokens tokens).
 
     With ``index`` the scoring pass is replaced by the index's contraction, timed on the index, and the exact
     scoring of its top ``rescore`` sequences per query (at most that many per query, fewer where queries share them).
     """
-    opened = open_run(run if run is not None else GradientIndex.open(index).run_folder)
+    opened = open_run(run if run is not None else GradientIndex.open(index).run_folder, execution=execution_options)
     fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
     options = options or ScoreOptions(**opened.data)
+    execution = start_execution(loaded.model, execution_options)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     query_length = max(len(q.input_ids) + (options.max_new_tokens if q.needs_completion else 0) for q in query_list)
     if corpus is None and index is not None:
         corpus = GradientIndex.open(index).manifest["corpus"]
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
-    dtype = next(loaded.model.parameters()).dtype
+    dtype, summed = execution.dtype, execution.accumulation_dtype
     n, n_queries, longest, n_tokens = len(sequences), len(query_list), max(len(t) for t in tokens), sum(map(len, tokens))
     size = memory.itemsize(dtype)
     rank = options.query_rank
@@ -117,17 +128,18 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
 
     def make(lengths: list[int]) -> ScoreAccumulator:
         offsets = torch.tensor([0, *lengths]).cumsum(0) if options.per_token else None
-        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, dtype,
+        return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, execution,
                                 units, top_k)
 
-    measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make)
+    measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make,
+                            execution)
     weights = memory.weights_bytes(loaded.model)
     widths = sum(layer.shape.in_dim + layer.shape.out_features for layer in layers)
     gradients = n_queries * query_length * widths * size
     preconditioned = n_queries * size * sum(layer.shape.out_features * layer.shape.in_dim if rank is None
                                             else rank * (layer.shape.out_features + layer.shape.in_dim)
                                             for layer in layers)
-    factor_file = memory.factor_file_shapes(layers, factors.strategy, fitted.get("factor_blocks", 1), dtype)
+    factor_file = memory.factor_file_shapes(layers, factors.strategy, fitted.get("factor_blocks", 1), summed)
     factor_bytes = memory.safetensors_bytes(factor_file)
     accumulators = ((len(layers) if options.per_layer else 1) * n_queries * n * 8
                     + (n_queries * n_tokens * size if options.per_token else 0)
@@ -164,7 +176,8 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     prompt_only = sum(q.needs_completion for q in query_list)
     notes = _notes(0 if index is not None else 1) + (
         [f"{prompt_only} prompt-only queries: generation time not included"] if prompt_only else [])
-    return CostEstimate("score", n, n_tokens, {"scores": measured.seconds_per_sequence}, stages, disk, notes)
+    return CostEstimate("score", n, n_tokens, {"scores": measured.seconds_per_sequence}, stages, disk, notes,
+                        execution.describe())
 
 
 def _batch_bytes(measured: SampleMeasure, layers: list[TrackedLayer], batch_size: int, length: int,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from wherefrom.data.batching import make_batches
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Accumulator
 from wherefrom.engine.stream import Labels, stream
 from wherefrom.models.selection import TrackedLayer
@@ -40,27 +41,25 @@ def sample_rows(n: int, count: int) -> list[int]:
 
 def measure_pass(model: nn.Module, layers: list[TrackedLayer], token_lists: Sequence[Sequence[int]],
                  first_targets: Sequence[int], batch_size: int, labels: Labels,
-                 make: Callable[[list[int]], Accumulator], timed_batches: int = 5,
+                 make: Callable[[list[int]], Accumulator], execution: Execution, timed_batches: int = 5,
                  budget_seconds: float = 20.0) -> SampleMeasure:
     """Stream a warm-up batch and up to ``timed_batches`` timed batches of a sample into ``make(sample_lengths)``."""
     rows = sample_rows(len(token_lists), batch_size * (timed_batches + 1))
     sample = [token_lists[r] for r in rows]
     accumulator = make([len(t) for t in sample])
     n_batches = -(-len(sample) // batch_size)
-    items = stream(model, layers, make_batches(sample, [first_targets[r] for r in rows], batch_size), n_batches,
-                   labels, "timing sample", quiet=True)
+    batches = make_batches(sample, [first_targets[r] for r in rows], batch_size, device=execution.device)
+    items = stream(model, layers, batches, n_batches, labels, accumulator, "timing sample", quiet=True)
     counter = _SavedTensorBytes(model)
     start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda tensor: tensor):
         warm_up = next(items)
-    accumulator.update(warm_up)
     _wait_for_device(warm_up.loss)
     warm_up_seconds = time.perf_counter() - start
     graph_per_token = counter.total / warm_up.batch.input_ids.numel()
     per_sequence, begin = [], time.perf_counter()
     start = begin
     for item in items:
-        accumulator.update(item)
         _wait_for_device(item.loss)
         now = time.perf_counter()
         per_sequence.append((now - start) / item.batch.rows.numel())

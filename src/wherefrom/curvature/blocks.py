@@ -38,6 +38,12 @@ def _slices(sizes: list[int]) -> list[slice]:
     return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
+def factor_sum_bytes(layers: list[TrackedLayer], blocks: int, dtype: torch.dtype) -> int:
+    """The covariance sums A and S of every layer, O diagonal blocks each (equal to the bases' size)."""
+    return sum(block ** 2 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
+               for block in block_sizes(dim, blocks)) * torch.empty((), dtype=dtype).element_size()
+
+
 def check_factor_blocks(layers: list[TrackedLayer], blocks: int) -> None:
     """Refuse a block count below 1 or above a tracked layer's input or output width (an empty block)."""
     if blocks < 1:
@@ -70,8 +76,9 @@ class BlockDiagonal:
     def T(self) -> BlockDiagonal:  # noqa: N802 - mirrors torch.Tensor.T
         return BlockDiagonal(tuple(block.T for block in self.blocks))
 
-    def to(self, dtype: torch.dtype) -> BlockDiagonal:
-        return BlockDiagonal(tuple(block.to(dtype) for block in self.blocks))
+    def to(self, *args: object, **kwargs: object) -> BlockDiagonal:
+        """Each block moved or cast as ``torch.Tensor.to`` would."""
+        return BlockDiagonal(tuple(block.to(*args, **kwargs) for block in self.blocks))
 
     def dense(self) -> torch.Tensor:
         """The full [d, d] matrix (for tests and small layers)."""

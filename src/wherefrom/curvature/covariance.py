@@ -2,9 +2,15 @@
 
 A predicting token is a position whose output predicts a target (every token but a sequence's last): the last
 position's Ds is exactly zero, so counting its ā āᵀ in A would bias K-FAC's Kronecker product by about 1/T.
-Sums are kept in the model's dtype (their float32 round-off, ~1e-7·√batches, is far below the sampling noise);
-float64 starts at the eigendecomposition, where it is needed. With ``blocks`` > 1 only the diagonal blocks of A and
-S are summed (the block-diagonal approximation of appendix A, see `curvature/blocks.py`).
+A is summed from ā during the forward pass, S from Ds as the backward pass reaches each layer, so the pass
+holds no layer's activity longer than its own sum needs it.
+
+Precision policy: ā and Ds arrive in the model's dtype; A and S are summed in float32 whatever that dtype is
+(the execution's accumulation dtype; bf16 sums break the eigenvectors), each batch's ā or Ds cast to float32
+first. Their float32 round-off, ~1e-7·√batches, is far below the sampling noise; float64 starts at the
+eigendecomposition, where it is needed. With the factor sums in host memory (``--factors host``), each batch's
+ā āᵀ and Ds Dsᵀ are formed on the device and added to the host's float32 sums. With ``blocks`` > 1 only the
+diagonal blocks of A and S are summed (the block-diagonal approximation of appendix A, see `curvature/blocks.py`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from scipy.linalg import blas
 
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.blocks import block_slices
+from wherefrom.data.batching import Batch
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import SummedTensors
-from wherefrom.engine.stream import StreamBatch
+from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.selection import TrackedLayer
 
 
@@ -39,41 +47,60 @@ def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
 
 
 class CovarianceAccumulator(SummedTensors):
-    """Consumes the stream and sums ā āᵀ and Ds Dsᵀ per layer (upper triangles), in ``blocks`` diagonal blocks."""
+    """Sums ā āᵀ (forward pass) and Ds Dsᵀ (backward pass) per layer (upper triangles), in ``blocks`` diagonal
+    blocks, in the execution's accumulation dtype, on its factor device."""
 
-    def __init__(self, layers: list[TrackedLayer], dtype: torch.dtype = torch.float32, blocks: int = 1) -> None:
-        self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64),
-                                              "n_sequences": torch.zeros((), dtype=torch.float64)}
+    inputs_in_forward = True
+
+    def __init__(self, layers: list[TrackedLayer], execution: Execution, blocks: int = 1) -> None:
+        device, dtype = execution.factor_device, execution.accumulation_dtype
+        self.sums: dict[str, torch.Tensor] = {"n_tokens": torch.zeros((), dtype=torch.float64, device=device),
+                                              "n_sequences": torch.zeros((), dtype=torch.float64, device=device)}
         self.slices: dict[str, list[slice]] = {}
         for layer in layers:
             for factor, dim in (("A", layer.shape.in_dim), ("S", layer.shape.out_features)):
                 self.slices[f"{factor}/{layer.name}"] = block_slices(dim, blocks)
                 for i, cut in enumerate(self.slices[f"{factor}/{layer.name}"]):
                     size = cut.stop - cut.start
-                    self.sums[f"{factor}/{layer.name}/{i}"] = torch.zeros(size, size, dtype=dtype)
+                    self.sums[f"{factor}/{layer.name}/{i}"] = torch.zeros(size, size, dtype=dtype, device=device)
         self.layers = layers
-        self.workspace = Workspace()
+        self.dtype, self.on_host = dtype, execution.factors_on_host
+        self.workspace = Workspace(execution.device)
         self.names = [layer.name for layer in layers]
+        self._predicting: torch.Tensor | None = None
+        self._masked: tuple[torch.Tensor, torch.Tensor] | None = None  # the last ā and its masked rows
 
-    def update(self, item: StreamBatch) -> None:
-        """Add one batch; only predicting tokens count (Ds is zero elsewhere, ā is masked here)."""
-        predicting = torch.zeros_like(item.batch.target_mask)
-        predicting[:, :-1] = item.batch.target_mask[:, 1:]
-        self.sums["n_tokens"] += predicting.sum()
-        self.sums["n_sequences"] += item.batch.rows.numel()
-        masked: dict[int, torch.Tensor] = {}  # layers reading the same ā (e.g. gate_proj and up_proj) share it
-        for name, layer in item.layers.items():
-            a = layer.inputs
-            if id(a) not in masked:
-                buffer = self.workspace.get("masked", a.shape, a.dtype)
-                torch.mul(a, predicting.unsqueeze(-1).to(a.dtype), out=buffer)
-                masked[id(a)] = buffer.reshape(-1, a.shape[-1])
-            self._add(f"A/{name}", masked[id(a)])
-            self._add(f"S/{name}", layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+    def begin(self, batch: Batch) -> None:
+        """Count the batch; only predicting tokens count (Ds is zero elsewhere, ā is masked in :meth:`inputs`)."""
+        predicting = torch.zeros_like(batch.target_mask)
+        predicting[:, :-1] = batch.target_mask[:, 1:]
+        self.sums["n_tokens"] += predicting.sum().to(self.sums["n_tokens"].device)
+        self.sums["n_sequences"] += batch.rows.numel()
+        self._predicting, self._masked = predicting.unsqueeze(-1), None
+
+    def inputs(self, name: str, inputs: torch.Tensor) -> None:
+        """Add ā āᵀ over predicting tokens; layers reading the same ā (gate_proj, up_proj) mask it once."""
+        if self._masked is None or self._masked[0] is not inputs:
+            buffer = self.workspace.get("masked", inputs.shape, inputs.dtype)
+            torch.mul(inputs, self._predicting.to(inputs.dtype), out=buffer)
+            self._masked = (inputs, buffer.reshape(-1, inputs.shape[-1]))
+        self._add(f"A/{name}", self._masked[1])
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Add Ds Dsᵀ."""
+        self._add(f"S/{name}", layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+
+    def end(self, loss: torch.Tensor) -> None:
+        self._predicting, self._masked = None, None
 
     def _add(self, factor: str, x: torch.Tensor) -> None:
+        x = x.to(self.dtype)  # the policy: sums in float32 (a no-op for a float32 model)
         for i, cut in enumerate(self.slices[factor]):
-            add_gram_upper(self.sums[f"{factor}/{i}"], x[:, cut])
+            total = self.sums[f"{factor}/{i}"]
+            if self.on_host:  # this batch's block formed on the device, added to the host's sum
+                total += (x[:, cut].T @ x[:, cut]).to(total.device)
+            else:
+                add_gram_upper(total, x[:, cut])
 
     @property
     def n_tokens(self) -> int:

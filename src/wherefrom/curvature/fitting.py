@@ -6,6 +6,9 @@
 - identity: no pass (gradient dot product).
 
 With ``factor_blocks`` O > 1 (kfac, ekfac) A and S are block-diagonal with O blocks each (appendix A).
+
+Precision policy: the passes run in the model's dtype and sum A, S, Λ in float32 (the execution's accumulation
+dtype); eigendecompositions run in float64; the bases Q_A, Q_S and Λ are kept in float32.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from wherefrom.curvature.eigen import eigendecompose
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
@@ -43,11 +47,12 @@ class FittedCurvature:
 
 def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[TrainingSequence],
                   options: FitOptions, quiet: bool = False, checkpoints: Checkpoints | None = None,
-                  world: World | None = None) -> FittedCurvature:
-    """Run the passes of ``options.strategy`` over ``sequences`` and return every layer's curvature."""
+                  execution: Execution | None = None) -> FittedCurvature:
+    """Run the passes of ``options.strategy`` over ``sequences`` and return every layer's curvature (default
+    execution: where ``model`` is, one process)."""
     checkpoints = checkpoints or Checkpoints(None, "")
-    world = world or World()
-    dtype = next(model.parameters()).dtype
+    execution = execution or Execution.of(model)
+    world, dtype = execution.world, execution.accumulation_dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     n_tokens = sum(len(s.input_ids) - 1 for s in sequences)  # predicting tokens
@@ -60,13 +65,14 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
         return result({layer.name: LayerCurvature(None, None, None) for layer in layers})
     if options.strategy == "diagonal":
         diagonal = run_pass(model, layers, plan, labels, "diagonal", "diagonal of G",
-                            lambda: CorrectionAccumulator({n: (None, None) for n in shapes}, shapes, dtype),
-                            checkpoints, world, quiet)
+                            lambda: CorrectionAccumulator({n: (None, None) for n in shapes}, shapes, execution),
+                            checkpoints, execution, quiet)
         return result({name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()})
 
     check_factor_blocks(layers, options.factor_blocks)
     covariance = run_pass(model, layers, plan, labels, "covariance", "covariances A, S",
-                          lambda: CovarianceAccumulator(layers, dtype, options.factor_blocks), checkpoints, world, quiet)
+                          lambda: CovarianceAccumulator(layers, execution, options.factor_blocks), checkpoints, execution,
+                          quiet)
     eigen = eigendecompose_all(covariance, world, dtype, quiet)
     if options.strategy == "kfac":
         tau = covariance.n_tokens / covariance.n_sequences
@@ -74,7 +80,7 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
                        for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()})
     bases = {name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}
     correction = run_pass(model, layers, plan, labels, "correction", "eigenvalue correction Λ",
-                          lambda: CorrectionAccumulator(bases, shapes, dtype), checkpoints, world, quiet)
+                          lambda: CorrectionAccumulator(bases, shapes, execution), checkpoints, execution, quiet)
     return result({name: LayerCurvature(eigen[name][1], eigen[name][3], lam)
                    for name, lam in correction.eigenvalues().items()})
 
@@ -83,9 +89,10 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
                        quiet: bool) -> dict[str, Eigen]:
     """(Λ_A, Q_A, Λ_S, Q_S) per layer, each layer decomposed on one rank (round-robin) and shared by summing.
 
-    Eigendecompositions run in float64, block by block; the bases are then kept in the model's dtype (they only
-    rotate). Covariances are freed layer by layer. A layer whose A equals the previous layer's (gate_proj and
-    up_proj read the same input) reuses that decomposition, and both layers share one basis.
+    Eigendecompositions run in float64, block by block, where the sums are; the bases are then kept in ``dtype``
+    (float32, the accumulation dtype: the preconditioned query gradients are formed with them). Covariances are
+    freed layer by layer. A layer whose A equals the previous layer's (gate_proj and up_proj read the same input)
+    reuses that decomposition, and both layers share one basis.
     """
     names = list(covariance.names)
     mine = [name for index, name in enumerate(names) if world.owns(index)]
@@ -106,7 +113,8 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
         layer = next(layer for layer in covariance.layers if layer.name == name)
         parts = _flatten(eigen[name]) if name in eigen else _zeros(
             [block_sizes(layer.shape.in_dim, len(covariance.slices[f"A/{name}"])),
-             block_sizes(layer.shape.out_features, len(covariance.slices[f"S/{name}"]))], dtype)
+             block_sizes(layer.shape.out_features, len(covariance.slices[f"S/{name}"]))], dtype,
+            covariance.sums["n_tokens"].device)
         shared.update({f"{name}/{i}": p.contiguous().clone() for i, p in enumerate(parts)})
         counts[name] = len(parts)
     world.sum(shared)
@@ -131,10 +139,10 @@ def _flatten(eigen: Eigen) -> list[torch.Tensor]:
     return [lam_A, lam_S, *basis_tensors(Q_A), *basis_tensors(Q_S)]
 
 
-def _zeros(sizes: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
+def _zeros(sizes: list[list[int]], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
     """A placeholder of :func:`_flatten`'s layout for factors with these block sizes."""
-    values = [torch.zeros(sum(s), dtype=torch.float64) for s in sizes]
-    return values + [torch.zeros(n, n, dtype=dtype) for s in sizes for n in s]
+    values = [torch.zeros(sum(s), dtype=torch.float64, device=device) for s in sizes]
+    return values + [torch.zeros(n, n, dtype=dtype, device=device) for s in sizes for n in s]
 
 
 def _unflatten(parts: list[torch.Tensor]) -> Eigen:

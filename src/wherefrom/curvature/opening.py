@@ -5,7 +5,6 @@ The one way `score`, `index`, `check`, the explorer and the dry runs start from 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,10 @@ from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.store import FactorRun, check_compatible, load_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences
 from wherefrom.data.records import read_records
-from wherefrom.models.loading import LoadedModel, load_model
+from wherefrom.engine.execution import load_for_execution
+from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer, select_layers
-from wherefrom.options import DataOptions
-
-ModelLoader = Callable[[str | Path], LoadedModel]
-"""How a model folder or file becomes a loaded model (default :func:`load_model`; pass another to load it
-elsewhere, e.g. on a device or in a dtype)."""
+from wherefrom.options import DataOptions, ExecutionOptions
 
 
 @dataclass
@@ -57,12 +53,15 @@ class OpenedRun:
 
 
 def open_run(run: str | Path, model: str | Path | LoadedModel | None = None,
-             load: ModelLoader = load_model) -> OpenedRun:
+             execution: ExecutionOptions = ExecutionOptions()) -> OpenedRun:
     """Open the run folder ``run`` with its own model (or ``model``), refusing a model or modules it was not fitted
-    for. ``load`` loads the model when it is given as a path (or taken from the manifest)."""
+    for. A model given as a path (or taken from the manifest) is loaded where ``execution`` says, in the dtype the
+    run was fitted in unless it names another; a :class:`LoadedModel` stays where it is."""
     factors = load_run(Path(run))
     source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load(source)
+    loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution,
+                                                                               factors.manifest.get("execution"))
     layers = select_layers(loaded.model, factors.manifest["options"]["modules"])
-    check_compatible(factors, loaded.fingerprint, layers)
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    check_compatible(factors, loaded.fingerprint, layers, dtype)
     return OpenedRun(Path(run), factors, loaded, layers)

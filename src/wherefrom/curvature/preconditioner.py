@@ -25,6 +25,10 @@ class LayerCurvature:
     Q_S: Basis | None
     eigenvalues: torch.Tensor | None
 
+    def to(self, device: torch.device | str) -> LayerCurvature:
+        """The same curvature with its tensors on ``device``."""
+        return LayerCurvature(*(None if t is None else t.to(device) for t in (self.Q_A, self.Q_S, self.eigenvalues)))
+
     def damping(self, absolute: float | None) -> float:
         """λ for this layer: the absolute value if given, else 0.1 × mean(Λ)."""
         if absolute is not None:

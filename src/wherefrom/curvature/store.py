@@ -43,9 +43,10 @@ class FactorRun:
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
              model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
-             seconds: float | None = None) -> Path:
+             seconds: float | None = None, execution: dict[str, Any] | None = None) -> Path:
     """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``seconds``: how
-    long the fit took (its last session, when it was resumed), which `check` takes as its default budget."""
+    long the fit took (its last session, when it was resumed), which `check` takes as its default budget;
+    ``execution``: the device, dtype and factor placement the run was fitted with."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     stored: set[int] = set()
@@ -58,7 +59,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
             for i, tensor in enumerate(parts):  # safetensors refuses two names for one storage (shared Q_A)
                 pointer = tensor.untyped_storage().data_ptr()
                 key = f"{name}/{part}" if len(parts) == 1 else f"{name}/{part}/{i}"
-                tensors[key] = tensor.clone().contiguous() if pointer in stored else tensor.contiguous()
+                tensors[key] = (tensor.clone() if pointer in stored else tensor).contiguous().cpu()
                 stored.add(pointer)
     manifest = {
         "format": FORMAT,
@@ -68,6 +69,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "corpus_fingerprint": corpus_fingerprint,
         "job": job,
         "options": options,
+        **({} if execution is None else {"execution": execution}),
         "n_sequences": curvature.n_sequences,
         "n_tokens": curvature.n_tokens,
         "fit_seconds": seconds,
@@ -123,13 +125,19 @@ class StoredCurvature(Mapping[str, LayerCurvature]):
         return len(self.names)
 
 
-def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer]) -> None:
-    """Refuse factors fitted for another model or other modules, naming the difference."""
+def check_compatible(run: FactorRun, model_fingerprint: str, layers: list[TrackedLayer],
+                     dtype: str | None = None) -> None:
+    """Refuse factors fitted for another model or other modules, naming the difference (and the dtype, when the
+    model is now loaded in another one than the run was fitted in: the weights round differently)."""
     fitted = run.manifest["model"]
     if fitted["fingerprint"] != model_fingerprint:
+        fitted_dtype = run.manifest.get("execution", {}).get("dtype", "float32")
+        hint = (f" The run was fitted in {fitted_dtype} and the model is loaded in {dtype} now: give --dtype "
+                f"{fitted_dtype}, or fit again." if dtype is not None and dtype != fitted_dtype else "")
         raise WherefromError(
             f"these factors were fitted for model {fitted['source']} (fingerprint {fitted['fingerprint']}), not for "
             f"the model given now (fingerprint {model_fingerprint}); fit again with `wherefrom fit` for this model."
+            + hint
         )
     expected = [(e["name"], e["in_features"], e["out_features"], e["has_bias"]) for e in run.manifest["layers"]]
     actual = [(layer.name, layer.shape.in_features, layer.shape.out_features, layer.shape.has_bias) for layer in layers]

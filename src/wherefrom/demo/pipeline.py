@@ -16,7 +16,7 @@ from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, demo_truth, recall_by_kind
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
 from wherefrom.index import build_index
-from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.evaluation_table import evaluation_json
 from wherefrom.outputs.report import write_report
 
@@ -39,8 +39,9 @@ class DemoSummary:
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
-             bootstraps: int = 100) -> DemoSummary:
-    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run."""
+             bootstraps: int = 100, execution: ExecutionOptions = ExecutionOptions()) -> DemoSummary:
+    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run. The demo model
+    is trained on the CPU; fit, score and index run where ``execution`` says."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
@@ -53,21 +54,24 @@ def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quie
     for strategy in STRATEGIES:
         clock = time.perf_counter()
         run = out / f"run-{strategy}"
-        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet)
+        fit(model_dir, corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH, batch_size=32), quiet,
+            execution=execution)
         seconds[f"fit {strategy}"] = time.perf_counter() - clock
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
         options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
                                normalize=True, per_unit=TOP_UNITS if detailed else None)
         folders[strategy] = out / f"scores-{strategy}"
-        results[strategy] = score(run, queries, out=folders[strategy], options=options, quiet=quiet)
+        results[strategy] = score(run, queries, out=folders[strategy], options=options, quiet=quiet,
+                                  execution=execution)
         seconds[f"score {strategy}"] = time.perf_counter() - clock
     clock = time.perf_counter()
     build_index(out / f"run-{STRATEGIES[0]}", out / "index", options=IndexOptions(max_length=MAX_LENGTH, batch_size=32),
-                quiet=quiet)  # what `wherefrom serve` answers new questions from
+                quiet=quiet, execution_options=execution)  # what `wherefrom serve` answers new questions from
     folders["index"] = out / "scores-index"
     score(out / f"run-{STRATEGIES[0]}", queries, out=folders["index"], index=out / "index", quiet=quiet,
-          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, normalize=True, rescore=0))  # the index alone
+          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, normalize=True, rescore=0),
+          execution=execution)  # the index alone
     seconds["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     recall = evaluate_demo(out, model_dir, {"ekfac": folders["ekfac"], "index": folders["index"],
@@ -96,7 +100,8 @@ def evaluate_demo(out: Path, model_dir: Path, folders: dict[str, Path]) -> dict[
     return {evaluation.method: recall_by_kind(evaluation, RECALL_K) for evaluation in evaluations}
 
 
-def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100) -> tuple[Path, object]:
+def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstraps: int = 100,
+                     execution: ExecutionOptions = ExecutionOptions()) -> tuple[Path, object]:
     """The demo pipeline on SmolLM2-135M-Instruct over Python's documentation, prompts completed by the model.
 
     Returns the report's path and the score result (for the terminal summary).
@@ -105,10 +110,10 @@ def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstrap
 
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)
     run = out / "run-ekfac"
-    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet)
+    fit(model, corpus, run, FitOptions(max_length=MAX_LENGTH, batch_size=8), quiet, execution=execution)
     options = ScoreOptions(max_length=MAX_LENGTH, batch_size=8, per_layer=True, per_token=True, max_new_tokens=16,
                            stop="sentence")
-    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet)
+    result = score(run, queries, out=out / "scores-ekfac", options=options, quiet=quiet, execution=execution)
     report = write_report(result, out / "report.html", title="wherefrom demo: SmolLM2 on Python's documentation",
                           n_bootstrap=bootstraps)
     return report, result

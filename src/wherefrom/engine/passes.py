@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,7 +22,8 @@ from torch import nn
 
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.distributed import World
-from wherefrom.engine.stream import Labels, StreamBatch, stream
+from wherefrom.engine.execution import Execution
+from wherefrom.engine.stream import Labels, LayerConsumer, stream
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.models.selection import TrackedLayer
@@ -30,23 +31,23 @@ from wherefrom.models.selection import TrackedLayer
 _DONE = "__finished_shards__"
 
 
-class Accumulator(Protocol):
-    """A pass's consumer: folds batches into additive tensors."""
+class Accumulator(LayerConsumer, ABC):
+    """A pass's consumer (fed layer by layer, see :class:`LayerConsumer`) that folds batches into additive tensors."""
 
-    def update(self, item: StreamBatch) -> None:
-        """Fold one batch in."""
-
+    @abstractmethod
     def state(self) -> dict[str, torch.Tensor]:
         """What this accumulator holds, compactly (saved per shard)."""
 
+    @abstractmethod
     def merge(self, state: dict[str, torch.Tensor]) -> None:
         """Add a state produced by :meth:`state` of another accumulator."""
 
+    @abstractmethod
     def totals(self) -> dict[str, torch.Tensor]:
         """The full additive tensors, same shapes on every rank (summed across ranks in place)."""
 
 
-class SummedTensors:
+class SummedTensors(Accumulator):
     """An accumulator whose whole state is a dict of running sums (``self.sums``): saved, merged and summed
     across ranks as it is."""
 
@@ -57,7 +58,7 @@ class SummedTensors:
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
         for key, value in state.items():
-            self.sums[key] += value
+            self.sums[key] += value.to(self.sums[key].device)
 
     def totals(self) -> dict[str, torch.Tensor]:
         return self.sums
@@ -100,7 +101,7 @@ class Checkpoints:
         """Keep this rank's state after a finished shard (atomically)."""
         path = self._path(name, world)
         if path is not None:
-            tensors = {k: v.contiguous() for k, v in state.items()}
+            tensors = {k: v.contiguous().cpu() for k, v in state.items()}
             tensors[_DONE] = torch.tensor(sorted(done), dtype=torch.long)
             atomic_write(path, lambda p: save_file(tensors, str(p)))
 
@@ -129,9 +130,11 @@ class PassPlan:
 
 
 def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, labels: Labels, name: str,
-             description: str, make: Callable[[], Accumulator], checkpoints: Checkpoints, world: World,
+             description: str, make: Callable[[], Accumulator], checkpoints: Checkpoints, execution: Execution,
              quiet: bool = False) -> Accumulator:
-    """Stream this rank's unfinished shards into one accumulator (resuming a saved state) and sum across ranks."""
+    """Stream this rank's unfinished shards (batches on the execution's device) into one accumulator (resuming a
+    saved state) and sum across ranks."""
+    world = execution.world
     total = make()
     saved = checkpoints.load(name, world)
     done: set[int] = set()
@@ -141,11 +144,11 @@ def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, label
     shards = plan.shards()
     todo = [i for i in range(len(shards)) if world.owns(i) and i not in done]
     n_batches = sum(-(-len(shards[i]) // plan.batch_size) for i in todo)
-    progress = stream(model, layers, _batches(plan, [shards[i] for i in todo]), n_batches, labels,
-                      description, quiet or not world.is_main)
+    progress = stream(model, layers, _batches(plan, [shards[i] for i in todo], execution.device), n_batches, labels,
+                      total, description, quiet or not world.is_main)
     for i in todo:
         for _ in range(-(-len(shards[i]) // plan.batch_size)):
-            total.update(next(progress))
+            next(progress)
         done.add(i)
         checkpoints.save(name, world, total.state(), done)
     for _ in progress:  # close the stream (removes hooks, ends the progress bar)
@@ -154,6 +157,6 @@ def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, label
     return total
 
 
-def _batches(plan: PassPlan, shards: list[range]):  # noqa: ANN202 - a generator of Batch
+def _batches(plan: PassPlan, shards: list[range], device: torch.device):  # noqa: ANN202 - a generator of Batch
     for shard in shards:
-        yield from make_batches(plan.token_lists, plan.first_targets, plan.batch_size, rows=shard)
+        yield from make_batches(plan.token_lists, plan.first_targets, plan.batch_size, rows=shard, device=device)

@@ -1,9 +1,15 @@
-"""The one streaming engine behind every pass: covariance, eigenvalue correction, query gradients, scoring.
+"""The one streaming engine behind every pass: covariance, eigenvalue correction, query gradients, scoring, index.
 
-For each batch it runs one forward pass with hooks that keep each tracked layer's input ā, then one backward
-pass that computes only the gradients of the token-summed loss with respect to the tracked layers' outputs
-(Ds; weights stay frozen, so no weight gradient is ever formed). Each pass is a small consumer of the
-resulting :class:`LayerBatch` stream.
+For each batch it runs one forward pass whose hooks take each tracked layer's input ā, then one backward pass
+that computes only activation gradients (weights stay frozen, so no weight gradient is ever formed). A hook on
+each tracked layer's output hands the layer's (ā, Ds = ∂L/∂s) to the pass's consumer the moment the backward
+pass reaches it, and both are released right after: one batch holds Ds of one layer at a time, and ā only
+until the backward pass reaches its layer. A consumer that needs ā alone (the covariance pass: A = E[ā āᵀ])
+takes it during the forward pass, so nothing of the batch is held for it. Each pass is a small consumer
+(:class:`LayerConsumer`).
+
+Precision: the forward and backward passes run in the model's dtype and ā, Ds stay in it (docs/precision.md);
+only the loss is formed in float32.
 """
 
 from __future__ import annotations
@@ -28,17 +34,36 @@ LabelSource = Literal["data", "sampled"]
 class LayerBatch:
     """What one tracked layer saw in one batch."""
 
-    inputs: torch.Tensor  # ā: [B, T, in(+1)], zero at padding; layers reading the same tensor share this object
+    inputs: torch.Tensor | None  # ā: [B, T, in(+1)], zero at padding; None for consumers that took it in forward
     output_grads: torch.Tensor  # Ds = ∂L/∂s: [B, T, out], zero at padding
 
 
 @dataclass
 class StreamBatch:
-    """One batch's captured activity for every tracked layer, and each row's loss."""
+    """A batch the stream has finished, and each row's loss."""
 
     batch: Batch
-    layers: dict[str, LayerBatch]
     loss: torch.Tensor  # [B] token-summed negative log-likelihood of the batch's targets (data or sampled)
+
+
+class LayerConsumer:
+    """What a pass does with the stream: each batch's layers are handed over one at a time, in the order the
+    backward pass reaches them (the last tracked layer first). Subclasses override the steps they use."""
+
+    inputs_in_forward = False  # True: ā arrives in :meth:`inputs` during the forward pass, :meth:`layer` gets Ds
+
+    def begin(self, batch: Batch) -> None:
+        """A batch starts."""
+
+    def inputs(self, name: str, inputs: torch.Tensor) -> None:
+        """Layer ``name``'s ā as the forward pass leaves the layer (only with ``inputs_in_forward``). Layers that
+        read the same tensor (gate_proj, up_proj) get the same ā object, one after the other."""
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Layer ``name``'s ā and Ds; neither may be kept past the call."""
+
+    def end(self, loss: torch.Tensor) -> None:
+        """The batch is done; ``loss`` [B] is each row's loss."""
 
 
 @dataclass(frozen=True)
@@ -56,34 +81,29 @@ class Labels:
         sampled = torch.empty_like(batch.input_ids)
         sampled[:, 0] = batch.input_ids[:, 0]
         for b, row in enumerate(batch.rows.tolist()):
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + row)
+            # Drawn where the logits are; on the CPU the draws are those of every earlier version.
+            generator = torch.Generator(probs.device).manual_seed(self.seed * 1_000_003 + row)
             sampled[b, 1:] = torch.multinomial(probs[b, :-1], 1, generator=generator).squeeze(1)
         return sampled
 
 
 def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch], n_batches: int,
-           labels: Labels, description: str, quiet: bool = False) -> Iterator[StreamBatch]:
-    """Run forward + activation-only backward over ``batches``, yielding each layer's ā and Ds."""
-    with _Capture(model, layers) as capture:
+           labels: Labels, consumer: LayerConsumer, description: str, quiet: bool = False) -> Iterator[StreamBatch]:
+    """Run forward + activation-only backward over ``batches`` (already on the model's device), feeding each
+    layer's ā and Ds to ``consumer``; yields each batch once the consumer has seen all of it."""
+    with _Capture(model, layers, consumer) as capture:
         for batch in track(batches, n_batches, description, quiet):
+            consumer.begin(batch)
+            capture.start(batch)
             logits = _logits(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
             if not torch.isfinite(logits).all():
-                raise _non_finite_error(capture, layers, batch)
-            targets = labels.targets(logits, batch)
-            loss = token_summed_nll(logits, targets, batch.target_mask)
-            outputs = [capture.outputs[layer.name] for layer in layers]
-            grads = torch.autograd.grad(loss.sum(), outputs, allow_unused=True)
-            mask = batch.attention_mask.unsqueeze(-1).to(logits.dtype)
-            inputs = capture.homogeneous_inputs(mask)
-            yield StreamBatch(
-                batch,
-                {
-                    layer.name: LayerBatch(inputs[layer.name], _zeros_if_none(grad, output))
-                    for layer, grad, output in zip(layers, grads, outputs)
-                },
-                loss.detach(),
-            )
-            capture.clear()
+                capture.close()
+                raise _non_finite_error(model, layers, batch)
+            loss = token_summed_nll(logits, labels.targets(logits, batch), batch.target_mask)
+            del logits
+            capture.backward(loss.sum())
+            consumer.end(loss.detach())
+            yield StreamBatch(batch, loss.detach())
 
 
 def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -97,10 +117,25 @@ def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: t
     return nll.view(targets.shape).sum(dim=1)
 
 
-def _non_finite_error(capture: _Capture, layers: list[TrackedLayer], batch: Batch) -> WherefromError:
-    """Name the first tracked layer whose output overflowed, and the rows that did it."""
-    culprit = next((layer.name for layer in layers if not torch.isfinite(capture.outputs[layer.name]).all()), None)
-    where = f"layer {culprit} produced NaN or inf" if culprit else "the model's logits hold NaN or inf"
+def _non_finite_error(model: nn.Module, layers: list[TrackedLayer], batch: Batch) -> WherefromError:
+    """Name the first tracked layer whose output overflows on ``batch`` (found by running it again), and its rows."""
+    culprits: list[str] = []
+
+    def checker(name: str):  # noqa: ANN202 - a hook closure
+        def check(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            if not culprits and not torch.isfinite(output).all():
+                culprits.append(name)
+
+        return check
+
+    handles = [layer.module.register_forward_hook(checker(layer.name)) for layer in layers]
+    try:
+        with torch.no_grad():
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    where = f"layer {culprits[0]} produced NaN or inf" if culprits else "the model's logits hold NaN or inf"
     return WherefromError(
         f"{where} on sequences {batch.rows.tolist()}. Check that the model loads correctly (a corrupt or "
         "mis-converted checkpoint), run it in float32 rather than float16, and look at those corpus records."
@@ -111,17 +146,19 @@ def _logits(output: object) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output  # HF ModelOutput or a bare tensor
 
 
-def _zeros_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if grad is None else grad
-
-
 class _Capture:
-    """Forward hooks that keep each tracked layer's input and output for one batch."""
+    """Forward hooks that take each tracked layer's ā and hook its output, whose gradient hook hands (ā, Ds) to
+    the consumer during the backward pass."""
 
-    def __init__(self, model: nn.Module, layers: list[TrackedLayer]) -> None:
-        self.model, self.layers = model, layers
-        self.raw_inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
+    def __init__(self, model: nn.Module, layers: list[TrackedLayer], consumer: LayerConsumer) -> None:
+        self.model, self.layers, self.consumer = model, layers, consumer
+        self.has_bias = {layer.name: layer.shape.has_bias for layer in layers}
+        self.inputs: dict[str, torch.Tensor] = {}  # ā of layers the backward pass has not reached yet
+        self.pending: dict[str, tuple[torch.Size, torch.dtype]] = {}  # layers run whose Ds has not arrived: shape
+        self.origin: torch.Tensor | None = None  # the first tracked layer's input
+        self.first: dict[str, torch.Tensor] = {}  # outputs of the layers reading it: where the backward pass stops
+        self._mask: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor, bool, torch.Tensor] | None = None  # (raw input, bias column, ā)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> _Capture:
@@ -133,34 +170,76 @@ class _Capture:
         # activation gradients, never weight gradients.
         self._handles.append(embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)))
         for layer in self.layers:
-            self._handles.append(layer.module.register_forward_hook(self._keeper(layer.name)))
+            self._handles.append(layer.module.register_forward_hook(self._taker(layer.name)))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks and drop what the batch holds."""
         for handle in self._handles:
             handle.remove()
-        self.clear()
+        self._handles.clear()
+        self._reset()
 
-    def _keeper(self, name: str):  # noqa: ANN202 - a hook closure
-        def keep(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            self.raw_inputs[name] = inputs[0]
-            self.outputs[name] = output
+    def start(self, batch: Batch) -> None:
+        self._reset()
+        self._mask = batch.attention_mask.unsqueeze(-1)
 
-        return keep
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward from ``loss`` down to the outputs of the layers reading the first tracked layer's input (the
+        last ones it reaches), each layer's hook consuming its part on the way. Every tracked layer runs after that
+        input (the residual stream carries it), so the backward pass reaches them all; a layer whose output does
+        not reach the loss gets Ds = 0."""
+        self._last = None  # the forward pass is over: no later layer can share it
+        names = [name for name, output in self.first.items() if output.requires_grad]
+        if names:
+            grads = torch.autograd.grad(loss, [self.first[name] for name in names], allow_unused=True)
+            for name, grad in zip(names, grads):
+                if name in self.pending:  # where the engine captured the gradient before running the hook
+                    self._consume(name, grad)
+        for name in [layer.name for layer in self.layers if layer.name in self.pending]:
+            self._consume(name, None)
+        self._reset()
 
-    def homogeneous_inputs(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ā per layer, zeroed at padding; layers that read the same input tensor share one ā tensor."""
-        shared: dict[tuple[int, bool], torch.Tensor] = {}
-        result = {}
-        for layer in self.layers:
-            raw = self.raw_inputs[layer.name]
-            key = (id(raw), layer.shape.has_bias)
-            if key not in shared:
-                a = raw.detach() * mask
-                shared[key] = torch.cat([a, mask.expand(*a.shape[:-1], 1)], dim=-1) if layer.shape.has_bias else a
-            result[layer.name] = shared[key]
-        return result
+    def _taker(self, name: str):  # noqa: ANN202 - a hook closure
+        def take(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            raw = inputs[0]
+            if self.origin is None:
+                self.origin = raw
+            if raw is self.origin:
+                self.first[name] = output
+            a = self._homogeneous(raw, self.has_bias[name])
+            if self.consumer.inputs_in_forward:
+                self.consumer.inputs(name, a)
+            else:
+                self.inputs[name] = a
+            self.pending[name] = (output.shape, output.dtype)
+            if output.requires_grad:
+                output.register_hook(lambda grad: self._consume(name, grad))
 
-    def clear(self) -> None:
-        self.raw_inputs.clear()
-        self.outputs.clear()
+        return take
+
+    def _homogeneous(self, raw: torch.Tensor, bias: bool) -> torch.Tensor:
+        """ā: the input zeroed at padding, with a column of ones (zero at padding) for a bias. Consecutive layers
+        reading the same tensor share one ā."""
+        if self._last is not None and self._last[0] is raw and self._last[1] == bias:
+            return self._last[2]
+        mask = self._mask.to(raw.dtype)
+        a = raw.detach() * mask
+        if bias:
+            a = torch.cat([a, mask.expand(*a.shape[:-1], 1)], dim=-1)
+        self._last = (raw, bias, a)
+        return a
+
+    def _consume(self, name: str, grad: torch.Tensor | None) -> None:
+        shape, dtype = self.pending.pop(name)
+        if grad is None:
+            grad = torch.zeros(shape, dtype=dtype, device=self._mask.device)
+        self.consumer.layer(name, LayerBatch(self.inputs.pop(name, None), grad))
+
+    def _reset(self) -> None:
+        self.inputs.clear()
+        self.pending, self.first = {}, {}
+        self.origin, self._last = None, None

@@ -17,7 +17,7 @@ from wherefrom.index import GradientIndex
 from wherefrom.index.store import check_index_matches
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer
-from wherefrom.options import ScoreOptions
+from wherefrom.options import ExecutionOptions, ScoreOptions
 
 DEMO_FOLDER = "wherefrom-demo"  # where `wherefrom demo` writes by default
 DEMO_RUN = "run-ekfac"
@@ -41,9 +41,10 @@ class ExplorerSession:
     sources: dict[str, str] | None = None  # run, corpus, index and model paths, for the page
 
     @classmethod
-    def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None) -> ExplorerSession:
+    def open(cls, run: str | Path, corpus: str | Path | None = None, index: str | Path | None = None,
+             execution: ExecutionOptions = ExecutionOptions()) -> ExplorerSession:
         """Load a fitted run (and its corpus, by default the one it was fitted on), or a gradient index, which
-        names its run and corpus."""
+        names its run and corpus; the model runs where ``execution`` says."""
         gradient_index = None
         if index is not None:
             gradient_index = GradientIndex.open(index)
@@ -51,7 +52,7 @@ class ExplorerSession:
             corpus = corpus or gradient_index.manifest["corpus"]
         if run is None:
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`) or --index INDEX.")
-        opened = open_run(run)
+        opened = open_run(run, execution=execution)
         loaded, layers = opened.loaded, opened.layers
         loaded.tokenizer.require("the explorer (questions are typed as text)", ids_instead=False)
         # How corpus records became sequences: as the index did when there is one, else as the run did.
@@ -73,7 +74,8 @@ class ExplorerSession:
                    gradient_index, sources)
 
     @classmethod
-    def from_demo(cls, folder: str | Path = DEMO_FOLDER) -> ExplorerSession:
+    def from_demo(cls, folder: str | Path = DEMO_FOLDER, execution: ExecutionOptions = ExecutionOptions()
+                  ) -> ExplorerSession:
         """The model and corpus of a folder written by `wherefrom demo` (its EK-FAC run; its index if built)."""
         folder = Path(folder)
         run = folder / DEMO_RUN
@@ -81,7 +83,7 @@ class ExplorerSession:
             raise WherefromError(f"{folder} holds no demo run ({run} is missing): run `wherefrom demo` first, or "
                                  "give --index INDEX or --run RUN --corpus CORPUS.")
         index = folder / DEMO_INDEX
-        return cls.open(run, index=index if (index / "manifest.json").is_file() else None)
+        return cls.open(run, index=index if (index / "manifest.json").is_file() else None, execution=execution)
 
     def make_query(self, prompt: str, completion: str | None) -> Query:
         """A query from the page's text (``completion`` None: the model will write it); WherefromError if unusable."""

@@ -14,7 +14,7 @@ from wherefrom.api import fit, score
 from wherefrom.curvature.store import load_run
 from wherefrom.demo.pipeline import MAX_LENGTH
 from wherefrom.index import build_index
-from wherefrom.options import FitOptions, IndexOptions, ScoreOptions, Strategy
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions, Strategy
 
 BATCH_SIZE = 32  # as the demo pipeline fits and scores
 
@@ -28,6 +28,7 @@ class ScoringContext:
     queries: Path
     work: Path
     quiet: bool = False
+    execution: ExecutionOptions = ExecutionOptions()  # where fit, index and score run the model
 
 
 ScoreFunction = Callable[[ScoringContext, float | None], np.ndarray]
@@ -47,7 +48,8 @@ def fitted_run(context: ScoringContext, strategy: Strategy) -> Path:
     """The demo model's curvature for ``strategy`` on its full corpus (fitted once, then reused)."""
     run = context.work / f"run-{strategy}"
     fit(context.model_dir, context.corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH,
-                                                           batch_size=BATCH_SIZE), context.quiet)
+                                                           batch_size=BATCH_SIZE), context.quiet,
+        execution=context.execution)
     return run
 
 
@@ -63,10 +65,11 @@ def curvature_scores(strategy: Strategy, label: str | None = None, index: bool =
         if index:
             folder = context.work / f"index-{strategy}"
             build_index(run, folder, options=IndexOptions(max_length=MAX_LENGTH, batch_size=BATCH_SIZE),
-                        quiet=context.quiet)
+                        quiet=context.quiet, execution_options=context.execution)
         settings = ScoreOptions(max_length=MAX_LENGTH, batch_size=BATCH_SIZE, damping=damping, **options)
         out = context.work / f"scores-{label or strategy}-damping-{'default' if damping is None else f'{damping:.6g}'}"
-        return score(run, context.queries, out=out, options=settings, quiet=context.quiet, index=folder).scores.numpy()
+        return score(run, context.queries, out=out, options=settings, quiet=context.quiet, index=folder,
+                     execution=context.execution).scores.cpu().numpy()
 
     return compute
 

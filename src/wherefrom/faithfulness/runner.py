@@ -22,6 +22,7 @@ from wherefrom.faithfulness.providers import PROVIDERS, SWEPT, ScoringContext, f
 from wherefrom.faithfulness.retraining import lds_cache, retrain_all, training_seeds
 from wherefrom.faithfulness.subsets import membership, sample_subsets
 from wherefrom.fileio import read_jsonl
+from wherefrom.options import ExecutionOptions
 
 SWEEP_FACTORS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
 CONFIDENCE = 0.95
@@ -40,6 +41,7 @@ class LdsSettings:
     damping_sweep: bool = False
     threads: int = 2
     cache_root: Path | None = None
+    execution: ExecutionOptions = ExecutionOptions()  # where the scored methods run the model
 
 
 @dataclass
@@ -85,7 +87,7 @@ def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
     logprobs = measured_logprobs(folders, queries, settings.threads, quiet)  # [Q, M, S]
     measured, members = logprobs.mean(axis=2), membership(subsets, n_sequences)
     kinds = [row["kind"] for row in query_rows]
-    context = ScoringContext(demo, corpus, queries_path, cache / "runs", quiet)
+    context = ScoringContext(demo, corpus, queries_path, cache / "runs", quiet, settings.execution)
 
     def evaluate(method: str, damping: float | None) -> MethodLds:
         scores = PROVIDERS[method].scores(context, damping)

@@ -21,10 +21,12 @@ from safetensors.torch import save_file
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun
+from wherefrom.data.batching import Batch
 from wherefrom.data.corpus import corpus_fingerprint
-from wherefrom.engine.distributed import World, current_world
-from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
-from wherefrom.engine.stream import Labels, StreamBatch
+from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution, start_execution
+from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
+from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.index.budget import RowLayout
@@ -41,37 +43,49 @@ from wherefrom.index.store import (
 )
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
-from wherefrom.options import IndexOptions
+from wherefrom.options import ExecutionOptions, IndexOptions
 from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
 
 SHARDS = ".shards"
 
 
-class IndexWriter:
-    """Consumes the stream and writes each sequence's scaled float16 row, its scale and its self-influence into
-    the memory-mapped arrays."""
+class IndexWriter(Accumulator):
+    """Consumes the stream, layer by layer, and writes each sequence's scaled float16 row, its scale and its
+    self-influence into the memory-mapped arrays."""
 
     def __init__(self, projections: dict[str, LayerProjection], curvature: FittedCurvature,
-                 arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        self.projections, self.curvature = projections, curvature
+                 arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> None:
+        self.projections = {name: projection.to(device) for name, projection in projections.items()}
+        self.eigenvalues = {name: curvature.layers[name].eigenvalues.to(device) for name in projections}
+        self.damping = {name: curvature.layers[name].damping(None) for name in projections}
         self.gradients, self.scales, self.self_influence = arrays
+        self._rows: dict[str, torch.Tensor] = {}
+        self._self_influence: torch.Tensor | None = None
+        self._batch: Batch | None = None
 
-    def update(self, item: StreamBatch) -> None:
-        """Project one batch's per-sequence gradients (in float32) and store them in the index's float type, with
-        their self-influence."""
-        parts, self_influence = [], torch.zeros(item.batch.rows.shape[0], dtype=torch.float64)
-        for name, layer in item.layers.items():
-            projection, curvature = self.projections[name], self.curvature.layers[name]
-            rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
-            parts.append(rotated.flatten(1)[:, projection.entries])
-            self_influence += damped_square_norm(rotated, curvature.eigenvalues, curvature.damping(None))
-        rows = torch.cat(parts, dim=1)
+    def begin(self, batch: Batch) -> None:
+        self._batch, self._rows, self._self_influence = batch, {}, None
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Rotate one layer's per-sequence gradients (in float32): keep the projection's entries, and add the full
+        rotated gradient's damped square norm to the self-influence."""
+        projection = self.projections[name]
+        rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
+        self._rows[name] = rotated.flatten(1)[:, projection.entries]
+        norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name])
+        self._self_influence = norm if self._self_influence is None else self._self_influence + norm
+
+    def end(self, loss: torch.Tensor) -> None:
+        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type,
+        with their self-influence."""
+        rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
-        index = item.batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).numpy().astype(self.gradients.dtype)
-        self.scales[index] = scale.numpy()
-        self.self_influence[index] = self_influence.float().numpy()
+        index = self._batch.rows.numpy()
+        self.gradients[index] = (rows / scale[:, None]).cpu().numpy().astype(self.gradients.dtype)
+        self.scales[index] = scale.cpu().numpy()
+        self.self_influence[index] = self._self_influence.float().cpu().numpy()
+        self._batch, self._rows, self._self_influence = None, {}, None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
@@ -88,9 +102,11 @@ class IndexWriter:
 
 def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = None,
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
-                quiet: bool = False, restart: bool = False) -> GradientIndex:
+                quiet: bool = False, restart: bool = False,
+                execution_options: ExecutionOptions | None = None) -> GradientIndex:
     """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
-    out, opened = Path(out), open_run(run, model)
+    execution_options = execution_options or ExecutionOptions()
+    out, opened = Path(out), open_run(run, model, execution_options)
     factors, layers = opened.factors, opened.layers
     options = options or IndexOptions(**opened.data)
     corpus_path = opened.corpus_path(corpus).resolve()
@@ -106,17 +122,19 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                                  "choose another --out, or add --restart to replace it.")
     layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
                                              options.budget)
-    world = current_world()
+    execution = start_execution(opened.loaded.model, execution_options)
+    world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart)
     arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
-             lambda: IndexWriter(projections, factors.curvature, arrays), checkpoints, world, quiet)
+             lambda: IndexWriter(projections, factors.curvature, arrays, execution.device), checkpoints, execution,
+             quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         _finish(out, Path(run).resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences),
-                options, job)
+                options, job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -137,7 +155,7 @@ def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
 
 
 def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
-            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str) -> None:
+            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
@@ -157,6 +175,7 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
         "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
         "bytes_per_sequence": layout.bytes_per_sequence,
-        "options": asdict(options), "layers": layers, "self_influence": SELF_INFLUENCE,
+        "options": asdict(options), "execution": execution.describe(), "layers": layers,
+        "self_influence": SELF_INFLUENCE,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

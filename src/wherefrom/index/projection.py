@@ -37,6 +37,11 @@ class LayerProjection:
     eigenvalues: torch.Tensor
     default_damping: float
 
+    def to(self, device: torch.device) -> LayerProjection:
+        """The same projection with its tensors on ``device``."""
+        return LayerProjection(self.Q_S.to(device), self.Q_A.to(device), self.entries.to(device),
+                               self.eigenvalues.to(device), self.default_damping)
+
     @property
     def size(self) -> int:
         """Numbers stored per sequence for this layer."""

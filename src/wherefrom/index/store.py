@@ -98,7 +98,7 @@ class GradientIndex:
                                  f"{', '.join(self.layer_names)}.")
         parts = []
         for name, projection in self.projections.items():
-            ds, a = gradients.factors[name]
+            ds, a = (t.to(projection.Q_S.device) for t in gradients.factors[name])  # the index is contracted on the host
             part = projection.precondition(ds, a, damping)
             parts.append(part if layers is None or name in layers else torch.zeros_like(part))
         return torch.cat(parts, dim=1)

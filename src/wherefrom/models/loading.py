@@ -24,8 +24,11 @@ class LoadedModel:
     fingerprint: str
 
 
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local)."""
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cpu") -> LoadedModel:
+    """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local),
+    in ``dtype`` on ``device``. The fingerprint is taken on the CPU, before the move, so it does not depend on
+    the device."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -39,7 +42,8 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> Loaded
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     prepare_for_influence(model)
     tokenizer = _model_tokenizer(path, config_eos(getattr(model, "config", None)))
-    return LoadedModel(model, tokenizer, str(path), model_fingerprint(model))
+    fingerprint = model_fingerprint(model)
+    return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
 
 
 def load_tokenizer(source: str | Path) -> ModelTokenizer:
@@ -57,6 +61,20 @@ def _model_path(source: str | Path) -> Path:
             or (path / "config.json").is_file()):
         raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
     return path
+
+
+def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json names (an adapter's: its base model's), or None (e.g. a .gguf file)."""
+    path = Path(source)
+    if (path / "adapter_config.json").is_file():
+        path = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", ""))
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    settings = json.loads(config.read_text())
+    name = str(settings.get("dtype") or settings.get("torch_dtype") or "").removeprefix("torch.")
+    dtype = getattr(torch, name, None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _model_tokenizer(path: Path, eos: int | None) -> ModelTokenizer:

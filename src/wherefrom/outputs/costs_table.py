@@ -34,6 +34,10 @@ def human_seconds(seconds: float) -> str:
 def print_costs(estimate: CostEstimate, console: Console | None = None) -> None:
     """The estimate as a table on ``console`` (stdout by default)."""
     console = console or Console()
+    if estimate.execution:
+        run = estimate.execution
+        console.print(f"execution: device {run['device']}, dtype {run['dtype']}, factor sums "
+                      f"{'in host memory' if run['factors'] == 'host' else 'on the device'}", highlight=False)
     table = Table(title=f"wherefrom {estimate.command} --dry-run: {estimate.n_sequences} sequences, "
                         f"{estimate.n_tokens} tokens", title_justify="left")
     table.add_column("stage")

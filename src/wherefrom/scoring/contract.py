@@ -4,6 +4,10 @@ For a layer with preconditioned query gradient V = (G + λI)⁻¹ ∇L_q and a t
 output gradients Ds_t, the influence is ⟨V, Σ_t Ds_t ā_tᵀ⟩ = Σ_t Ds_tᵀ V ā_t: the per-token terms are the
 token decomposition, the per-layer terms the layer decomposition. Per-example gradients are formed only when
 that is cheaper than the contraction (many queries, no per-token scores).
+
+Precision policy: the preconditioned query gradients arrive in float32 and are cast once to the model's dtype;
+each layer's contraction runs in the model's dtype (ā, Ds are in it), and a batch's scores are summed over
+layers in float64 and kept on the host in float64.
 """
 
 from __future__ import annotations
@@ -12,66 +16,87 @@ import torch
 
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.preconditioner import LayerCurvature
-from wherefrom.engine.distributed import World
-from wherefrom.engine.stream import LayerBatch, StreamBatch
+from wherefrom.data.batching import Batch
+from wherefrom.engine.execution import Execution
+from wherefrom.engine.passes import Accumulator
+from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
 from wherefrom.scoring.units import layer_split, to_units, token_products
 
 
-class ScoreAccumulator:
-    """Consumes the stream of training sequences and fills the score matrix and its decompositions."""
+class ScoreAccumulator(Accumulator):
+    """Consumes the stream of training sequences, layer by layer, and fills the score matrix and its
+    decompositions (on the host)."""
 
     def __init__(self, queries: dict[str, torch.Tensor | LowRankQueries], n_queries: int, n_sequences: int,
                  per_layer: bool, token_offsets: torch.Tensor | None,
                  self_curvature: dict[str, tuple[LayerCurvature, float | None]] | None,
-                 dtype: torch.dtype = torch.float32, units: UnitMap | None = None, unit_keep: int = 0,
-                 world: World | None = None) -> None:
-        self.queries = queries
+                 execution: Execution, units: UnitMap | None = None, unit_keep: int = 0) -> None:
+        self.queries = {name: _on(V, execution) for name, V in queries.items()}
         self.units = units
-        self.unit_totals = None if units is None else UnitTotals(n_queries, len(units), unit_keep, world or World())
+        self.unit_totals = None if units is None else UnitTotals(n_queries, len(units), unit_keep, execution.world)
         if units is not None:  # the unit split needs V entry by entry
             self.queries = {name: V.dense() if name in units.layers and isinstance(V, LowRankQueries) else V
-                            for name, V in queries.items()}
+                            for name, V in self.queries.items()}
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
         self.token_offsets = token_offsets
-        self.per_token = None if token_offsets is None else torch.zeros(n_queries, int(token_offsets[-1]), dtype=dtype)
-        self.self_curvature = self_curvature
+        self.dtype = execution.accumulation_dtype
+        self.per_token = None if token_offsets is None else torch.zeros(n_queries, int(token_offsets[-1]),
+                                                                          dtype=self.dtype)
+        self.self_curvature = None if self_curvature is None else {
+            name: (curvature.to(execution.device), damping) for name, (curvature, damping) in self_curvature.items()}
         self.self_influence = None if self_curvature is None else torch.zeros(n_sequences, dtype=torch.float64)
-        self.dtype = dtype
-        self.workspace = Workspace()
+        self.device = execution.device
+        self.workspace = Workspace(execution.device)
         self.seen = (n_sequences, 0)  # the contiguous range of rows this accumulator has scored
+        self._batch: Batch | None = None
+        self._scores = self._self_influence = self._tokens = self._unit_split = None  # the batch's, on the device
 
-    def update(self, item: StreamBatch) -> None:
-        """Add one batch of training sequences."""
-        rows = item.batch.rows
+    def begin(self, batch: Batch) -> None:
+        rows = batch.rows
         self.seen = (min(self.seen[0], int(rows.min())), max(self.seen[1], int(rows.max()) + 1))
-        token_total = None
-        batch_total = torch.zeros(self.scores.shape[1], len(rows), dtype=torch.float64)
-        unit_split = None if self.units is None else batch_total.new_zeros(*batch_total.shape, len(self.units))
-        for name, layer in item.layers.items():
-            V = self.queries[name]
-            if unit_split is not None and name in self.units.layers:
-                tokens, scores = self._split_into_units(name, V, layer, unit_split)
-            elif self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
-                tokens = token_contributions(V, layer)  # [Q, B, T]
-                scores = tokens.sum(-1)
-            else:
-                tokens, scores = None, sequence_scores(V, layer, self.workspace)
-            if tokens is not None:
-                token_total = tokens if token_total is None else token_total + tokens
-            self.scores[self.layer_index[name] if self.per_layer else 0][:, rows] += scores.double()
-            batch_total += scores.double()
-            if self.self_influence is not None:
-                curvature, damping = self.self_curvature[name]
-                self.self_influence[rows] += self_influence(curvature, damping, layer.output_grads, layer.inputs)
-        if self.per_token is not None and token_total is not None:
-            self._store_tokens(rows, item.batch.attention_mask.sum(1), token_total)
+        self._batch = batch
+        shape = (self.scores.shape[0], self.scores.shape[1], rows.numel())
+        self._scores = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        self._self_influence = None if self.self_influence is None else torch.zeros(
+            rows.numel(), dtype=torch.float64, device=self.device)
+        self._unit_split = None if self.units is None else torch.zeros(
+            *shape[1:], len(self.units), dtype=torch.float64, device=self.device)
+        self._tokens = None
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        """Add one layer's part of the batch's scores."""
+        V = self.queries[name]
+        if self._unit_split is not None and name in self.units.layers:
+            tokens, scores = self._split_into_units(name, V, layer, self._unit_split)
+        elif self.per_token is not None or (isinstance(V, LowRankQueries) and _low_rank_is_cheaper(V, layer)):
+            tokens = token_contributions(V, layer)  # [Q, B, T]
+            scores = tokens.sum(-1)
+        else:
+            tokens, scores = None, sequence_scores(V, layer, self.workspace)
+        if tokens is not None:
+            self._tokens = tokens.to(self.dtype) if self._tokens is None else self._tokens + tokens
+        self._scores[self.layer_index[name] if self.per_layer else 0] += scores.double()
+        if self._self_influence is not None:
+            curvature, damping = self.self_curvature[name]
+            self._self_influence += self_influence(curvature, damping, layer.output_grads, layer.inputs)
+
+    def end(self, loss: torch.Tensor) -> None:
+        """Move the batch's scores to the host."""
+        rows = self._batch.rows
+        batch_scores = self._scores.cpu()
+        self.scores[:, :, rows] += batch_scores
+        if self.self_influence is not None:
+            self.self_influence[rows] += self._self_influence.cpu()
+        if self.per_token is not None and self._tokens is not None:
+            self._store_tokens(rows, self._batch.attention_mask.sum(1).cpu(), self._tokens.cpu())
         if self.unit_totals is not None:
-            self.unit_totals.add(rows, batch_total, unit_split)
+            self.unit_totals.add(rows, batch_scores.sum(0), self._unit_split.cpu())
+        self._batch = self._scores = self._self_influence = self._tokens = self._unit_split = None
 
     def _split_into_units(self, name: str, V: torch.Tensor, layer: LayerBatch, unit_split: torch.Tensor
                           ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -122,8 +147,15 @@ class ScoreAccumulator:
         return tensors
 
     def score_matrix(self) -> torch.Tensor:
-        """The score matrix [Q, N] (sum over layers), in the model's dtype."""
+        """The score matrix [Q, N] (sum over layers), in the accumulation dtype (float32)."""
         return self.scores.sum(0).to(self.dtype)
+
+
+def _on(V: torch.Tensor | LowRankQueries, execution: Execution) -> torch.Tensor | LowRankQueries:
+    """A preconditioned query gradient in the model's dtype on its device, for the contraction."""
+    if isinstance(V, LowRankQueries):
+        return LowRankQueries(*(t.to(execution.device, execution.dtype) for t in (V.U, V.W)))
+    return V.to(execution.device, execution.dtype)
 
 
 def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspace: Workspace) -> torch.Tensor:

@@ -22,7 +22,8 @@ def query_self_influence(curvature: FittedCurvature, gradients: QueryGradients, 
     """‖∇L_q‖² = ∇L_qᵀ (G + λI)⁻¹ ∇L_q of every query, summed over the layers of ``gradients``: [Q] float64."""
     total = torch.zeros(gradients.logprobs.shape[0], dtype=torch.float64)
     for name, (ds, a) in gradients.factors.items():
-        total += self_influence(curvature.layers[name], damping, ds, a)
+        ds, a = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (ds, a))  # at least float32
+        total += self_influence(curvature.layers[name].to(ds.device), damping, ds, a).cpu()
     return total
 
 

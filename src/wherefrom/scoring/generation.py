@@ -39,7 +39,7 @@ def generate_completion(model: nn.Module, tokenizer: object, query: Query, optio
     """``query`` with the model's completion of its prompt and how it was written (see the module docstring);
     ``streamer`` (a transformers streamer) receives the tokens as they are written."""
     budget = min(options.max_new_tokens, options.max_length - len(query.prompt_ids))
-    prompt = torch.tensor([query.prompt_ids])
+    prompt = torch.tensor([query.prompt_ids], device=next(model.parameters()).device)  # where the model runs
     ends = end_of_sequence_ids(model, tokenizer)
     settings = {"do_sample": options.sample, "max_new_tokens": budget, "pad_token_id": ends[0] if ends else 0}
     if ends:

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wherefrom.data.batching import make_batches
+from wherefrom.data.batching import Batch, make_batches
 from wherefrom.data.queries import Query
-from wherefrom.engine.stream import Labels, stream
+from wherefrom.engine.execution import Execution
+from wherefrom.engine.stream import Labels, LayerBatch, LayerConsumer, stream
 from wherefrom.models.selection import TrackedLayer
 
 
 @dataclass
 class QueryGradients:
     """Per layer the factors (Ds [Q, T, out], ā [Q, T, in(+1)]) of each query's gradient, zero-padded to the
-    longest query, and each query's log p(completion | prompt) in nats."""
+    longest query, in the model's dtype on its device, and each query's log p(completion | prompt) in nats."""
 
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     logprobs: torch.Tensor
@@ -31,21 +32,38 @@ class QueryGradients:
         return torch.einsum("qto,qti->qoi", ds, a)
 
 
+class _Keeper(LayerConsumer):
+    """Copies each batch's ā and Ds rows into the queries' factors, and the loss into the log-probabilities."""
+
+    def __init__(self, gradients: QueryGradients) -> None:
+        self.gradients = gradients
+        self.rows, self.length = torch.zeros(0, dtype=torch.long), 0
+
+    def begin(self, batch: Batch) -> None:
+        self.rows, self.length = batch.rows, batch.input_ids.shape[1]
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        ds, a = self.gradients.factors[name]
+        ds[self.rows, :self.length] = layer.output_grads
+        a[self.rows, :self.length] = layer.inputs
+
+    def end(self, loss: torch.Tensor) -> None:
+        self.gradients.logprobs[self.rows] = -loss.double().cpu()
+
+
 def query_gradients(model: nn.Module, layers: list[TrackedLayer], queries: list[Query], batch_size: int,
-                    quiet: bool = False) -> QueryGradients:
+                    quiet: bool = False, execution: Execution | None = None) -> QueryGradients:
     """Stream the queries with data labels on completion tokens only and keep each layer's ā and Ds rows."""
-    dtype = next(model.parameters()).dtype
+    execution = execution or Execution.of(model)
     width = max(len(q.input_ids) for q in queries)
-    factors = {layer.name: (torch.zeros(len(queries), width, layer.shape.out_features, dtype=dtype),
-                        torch.zeros(len(queries), width, layer.shape.in_dim, dtype=dtype)) for layer in layers}
-    logprobs = torch.zeros(len(queries), dtype=torch.float64)
-    batches = make_batches([q.input_ids for q in queries], [len(q.prompt_ids) for q in queries], batch_size)
+    device, dtype = execution.device, execution.dtype
+    factors = {layer.name: (torch.zeros(len(queries), width, layer.shape.out_features, dtype=dtype, device=device),
+                            torch.zeros(len(queries), width, layer.shape.in_dim, dtype=dtype, device=device))
+               for layer in layers}
+    gradients = QueryGradients(factors, torch.zeros(len(queries), dtype=torch.float64))
+    batches = make_batches([q.input_ids for q in queries], [len(q.prompt_ids) for q in queries], batch_size,
+                           device=device)
     n_batches = -(-len(queries) // batch_size)
-    for item in stream(model, layers, batches, n_batches, Labels("data"), "query gradients", quiet):
-        rows, length = item.batch.rows, item.batch.input_ids.shape[1]
-        logprobs[rows] = -item.loss.double()
-        for name, layer in item.layers.items():
-            ds, a = factors[name]
-            ds[rows, :length] = layer.output_grads
-            a[rows, :length] = layer.inputs
-    return QueryGradients(factors, logprobs)
+    for _ in stream(model, layers, batches, n_batches, Labels("data"), _Keeper(gradients), "query gradients", quiet):
+        pass
+    return gradients

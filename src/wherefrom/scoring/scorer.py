@@ -11,7 +11,7 @@ from torch import nn
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
-from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
@@ -29,22 +29,24 @@ Precondition = Callable[[QueryGradients], dict[str, torch.Tensor | LowRankQuerie
 """Query gradients → (G + λI)⁻¹ ∇L_q per layer (consuming them): EK-FAC's, or a solver's refinement of it."""
 
 
-def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions
-                           ) -> dict[str, torch.Tensor | LowRankQueries]:
+def preconditioned_queries(curvature: FittedCurvature, gradients: QueryGradients, options: ScoreOptions,
+                           execution: Execution) -> dict[str, torch.Tensor | LowRankQueries]:
     """(G + λI)⁻¹ ∇L_q per layer, truncated to rank ``options.query_rank`` when given.
 
-    Consumes ``gradients.factors`` layer by layer.
+    Precision policy: formed in float32 (the accumulation dtype) on the execution's device, one layer's factors
+    there at a time. Consumes ``gradients.factors`` layer by layer.
     """
     result: dict[str, torch.Tensor | LowRankQueries] = {}
     for name in list(gradients.factors):
-        V = curvature.layers[name].precondition(*gradients.factors.pop(name), options.damping)
+        ds, a = (t.to(execution.accumulation_dtype) for t in gradients.factors.pop(name))
+        V = curvature.layers[name].to(execution.device).precondition(ds, a, options.damping)
         result[name] = V if options.query_rank is None else low_rank(V, options.query_rank)
     return result
 
 
 def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curvature: FittedCurvature,
           queries: list[Query], sequences: list[TrainingSequence], options: ScoreOptions,
-          quiet: bool = False, checkpoints: Checkpoints | None = None, world: World | None = None,
+          quiet: bool = False, checkpoints: Checkpoints | None = None, execution: Execution | None = None,
           gradients: QueryGradients | None = None, precondition: Precondition | None = None,
           unit: str | None = None) -> ScoreResult:
     """Influence of every training sequence on every query, with the decompositions ``options`` asks for.
@@ -52,19 +54,21 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     ``gradients`` are the queries' gradients when the caller has them already; they are consumed. ``precondition``
     defaults to EK-FAC's (:func:`preconditioned_queries`); `--refine` gives
     :func:`wherefrom.solvers.refine.query_preconditioner`'s. With ``unit`` (a name of
-    :mod:`wherefrom.models.units`) only the influence through that unit is scored.
+    :mod:`wherefrom.models.units`) only the influence through that unit is scored. Default execution: where
+    ``model`` is, one process.
     """
     if precondition is None and options.refine != "none":
         raise ValueError(f"refine={options.refine!r} needs the solver's precondition (solvers.refine.query_preconditioner)")
-    world = world or World()
-    gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main)
+    execution = execution or Execution.of(model)
+    world = execution.world
+    gradients = gradients or query_gradients(model, layers, queries, options.batch_size, quiet or not world.is_main,
+                                             execution)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence or options.normalize else None
     query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
-    queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options)))(gradients)
-    dtype = next(model.parameters()).dtype
+    queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options, execution)))(gradients)
     units = unit_map(model, layers, options.unit_view) if options.per_unit and unit is None else None
     checkpoints = checkpoints or Checkpoints(None, "")
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
@@ -75,18 +79,18 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
 
     def make() -> ScoreAccumulator | UnitScanAccumulator:
         accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
-                                       self_curvature, dtype, units, options.top_k, world)
+                                       self_curvature, execution, units, options.top_k)
         return accumulator if positions is None else UnitScanAccumulator(accumulator, positions)
 
     accumulator = run_pass(model, layers, plan, Labels("data"), "scores", "scoring sequences", make, checkpoints,
-                           world, quiet)
+                           execution, quiet)
     accumulator = accumulator if positions is None else accumulator.inner
     unit_influence = None
     if units is not None:
         unit_influence = unit_summary(accumulator, units, options)
         if options.per_token:
             unit_influence.tokens = unit_token_maps(model, layers, accumulator.queries, unit_influence, units, sequences,
-                                                    options, checkpoints, world, quiet)
+                                                    options, checkpoints, execution, quiet)
     detailed = set() if unit_influence is None else set(unit_influence.rows.flatten().tolist())
     return ScoreResult(
         scores=accumulator.score_matrix(),

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from wherefrom.data.corpus import TrainingSequence
-from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
@@ -31,7 +31,7 @@ def unit_summary(accumulator: ScoreAccumulator, units: UnitMap, options: ScoreOp
 
 def unit_token_maps(model: nn.Module, layers: list[TrackedLayer], queries_V: dict[str, torch.Tensor],
                     summary: UnitInfluence, units: UnitMap, sequences: list[TrainingSequence], options: ScoreOptions,
-                    checkpoints: Checkpoints, world: World, quiet: bool) -> torch.Tensor:
+                    checkpoints: Checkpoints, execution: Execution, quiet: bool) -> torch.Tensor:
     """Per-token influence of each query's best ``MAPPED_SEQUENCES`` sequences through its top units: a second pass
     over only those sequences (at most queries × MAPPED_SEQUENCES of them): [Q, M', K, T]."""
     mapped = summary.rows[:, :MAPPED_SEQUENCES]
@@ -45,5 +45,5 @@ def unit_token_maps(model: nn.Module, layers: list[TrackedLayer], queries_V: dic
     tracked = [layer for layer in layers if any(layer.name in m.layers for m in unit_maps)]
     accumulator = run_pass(model, tracked, plan, Labels("data"), "unit-tokens", "unit token maps",
                            lambda: UnitTokenAccumulator(queries_V, local_rows, unit_maps, width),
-                           checkpoints, world, quiet)
+                           checkpoints, execution, quiet)
     return accumulator.sums["tokens"].float()

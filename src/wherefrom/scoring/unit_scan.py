@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from wherefrom.engine.stream import LayerBatch, StreamBatch
+from wherefrom.data.batching import Batch
+from wherefrom.engine.passes import Accumulator
+from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.units import Axis
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.lowrank import LowRankQueries
@@ -33,15 +35,21 @@ def restrict_layer(layer: LayerBatch, axis: Axis, where: torch.Tensor) -> LayerB
     return LayerBatch(layer.inputs[..., where], layer.output_grads)
 
 
-class UnitScanAccumulator:
+class UnitScanAccumulator(Accumulator):
     """A score accumulator fed the unit's part of every layer."""
 
     def __init__(self, inner: ScoreAccumulator, positions: dict[str, tuple[Axis, torch.Tensor]]) -> None:
         self.inner, self.positions = inner, positions
 
-    def update(self, item: StreamBatch) -> None:
-        layers = {name: restrict_layer(item.layers[name], *self.positions[name]) for name in self.positions}
-        self.inner.update(StreamBatch(item.batch, layers, item.loss))
+    def begin(self, batch: Batch) -> None:
+        self.inner.begin(batch)
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        if name in self.positions:
+            self.inner.layer(name, restrict_layer(layer, *self.positions[name]))
+
+    def end(self, loss: torch.Tensor) -> None:
+        self.inner.end(loss)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.inner.state()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from wherefrom.data.batching import Batch
 from wherefrom.engine.passes import SummedTensors
-from wherefrom.engine.stream import LayerBatch, StreamBatch
+from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.units import to_units, token_products
 
@@ -24,19 +25,22 @@ class UnitTokenAccumulator(SummedTensors):
         n_units = max(len(m) for m in unit_maps)
         self.sums = {"tokens": torch.zeros(rows.shape[0], rows.shape[1], n_units, width, dtype=torch.float64)}
 
-    def update(self, item: StreamBatch) -> None:
-        batch_rows = item.batch.rows
+    def begin(self, batch: Batch) -> None:
+        """Which of each query's sequences are in the batch: (slots, batch positions) per query."""
+        self._matches = [(self.rows[q].unsqueeze(1) == batch.rows.unsqueeze(0)).nonzero(as_tuple=True)  # [M, B]
+                         for q in range(len(self.unit_maps))]
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
         for q, units in enumerate(self.unit_maps):
-            match = self.rows[q].unsqueeze(1) == batch_rows.unsqueeze(0)  # [M, B]
-            slots, batch_index = match.nonzero(as_tuple=True)
-            if not len(slots):
+            slots, batch_index = self._matches[q]
+            part = units.layers.get(name)
+            if part is None or not len(slots):
                 continue
-            for name, part in units.layers.items():
-                layer = item.layers[name]
-                picked = LayerBatch(layer.inputs[batch_index], layer.output_grads[batch_index])
-                (product,) = token_products(self.queries[name][q:q + 1], picked, part.axis)  # [1, b, T, D]
-                out = torch.zeros(*product.shape[1:3], len(units), dtype=torch.float64)
-                terms = to_units(product[0].double(), part.assignment, out).transpose(1, 2)  # [b, K, T]
-                # Position t's activity predicts token t+1: shown on the predicted token, as per-token scores are.
-                length = min(terms.shape[-1], self.sums["tokens"].shape[-1]) - 1
-                self.sums["tokens"][q, slots, :len(units), 1:length + 1] += terms[..., :length]
+            index = batch_index.to(layer.output_grads.device)
+            picked = LayerBatch(layer.inputs[index], layer.output_grads[index])
+            (product,) = token_products(self.queries[name][q:q + 1], picked, part.axis)  # [1, b, T, D]
+            out = torch.zeros(*product.shape[1:3], len(units), dtype=torch.float64)
+            terms = to_units(product[0].double().cpu(), part.assignment, out).transpose(1, 2)  # [b, K, T]
+            # Position t's activity predicts token t+1: shown on the predicted token, as per-token scores are.
+            length = min(terms.shape[-1], self.sums["tokens"].shape[-1]) - 1
+            self.sums["tokens"][q, slots, :len(units), 1:length + 1] += terms[..., :length]

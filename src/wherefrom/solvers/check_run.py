@@ -13,7 +13,7 @@ from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.errors import WherefromError
 from wherefrom.models.selection import TrackedLayer
-from wherefrom.options import ScoreOptions
+from wherefrom.options import ExecutionOptions, ScoreOptions
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
 from wherefrom.solvers.trust import CheckOptions, TrustReport, spread_layers, trust_check
@@ -33,23 +33,25 @@ class CheckInputs:
 
 
 def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
-              quiet: bool = False) -> TrustReport:
-    """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients."""
-    inputs = load_check(run, corpus, queries, options, quiet)
+              quiet: bool = False, execution: ExecutionOptions = ExecutionOptions()) -> TrustReport:
+    """EK-FAC of the run in ``run`` against the reference solver, on ``queries`` or corpus sequences' gradients;
+    the model runs where ``execution`` says (dtype 'auto': the run's)."""
+    inputs = load_check(run, corpus, queries, options, quiet, execution=execution)
     b = flat_gradients(inputs.model, inputs.layers, inputs.queries, inputs.options.batch_size, quiet)
     return trust_check(inputs.model, inputs.layers, inputs.curvature, b, inputs.sequences, inputs.options, quiet,
                        inputs.tracked)
 
 
 def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
-               quiet: bool = False, write_completions: bool = True) -> CheckInputs:
+               quiet: bool = False, write_completions: bool = True,
+               execution: ExecutionOptions = ExecutionOptions()) -> CheckInputs:
     """What the check works on; prompt-only queries are completed by the model unless ``write_completions`` is
     False (a dry run, which counts the most tokens generation may write for them instead)."""
     if options.iterations < 1 or options.sample < 1 or options.n_queries < 1 or options.layers < 0:
         raise WherefromError("--iterations, --sample and --n-queries must be at least 1, and --layers at least 0.")
     if options.tolerance <= 0 or (options.budget is not None and options.budget <= 0):
         raise WherefromError("--tolerance and --budget must be positive.")
-    opened = open_run(run)
+    opened = open_run(run, execution=execution)
     if opened.factors.strategy not in ("ekfac", "kfac", "diagonal"):
         raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
                              "to check; fit with --strategy ekfac.")

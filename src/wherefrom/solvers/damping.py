@@ -67,7 +67,7 @@ def damping_curve(model: nn.Module, layers: list[TrackedLayer], curvature: Fitte
     reference_scores = scores_on(model, layers, reference.x, held_out, options.batch_size, quiet=True)
     agreement = []
     for candidate in candidates:
-        V = curvature_inverse(curvature.layers, layout, layer_dampings(curvature.layers, layout, candidate))(b)
+        V = curvature_inverse(curvature.layers, layout, layer_dampings(curvature.layers, layout, candidate), b.device)(b)
         scores = scores_on(model, layers, V, held_out, options.batch_size, quiet=True)
         agreement.append(float(pearson_rows(scores, reference_scores).mean()))
     return DampingCurve(candidates, agreement, reference_damping, float(reference.residuals[-1].max()))

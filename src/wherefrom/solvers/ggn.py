@@ -35,7 +35,8 @@ class GaussNewton:
         self.layers = {layer.name: layer for layer in layers}
         self.layout = Layout.of(layers)
         self.base = {layer.name: current_wbar(layer) for layer in layers}
-        self.batches = list(make_batches(token_lists, [1] * len(token_lists), batch_size))
+        device = next(iter(self.base.values())).device  # where the model runs
+        self.batches = list(make_batches(token_lists, [1] * len(token_lists), batch_size, device=device))
         self.n_sequences = len(token_lists)
         self.on_product: Callable[[], None] | None = None  # called after each layer group's product on a batch
 

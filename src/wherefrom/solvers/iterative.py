@@ -97,10 +97,12 @@ def lissa(A_step: Callable[[torch.Tensor, int], torch.Tensor], b: torch.Tensor, 
     return Solution(h / scale, torch.stack(residuals))
 
 
-def largest_eigenvalue(A: Operator, size: int, dtype: torch.dtype, iterations: int = 20, seed: int = 0) -> float:
-    """The largest eigenvalue of a symmetric PSD operator by power iteration (a lower bound that tightens)."""
+def largest_eigenvalue(A: Operator, size: int, dtype: torch.dtype, iterations: int = 20, seed: int = 0,
+                       device: torch.device | str = "cpu") -> float:
+    """The largest eigenvalue of a symmetric PSD operator on ``device`` by power iteration (a lower bound that
+    tightens)."""
     generator = torch.Generator().manual_seed(seed)
-    v = torch.randn(1, size, generator=generator, dtype=torch.float64).to(dtype)
+    v = torch.randn(1, size, generator=generator, dtype=torch.float64).to(device, dtype)
     v /= v.norm()
     value = 0.0
     for _ in range(iterations):

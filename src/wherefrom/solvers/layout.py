@@ -43,9 +43,10 @@ class Layout:
         """Per layer [..., out, in(+1)] → [..., P]."""
         return torch.cat([parts[name].flatten(-2) for name in self.names], dim=-1)
 
-    def expand(self, per_layer: dict[str, float], dtype: torch.dtype) -> torch.Tensor:
-        """One value per layer → one per parameter [P] (e.g. each layer's damping λ_ℓ)."""
-        return torch.cat([torch.full((n,), float(per_layer[name]), dtype=dtype)
+    def expand(self, per_layer: dict[str, float], dtype: torch.dtype, device: torch.device | str = "cpu"
+               ) -> torch.Tensor:
+        """One value per layer → one per parameter [P] (e.g. each layer's damping λ_ℓ), on ``device``."""
+        return torch.cat([torch.full((n,), float(per_layer[name]), dtype=dtype, device=device)
                           for name, n in zip(self.names, self.sizes)])
 
     def per_layer_norms(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:

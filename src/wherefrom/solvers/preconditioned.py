@@ -17,10 +17,10 @@ def layer_dampings(curvature: Mapping[str, LayerCurvature], layout: Layout, abso
     return {name: curvature[name].damping(absolute) for name in layout.names}
 
 
-def curvature_inverse(curvature: Mapping[str, LayerCurvature], layout: Layout, dampings: dict[str, float]
-                      ) -> Operator:
-    """x ↦ (G̃ + λI)⁻¹ x per layer, G̃ the fitted approximation (block-diagonal over layers)."""
-    layers = {name: curvature[name] for name in layout.names}  # read once (stored runs load lazily)
+def curvature_inverse(curvature: Mapping[str, LayerCurvature], layout: Layout, dampings: dict[str, float],
+                      device: torch.device | str = "cpu") -> Operator:
+    """x ↦ (G̃ + λI)⁻¹ x per layer for x on ``device``, G̃ the fitted approximation (block-diagonal over layers)."""
+    layers = {name: curvature[name].to(device) for name in layout.names}  # read once (stored runs load lazily)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         parts = layout.split(x)

@@ -13,6 +13,7 @@ from torch import nn
 
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.data.corpus import TrainingSequence
+from wherefrom.engine.execution import Execution
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
@@ -35,8 +36,8 @@ def refine_solution(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
     dampings = layer_dampings(curvature.layers, layout, damping)
     G = GaussNewton(model, layers, [s.input_ids for s in sample_sequences(sequences, sample)], batch_size,
                     block_diagonal)
-    M = curvature_inverse(curvature.layers, layout, dampings)
-    A = damped(G, layout.expand(dampings, b.dtype))
+    M = curvature_inverse(curvature.layers, layout, dampings, b.device)
+    A = damped(G, layout.expand(dampings, b.dtype, b.device))
     return conjugate_gradient(A, b, iterations, preconditioner=M, x0=M(b),
                               description="refining query gradients (CG)", quiet=quiet)
 
@@ -59,8 +60,11 @@ def refined_queries(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
 
 
 def query_preconditioner(model: nn.Module, layers: list[TrackedLayer], curvature: FittedCurvature,
-                         sequences: list[TrainingSequence], options: ScoreOptions, quiet: bool = False) -> Precondition:
-    """(G + λI)⁻¹ ∇L_q as ``options.refine`` asks: EK-FAC's ('none'), or refined by CG on ``sequences`` ('cg')."""
+                         sequences: list[TrainingSequence], options: ScoreOptions, quiet: bool = False,
+                         execution: Execution | None = None) -> Precondition:
+    """(G + λI)⁻¹ ∇L_q as ``options.refine`` asks: EK-FAC's ('none'), or refined by CG on ``sequences`` ('cg').
+    Default execution: where ``model`` is, one process."""
     if options.refine == "none":
-        return lambda gradients: preconditioned_queries(curvature, gradients, options)
+        running = execution or Execution.of(model)
+        return lambda gradients: preconditioned_queries(curvature, gradients, options, running)
     return lambda gradients: refined_queries(model, layers, curvature, gradients, sequences, options, quiet)

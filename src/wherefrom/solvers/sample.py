@@ -7,7 +7,7 @@ from torch import nn
 
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
-from wherefrom.engine.distributed import World
+from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
@@ -41,8 +41,9 @@ def scores_on(model: nn.Module, layers: list[TrackedLayer], V: torch.Tensor, seq
     """Influence ⟨V_q, ∇L_z⟩ of each sequence z on each query q, for preconditioned queries V [Q, P]: [Q, Z]."""
     queries = Layout.of(layers).split(V)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), batch_size, max(1, len(sequences)))
+    execution = Execution.of(model)
     accumulator = run_pass(model, layers, plan, Labels("data"), "sample", "scoring the sample",
-                           lambda: ScoreAccumulator(queries, V.shape[0], len(sequences), False, None, None, V.dtype),
-                           Checkpoints(None, ""), World(), quiet)
+                           lambda: ScoreAccumulator(queries, V.shape[0], len(sequences), False, None, None, execution),
+                           Checkpoints(None, ""), execution, quiet)
     return accumulator.scores.sum(0)
 

@@ -138,11 +138,11 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
     ``layers`` are the checked layers (b holds their gradients); ``tracked`` the run's count, for the report."""
     layout = Layout.of(layers)
     dampings = layer_dampings(curvature.layers, layout, options.damping)
-    damping = layout.expand(dampings, b.dtype)
+    damping = layout.expand(dampings, b.dtype, b.device)
     G = GaussNewton(model, layers, [s.input_ids for s in sample_sequences(sequences, options.sample)],
                     options.batch_size, block_diagonal=True)
     A = damped(G, damping)
-    M = curvature_inverse(curvature.layers, layout, dampings)
+    M = curvature_inverse(curvature.layers, layout, dampings, b.device)
     solver = "CG" if options.solver == "cg" else "LiSSA"
     watch = _Watch(solver, options)
     products = (options.iterations + 1) * G.products_per_call  # and one more product for the final residual
@@ -156,7 +156,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
                                           blocks=layout.sizes, stop=watch)
         else:
             bar.describe(f"LiSSA on {len(layers)} layers: largest eigenvalue (power iteration)")
-            scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype, POWER_ITERATIONS)
+            scale = 1.5 * largest_eigenvalue(A, layout.size, b.dtype, POWER_ITERATIONS, device=b.device)
             solution = lissa(lambda v, step: G.minibatch(v, step) + damping * v, b, scale, options.iterations,
                              quiet=True, stop=watch)
         x = solution.x

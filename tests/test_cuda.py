@@ -1,0 +1,135 @@
+"""wherefrom on a GPU: fit, score and index on CUDA equal the CPU's results, sampled labels are reproducible there,
+bfloat16 agrees with float32, and the stream's memory does not grow with the tracked layers' activity.
+
+Every test here is marked ``cuda`` and skipped without a CUDA device (tests/conftest.py); `pytest -m cuda` runs
+them (benchmarks/gpu/ does, on a GPU machine). The float64 ground-truth tests run on CUDA too: they are
+parametrised over devices in tests/test_ground_truth.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_ground_truth import QUERY_TOKENS, TOKENIZER, corpus_tokens, sequences_of, whole_sequence_queries
+from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+
+from wherefrom.api import fit, score
+from wherefrom.curvature.covariance import CovarianceAccumulator
+from wherefrom.curvature.fitting import fit_curvature
+from wherefrom.data.batching import make_batches
+from wherefrom.engine.execution import Execution
+from wherefrom.engine.stream import Labels, LayerConsumer, stream
+from wherefrom.index import build_index
+from wherefrom.models.loading import prepare_for_influence
+from wherefrom.models.selection import select_layers
+from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
+from wherefrom.solvers.damping import pearson_rows
+
+pytestmark = pytest.mark.cuda
+CPU, GPU = ExecutionOptions(device="cpu"), ExecutionOptions(device="cuda", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same fit (empirical Fisher: no label draws), score and index through the API on the CPU and on CUDA."""
+    root = tmp_path_factory.mktemp("cuda")
+    save_model_dir(tiny_llama(layers=3, hidden=32), root / "model")
+    rows = [{"id": f"d{i}", "text": f"{TEXTS[i % len(TEXTS)]} {TEXTS[(i * 3 + 1) % len(TEXTS)]}"} for i in range(48)]
+    write_jsonl(root / "corpus.jsonl", rows)
+    write_jsonl(root / "queries.jsonl", [{"prompt": "paris is the capital of", "completion": " france."},
+                                         {"prompt": "the cat", "completion": " sat on the mat."}])
+    fitted = FitOptions(fisher="empirical", batch_size=8, max_length=48)
+    for name, execution in (("cpu", CPU), ("cuda", GPU)):
+        fit(root / "model", root / "corpus.jsonl", root / f"run-{name}", fitted, quiet=True, execution=execution)
+        score(root / f"run-{name}", root / "queries.jsonl", out=root / f"out-{name}", quiet=True, execution=execution,
+              options=ScoreOptions(batch_size=8, max_length=48, per_layer=True, per_token=True, self_influence=True))
+        build_index(root / f"run-{name}", root / f"index-{name}", options=IndexOptions(batch_size=8, max_length=48),
+                    quiet=True, execution_options=execution)
+    return root
+
+
+def test_fit_on_cuda_equals_the_cpu_fit(runs):
+    cpu, gpu = (load_file(str(runs / f"run-{name}" / "factors.safetensors")) for name in ("cpu", "cuda"))
+    assert cpu.keys() == gpu.keys()
+    for key in cpu:
+        if key.endswith("eigenvalues"):
+            torch.testing.assert_close(gpu[key], cpu[key], rtol=1e-4, atol=1e-6 * float(cpu[key].abs().max()))
+
+
+def test_scores_on_cuda_equal_the_cpu_scores(runs):
+    cpu, gpu = (load_file(str(runs / f"out-{name}" / "scores.safetensors")) for name in ("cpu", "cuda"))
+    for key in ("scores", "per_layer", "per_token", "self_influence"):
+        torch.testing.assert_close(gpu[key], cpu[key], rtol=1e-3, atol=1e-4 * float(cpu[key].abs().max()))
+
+
+def test_index_on_cuda_equals_the_cpu_index(runs):
+    cpu, gpu = (np.load(runs / f"index-{name}" / "gradients.npy").astype(np.float32) for name in ("cpu", "cuda"))
+    np.testing.assert_allclose(gpu, cpu, atol=2e-3)  # float16 rows scaled to a largest magnitude of 1
+
+
+def test_sampled_labels_on_cuda_are_reproducible():
+    model = prepare_for_influence(tiny_llama(dtype=torch.float64)).to("cuda")
+    layers = select_layers(model, "mlp")
+    sequences = sequences_of(corpus_tokens())
+    fits = [fit_curvature(model, layers, sequences, FitOptions(seed=seed, batch_size=3), quiet=True)
+            for seed in (7, 7, 8)]
+    for name in fits[0].layers:
+        torch.testing.assert_close(fits[1].layers[name].eigenvalues, fits[0].layers[name].eigenvalues)
+    assert any(not torch.equal(fits[2].layers[n].eigenvalues, fits[0].layers[n].eigenvalues) for n in fits[0].layers)
+
+
+def test_bfloat16_on_cuda_correlates_with_float32():
+    from test_precision import BF16_PEARSON, models_in
+
+    tokens = corpus_tokens(8)
+    scores = []
+    for model in models_in(torch.float32, torch.bfloat16):
+        model = model.to("cuda")
+        layers = select_layers(model, "mlp")
+        curvature = fit_curvature(model, layers, sequences_of(tokens * 4), FitOptions(batch_size=8), quiet=True)
+        scores.append(score_sequences(model, layers, curvature, tokens))
+    assert pearson_rows(scores[1], scores[0]).min() >= BF16_PEARSON
+
+
+def score_sequences(model: torch.nn.Module, layers: list, curvature: object, tokens: list[list[int]]) -> torch.Tensor:
+    from wherefrom.scoring.scorer import score as score_in_memory
+
+    return score_in_memory(model, TOKENIZER, layers, curvature, whole_sequence_queries(QUERY_TOKENS), sequences_of(tokens),
+                           ScoreOptions(batch_size=4), quiet=True).scores
+
+
+def _peak_pass_bytes(model: torch.nn.Module, tracked_blocks: int, consumer: str) -> tuple[int, int]:
+    """Peak CUDA memory of one batch above what was allocated before it, and one block's ā + Ds bytes."""
+    layers = select_layers(model, rf"layers\.({'|'.join(map(str, range(tracked_blocks)))})\.mlp\.")
+    execution = Execution.of(model)
+    tokens = torch.randint(3, 30, (8, 64), generator=torch.Generator().manual_seed(0)).tolist()
+    batch = list(make_batches(tokens, [1] * 8, 8, device="cuda"))
+    accumulator = CovarianceAccumulator(layers, execution) if consumer == "covariance" else LayerConsumer()
+
+    def run() -> None:
+        for _ in stream(model, layers, batch, 1, Labels("data"), accumulator, "", quiet=True):
+            pass
+
+    run()  # scratch buffers and cuBLAS workspaces exist before measuring
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    hidden, inner = model.config.hidden_size, model.config.intermediate_size
+    per_block = 8 * 64 * (2 * hidden + 3 * inner) * 4  # ā (shared gate/up input, down input) + Ds of 3 layers
+    return torch.cuda.max_memory_allocated() - before, per_block
+
+
+def test_the_streams_memory_does_not_grow_with_the_tracked_layers_activity():
+    """Tracking 8 blocks instead of 1 adds far less than the 7 more blocks' ā and Ds: the covariance pass holds
+    none of them (ā consumed in the forward pass, Ds as the backward pass reaches it), a paired consumer only the
+    ā of the layers the backward pass has not reached yet (never their Ds)."""
+    torch.manual_seed(0)
+    model = prepare_for_influence(tiny_llama(layers=8, hidden=128)).to("cuda")
+    for consumer, share in (("covariance", 0.25), ("paired", 0.5)):
+        one, per_block = _peak_pass_bytes(model, 1, consumer)
+        eight, _ = _peak_pass_bytes(model, 8, consumer)
+        assert (eight - one) / 7 < share * per_block, (consumer, one, eight, per_block)
