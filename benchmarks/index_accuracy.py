@@ -32,16 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_compressions import METHODS, Compression, LayerBasis, make  # noqa: E402
 
 from wherefrom.curvature.blocks import BlockDiagonal  # noqa: E402
-from wherefrom.curvature.store import load_run  # noqa: E402
-from wherefrom.data.corpus import build_sequences  # noqa: E402
+from wherefrom.curvature.opening import open_run  # noqa: E402
+from wherefrom.data.batching import Batch  # noqa: E402
 from wherefrom.data.queries import read_queries  # noqa: E402
-from wherefrom.data.records import read_records  # noqa: E402
-from wherefrom.engine.distributed import current_world  # noqa: E402
-from wherefrom.engine.passes import Checkpoints, PassPlan, run_pass  # noqa: E402
-from wherefrom.engine.stream import Labels, StreamBatch  # noqa: E402
+from wherefrom.engine.execution import start_execution  # noqa: E402
+from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass  # noqa: E402
+from wherefrom.engine.stream import Labels, LayerBatch  # noqa: E402
 from wherefrom.index.budget import row_layout  # noqa: E402
-from wherefrom.models.loading import load_model  # noqa: E402
-from wherefrom.models.selection import select_layers  # noqa: E402
 from wherefrom.options import ScoreOptions  # noqa: E402
 from wherefrom.scoring.generation import complete_queries  # noqa: E402
 from wherefrom.scoring.query_gradients import query_gradients  # noqa: E402
@@ -61,7 +58,7 @@ class Rotation:
         return torch.einsum("bto,bti->boi", *self.rows(ds, a))
 
 
-class Comparison:
+class Comparison(Accumulator):
     """Consumes the corpus stream: exact and every compression's scores of each sequence against the queries."""
 
     def __init__(self, rotations: dict[str, Rotation], preconditioned: dict[str, torch.Tensor],
@@ -72,16 +69,27 @@ class Comparison:
         n_queries = next(iter(preconditioned.values())).shape[0]
         self.exact = torch.zeros(n_queries, n_sequences)
         self.approx = {key: torch.zeros(n_queries, n_sequences) for key in compressions}
+        self.rows: torch.Tensor | None = None
+        self.factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rotated: dict[str, torch.Tensor] = {}
 
-    def update(self, item: StreamBatch) -> None:
-        factors = {name: self.rotations[name].rows(layer.output_grads, layer.inputs)
-                   for name, layer in item.layers.items()}
-        rotated = {name: torch.einsum("bto,bti->boi", ds, a) for name, (ds, a) in factors.items()}
-        rows = item.batch.rows
-        self.exact[:, rows] = sum(torch.einsum("qoi,boi->qb", self.preconditioned[name], g)
-                                  for name, g in rotated.items())
+    def begin(self, batch: Batch) -> None:
+        self.rows, self.factors, self.rotated = batch.rows.cpu(), {}, {}
+
+    def layer(self, name: str, layer: LayerBatch) -> None:
+        ds, a = self.rotations[name].rows(layer.output_grads.cpu(), layer.inputs.cpu())
+        self.factors[name] = (ds, a)
+        self.rotated[name] = torch.einsum("bto,bti->boi", ds, a)
+
+    def end(self, loss: torch.Tensor) -> None:
+        names = [name for name in self.preconditioned if name in self.rotated]  # the fitted order
+        rotated = {name: self.rotated[name] for name in names}
+        factors = {name: self.factors[name] for name in names}
+        self.exact[:, self.rows] = sum(torch.einsum("qoi,boi->qb", self.preconditioned[name], g)
+                                       for name, g in rotated.items())
         for key, compression in self.compressions.items():
-            self.approx[key][:, rows] = self.query_rows[key] @ compression.rows(rotated, factors).T
+            self.approx[key][:, self.rows] = self.query_rows[key] @ compression.rows(rotated, factors).T
+        self.factors, self.rotated = {}, {}
 
     def state(self) -> dict[str, torch.Tensor]:
         return {}
@@ -127,17 +135,15 @@ def main() -> None:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
     clock = time.perf_counter()
-    factors = load_run(args.run)
-    fitted = factors.manifest["options"]
-    loaded = load_model(factors.manifest["model"]["source"])
-    layers = select_layers(loaded.model, fitted["modules"])
+    opened = open_run(args.run)
+    factors, fitted, loaded, layers = opened.factors, opened.fitted, opened.loaded, opened.layers
     max_length = args.max_length or fitted["max_length"]
-    sequences = build_sequences(read_records(args.corpus or fitted["corpus"]), loaded.tokenizer, max_length,
-                                fitted["pack"])
+    sequences = opened.sequences(args.corpus, max_length, fitted["pack"])
+    execution = start_execution(loaded.model)
     options = ScoreOptions(max_length=max_length, batch_size=fitted["batch_size"], max_new_tokens=args.max_new_tokens)
     queries = complete_queries(loaded.model, loaded.tokenizer, read_queries(args.queries, loaded.tokenizer, max_length),
                                options, args.quiet)
-    gradients = query_gradients(loaded.model, layers, queries, options.batch_size, args.quiet)
+    gradients = query_gradients(loaded.model, layers, queries, options.batch_size, args.quiet, execution)
     rotations, bases, preconditioned = {}, {}, {}
     for layer in layers:
         curvature = factors.curvature.layers[layer.name]
@@ -150,7 +156,7 @@ def main() -> None:
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), fitted["batch_size"], 10**9)
     comparison = Comparison(rotations, preconditioned, compressions, len(sequences))
     run_pass(loaded.model, layers, plan, Labels("data"), "index-benchmark", "comparing compressions",
-             lambda: comparison, Checkpoints(None, "index-benchmark"), current_world(), args.quiet)
+             lambda: comparison, Checkpoints(None, "index-benchmark"), execution, args.quiet)
     rescore = [int(k) for k in args.rescore.split(",")]
     rows = [{"method": m, "bytes_per_sequence": b, **agreement(comparison.approx[(m, b)], comparison.exact, rescore)}
             for (m, b) in compressions]

@@ -16,7 +16,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "wherefrom"
 
 # docs/architecture.md, bottom to top: each part imports only parts of lower levels.
 LAYERS = [
-    {"errors", "fileio", "jobs", "options", "progress", "allocator", "version"},
+    {"errors", "version"},
+    {"fileio", "jobs", "options", "progress", "allocator", "folders"},
     {"data", "models"},
     {"engine"},
     {"curvature"},

@@ -10,7 +10,6 @@ Both resume an interrupted run from its finished shards, and split the work acro
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -24,13 +23,16 @@ from wherefrom.curvature.store import FactorRun, load_run, save_run
 from wherefrom.data.corpus import TrainingSequence, build_sequences, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.data.records import read_records
+from wherefrom.engine.distributed import is_first_rank
 from wherefrom.engine.execution import Execution, dtype_name, load_for_execution, start_execution
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
+from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.answers import index_ranking, index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.models.units import find_unit
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
@@ -45,48 +47,48 @@ from wherefrom.solvers.refine import query_preconditioner
 SHARDS = ".shards"  # finished shards of an unfinished job, inside the run or output folder
 
 
-def _finished_job(out: Path) -> str | None:
-    """The job fingerprint of a finished score folder, if there is one."""
-    manifest = out / "manifest.json"
-    return json.loads(manifest.read_text()).get("job") if manifest.is_file() else None
-
-
 def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
         options: FitOptions = FitOptions(), quiet: bool = False, restart: bool = False,
-        execution: ExecutionOptions = ExecutionOptions()) -> FactorRun:
+        execution: ExecutionOptions = ExecutionOptions(), allow_pickle: bool = False) -> FactorRun:
     """Fit per-layer curvature of ``model`` on ``corpus`` and save it in the run folder ``out``.
 
     Running the same fit again resumes it (or returns the finished run); other options, model or corpus are
     refused for an existing run folder unless ``restart``. ``execution``: device, dtype and factor placement (a
-    :class:`LoadedModel` runs where it already is).
+    :class:`LoadedModel` runs where it already is). ``allow_pickle`` lets a model stored as pickle load. The
+    folder is locked while the fit writes into it.
     """
     out, start = Path(out), time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution)
-    layers = select_layers(loaded.model, options.modules)
-    sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
-    corpus_id = corpus_fingerprint(sequences)
-    running = start_execution(loaded.model, execution, factor_sum_bytes(layers, options.factor_blocks, torch.float32))
-    # Dense float32 factors (factor_blocks 1) hash as before those options existed: earlier run folders stay valid.
-    identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
-    job = job_fingerprint(options={**identity, **_dtype_identity(running)}, model=loaded.fingerprint, corpus=corpus_id)
-    if (out / "manifest.json").is_file():
-        finished = load_run(out)
-        if finished.manifest.get("job") == job and not restart:
-            return finished
-        if not restart:
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(out, "run", [model_path, corpus], lock=is_first_rank()):
+        loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution,
+                                                                                 allow_pickle=allow_pickle)
+        options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
+        layers = select_layers(loaded.model, options.modules)
+        sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
+        corpus_id = corpus_fingerprint(sequences)
+        running = start_execution(loaded.model, execution,
+                                  factor_sum_bytes(layers, options.factor_blocks, torch.float32))
+        # Dense float32 factors (factor_blocks 1) hash as before those options existed: earlier run folders stay valid.
+        identity = {k: v for k, v in asdict(options).items() if k != "batch_size" and (k, v) != ("factor_blocks", 1)}
+        job = job_fingerprint(options={**identity, **_dtype_identity(running)}, model=loaded.fingerprint,
+                              corpus=corpus_id)
+        finished = finished_job(out)
+        if finished == job and not restart:
+            return load_run(out)
+        if finished is not None and not restart:
             raise WherefromError(f"{out} already holds factors fitted with other options, model or corpus; "
                                  "choose another --out, or add --restart to replace them.")
-    world = running.world
-    checkpoints = Checkpoints(out / SHARDS, job)
-    checkpoints.open(restart)
-    curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, running)
-    if world.is_main:
-        manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
-        save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
-                 seconds=time.perf_counter() - start, execution=running.describe())
-        checkpoints.finish()
-    world.barrier()
-    return load_run(out)
+        world = running.world
+        checkpoints = Checkpoints(out / SHARDS, job)
+        checkpoints.open(restart, world)
+        curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, running)
+        if world.is_main:
+            manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
+            save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
+                     seconds=time.perf_counter() - start, execution=running.describe(), allow_pickle=allow_pickle)
+            checkpoints.finish()
+        world.barrier()
+        return load_run(out)
 
 
 def _dtype_identity(execution: Execution) -> dict[str, str]:
@@ -104,9 +106,20 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     `wherefrom index`) the index's top ``options.rescore`` sequences per query (default 100) are scored exactly,
     with no pass over the rest of the corpus; ``rescore=0`` gives the index's own scores of every sequence. The
     index remembers its run and corpus, so ``run`` (None) and ``corpus`` only override them. Results are saved in
-    ``out`` when given; an interrupted scoring job with the same ``out`` resumes from its finished shards.
+    ``out`` when given (locked meanwhile); an interrupted scoring job with the same ``out`` resumes from its
+    finished shards, and a finished folder of another scoring is refused unless ``restart``.
     ``execution``: device and dtype (dtype 'auto': the one the run was fitted in).
     """
+    if out is None:
+        return _score(run, queries, corpus, None, options, model, quiet, restart, index, execution)
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(Path(out), "scores", [run, queries, corpus, index, model_path], lock=is_first_rank()):
+        return _score(run, queries, corpus, Path(out), options, model, quiet, restart, index, execution)
+
+
+def _score(run: str | Path | None, queries: str | Path, corpus: str | Path | None, out: Path | None,
+           options: ScoreOptions | None, model: str | Path | LoadedModel | None, quiet: bool, restart: bool,
+           index: str | Path | None, execution: ExecutionOptions) -> ScoreResult:
     gradient_index = None if index is None else GradientIndex.open(index)
     if run is None and gradient_index is None:
         raise WherefromError("give a fitted run folder (`wherefrom fit`), or an index (`wherefrom index`) that names one.")
@@ -118,6 +131,7 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
     check_solver_options(options)
     _check_score_options(options, index is not None)
     loaded, layers, factors = opened.loaded, opened.layers, opened.factors
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
     running = start_execution(loaded.model, execution)
     run_dir = opened.folder
     corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))
@@ -134,11 +148,15 @@ def score(run: str | Path | None, queries: str | Path, corpus: str | Path | None
                           run=factors.manifest["job"], corpus=corpus_fingerprint(sequences),
                           queries=[asdict(q) for q in query_list],
                           index=None if gradient_index is None else gradient_index.manifest["job"])
-    if out is not None and not restart and _finished_job(Path(out)) == job:
+    finished = None if out is None else finished_job(out)
+    if finished == job and not restart:
         return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
+    if finished is not None and not restart:
+        raise WherefromError(f"{out} already holds the scores of another scoring (other run, queries, corpus or "
+                             "options); choose another --out, or add --restart to replace them.")
     world = running.world
-    checkpoints = Checkpoints(None if out is None else Path(out) / SHARDS, job)
-    checkpoints.open(restart)
+    checkpoints = Checkpoints(None if out is None else out / SHARDS, job)
+    checkpoints.open(restart, world)
     result = _score_columns(loaded, layers, factors, query_list, sequences, options, gradient_index,
                             run_dir, quiet, checkpoints, running)
     result.metadata = {
@@ -192,11 +210,22 @@ def units(out: str | Path, unit: str, among: int | None = None, model: str | Pat
                        "score_folder": str(Path(out).resolve()),
                        "columns": f"{len(sequences)} of the {len(scored.sequences)} sequences scored in {out}"}
     if save is not None:
-        result.save(save, options.top_k)
+        model_path = model.source if isinstance(model, LoadedModel) else model
+        with claim_output(Path(save), "scores", [out, model_path]):
+            if finished_job(Path(save)) is not None:  # a scoring's own folder (a unit ranking records no job)
+                raise WherefromError(f"{save} holds the scores of a scoring; save the unit ranking in another "
+                                     "folder.")
+            result.save(save, options.top_k)
     return result
 
 
 def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
+    for flag, value in (("--top-k", options.top_k), ("--max-new-tokens", options.max_new_tokens)):
+        if value < 1:
+            raise WherefromError(f"{flag} must be at least 1, got {value}.")
+    if options.temperature <= 0 or not 0 < options.top_p <= 1:
+        raise WherefromError(f"--temperature must be above 0 and --top-p in (0, 1]; got {options.temperature} and "
+                             f"{options.top_p}.")
     if options.per_unit is not None and options.per_unit < 1:
         raise WherefromError(f"--per-unit must be at least 1, got {options.per_unit}.")
     if options.per_unit is not None and with_index and options.rescored_per_query == 0:

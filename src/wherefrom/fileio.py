@@ -30,3 +30,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a JSON-lines file, skipping blank lines."""
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
+from wherefrom.errors import WherefromError
+
 Strategy = Literal["ekfac", "kfac", "diagonal", "identity"]
 Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
@@ -38,6 +40,11 @@ class DataOptions:
     shard_size: int = option(
         512, "Sequences per shard: each finished shard is saved, so a killed run resumes from the last one."
     )
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
+            if value < 1:
+                raise WherefromError(f"{flag} must be at least 1, got {value}.")
 
 
 @dataclass(frozen=True)

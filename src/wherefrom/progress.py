@@ -60,3 +60,9 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=_console, transient=False) as progress:
         yield Bar(progress, progress.add_task(description, total=total))
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """Print a one-line note on stderr (nothing when quiet)."""
+    if not quiet:
+        _console.print(f"note: {message}", highlight=False, soft_wrap=True)

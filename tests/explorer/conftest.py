@@ -4,7 +4,7 @@ document (HTML and <script> in its text and id) that states a planted fact, so t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,9 @@ class ExplorerDemo:
 @pytest.fixture(scope="session")
 def explorer_demo(tmp_path_factory: pytest.TempPathFactory) -> ExplorerDemo:
     work = tmp_path_factory.mktemp("explorer")
-    model_dir = load_or_train(reduced_config(), cache_root=work / "cache", num_threads=1, quiet=True)
+    config = reduced_config()  # with MAX_LENGTH positions: the hostile document is longer than its usual 48
+    config = replace(config, model=replace(config.model, context_length=MAX_LENGTH))
+    model_dir = load_or_train(config, cache_root=work / "cache", num_threads=1, quiet=True)
     fact = next(row for row in read_jsonl(model_dir / "queries.jsonl") if row["kind"] == "training_wording")
     statement = fact["prompt"] + fact["completion"] + "."
     hostile = {"id": HOSTILE_ID, "text": f"{statement} {SCRIPT} {statement} <img src=x onerror=alert(1)> {statement}"}

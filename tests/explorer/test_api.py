@@ -167,7 +167,11 @@ def test_an_invalid_question_gets_a_4xx_and_a_clear_message(client, question, st
 
 def test_malformed_bodies_unknown_jobs_and_routes_get_json_errors(client):
     response = client.post("/api/questions", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert response.status_code == 422 and "invalid request" in response.json()["error"]
+    error = response.json()["error"]
+    assert response.status_code == 422 and "invalid request" in error
+    assert "the body is not valid JSON" in error and "at character 1" in error and "decode error" not in error
+    wrong = client.post("/api/questions", json={"prompt": 5}).json()["error"]
+    assert wrong.startswith("invalid request: prompt: ") and "string" in wrong
     for path in ("/api/questions/q999", "/api/questions/q999/report", "/nowhere"):
         response = client.get(path)
         assert response.status_code == 404 and response.json()["error"]

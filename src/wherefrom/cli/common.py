@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from wherefrom.errors import WherefromError
+from wherefrom.fileio import first_line
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions, default_of, help_of
 from wherefrom.version import __version__
 
@@ -84,8 +87,26 @@ def print_dry_run(estimate: object, quiet: bool) -> None:
 
 
 def run_action(action: object) -> None:
+    """Run a command's work; a problem with the input or the files becomes one line on stderr (exit 2), never a
+    traceback (set WHEREFROM_TRACEBACK=1 to see one for an unexpected error)."""
     try:
         action()
     except WherefromError as exc:
-        err.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
+    except OSError as exc:  # the file system refused: a full disk, a missing permission, a path of the wrong kind
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}; nothing finished was lost: fix it and run the same command again.", 2)
+    except (click.exceptions.Exit, click.ClickException, click.Abort):
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted; finished shards are kept: run the same command again to resume.", 130)
+    except Exception as exc:
+        if os.environ.get("WHEREFROM_TRACEBACK"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {first_line(exc)} (a wherefrom bug: please report it with "
+              "WHEREFROM_TRACEBACK=1 set to show the traceback).", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print("[bold red]error:[/]", escape(message), soft_wrap=True, highlight=False)
+    raise typer.Exit(code) from None

@@ -50,6 +50,9 @@ def fit(
     seed: int = fit_opt("seed"),
     shard_size: int = fit_opt("shard_size", "--shard-size"),
     factor_blocks: int = fit_opt("factor_blocks", "--factor-blocks"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also load a model stored only as pickle "
+                                      "(pytorch_model.bin): loading pickle can run code, so only for files you trust. "
+                                      "The run remembers it for score, index and serve."),
     device: str = DEVICE,
     dtype: str = DTYPE,
     factors: str = FACTORS,
@@ -69,9 +72,9 @@ def fit(
         if dry_run:
             from wherefrom.costs.plans import estimate_fit
 
-            print_dry_run(lambda: estimate_fit(model, corpus, options, execution), quiet)
+            print_dry_run(lambda: estimate_fit(model, corpus, options, execution, allow_pickle), quiet)
             return
-        run = fit_run(model, corpus, out, options, quiet, restart, execution)
+        run = fit_run(model, corpus, out, options, quiet, restart, execution, allow_pickle)
         if not quiet:
             err.print(f"fitted {len(run.manifest['layers'])} layers ({run.strategy}) on "
                        f"{run.manifest['n_sequences']} sequences → [bold]{out}[/]")
@@ -135,8 +138,7 @@ def score(
             raise WherefromError("give --run RUN (a folder written by `wherefrom fit`), or --index INDEX.")
         data = GradientIndex.open(index).manifest["options"] if index is not None else load_run(run).manifest["options"]
         options = ScoreOptions(
-            max_length=max_length or data["max_length"], pack=data["pack"],
-            batch_size=batch_size or data["batch_size"], shard_size=shard_size or data["shard_size"],
+            **given_data_options(data, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
             per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
             per_unit=per_unit, unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
@@ -186,10 +188,8 @@ def index(
         from wherefrom.curvature.store import load_run
         from wherefrom.index import build_index
 
-        fitted = load_run(run).manifest["options"]
-        options = IndexOptions(max_length=max_length or fitted["max_length"], pack=fitted["pack"],
-                               batch_size=batch_size or fitted["batch_size"],
-                               shard_size=shard_size or fitted["shard_size"], budget=budget)
+        options = IndexOptions(**given_data_options(load_run(run).manifest["options"], max_length, batch_size,
+                                                    shard_size), budget=budget)
         execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index
@@ -203,3 +203,11 @@ def index(
                       f"({megabytes:,.1f} MB) → [bold]{out}[/]")
 
     run_action(action)
+
+
+def given_data_options(data: dict, max_length: int | None, batch_size: int | None, shard_size: int | None
+                       ) -> dict[str, object]:
+    """The data options (max_length, pack, batch_size, shard_size) a run or index was made with, with those given
+    on the command line instead."""
+    given = {"max_length": max_length, "batch_size": batch_size, "shard_size": shard_size}
+    return {"pack": data["pack"], **{name: data[name] if value is None else value for name, value in given.items()}}

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import app, err, run_action
-from wherefrom.errors import WherefromError
 
 
 @app.command()
@@ -24,8 +23,6 @@ def report(
         from wherefrom.outputs.report import write_report
         from wherefrom.scoring.results import ScoreResult
 
-        if not (out / "scores.safetensors").is_file():
-            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
         path = write_report(ScoreResult.load(out), output, top_k=top_k, title=title, n_bootstrap=bootstraps)
         err.print(f"report → [bold]{path}[/]")
 
@@ -45,8 +42,6 @@ def analyse(
         from wherefrom.outputs.sections import query_sections
         from wherefrom.scoring.results import ScoreResult
 
-        if not (out / "scores.safetensors").is_file():
-            raise WherefromError(f"{out} holds no scores.safetensors: give the --out folder of `wherefrom score`.")
         print_analyses(query_sections(ScoreResult.load(out), top_k, bootstraps))
 
     run_action(action)

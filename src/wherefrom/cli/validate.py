@@ -38,6 +38,7 @@ def lds(
         from wherefrom.faithfulness.providers import PROVIDERS
         from wherefrom.faithfulness.report import terminal_table, write_report
         from wherefrom.faithfulness.runner import LdsSettings, run_lds
+        from wherefrom.folders import claim_output
 
         name = choice(config, ("default", "reduced"), "--config")
         chosen = tuple(PROVIDERS) if methods == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -46,8 +47,9 @@ def lds(
         settings = LdsSettings(reduced_config() if name == "reduced" else DemoConfig(), name, models, fraction,
                                seeds, chosen, damping_sweep, threads,
                                execution=ExecutionOptions(device=device, dtype=dtype))
-        report = run_lds(settings, quiet)
-        paths = write_report(report, out)
+        with claim_output(out, "lds"):
+            report = run_lds(settings, quiet)
+            paths = write_report(report, out)
         if not quiet:
             Console().print(terminal_table(report))
             err.print(f"written: {', '.join(str(p) for p in paths)}")

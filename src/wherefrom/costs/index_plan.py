@@ -4,6 +4,7 @@ and the contraction of a query with every row timed on the index itself."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from wherefrom.index.budget import RowLayout
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
+from wherefrom.models.positions import cap_max_length
 from wherefrom.options import ExecutionOptions, IndexOptions
 
 _NPY_HEADER = 128
@@ -29,6 +31,7 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     """What `wherefrom index` with these arguments will cost, from shapes and a timed sample."""
     opened = open_run(run, execution=execution_options)
     loaded, layers = opened.loaded, opened.layers
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     execution = start_execution(loaded.model, execution_options)
     layout, projections = choose_projections({layer.name: opened.curvature.layers[layer.name] for layer in layers},
                                              options.budget)

@@ -7,7 +7,7 @@ passes split across processes), plus the eigendecompositions estimated from one 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from wherefrom.engine.execution import load_for_execution, start_execution
 from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
 from wherefrom.models.loading import LoadedModel
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.models.units import unit_map
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
@@ -39,10 +40,12 @@ _FLOAT_CHARS = 24  # a float in JSON with its separator and, in a dict, its quot
 
 
 def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: FitOptions = FitOptions(),
-                 execution_options: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
+                 execution_options: ExecutionOptions = ExecutionOptions(), allow_pickle: bool = False) -> CostEstimate:
     """What `wherefrom fit` with these arguments will cost, from shapes and a timed sample, and where the factor
     sums will live (the same decision `fit` makes)."""
-    loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution_options)
+    loaded = model if isinstance(model, LoadedModel) else load_for_execution(model, execution_options,
+                                                                             allow_pickle=allow_pickle)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     layers = select_layers(loaded.model, options.modules)
     blocks = options.factor_blocks
     if options.strategy in ("kfac", "ekfac"):
@@ -109,6 +112,7 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     opened = open_run(run if run is not None else GradientIndex.open(index).run_folder, execution=execution_options)
     fitted, factors, loaded, layers = opened.fitted, opened.factors, opened.loaded, opened.layers
     options = options or ScoreOptions(**opened.data)
+    options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     execution = start_execution(loaded.model, execution_options)
     query_list = read_queries(queries, loaded.tokenizer, options.max_length)
     query_length = max(len(q.input_ids) + (options.max_new_tokens if q.needs_completion else 0) for q in query_list)

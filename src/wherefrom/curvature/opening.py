@@ -15,6 +15,7 @@ from wherefrom.data.corpus import TrainingSequence, build_sequences
 from wherefrom.data.records import read_records
 from wherefrom.engine.execution import load_for_execution
 from wherefrom.models.loading import LoadedModel
+from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.options import DataOptions, ExecutionOptions
 
@@ -40,8 +41,10 @@ class OpenedRun:
 
     @property
     def data(self) -> dict[str, Any]:
-        """How the run cut its corpus into sequences: the :class:`DataOptions` fields it was fitted with."""
-        return {field.name: self.fitted[field.name] for field in fields(DataOptions)}
+        """How the run cut its corpus into sequences: the :class:`DataOptions` fields it was fitted with (max_length
+        at most the model's positions, as the fit itself caps it)."""
+        data = {field.name: self.fitted[field.name] for field in fields(DataOptions)}
+        return {**data, "max_length": cap_max_length(self.loaded.model, data["max_length"], quiet=True)}
 
     def corpus_path(self, corpus: str | Path | None = None) -> Path:
         """``corpus``, or the corpus the run was fitted on when it is None."""
@@ -59,8 +62,9 @@ def open_run(run: str | Path, model: str | Path | LoadedModel | None = None,
     run was fitted in unless it names another; a :class:`LoadedModel` stays where it is."""
     factors = load_run(Path(run))
     source = model if model is not None else factors.manifest["model"]["source"]
-    loaded = source if isinstance(source, LoadedModel) else load_for_execution(source, execution,
-                                                                               factors.manifest.get("execution"))
+    # a run fitted with --allow-pickle loads its model the same way; any other loads safetensors only
+    loaded = source if isinstance(source, LoadedModel) else load_for_execution(
+        source, execution, factors.manifest.get("execution"), allow_pickle=factors.allow_pickle)
     layers = select_layers(loaded.model, factors.manifest["options"]["modules"])
     dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     check_compatible(factors, loaded.fingerprint, layers, dtype)

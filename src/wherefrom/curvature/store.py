@@ -21,7 +21,8 @@ from wherefrom.curvature.blocks import basis_from_tensors, basis_tensors
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.fileio import atomic_write, atomic_write_text, first_line
+from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.version import __version__
 
@@ -40,10 +41,16 @@ class FactorRun:
     def strategy(self) -> str:
         return str(self.manifest["options"]["strategy"])
 
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether the run was fitted with --allow-pickle (its model is then loaded the same way)."""
+        return bool(self.manifest["model"].get("allow_pickle", False))
+
 
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
              model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
-             seconds: float | None = None, execution: dict[str, Any] | None = None) -> Path:
+             seconds: float | None = None, execution: dict[str, Any] | None = None,
+             allow_pickle: bool = False) -> Path:
     """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``seconds``: how
     long the fit took (its last session, when it was resumed), which `check` takes as its default budget;
     ``execution``: the device, dtype and factor placement the run was fitted with."""
@@ -63,9 +70,11 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
                 stored.add(pointer)
     manifest = {
         "format": FORMAT,
+        "kind": "run",
         "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"source": model_source, "fingerprint": model_fingerprint},
+        "model": {"source": model_source, "fingerprint": model_fingerprint,
+                  **({"allow_pickle": True} if allow_pickle else {})},
         "corpus_fingerprint": corpus_fingerprint,
         "job": job,
         "options": options,
@@ -81,17 +90,37 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
     return run_dir
 
 
+RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "job": str, "model": dict, "model.source": str, "model.fingerprint": str, "options": dict,
+    "options.max_length": int, "options.pack": bool, "options.batch_size": int, "options.shard_size": int,
+    "options.modules": str, "options.strategy": str, "options.fisher": str, "options.corpus": str,
+    "n_sequences": int, "n_tokens": int, "layers": list, "layers[].name": str, "layers[].in_features": int,
+    "layers[].out_features": int, "layers[].has_bias": bool,
+}
+_REFIT = "fit it again with `wherefrom fit ... --restart`."
+
+
 def load_run(run_dir: Path) -> FactorRun:
-    """Read a run folder written by :func:`save_run`."""
+    """Read a run folder written by :func:`save_run`, refusing a damaged or foreign one with a message."""
     manifest_path, factors_path = run_dir / "manifest.json", run_dir / "factors.safetensors"
     if not manifest_path.is_file() or not factors_path.is_file():
+        found = folder_kind(run_dir)
+        if found not in (None, FOREIGN, "run"):
+            raise WherefromError(f"{run_dir} is {describe(found)}, not a fitted run; give the folder that "
+                                 "`wherefrom fit --out` wrote.")
         raise WherefromError(f"{run_dir} is not a fitted run (needs manifest.json and factors.safetensors); "
-                             "create one with `wherefrom fit --out RUN`.")
-    manifest = json.loads(manifest_path.read_text())
+                             "create one with `wherefrom fit --out RUN` (an interrupted fit resumes).")
+    manifest = read_manifest(run_dir, "run", RUN_FIELDS, _REFIT)
     if manifest.get("format") != FORMAT:
         raise WherefromError(f"{run_dir} was written in format {manifest.get('format')!r}; this wherefrom reads "
                              f"{FORMAT}. Fit again with this version.")
-    layers = StoredCurvature(factors_path, [entry["name"] for entry in manifest["layers"]])
+    try:
+        layers = StoredCurvature(factors_path, [entry["name"] for entry in manifest["layers"]])
+    except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+        raise WherefromError(f"{factors_path} is damaged ({first_line(exc)}); {_REFIT}") from None
+    missing = layers.missing(manifest["options"]["strategy"])
+    if missing:
+        raise WherefromError(f"{factors_path} lacks {missing}, which the manifest lists; {_REFIT}")
     return FactorRun(FittedCurvature(layers, manifest["n_sequences"], manifest["n_tokens"]), manifest)
 
 
@@ -117,6 +146,15 @@ class StoredCurvature(Mapping[str, LayerCurvature]):
         while f"{key}/{len(blocks)}" in self.keys:
             blocks.append(f.get_tensor(f"{key}/{len(blocks)}"))
         return basis_from_tensors(blocks) if blocks else None
+
+    def missing(self, strategy: str) -> str | None:
+        """The first tensor ``strategy`` needs that the file lacks, or None."""
+        parts = {"identity": (), "diagonal": ("eigenvalues",)}.get(strategy, _PARTS)
+        for name in self.names:
+            for part in parts:
+                if f"{name}/{part}" not in self.keys and f"{name}/{part}/0" not in self.keys:
+                    return f"{name}/{part}"
+        return None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from wherefrom.data.records import Record
+from wherefrom.data.records import Record, check_vocabulary
 from wherefrom.errors import WherefromError
 
 
@@ -55,6 +55,10 @@ def corpus_fingerprint(sequences: list[TrainingSequence]) -> str:
 def _tokenize(records: list[Record], tokenizer: object) -> list[list[int]]:
     texts = [r.text for r in records if r.input_ids is None]
     encoded = iter(tokenizer(texts, add_special_tokens=True)["input_ids"]) if texts else iter(())
+    vocabulary = len(tokenizer)  # type: ignore[arg-type]
+    for r in records:
+        if r.input_ids is not None:
+            check_vocabulary(r.input_ids, vocabulary, f"corpus record {r.id}", "input_ids")
     return [list(r.input_ids) if r.input_ids is not None else list(next(encoded)) for r in records]
 
 

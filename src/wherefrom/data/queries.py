@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wherefrom.data.records import read_json_objects
+from wherefrom.data.records import check_vocabulary, read_json_objects, token_ids
 from wherefrom.errors import WherefromError
 
 QUERY_FORMATS = "'prompt' and 'completion' (text), 'prompt_ids' and 'completion_ids' (token ids), or 'messages' " \
@@ -49,7 +49,8 @@ def read_queries(path: str | Path, tokenizer: Any, max_length: int) -> list[Quer
     """Queries from a .jsonl file; each must fit in ``max_length`` tokens and have a non-empty completion."""
     path = Path(path)
     if not path.is_file():
-        raise WherefromError(f"queries file {str(path)!r} not found; expected .jsonl with {QUERY_FORMATS}.")
+        problem = "is a folder" if path.is_dir() else "not found"
+        raise WherefromError(f"queries file {str(path)!r} {problem}; expected .jsonl with {QUERY_FORMATS}.")
     if path.suffix != ".jsonl":
         raise WherefromError(f"queries must be a .jsonl file with {QUERY_FORMATS}; got {path.name!r}.")
     queries = [parse_query(row, index, tokenizer, max_length) for index, row in enumerate(read_json_objects(path))]
@@ -62,29 +63,32 @@ def parse_query(row: dict[str, Any], index: int, tokenizer: Any, max_length: int
     """One query from a JSON object (see :data:`QUERY_FORMATS`)."""
     query_id = str(row.get("id", index))
     if "prompt_ids" in row or "completion_ids" in row:
-        prompt_ids = tuple(row.get("prompt_ids", ()))
-        prompt = tokenizer.decode(prompt_ids)
-        if row.get("completion_ids") is None:  # prompt only: the completion is generated later
+        prompt_ids = _ids(row.get("prompt_ids", []), query_id, "prompt_ids", tokenizer)
+        if row.get("completion_ids") is None:  # prompt ids only: the completion is generated later
             _check_lengths(query_id, prompt_ids, (), max_length)
-            return Query(query_id, prompt, "", prompt_ids, ())
-        completion_ids = tuple(row["completion_ids"])
-        completion = tokenizer.decode(completion_ids)
+            return Query(query_id, tokenizer.decode(prompt_ids), "", prompt_ids, ())
+        completion_ids = _ids(row["completion_ids"], query_id, "completion_ids", tokenizer)
+        prompt, completion = tokenizer.decode(prompt_ids), tokenizer.decode(completion_ids)
+        completion_field = "completion_ids"
     elif "messages" in row:
         prompt, completion, prompt_ids, completion_ids = _chat(row["messages"], tokenizer, query_id)
+        completion_field = "messages"
     elif "prompt" in row:
-        prompt = str(row["prompt"])
+        prompt = _text(row["prompt"], query_id, "prompt")
         prompt_ids = tuple(tokenizer(prompt, add_special_tokens=True)["input_ids"])
         if row.get("completion") is None:  # prompt only: the completion is generated later
             _check_lengths(query_id, prompt_ids, (), max_length)
             return Query(query_id, prompt, "", prompt_ids, ())
-        completion = str(row["completion"])
+        completion = _text(row["completion"], query_id, "completion")
         completion_ids = tuple(tokenizer(completion, add_special_tokens=False)["input_ids"])
+        completion_field = "completion"
     else:
         raise WherefromError(f"query {query_id}: needs {QUERY_FORMATS}.")
     if not completion_ids:
+        where = "in the last assistant message" if "messages" in row else \
+            f"in {completion_field!r}, or leave {completion_field!r} out to have the model write it"
         raise WherefromError(f"query {query_id}: the completion is empty; influence is measured on completion tokens, "
-                             "so give at least one (or leave 'completion' or 'completion_ids' out to have the model "
-                             "write it).")
+                             f"so give at least one {where}.")
     _check_lengths(query_id, prompt_ids, completion_ids, max_length)
     return Query(query_id, prompt, completion, prompt_ids, completion_ids)
 
@@ -102,9 +106,24 @@ def _check_lengths(query_id: str, prompt_ids: tuple[int, ...], completion_ids: t
                              f"tokens, over --max-length {max_length}; shorten the prompt or raise --max-length.")
 
 
+def _text(value: Any, query_id: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise WherefromError(f"query {query_id}: {name!r} must be a string, got {type(value).__name__}.")
+    return value
+
+
+def _ids(value: Any, query_id: str, name: str, tokenizer: Any) -> tuple[int, ...]:
+    ids = token_ids(value, f"query {query_id}", name)
+    check_vocabulary(ids, len(tokenizer), f"query {query_id}", name)
+    return ids
+
+
 def _chat(messages: Any, tokenizer: Any, query_id: str) -> tuple[str, str, tuple[int, ...], tuple[int, ...]]:
-    if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
-        raise WherefromError(f"query {query_id}: 'messages' must be a list ending with an assistant message.")
+    if (not isinstance(messages, list) or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("content", ""), str) for m in messages)
+            or messages[-1].get("role") != "assistant"):
+        raise WherefromError(f"query {query_id}: 'messages' must be a list of {{'role', 'content'}} objects ending "
+                             "with an assistant message.")
     if getattr(tokenizer, "chat_template", None) is None:
         raise WherefromError(f"query {query_id}: the model's tokenizer has no chat template; give prompt/completion.")
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)

@@ -15,6 +15,7 @@ from wherefrom.demo.config import DemoConfig
 from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, demo_truth, recall_by_kind
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
+from wherefrom.folders import claim_output
 from wherefrom.index import build_index
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.evaluation_table import evaluation_json
@@ -40,8 +41,14 @@ class DemoSummary:
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
              bootstraps: int = 100, execution: ExecutionOptions = ExecutionOptions()) -> DemoSummary:
-    """Run the whole demo into ``out``; every stage reuses its finished output from an earlier run. The demo model
-    is trained on the CPU; fit, score and index run where ``execution`` says."""
+    """Run the whole demo into ``out`` (locked meanwhile); every stage reuses its finished output from an earlier
+    run. The demo model is trained on the CPU; fit, score and index run where ``execution`` says."""
+    with claim_output(out, "demo"):
+        return _run_demo(out, config, threads, quiet, bootstraps, execution)
+
+
+def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, bootstraps: int,
+              execution: ExecutionOptions) -> DemoSummary:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     model_dir = load_or_train(config, num_threads=threads, quiet=quiet)
@@ -106,6 +113,12 @@ def run_smollm2_demo(out: Path, cache_root: Path, quiet: bool = False, bootstrap
 
     Returns the report's path and the score result (for the terminal summary).
     """
+    with claim_output(out, "demo"):
+        return _run_smollm2_demo(out, cache_root, quiet, bootstraps, execution)
+
+
+def _run_smollm2_demo(out: Path, cache_root: Path, quiet: bool, bootstraps: int,
+                      execution: ExecutionOptions) -> tuple[Path, object]:
     from wherefrom.demo import smollm2
 
     model, corpus, queries = smollm2.prepare(cache_root / "smollm2", documents=SMOLLM2_DOCUMENTS)

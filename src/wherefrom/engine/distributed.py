@@ -52,6 +52,11 @@ class World:
             dist.barrier()
 
 
+def is_first_rank() -> bool:
+    """Whether this process is rank 0 (or runs alone), known before any process group is joined."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def current_world(device: torch.device | None = None) -> World:
     """The world this process belongs to, joining torchrun's process group on first use: NCCL when ``device`` (the
     execution's) is a GPU, gloo otherwise."""

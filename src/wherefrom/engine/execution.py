@@ -93,12 +93,14 @@ def resolve_dtype(choice: str, device: torch.device, checkpoint: torch.dtype | N
     return (checkpoint or torch.float32) if device.type == "cuda" else torch.float32
 
 
-def load_for_execution(source: str | Path, options: ExecutionOptions, fitted: dict | None = None) -> LoadedModel:
-    """Load ``source`` on the options' device in their dtype (``fitted``: the run's recorded execution)."""
+def load_for_execution(source: str | Path, options: ExecutionOptions, fitted: dict | None = None,
+                       allow_pickle: bool = False) -> LoadedModel:
+    """Load ``source`` on the options' device in their dtype (``fitted``: the run's recorded execution;
+    ``allow_pickle``: also read pickle-only weights, see :func:`load_model`)."""
     check_execution_options(options)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device, checkpoint_dtype(source), (fitted or {}).get("dtype"))
-    return load_model(source, dtype=dtype, device=device)
+    return load_model(source, dtype=dtype, device=device, allow_pickle=allow_pickle)
 
 
 def start_execution(model: nn.Module, options: ExecutionOptions | None = None, factor_bytes: int = 0) -> Execution:

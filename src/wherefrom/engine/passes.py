@@ -25,7 +25,7 @@ from wherefrom.engine.distributed import World
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.stream import Labels, LayerConsumer, stream
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.fileio import atomic_write, atomic_write_text, first_line
 from wherefrom.models.selection import TrackedLayer
 
 _DONE = "__finished_shards__"
@@ -71,39 +71,60 @@ class Checkpoints:
     folder: Path | None
     fingerprint: str
 
-    def open(self, restart: bool) -> None:
-        """Check (or start) the job folder; refuse shards of a different job unless ``restart``."""
+    def open(self, restart: bool, world: World | None = None) -> None:
+        """Check (or start) the job folder; refuse finished shards of a different job unless ``restart``.
+
+        Only finished shards pin a job: a folder holding none (a run that stopped before finishing its first
+        shard) is cleared for whatever job comes next. Every rank decides alike; the first one clears.
+        """
         if self.folder is None:
             return
-        job = self.folder / "job.json"
-        if job.is_file():
-            previous = json.loads(job.read_text()).get("fingerprint")
-            if previous != self.fingerprint and not restart:
-                raise WherefromError(
-                    f"{self.folder} holds finished shards of a run with other options, model, corpus or queries; "
-                    "run the same command as before to resume it, or add --restart to discard them and start over."
-                )
-            if previous != self.fingerprint:
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not job.is_file():
-            atomic_write_text(job, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        world = world or World()
+        stale = self.folder.is_dir() and self._pinned_to() != self.fingerprint
+        if stale and self._finished_states() and not restart:
+            raise WherefromError(
+                f"{self.folder} holds finished shards of a run with other options, model, corpus or queries; "
+                "run the same command as before to resume it, or add --restart to discard them and start over."
+            )
+        world.barrier()  # every rank has looked before the first one clears
+        if stale and world.is_main:
+            shutil.rmtree(self.folder)
+        if world.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        world.barrier()
 
     def load(self, name: str, world: World) -> tuple[dict[str, torch.Tensor], set[int]] | None:
         """This rank's saved state of pass ``name`` and the shards it covers, or None."""
         path = self._path(name, world)
         if path is None or not path.is_file():
             return None
-        state = load_file(str(path))
-        return state, set(state.pop(_DONE).tolist())
+        try:
+            state = load_file(str(path))
+            return state, set(state.pop(_DONE).tolist())
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            raise WherefromError(f"the saved shards {path} are damaged ({first_line(exc)}); add --restart to "
+                                 "discard them and start over.") from None
 
     def save(self, name: str, world: World, state: dict[str, torch.Tensor], done: set[int]) -> None:
-        """Keep this rank's state after a finished shard (atomically)."""
+        """Keep this rank's state after a finished shard (atomically); the first one pins the job."""
         path = self._path(name, world)
         if path is not None:
+            job = path.parent / "job.json"
+            if not job.is_file():
+                atomic_write_text(job, json.dumps({"fingerprint": self.fingerprint}) + "\n")
             tensors = {k: v.contiguous().cpu() for k, v in state.items()}
             tensors[_DONE] = torch.tensor(sorted(done), dtype=torch.long)
             atomic_write(path, lambda p: save_file(tensors, str(p)))
+
+    def _pinned_to(self) -> str | None:
+        """The fingerprint in job.json (None when it is missing or unreadable)."""
+        try:
+            return json.loads((self.folder / "job.json").read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _finished_states(self) -> list[Path]:
+        return sorted(self.folder.glob("*.rank*-of-*.safetensors"))
 
     def finish(self) -> None:
         """Remove the shards once the job's outputs are written."""

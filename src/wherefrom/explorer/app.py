@@ -148,7 +148,7 @@ def _job_view(jobs: JobQueue, job: Job, since: int) -> JobView:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(_problem(e) for e in error.errors())
         return JSONResponse({"error": f"invalid request: {problems}."}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -158,6 +158,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": f"internal error ({type(error).__name__}): {error}"}, status_code=500)
+
+
+def _problem(error: dict) -> str:
+    """One validation error in words: which field, and what is wrong with it."""
+    if error["type"] == "json_invalid":  # its location is a character offset into the body
+        reason = str(error.get("ctx", {}).get("error", "it cannot be parsed")).rstrip(".")
+        return f"the body is not valid JSON ({reason.lower()} at character {error['loc'][-1]}); send a JSON object " \
+               "such as {\"prompt\": \"...\"}"
+    field = ".".join(str(p) for p in error["loc"][1:]) or "the body"
+    return f"{field}: {error['msg']}"
 
 
 def _environment() -> Environment:

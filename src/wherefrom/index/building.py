@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,12 +23,13 @@ from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun
 from wherefrom.data.batching import Batch
 from wherefrom.data.corpus import corpus_fingerprint
-from wherefrom.engine.distributed import World
+from wherefrom.engine.distributed import World, is_first_rank
 from wherefrom.engine.execution import Execution, start_execution
 from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.budget import RowLayout
 from wherefrom.index.projection import LayerProjection, choose_projections
 from wherefrom.index.store import (
@@ -43,6 +44,7 @@ from wherefrom.index.store import (
 )
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
+from wherefrom.models.positions import cap_max_length
 from wherefrom.options import ExecutionOptions, IndexOptions
 from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
@@ -104,28 +106,38 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
                 options: IndexOptions | None = None, model: str | Path | LoadedModel | None = None,
                 quiet: bool = False, restart: bool = False,
                 execution_options: ExecutionOptions | None = None) -> GradientIndex:
-    """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``."""
-    execution_options = execution_options or ExecutionOptions()
-    out, opened = Path(out), open_run(run, model, execution_options)
+    """Store the projected gradient of every sequence of ``corpus`` (default: the fitted corpus) in ``out``
+    (locked while it is written)."""
+    out = Path(out)
+    model_path = model.source if isinstance(model, LoadedModel) else model
+    with claim_output(out, "index", [run, corpus, model_path], lock=is_first_rank()):
+        return _build(Path(run), out, corpus, options, model, quiet, restart, execution_options or ExecutionOptions())
+
+
+def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOptions | None,
+           model: str | Path | LoadedModel | None, quiet: bool, restart: bool,
+           execution_options: ExecutionOptions) -> GradientIndex:
+    opened = open_run(run, model, execution_options)
     factors, layers = opened.factors, opened.layers
     options = options or IndexOptions(**opened.data)
+    options = replace(options, max_length=cap_max_length(opened.loaded.model, options.max_length, quiet))
     corpus_path = opened.corpus_path(corpus).resolve()
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     corpus_id = corpus_fingerprint(sequences)
     job = job_fingerprint(options={k: v for k, v in asdict(options).items() if k != "batch_size"},
                           run=factors.manifest["job"], corpus=corpus_id)
-    if (out / MANIFEST).is_file():
-        if json.loads((out / MANIFEST).read_text()).get("job") == job and not restart:
-            return GradientIndex.open(out)
-        if not restart:
-            raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
-                                 "choose another --out, or add --restart to replace it.")
+    finished = finished_job(out)
+    if finished == job and not restart:
+        return GradientIndex.open(out)
+    if finished is not None and not restart:
+        raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
+                             "choose another --out, or add --restart to replace it.")
     layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
                                              options.budget)
     execution = start_execution(opened.loaded.model, execution_options)
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
-    checkpoints.open(restart)
+    checkpoints.open(restart, world)
     arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
@@ -133,8 +145,8 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
              quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, Path(run).resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences),
-                options, job, execution)
+        _finish(out, run.resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences), options,
+                job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -168,7 +180,7 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
                        "default_damping": p.default_damping})
         column += p.size
     manifest = {
-        "format": FORMAT, "library_version": __version__,
+        "format": FORMAT, "kind": "index", "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,

@@ -15,7 +15,6 @@ INDEX/
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from safetensors.torch import load_file
 
 from wherefrom.curvature.store import FactorRun
 from wherefrom.errors import WherefromError
+from wherefrom.fileio import first_line
+from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.index.projection import LayerProjection
 from wherefrom.scoring.query_gradients import QueryGradients
 
@@ -34,6 +35,14 @@ FORMAT = "wherefrom-index/1"
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
 SELF_INFLUENCE = "self_influence.npy"
 PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
+INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "job": str, "run": str, "run_job": str, "corpus": str, "corpus_fingerprint": str,
+    "n_sequences": int, "columns": int, "options": dict, "options.max_length": int,
+    "options.pack": bool, "options.batch_size": int, "options.shard_size": int, "layers": list,
+    "layers[].name": str, "layers[].columns": list,
+    "layers[].default_damping": (int, float),
+}
+_REBUILD = "build it again with `wherefrom index ... --restart`."
 _CHUNK_ELEMENTS = 1 << 26  # index entries contracted at a time (128 MB of float16)
 
 
@@ -53,21 +62,36 @@ class GradientIndex:
         """Open an index folder written by `wherefrom index` (the gradients stay on disk, memory-mapped)."""
         folder = Path(folder)
         if not (folder / MANIFEST).is_file():
+            found = folder_kind(folder)
+            if found not in (None, FOREIGN, "index"):
+                raise WherefromError(f"{folder} is {describe(found)}, not a gradient index; give the folder that "
+                                     "`wherefrom index --out` wrote.")
             raise WherefromError(f"{folder} is not a finished gradient index (no {MANIFEST}); build one with "
                                  "`wherefrom index --run RUN --out INDEX` (an interrupted build resumes).")
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = read_manifest(folder, "index", INDEX_FIELDS, _REBUILD)
         if manifest.get("format") != FORMAT:
             raise WherefromError(f"{folder} holds index format {manifest.get('format')!r}; this wherefrom reads "
                                  f"{FORMAT}. Build the index again with this version.")
-        tensors = load_file(str(folder / PROJECTIONS))
-        projections = {
-            entry["name"]: LayerProjection(*(tensors[f"{entry['name']}/{part}"] for part in PROJECTION_PARTS),
-                                           default_damping=entry["default_damping"])
-            for entry in manifest["layers"]
-        }
-        gradients = np.load(folder / GRADIENTS, mmap_mode="c")  # copy-on-write: read-only on disk, a writable view for torch
-        self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
-        return cls(folder, manifest, projections, gradients, np.load(folder / SCALES), self_influence)
+        try:
+            tensors = load_file(str(folder / PROJECTIONS))
+            projections = {
+                entry["name"]: LayerProjection(*(tensors[f"{entry['name']}/{part}"] for part in PROJECTION_PARTS),
+                                               default_damping=entry["default_damping"])
+                for entry in manifest["layers"]
+            }
+            # copy-on-write: read-only on disk, a writable view for torch
+            gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
+            self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
+        except Exception as exc:  # numpy and safetensors raise several types for a damaged file
+            raise WherefromError(f"{folder} is damaged ({first_line(exc)}); {_REBUILD}") from None
+        expected = (manifest["n_sequences"], manifest["columns"])
+        if gradients.shape != expected or scales.shape != expected[:1]:
+            raise WherefromError(f"{folder} is damaged: {GRADIENTS} has shape {gradients.shape} and {SCALES} "
+                                 f"{scales.shape}, the manifest says {expected}; {_REBUILD}")
+        if self_influence is not None and self_influence.shape != expected[:1]:
+            raise WherefromError(f"{folder} is damaged: {manifest['self_influence']} has shape "
+                                 f"{self_influence.shape}, the manifest says {expected[:1]}; {_REBUILD}")
+        return cls(folder, manifest, projections, gradients, scales, self_influence)
 
     @property
     def run_folder(self) -> Path:

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from wherefrom.errors import WherefromError
+from wherefrom.fileio import first_line
+from wherefrom.models.files import check_model_source
 from wherefrom.models.tokenizer import ModelTokenizer, config_eos
 
 
@@ -24,62 +26,60 @@ class LoadedModel:
     fingerprint: str
 
 
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(source: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+               allow_pickle: bool = False) -> LoadedModel:
     """Load ``source``: an HF model directory, a ``.gguf`` file, or a PEFT adapter directory (base must be local),
     in ``dtype`` on ``device``. The fingerprint is taken on the CPU, before the move, so it does not depend on
-    the device."""
-    from transformers import AutoModelForCausalLM
+    the device.
+
+    Weights are read from safetensors only, unless ``allow_pickle`` (see :func:`check_model_source`).
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
-    path = _model_path(source)
-    if path.is_file():
-        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name)
-    elif (path / "adapter_config.json").is_file():
-        model = _load_peft(path, dtype)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    path = Path(source)
+    check_model_source(path, allow_pickle)
+    try:
+        model = _load(path, dtype, allow_pickle)
+    except WherefromError:
+        raise
+    except Exception as exc:  # transformers, safetensors and peft each raise their own types
+        raise WherefromError(f"cannot load the model in {path}: {first_line(exc)[:300]}") from None
     prepare_for_influence(model)
-    tokenizer = _model_tokenizer(path, config_eos(getattr(model, "config", None)))
+    tokenizer = _model_tokenizer(path, getattr(model, "config", None))
     fingerprint = model_fingerprint(model)
     return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
 
 
 def load_tokenizer(source: str | Path) -> ModelTokenizer:
     """The tokenizer of a model ``source`` (any form :func:`load_model` takes), without loading the weights."""
-    return _model_tokenizer(_model_path(source), None)
-
-
-def _model_path(source: str | Path) -> Path:
-    """``source`` as a path that is a .gguf file or a folder with config.json or adapter_config.json."""
     path = Path(source)
-    if not path.exists():
-        raise WherefromError(f"model {str(source)!r} not found: give a local Hugging Face model directory, "
-                             "a .gguf file, or a PEFT adapter directory (nothing is downloaded).")
-    if not ((path.is_file() and path.suffix == ".gguf") or (path / "adapter_config.json").is_file()
-            or (path / "config.json").is_file()):
-        raise WherefromError(f"{path} is neither a .gguf file nor a folder with config.json or adapter_config.json.")
-    return path
+    check_model_source(path, allow_pickle=True)  # only the tokenizer is read: no weights are unpickled
+    return _model_tokenizer(path, None)
 
 
 def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
     """The dtype a checkpoint's config.json names (an adapter's: its base model's), or None (e.g. a .gguf file)."""
     path = Path(source)
-    if (path / "adapter_config.json").is_file():
-        path = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", ""))
-    config = path / "config.json"
-    if not config.is_file():
+    try:  # an unreadable config is named by load_model, which reads it next
+        if (path / "adapter_config.json").is_file():
+            path = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", ""))
+        config = path / "config.json"
+        if not config.is_file():
+            return None
+        settings = json.loads(config.read_text())
+    except (OSError, ValueError, AttributeError):
         return None
-    settings = json.loads(config.read_text())
+    if not isinstance(settings, dict):
+        return None
     name = str(settings.get("dtype") or settings.get("torch_dtype") or "").removeprefix("torch.")
     dtype = getattr(torch, name, None) if name else None
     return dtype if isinstance(dtype, torch.dtype) else None
 
 
-def _model_tokenizer(path: Path, eos: int | None) -> ModelTokenizer:
+def _model_tokenizer(path: Path, config: object | None) -> ModelTokenizer:
     """The lazily loaded tokenizer of the model at ``path``: the .gguf file's, an adapter's own (else its base
-    model's), or the model folder's."""
+    model's), or the model folder's. ``config`` (the loaded model's, if any) gives the EOS id and vocabulary size."""
     from transformers import AutoTokenizer
 
     files = {"gguf_file": path.name} if path.is_file() else {}
@@ -87,7 +87,19 @@ def _model_tokenizer(path: Path, eos: int | None) -> ModelTokenizer:
     if (path / "adapter_config.json").is_file() and not (path / "tokenizer_config.json").is_file():
         at = _peft_base(path)
     folder = at.parent if at.is_file() else at
-    return ModelTokenizer(at, lambda: AutoTokenizer.from_pretrained(folder, **files), eos)
+    return ModelTokenizer(at, lambda: AutoTokenizer.from_pretrained(folder, **files), config_eos(config),
+                          getattr(config, "vocab_size", None))
+
+
+def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> nn.Module:
+    """The model at ``path`` (a .gguf file, an adapter folder or a model folder), in ``dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    if path.is_file():  # a .gguf file (checked by check_model_source)
+        return AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name)
+    if (path / "adapter_config.json").is_file():
+        return _load_peft(path, dtype, allow_pickle)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
 
 
 def _peft_base(path: Path) -> Path:
@@ -99,14 +111,18 @@ def _peft_base(path: Path) -> Path:
     return Path(base)
 
 
-def _load_peft(path: Path, dtype: torch.dtype) -> nn.Module:
+def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> nn.Module:
+    """The adapter at ``path`` on its local base model."""
     from transformers import AutoModelForCausalLM
 
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise WherefromError("loading a LoRA adapter needs peft: pip install 'wherefrom[peft]'") from exc
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(_peft_base(path), dtype=dtype), path)
+    base = _peft_base(path)
+    check_model_source(base, allow_pickle)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=None if allow_pickle else True)
+    return PeftModel.from_pretrained(model, path)
 
 
 def prepare_for_influence(model: nn.Module) -> nn.Module:

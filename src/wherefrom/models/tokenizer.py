@@ -7,6 +7,7 @@ decoding shows the ids themselves (``⟨17⟩⟨4⟩``), so results and reports 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,12 @@ class ModelTokenizer:
     ``apply_chat_template`` behave as theirs.
     """
 
-    def __init__(self, folder: Path, load: Callable[[], Any], config_eos: int | None = None) -> None:
+    def __init__(self, folder: Path, load: Callable[[], Any], config_eos: int | None = None,
+                 config_vocabulary: int | None = None) -> None:
         self.folder = folder  # where the tokenizer files are (or would be): a folder, or a .gguf file
         self._load = load
         self._config_eos = config_eos  # the model config's EOS id, used when there is no tokenizer
+        self._config_vocabulary = config_vocabulary  # the model config's vocabulary size, likewise
         self._tokenizer: Any = None
         self._problem: str | None = None  # why there is no usable tokenizer, once loading was tried
 
@@ -61,6 +64,12 @@ class ModelTokenizer:
 
     def __call__(self, text: str | list[str], **kwargs: Any) -> Any:
         return self.require("encoding text")(text, **kwargs)
+
+    def __len__(self) -> int:
+        """Token ids below this are in the vocabulary: the tokenizer's, else the model config's (else any id)."""
+        if self.available:
+            return len(self._tokenizer)
+        return self._config_vocabulary if self._config_vocabulary is not None else sys.maxsize
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids)) if self.available else ids_text(ids)

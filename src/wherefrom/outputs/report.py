@@ -16,12 +16,16 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write_text
+from wherefrom.folders import check_output_file
 from wherefrom.outputs._text import shorten
 from wherefrom.outputs.comparison import compare_queries
 from wherefrom.outputs.sections import NOTABLE_SHARED_CHARS, query_sections
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.version import __version__
+
+GENERATOR = '<meta name="generator" content="wherefrom'  # in every report's head: a file wherefrom may replace
 
 
 def write_report(result: ScoreResult, path: str | os.PathLike[str], top_k: int = 10, title: str | None = None,
@@ -32,19 +36,16 @@ def write_report(result: ScoreResult, path: str | os.PathLike[str], top_k: int =
     scores exist), the layer heatmap (with per-layer scores), the power-law fit of the score tail (goodness of fit
     from ``n_bootstrap`` synthetic sets; 0 skips it), spurious flags and the memorisation check.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be >= 0 (0 skips the goodness-of-fit test), got {n_bootstrap}")
     n_queries, n_sequences = result.scores.shape
     if n_queries == 0 or n_sequences == 0:
-        raise ValueError(
+        raise WherefromError(
             f"the result holds {n_queries} queries and {n_sequences} sequences; a report needs at least one of "
             "each: score a non-empty query file against a non-empty corpus"
         )
     out = Path(path)
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; pass the path of the HTML file to write, e.g. {out / 'report.html'}")
+        raise WherefromError(f"{out} is a folder; pass the path of the HTML file to write, e.g. {out / 'report.html'}")
+    check_output_file(out, GENERATOR)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, _render(result, top_k, title, n_bootstrap))
     return out

@@ -21,6 +21,7 @@ from wherefrom.analysis import (
     concentration_p_values,
     token_norm_ratios,
 )
+from wherefrom.errors import WherefromError
 from wherefrom.outputs._text import shorten
 from wherefrom.outputs.figures import Layers, Tail, layers, tail
 from wherefrom.outputs.tokens import TokenSpan, token_spans
@@ -76,6 +77,11 @@ class QuerySection:
 
 def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[QuerySection]:
     """One section per query of ``result``, with its ``top_k`` sequences."""
+    if top_k < 1:
+        raise WherefromError(f"top_k must be at least 1, got {top_k} (--top-k).")
+    if n_bootstrap < 0:
+        raise WherefromError(f"n_bootstrap must be >= 0 (0 skips the goodness-of-fit test), got {n_bootstrap} "
+                             "(--bootstraps).")
     ratios = shares = None
     if result.per_token is not None and result.token_offsets is not None:
         ratios = token_norm_ratios(result.per_token, result.token_offsets)

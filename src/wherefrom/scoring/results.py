@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from wherefrom.fileio import atomic_write, atomic_write_text, jsonl_text, read_jsonl
+from wherefrom.data.records import read_json_objects
+from wherefrom.errors import WherefromError
+from wherefrom.fileio import atomic_write, atomic_write_text, first_line, jsonl_text
+from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.scoring.unit_results import UnitInfluence
 
 SIGN_AND_UNITS = (
@@ -127,27 +130,35 @@ class ScoreResult:
         atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
         atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
-        manifest = {"layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS, **self.metadata,
-                    "ranked_by": self.ranked_by, **(self.units.manifest() if self.units is not None else {})}
+        manifest = {"kind": "scores", "layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS,
+                    **self.metadata, "ranked_by": self.ranked_by,
+                    **(self.units.manifest() if self.units is not None else {})}
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return out
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str]) -> ScoreResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`, refusing a damaged or foreign folder with a message."""
         out = Path(out_dir)
         path = out / "scores.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{out} holds no scores.safetensors: is it the --out folder of `wherefrom score`?")
-        tensors = load_file(str(path))
-        manifest = json.loads((out / "manifest.json").read_text())
+        if not path.is_file() or not (out / "manifest.json").is_file():
+            found = folder_kind(out)
+            what = f"is {describe(found)}, not a score folder" if found not in (None, FOREIGN, "scores") else \
+                "holds no finished scores (scores.safetensors and manifest.json)"
+            raise WherefromError(f"{out} {what}; give the --out folder of `wherefrom score`.")
+        manifest = read_manifest(out, "scores", {"layer_names": list}, _RESCORE)
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+            raise WherefromError(f"{path} is damaged ({first_line(exc)}); {_RESCORE}") from None
+        manifest.pop("kind", None)
         layer_names = manifest.pop("layer_names")
         manifest.pop("sign_and_units", None)
         manifest.pop("ranked_by", None)
-        return cls(
-            scores=tensors["scores"],
-            sequences=[SequenceInfo(**r) for r in read_jsonl(out / "sequences.jsonl")],
-            queries=[QueryInfo(**r) for r in read_jsonl(out / "queries.jsonl")],
+        result = cls(
+            scores=tensors.get("scores", torch.empty(0)),
+            sequences=_read_rows(out / "sequences.jsonl", SequenceInfo),
+            queries=_read_rows(out / "queries.jsonl", QueryInfo),
             layer_names=layer_names,
             per_layer=tensors.get("per_layer"),
             per_token=tensors.get("per_token"),
@@ -158,6 +169,35 @@ class ScoreResult:
             units=UnitInfluence.load(tensors, manifest),
             metadata=manifest,
         )
+        problem = result._inconsistency()
+        if problem:
+            raise WherefromError(f"{out} is damaged: {problem}; {_RESCORE}")
+        return result
+
+    def _inconsistency(self) -> str | None:
+        """What disagrees between the saved tensors and the sidecars, or None."""
+        n_queries, n_sequences = len(self.queries), len(self.sequences)
+        if tuple(self.scores.shape) != (n_queries, n_sequences):
+            return (f"scores has shape {tuple(self.scores.shape)}, but there are {n_queries} queries and "
+                    f"{n_sequences} sequences")
+        if self.per_layer is not None and tuple(self.per_layer.shape) != (len(self.layer_names), *self.scores.shape):
+            return f"per_layer has shape {tuple(self.per_layer.shape)} for {len(self.layer_names)} layers"
+        if (self.per_token is None) != (self.token_offsets is None):
+            return "per_token and token_offsets come only together"
+        if self.token_offsets is not None and (
+                tuple(self.token_offsets.shape) != (n_sequences + 1,)
+                or self.per_token.shape != (n_queries, int(self.token_offsets[-1]))
+                or bool((self.token_offsets.diff() < 0).any())):
+            return "per_token does not match token_offsets"
+        if self.self_influence is not None and tuple(self.self_influence.shape) != (n_sequences,):
+            return "self_influence does not have one value per sequence"
+        if self.cosine is not None and self.cosine.shape != self.scores.shape:
+            return f"cosine has shape {tuple(self.cosine.shape)}, scores {tuple(self.scores.shape)}"
+        if self.query_self_influence is not None and tuple(self.query_self_influence.shape) != (n_queries,):
+            return "query_self_influence does not have one value per query"
+        if any(q.index != i for i, q in enumerate(self.queries)) or any(s.row != i for i, s in enumerate(self.sequences)):
+            return "queries.jsonl or sequences.jsonl is out of order"
+        return None
 
     def _query_summaries(self, top_k: int) -> list[dict[str, Any]]:
         summaries = []
@@ -186,3 +226,34 @@ class ScoreResult:
                 summary.update(self.units.summary(q.index))
             summaries.append({**summary, "top": top})
         return summaries
+
+
+_RESCORE = "score again with `wherefrom score ... --restart`."
+
+
+def _read_rows(path: Path, row_type: type) -> list:
+    """The rows of a sidecar .jsonl as ``row_type`` dataclasses, each field of its declared type."""
+    if not path.is_file():
+        raise WherefromError(f"{path} is missing: the score folder is damaged; {_RESCORE}")
+    declared = {f.name: f.type for f in fields(row_type)}
+    rows = []
+    for number, row in enumerate(read_json_objects(path), start=1):
+        try:
+            value = row_type(**row)
+        except TypeError:
+            raise WherefromError(f"{path}, record {number}: expected the fields {', '.join(declared)}; "
+                                 f"{_RESCORE}") from None
+        wrong = next((name for name, kind in declared.items() if not _is(getattr(value, name), kind)), None)
+        if wrong is not None:
+            raise WherefromError(f"{path}, record {number}: {wrong!r} is {type(getattr(value, wrong)).__name__}, "
+                                 f"not {declared[wrong]}; {_RESCORE}")
+        rows.append(value)
+    return rows
+
+
+def _is(value: Any, declared: str) -> bool:
+    """Whether ``value`` fits a field's declared type (as written in the dataclass: str, int, list[...], ...)."""
+    if value is None:
+        return "None" in declared
+    base = {"str": str, "int": int, "float": (int, float), "list": list, "dict": dict}[declared.split("[")[0].split(" ")[0]]
+    return isinstance(value, base) and not (isinstance(value, bool) and base is not bool)

@@ -51,6 +51,8 @@ def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path |
         raise WherefromError("--iterations, --sample and --n-queries must be at least 1, and --layers at least 0.")
     if options.tolerance <= 0 or (options.budget is not None and options.budget <= 0):
         raise WherefromError("--tolerance and --budget must be positive.")
+    if options.damping is not None and options.damping < 0:
+        raise WherefromError(f"--damping must be non-negative, got {options.damping}.")
     opened = open_run(run, execution=execution)
     if opened.factors.strategy not in ("ekfac", "kfac", "diagonal"):
         raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
