@@ -10,8 +10,6 @@ from pathlib import Path
 
 from wherefrom.analysis.fact_tracing import evaluate_folders
 from wherefrom.api import fit, score
-from wherefrom.demo.cache import load_or_train, read_carriers, read_manifest
-from wherefrom.demo.config import DemoConfig
 from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, demo_truth, recall_by_kind
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
@@ -20,9 +18,10 @@ from wherefrom.index import build_index
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
 from wherefrom.outputs.evaluation_table import evaluation_json
 from wherefrom.outputs.report import write_report
+from wherefrom.synthetic.cache import load_or_train, read_carriers, read_manifest
+from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
 
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
-MAX_LENGTH = 64  # the demo model's context; its longest document is shorter
 RECALL_K = 10
 SMOLLM2_DOCUMENTS = 64  # pydoc topics, each cut to MAX_LENGTH tokens: a few minutes of CPU for a 135M model
 
