@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 from test_ground_truth import QUERY_TOKENS, TOKENIZER, corpus_tokens, sequences_of, whole_sequence_queries
 from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+from typer.testing import CliRunner
 
 from wherefrom.api import fit, score
+from wherefrom.cli.main import app
 from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.batching import make_batches
@@ -133,3 +135,14 @@ def test_the_streams_memory_does_not_grow_with_the_tracked_layers_activity():
         one, per_block = _peak_pass_bytes(model, 1, consumer)
         eight, _ = _peak_pass_bytes(model, 8, consumer)
         assert (eight - one) / 7 < share * per_block, (consumer, one, eight, per_block)
+
+
+def test_check_dry_run_on_cuda_times_the_product_there(tmp_path):
+    save_model_dir(tiny_llama(), tmp_path / "model")
+    write_jsonl(tmp_path / "corpus.jsonl", [{"id": f"d{i}", "text": text} for i, text in enumerate(TEXTS)])
+    fit(tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "run", FitOptions(batch_size=4), quiet=True,
+        execution=CPU)
+    result = CliRunner().invoke(app, ["check", "--run", str(tmp_path / "run"), "--sample", "2", "--n-queries", "1",
+                                      "--device", "cuda", "--dry-run"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "execution: device cuda:0, dtype float32\n" in result.output

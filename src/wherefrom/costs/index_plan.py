@@ -41,8 +41,10 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
-        return IndexWriter(projections, np.zeros((len(lengths), columns), layout.dtype),
-                           np.zeros(len(lengths), np.float32), execution.device)
+        n_rows = len(lengths)
+        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), layout.dtype),
+                                                           np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)),
+                           execution.device)
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
                             execution)
@@ -57,7 +59,7 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
     disk = {"gradients.npy": n * columns * np.dtype(layout.dtype).itemsize + _NPY_HEADER,
-            "scales.npy": n * 4 + _NPY_HEADER,
+            "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}

@@ -4,6 +4,9 @@ INDEX/
 - ``gradients.npy``: [N, D] float16 (float32 for a 'full' budget), memory-mapped; row n is sequence n's projected
   gradient (all layers side by side) divided by its largest magnitude, so every row uses float16's range fully;
 - ``scales.npy``: [N] float32, that largest magnitude per row;
+- ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
+  over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
+  the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
 - ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices, the row's
   float type and its bytes per sequence. Readers ignore keys they do not know, so later versions can add arrays
@@ -30,6 +33,7 @@ from wherefrom.scoring.query_gradients import QueryGradients
 
 FORMAT = "wherefrom-index/1"
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
+SELF_INFLUENCE = "self_influence.npy"
 PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
 INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": str, "job": str, "run": str, "run_job": str, "corpus": str, "corpus_fingerprint": str,
@@ -51,6 +55,7 @@ class GradientIndex:
     projections: dict[str, LayerProjection]
     gradients: np.ndarray  # [N, D] float16 (or float32), memory-mapped
     scales: np.ndarray  # [N] float32
+    self_influence: np.ndarray | None  # [N] float32 at the default damping; None in indexes built without it
 
     @classmethod
     def open(cls, folder: str | Path) -> GradientIndex:
@@ -76,13 +81,17 @@ class GradientIndex:
             }
             # copy-on-write: read-only on disk, a writable view for torch
             gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
+            self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
         except Exception as exc:  # numpy and safetensors raise several types for a damaged file
             raise WherefromError(f"{folder} is damaged ({first_line(exc)}); {_REBUILD}") from None
         expected = (manifest["n_sequences"], manifest["columns"])
         if gradients.shape != expected or scales.shape != expected[:1]:
             raise WherefromError(f"{folder} is damaged: {GRADIENTS} has shape {gradients.shape} and {SCALES} "
                                  f"{scales.shape}, the manifest says {expected}; {_REBUILD}")
-        return cls(folder, manifest, projections, gradients, scales)
+        if self_influence is not None and self_influence.shape != expected[:1]:
+            raise WherefromError(f"{folder} is damaged: {manifest['self_influence']} has shape "
+                                 f"{self_influence.shape}, the manifest says {expected[:1]}; {_REBUILD}")
+        return cls(folder, manifest, projections, gradients, scales, self_influence)
 
     @property
     def run_folder(self) -> Path:
