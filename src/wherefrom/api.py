@@ -138,6 +138,7 @@ def _score(run: str | Path | None, queries: str | Path, corpus: str | Path | Non
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
+        gradient_index = gradient_index.to(running.device)  # contracted where the model runs
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
                                                                               options.max_length), options, quiet)
     if options.damping == "auto":

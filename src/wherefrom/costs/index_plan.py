@@ -77,14 +77,17 @@ def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_se
             f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
 
 
-def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:
-    """The contraction of ``n_queries`` queries with every row of an existing index, timed on the index itself."""
-    index = GradientIndex.open(index_dir)
+def index_contraction_stage(index_dir: str | Path, n_queries: int, device: torch.device, repeats: int = 3) -> Stage:
+    """The contraction of ``n_queries`` queries with every row of an existing index on ``device``, timed on the
+    index itself."""
+    index = GradientIndex.open(index_dir).to(device)
     queries = torch.randn(n_queries, index.gradients.shape[1])
     clock = time.perf_counter()
     for _ in range(repeats):
         index.contract(queries)
     seconds = (time.perf_counter() - clock) / repeats
-    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * 2
-    return Stage("index contraction", chunk + n_queries * index.n_sequences * 4, seconds,
-                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} float16 numbers, timed on the index")
+    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * index.gradients.itemsize
+    widened = 0 if index.device.type == "cpu" else chunk // index.gradients.itemsize * 4  # float32 on a GPU
+    return Stage("index contraction", chunk + widened + n_queries * index.n_sequences * 4, seconds,
+                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} {index.gradients.dtype} numbers on "
+                 f"{index.device}, timed on the index")
