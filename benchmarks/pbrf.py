@@ -23,8 +23,6 @@ from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
-from wherefrom.demo.cache import load_or_train
-from wherefrom.demo.config import DemoConfig, reduced_config
 from wherefrom.models.loading import load_model, prepare_for_influence
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions, ScoreOptions
@@ -36,6 +34,8 @@ from wherefrom.solvers.pbrf import language_model_problem, pbrf_response
 from wherefrom.solvers.preconditioned import curvature_inverse, layer_dampings
 from wherefrom.solvers.refine import refine_solution
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
+from wherefrom.synthetic.cache import load_or_train
+from wherefrom.synthetic.config import DemoConfig, reduced_config
 
 STRATEGIES = ("identity", "diagonal", "kfac", "ekfac")
 

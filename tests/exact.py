@@ -84,3 +84,14 @@ def damped_influence(G: torch.Tensor, query_grads: torch.Tensor, train_grads: to
     """∇L_qᵀ (G + λI)⁻¹ ∇L_z for all pairs; ``damping`` is per parameter (one λ per layer block): [Q, N]."""
     solved = torch.linalg.solve(G + torch.diag(damping), query_grads.T)
     return solved.T @ train_grads.T
+
+
+def kronecker_basis(curvature: object) -> torch.Tensor:
+    """Q_S ⊗ Q_A as a dense matrix on the CPU (block-diagonal bases made dense)."""
+    return torch.kron(*((Q.dense() if hasattr(Q, "dense") else Q).cpu() for Q in (curvature.Q_S, curvature.Q_A)))
+
+
+def kronecker_matrix(curvature: object) -> torch.Tensor:
+    """The dense G a fitted layer stands for: (Q_S ⊗ Q_A) diag(Λ) (Q_S ⊗ Q_A)ᵀ, in row-major vec(W̄) order."""
+    Q = kronecker_basis(curvature)
+    return Q @ torch.diag(curvature.eigenvalues.reshape(-1).cpu()) @ Q.T

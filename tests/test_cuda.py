@@ -14,14 +14,16 @@ import torch
 from safetensors.torch import load_file
 from test_ground_truth import QUERY_TOKENS, TOKENIZER, corpus_tokens, sequences_of, whole_sequence_queries
 from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+from typer.testing import CliRunner
 
 from wherefrom.api import fit, score
+from wherefrom.cli.main import app
 from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.stream import Labels, LayerConsumer, stream
-from wherefrom.index import build_index
+from wherefrom.index import GradientIndex, build_index
 from wherefrom.models.loading import prepare_for_influence
 from wherefrom.models.selection import select_layers
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions
@@ -133,3 +135,34 @@ def test_the_streams_memory_does_not_grow_with_the_tracked_layers_activity():
         one, per_block = _peak_pass_bytes(model, 1, consumer)
         eight, _ = _peak_pass_bytes(model, 8, consumer)
         assert (eight - one) / 7 < share * per_block, (consumer, one, eight, per_block)
+
+
+def test_check_dry_run_on_cuda_times_the_product_there(tmp_path):
+    save_model_dir(tiny_llama(), tmp_path / "model")
+    write_jsonl(tmp_path / "corpus.jsonl", [{"id": f"d{i}", "text": text} for i, text in enumerate(TEXTS)])
+    fit(tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "run", FitOptions(batch_size=4), quiet=True,
+        execution=CPU)
+    result = CliRunner().invoke(app, ["check", "--run", str(tmp_path / "run"), "--sample", "2", "--n-queries", "1",
+                                      "--device", "cuda", "--dry-run"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "execution: device cuda:0, dtype float32\n" in result.output
+
+
+def test_the_index_answers_on_cuda_accumulating_in_float32(runs):
+    index = GradientIndex.open(runs / "index-cpu")
+    queries = torch.randn(3, index.gradients.shape[1], generator=torch.Generator().manual_seed(0))
+    rows = torch.from_numpy(np.asarray(index.gradients, dtype=np.float64)) * torch.from_numpy(index.scales)[:, None]
+    expected = queries.double() @ rows.T  # float64 from the stored rows
+    on_gpu, on_host = index.to("cuda").contract(queries)[0], index.contract(queries)[0]
+    assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.float32
+    largest = float(expected.abs().max())
+    torch.testing.assert_close(on_gpu.double(), expected, rtol=0, atol=1e-5 * largest)  # float32 accumulation
+    torch.testing.assert_close(on_host.double(), expected, rtol=0, atol=2e-3 * largest)  # float16 products
+    # score --index --rescore 0 on CUDA (query side and contraction there) equals the CPU's
+    for name, execution in (("cpu", CPU), ("cuda", GPU)):
+        score(runs / "run-cpu", runs / "queries.jsonl", out=runs / f"index-scores-{name}", index=runs / "index-cpu",
+              options=ScoreOptions(rescore=0, batch_size=8, max_length=48, per_layer=True), quiet=True,
+              execution=execution)
+    cpu, gpu = (load_file(str(runs / f"index-scores-{name}" / "scores.safetensors")) for name in ("cpu", "cuda"))
+    for key in ("scores", "per_layer"):
+        torch.testing.assert_close(gpu[key], cpu[key], rtol=0, atol=3e-3 * float(cpu[key].abs().max()))

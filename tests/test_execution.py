@@ -143,3 +143,20 @@ def test_a_bad_device_is_one_line_through_the_cli(workspace, tmp_path):
     assert result.exit_code == 2
     assert "--device 'tpu' is not one of: auto, cpu, cuda, cuda:N" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_check_dry_run_plans_the_execution_the_check_would_use(workspace, tmp_path):
+    runner = CliRunner()
+    fitted = runner.invoke(app, ["fit", "--model", str(workspace / "model"), "--corpus", str(workspace / "corpus.jsonl"),
+                                 "--out", str(tmp_path / "run"), "--dtype", "bfloat16", "--batch-size", "4", "-q"])
+    assert fitted.exit_code == 0, fitted.output
+    args = ["check", "--run", str(tmp_path / "run"), "--sample", "2", "--n-queries", "1", "--layers", "1", "--dry-run"]
+    planned = runner.invoke(app, [*args, "--device", "cpu"], env={"COLUMNS": "250"})
+    assert planned.exit_code == 0, planned.output
+    assert "execution: device cpu, dtype bfloat16\n" in planned.output  # the run's dtype; the check keeps no sums
+    assert "reference solver (cg)" in planned.output
+    # The dtype and device are the check's own: refused as the check itself refuses them, in one line.
+    other = runner.invoke(app, [*args, "--dtype", "float32"])
+    assert other.exit_code == 2 and "fitted in bfloat16" in other.output and "Traceback" not in other.output
+    missing = runner.invoke(app, [*args, "--device", "cuda:99"])
+    assert missing.exit_code == 2 and "--device cuda:99:" in missing.output and "Traceback" not in missing.output

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from exact import block_diagonal, damped_influence, gauss_newton, sequence_gradient
+from exact import block_diagonal, damped_influence, gauss_newton, kronecker_basis, kronecker_matrix, sequence_gradient
 from tiny import TEXTS, char_tokenizer, tiny_gpt2, tiny_llama
 from torch import nn
 
@@ -135,17 +135,6 @@ def test_sampled_fisher_converges_to_the_gauss_newton_hessian():
     expected = damped_influence(G, exact_train_grads(model, layers, queries), exact_train_grads(model, layers, train),
                                 torch.full((G.shape[0],), 1e-2, dtype=torch.float64))
     assert (result.scores - expected).norm() / expected.norm() < 0.1  # Monte Carlo error ~ 1/sqrt(n): 0.22 at n=100
-
-
-def kronecker_basis(curvature) -> torch.Tensor:
-    """Q_S ⊗ Q_A as a dense matrix on the CPU (block-diagonal bases made dense)."""
-    return torch.kron(*((Q.dense() if hasattr(Q, "dense") else Q).cpu() for Q in (curvature.Q_S, curvature.Q_A)))
-
-
-def kronecker_matrix(curvature) -> torch.Tensor:
-    """The dense G a fitted layer stands for: (Q_S ⊗ Q_A) diag(Λ) (Q_S ⊗ Q_A)ᵀ, in row-major vec(W̄) order."""
-    Q = kronecker_basis(curvature)
-    return Q @ torch.diag(curvature.eigenvalues.reshape(-1).cpu()) @ Q.T
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -18,15 +18,14 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "wherefrom"
 LAYERS = [
     {"errors", "version"},
     {"fileio", "jobs", "options", "progress", "allocator", "folders"},
-    {"data", "models"},
+    {"data", "models", "synthetic"},
     {"engine"},
     {"curvature"},
     {"scoring"},
     {"index", "analysis", "solvers"},
     {"api", "costs"},
     {"outputs"},
-    {"explorer", "demo"},
-    {"faithfulness"},
+    {"explorer", "demo", "faithfulness"},
     {"cli"},
 ]
 FACADE = {"__init__", "__main__"}  # the package's entry points, above everything

@@ -28,7 +28,7 @@ from wherefrom.engine.execution import Execution, dtype_name, load_for_execution
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.errors import WherefromError
 from wherefrom.folders import claim_output, finished_job
-from wherefrom.index.answers import index_result
+from wherefrom.index.answers import index_ranking, index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
@@ -138,6 +138,7 @@ def _score(run: str | Path | None, queries: str | Path, corpus: str | Path | Non
     sequences = opened.sequences(corpus_path, options.max_length, options.pack)
     if gradient_index is not None:
         check_index_matches(gradient_index, factors, corpus_fingerprint(sequences))
+        gradient_index = gradient_index.to(running.device)  # contracted where the model runs
     query_list = complete_queries(loaded.model, loaded.tokenizer, read_queries(queries, loaded.tokenizer,
                                                                               options.max_length), options, quiet)
     if options.damping == "auto":
@@ -253,8 +254,8 @@ def _score_columns(loaded: LoadedModel, layers: list[TrackedLayer], factors: Fac
         gradients = query_gradients(loaded.model, layers, queries, options.batch_size,
                                     quiet or not execution.world.is_main, execution)
         if options.rescored_per_query == 0:
-            return index_result(index, gradients, queries, sequences, loaded.tokenizer, options)
-        rows = top_rows(index.scores(gradients, options.damping), options.rescored_per_query)
+            return index_result(index, gradients, queries, sequences, loaded.tokenizer, options, factors.curvature)
+        rows = top_rows(index_ranking(index, gradients, factors.curvature, options), options.rescored_per_query)
     chosen = sequences if rows is None else [sequences[r] for r in rows]
     precondition = query_preconditioner(loaded.model, layers, factors.curvature, chosen, options,
                                         quiet or not execution.world.is_main, execution)

@@ -88,6 +88,13 @@ class ScoreOptions(DataOptions):
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
     per_token: bool = option(False, "Keep each training token's share of every score.")
     self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
+    normalize: bool = option(
+        False,
+        "Rank by the cosine of the query's and each sequence's gradients in the damped curvature's metric, "
+        "∇L_qᵀ(G+λI)⁻¹∇L_z / (‖∇L_q‖·‖∇L_z‖) with ‖x‖² = xᵀ(G+λI)⁻¹x (TrackStar's unit-normalised gradients); "
+        "the raw influence is kept beside it. Finds the sequences that state what the query says rather than "
+        "those that would change its answer most (see docs/fact-tracing.md).",
+    )
     per_unit: int | None = option(
         None,
         "For each query, the K units (MLP neurons across up/gate/down projections, attention heads) that carry the "

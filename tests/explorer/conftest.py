@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 import wherefrom
-from wherefrom.demo.cache import load_or_train
-from wherefrom.demo.config import reduced_config
 from wherefrom.explorer import ExplorerSession, create_app
 from wherefrom.fileio import read_jsonl
+from wherefrom.synthetic.cache import load_or_train
+from wherefrom.synthetic.config import reduced_config
 
 SCRIPT = "<script>window.hacked = 1</script>"
 HOSTILE_ID = "<b>hostile</b>"

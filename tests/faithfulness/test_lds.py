@@ -15,13 +15,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from wherefrom.cli.main import app
-from wherefrom.demo.pipeline import MAX_LENGTH
 from wherefrom.errors import WherefromError
 from wherefrom.faithfulness.lds import lds_per_query, linear_datamodeling_score, mean_with_interval, predicted_values
 from wherefrom.faithfulness.providers import PROVIDERS
 from wherefrom.faithfulness.runner import SWEEP_FACTORS
 from wherefrom.faithfulness.subsets import membership, sample_subsets, subset_size
 from wherefrom.models.selection import select_layers
+from wherefrom.synthetic.config import MAX_LENGTH
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -208,7 +208,7 @@ def test_dry_run_predicts_the_index_files(workspace, tmp_path):
     estimate = estimate_index(workspace / "run", None, options)
     assert not (tmp_path / "index").exists()
     build_index(workspace / "run", tmp_path / "index", options=options, quiet=True)
-    for name in ("gradients.npy", "scales.npy"):
+    for name in ("gradients.npy", "scales.npy", "self_influence.npy"):
         assert estimate.disk[name] == (tmp_path / "index" / name).stat().st_size, name
     real = (tmp_path / "index" / "projections.safetensors").stat().st_size
     assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding

@@ -49,7 +49,7 @@ def check(
                                damping=damping)
         execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
-            print_dry_run(lambda: estimate_check(run, corpus, queries, options), quiet)
+            print_dry_run(lambda: estimate_check(run, corpus, queries, options, execution), quiet)
         else:
             print_report(check_run(run, corpus, queries, options, quiet, execution))
 

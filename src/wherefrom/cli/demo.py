@@ -26,11 +26,11 @@ def demo(
     """The whole pipeline on a built-in corpus with known answers: train, fit, score, check, report."""
 
     def action() -> None:
-        from wherefrom.demo.cache import default_cache_root
-        from wherefrom.demo.config import reduced_config
         from wherefrom.demo.pipeline import run_demo, run_smollm2_demo
         from wherefrom.demo.summary import print_demo_summary
         from wherefrom.outputs.summary import print_summary
+        from wherefrom.synthetic.cache import default_cache_root
+        from wherefrom.synthetic.config import reduced_config
 
         execution = ExecutionOptions(device=device, dtype=dtype)
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":

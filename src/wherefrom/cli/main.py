@@ -3,6 +3,7 @@
 # Importing a module registers its commands, in this order in `wherefrom --help`.
 from wherefrom.cli import passes  # noqa: F401, I001
 from wherefrom.cli import results  # noqa: F401
+from wherefrom.cli import evaluate  # noqa: F401
 from wherefrom.cli import units  # noqa: F401
 from wherefrom.cli import demo  # noqa: F401
 from wherefrom.cli import serve  # noqa: F401

@@ -102,6 +102,7 @@ def score(
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
+    normalize: bool = score_opt("normalize", "--normalize"),
     per_unit: int | None = score_opt("per_unit", "--per-unit"),
     unit_view: str = score_opt("unit_view", "--unit-view"),
     damping: str | None = score_opt("damping"),
@@ -139,8 +140,8 @@ def score(
         options = ScoreOptions(
             **given_data_options(data, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
-            per_token=per_token, self_influence=self_influence, query_rank=query_rank, per_unit=per_unit,
-            unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
+            per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
+            per_unit=per_unit, unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
             max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
             temperature=temperature, top_p=top_p,
             generation_seed=generation_seed, candidates=candidates, rescore=rescore,
@@ -168,7 +169,8 @@ def score(
 @app.command()
 def index(
     run: Path = typer.Option(..., "--run", "--run-dir", help="Run folder written by `wherefrom fit` (ekfac or kfac)."),
-    out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, projections, manifest)."),
+    out: Path = typer.Option(..., help="Index folder to write (gradients.npy, scales.npy, self_influence.npy, projections, "
+                                          "manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
     budget: str = index_opt("budget"),
     dry_run: bool = DRY_RUN,

@@ -34,11 +34,11 @@ def lds(
     def action() -> None:
         from rich.console import Console
 
-        from wherefrom.demo.config import DemoConfig, reduced_config
         from wherefrom.faithfulness.providers import PROVIDERS
         from wherefrom.faithfulness.report import terminal_table, write_report
         from wherefrom.faithfulness.runner import LdsSettings, run_lds
         from wherefrom.folders import claim_output
+        from wherefrom.synthetic.config import DemoConfig, reduced_config
 
         name = choice(config, ("default", "reduced"), "--config")
         chosen = tuple(PROVIDERS) if methods == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())

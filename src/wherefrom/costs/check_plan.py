@@ -1,8 +1,9 @@
 """Dry run of `check`: time one Gauss-Newton product of the checked layers on one batch of the sample, multiply.
 
-Nothing is written. Time = the timed product (all checked layers and queries, one batch) scaled to the sample,
-times the solver's iterations (CG: at most --iterations, plus one product for the final residual; LiSSA: one
-batch per iteration, plus its power iteration).
+Nothing is written. The model is opened where the check would run it (``--device``, ``--dtype``), so the product
+is timed there, and the plan names that execution. Time = the timed product (all checked layers and queries, one
+batch) scaled to the sample, times the solver's iterations (CG: at most --iterations, plus one product for the
+final residual; LiSSA: one batch per iteration, plus its power iteration).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from wherefrom.costs.estimate import CostEstimate, Stage
-from wherefrom.options import ScoreOptions
+from wherefrom.costs.timing import wait_for_device
+from wherefrom.engine.execution import Execution
+from wherefrom.options import ExecutionOptions, ScoreOptions
 from wherefrom.solvers.check_run import load_check
 from wherefrom.solvers.ggn import GaussNewton
 from wherefrom.solvers.layout import Layout
@@ -20,23 +23,26 @@ from wherefrom.solvers.sample import flat_gradients, sample_sequences
 from wherefrom.solvers.trust import POWER_ITERATIONS, CheckOptions
 
 
-def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions
-                   ) -> CostEstimate:
-    """What `wherefrom check` with these arguments will cost: one Gauss-Newton product is timed on one batch of
-    the sample, for the checked layers and queries, and multiplied by the batches and iterations."""
-    inputs = load_check(run, corpus, queries, options, quiet=True, write_completions=False)
+def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
+                   execution: ExecutionOptions = ExecutionOptions()) -> CostEstimate:
+    """What `wherefrom check` with these arguments will cost where ``execution`` puts the model: one Gauss-Newton
+    product is timed on one batch of the sample, for the checked layers and queries, and multiplied by the batches
+    and iterations."""
+    inputs = load_check(run, corpus, queries, options, quiet=True, write_completions=False, execution=execution)
     options, layers = inputs.options, inputs.layers
     new_tokens = ScoreOptions().max_new_tokens
     padded = [q if not q.needs_completion else replace(q, completion_ids=(0,) * max(
         1, min(new_tokens, options.max_length - len(q.prompt_ids)))) for q in inputs.queries]
     start = time.perf_counter()
     b = flat_gradients(inputs.model, layers, padded, options.batch_size, quiet=True)
+    wait_for_device(b)
     gradient_seconds = time.perf_counter() - start
     sample = [s.input_ids for s in sample_sequences(inputs.sequences, options.sample)]
     G = GaussNewton(inputs.model, layers, sample, options.batch_size, block_diagonal=True)
-    GaussNewton(inputs.model, layers[:1], sample[:1], 1, block_diagonal=True)(b[:1, :Layout.of(layers[:1]).size])
+    wait_for_device(GaussNewton(inputs.model, layers[:1], sample[:1], 1, block_diagonal=True)(
+        b[:1, :Layout.of(layers[:1]).size]))
     start = time.perf_counter()  # after a warm-up on one sequence and layer: one batch, every layer and query
-    G.summed_over(G.batches[0], b)
+    wait_for_device(G.summed_over(G.batches[0], b))
     per_iteration = (time.perf_counter() - start) / G.batches[0].rows.numel() * len(sample)
     n_products = options.iterations + 1 if options.solver == "cg" else options.iterations / len(G.batches) + POWER_ITERATIONS + 1
     solver_seconds = per_iteration * n_products
@@ -57,5 +63,6 @@ def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Pa
     ]
     notes = ["memory: weights and the solver's vectors; the activations of one batch's jvp and vjp are not counted",
              f"fewer --layers (now {len(layers)}), --n-queries or --sample make each iteration cheaper in proportion"]
+    ran = Execution.of(inputs.model).describe()  # one process; the check keeps no factor sums
     return CostEstimate("check", len(sample), sum(map(len, sample)), {"gauss-newton product": per_iteration / len(sample)},
-                        stages, {}, notes)
+                        stages, {}, notes, {key: ran[key] for key in ("device", "dtype", "processes")})

@@ -26,7 +26,7 @@ class CostEstimate:
     stages: list[Stage]
     disk: dict[str, int] = field(default_factory=dict)  # output file → bytes
     notes: list[str] = field(default_factory=list)
-    execution: dict[str, object] = field(default_factory=dict)  # device, dtype, factor placement (Execution.describe)
+    execution: dict[str, object] = field(default_factory=dict)  # device, dtype, factor placement if any (Execution.describe)
 
     @property
     def peak_bytes(self) -> int:

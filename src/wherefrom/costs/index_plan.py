@@ -41,8 +41,10 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
-        return IndexWriter(projections, np.zeros((len(lengths), columns), layout.dtype),
-                           np.zeros(len(lengths), np.float32), execution.device)
+        n_rows = len(lengths)
+        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), layout.dtype),
+                                                           np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)),
+                           execution.device)
 
     measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
                             execution)
@@ -57,7 +59,7 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
     disk = {"gradients.npy": n * columns * np.dtype(layout.dtype).itemsize + _NPY_HEADER,
-            "scales.npy": n * 4 + _NPY_HEADER,
+            "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
                 {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
                  for name, p in projections.items() for part in PROJECTION_PARTS})}
@@ -75,14 +77,17 @@ def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_se
             f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
 
 
-def index_contraction_stage(index_dir: str | Path, n_queries: int, repeats: int = 3) -> Stage:
-    """The contraction of ``n_queries`` queries with every row of an existing index, timed on the index itself."""
-    index = GradientIndex.open(index_dir)
+def index_contraction_stage(index_dir: str | Path, n_queries: int, device: torch.device, repeats: int = 3) -> Stage:
+    """The contraction of ``n_queries`` queries with every row of an existing index on ``device``, timed on the
+    index itself."""
+    index = GradientIndex.open(index_dir).to(device)
     queries = torch.randn(n_queries, index.gradients.shape[1])
     clock = time.perf_counter()
     for _ in range(repeats):
         index.contract(queries)
     seconds = (time.perf_counter() - clock) / repeats
-    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * 2
-    return Stage("index contraction", chunk + n_queries * index.n_sequences * 4, seconds,
-                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} float16 numbers, timed on the index")
+    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * index.gradients.itemsize
+    widened = 0 if index.device.type == "cpu" else chunk // index.gradients.itemsize * 4  # float32 on a GPU
+    return Stage("index contraction", chunk + widened + n_queries * index.n_sequences * 4, seconds,
+                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} {index.gradients.dtype} numbers on "
+                 f"{index.device}, timed on the index")

@@ -163,7 +163,7 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     ]
     if index is not None:
         rescored = min(n, n_queries * options.rescored_per_query)
-        stages[-1:] = [index_contraction_stage(index, n_queries)] + ([Stage(
+        stages[-1:] = [index_contraction_stage(index, n_queries, execution.device)] + ([Stage(
             "re-scoring the index's top", weights + batch + preconditioned, measured.seconds_per_sequence * rescored,
             f"at most {rescored} sequences (each query's top {options.rescored_per_query}), scored exactly")]
             if rescored else [])

@@ -54,13 +54,13 @@ def measure_pass(model: nn.Module, layers: list[TrackedLayer], token_lists: Sequ
     start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda tensor: tensor):
         warm_up = next(items)
-    _wait_for_device(warm_up.loss)
+    wait_for_device(warm_up.loss)
     warm_up_seconds = time.perf_counter() - start
     graph_per_token = counter.total / warm_up.batch.input_ids.numel()
     per_sequence, begin = [], time.perf_counter()
     start = begin
     for item in items:
-        _wait_for_device(item.loss)
+        wait_for_device(item.loss)
         now = time.perf_counter()
         per_sequence.append((now - start) / item.batch.rows.numel())
         if now - begin > budget_seconds:
@@ -85,7 +85,7 @@ def eigh_seconds_per_cubed_dim(dim: int = 384, repeats: int = 3) -> float:
     return statistics.median(seconds) / dim ** 3
 
 
-def _wait_for_device(tensor: torch.Tensor) -> None:
+def wait_for_device(tensor: torch.Tensor) -> None:
     """Let queued GPU work finish before reading the clock."""
     if tensor.is_cuda:
         torch.cuda.synchronize(tensor.device)

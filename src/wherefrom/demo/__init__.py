@@ -1,8 +1,8 @@
-"""The built-in demo: a synthetic corpus with planted facts, its queries, and a small LM trained on it on CPU.
+"""The built-in demo: wherefrom run end to end on the synthetic model with known answers (``wherefrom.synthetic``),
+or on SmolLM2 over Python's documentation.
 
-Entry point: :func:`wherefrom.demo.cache.load_or_train` returns a cached Hugging Face model folder that also holds
-``corpus.jsonl``, ``queries.jsonl`` and ``ground_truth.json``. Modules: ``config`` (sizes), ``corpus``
-(documents and ground truth), ``queries``, ``tokenizer``, ``model``, ``training``, ``evaluation``, ``cache``;
-``pipeline`` runs fit, score and the report on it, and ``summary`` prints its closing table.
-This package imports nothing heavy until one of those modules is used.
+Modules: ``pipeline`` runs fit, score, the index and the report; ``recall`` checks the top documents against the
+planted ground truth, ``neurons`` where the influence concentrates, ``summary`` prints the closing table and
+``smollm2`` prepares the pretrained model's corpus and prompts. This package imports nothing heavy until one of
+those modules is used.
 """

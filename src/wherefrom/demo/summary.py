@@ -11,15 +11,16 @@ from wherefrom.demo.pipeline import RECALL_K, DemoSummary
 
 
 def print_demo_summary(summary: DemoSummary, console: Console | None = None) -> None:
-    """Per query kind: model accuracy and recall@10 of the carrier documents per strategy; then where the report is."""
+    """Per query kind: model accuracy and recall@10 of the carrier documents per method; then where the report is."""
     console = console or Console()
     strategies = list(summary.recall)
-    table = Table(title=f"Recall@{RECALL_K} of the documents that state each query's fact", title_justify="left")
+    table = Table(title=f"Recall@{RECALL_K} of the documents that state each query's fact, per method "
+                        "(`wherefrom evaluate`; cosine: --normalize)", title_justify="left")
     table.add_column("query kind")
     table.add_column("queries", justify="right")
     table.add_column("model correct", justify="right")
     for strategy in strategies:
-        table.add_column(f"recall {strategy}", justify="right")
+        table.add_column(strategy, justify="right")
     by_kind = {s: {r.kind: r for r in summary.recall[s]} for s in strategies}
     for kind, first in by_kind[strategies[0]].items():
         accuracy = summary.accuracy.get(kind)

@@ -10,6 +10,8 @@ Precision policy (docs/precision.md; each rule is also stated where it is applie
   model itself runs in float64, as the exactness tests do);
 - eigendecompositions in float64; the bases Q_A, Q_S are kept in ``accumulation_dtype``;
 - preconditioned query gradients in ``accumulation_dtype``;
+- the iterative solvers' vectors, inner products and residuals in float32 (``solvers/iterative.py``), their
+  Gauss-Newton products through the model in ``dtype``;
 - the contraction with training gradients in ``dtype``, its per-batch results summed in float64.
 """
 

@@ -51,9 +51,9 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     job.emit("stage", stage="ranking", message=f"ranking {len(session.sequences)} training sequences "
              f"({'gradient index' if session.index is not None else 'exact EK-FAC scan'})", done=0, total=1)
     ranking = rank_all(session, query, lambda done, total: job.emit(
-        "stage", stage="ranking", message="ranking training sequences", done=done, total=total))
+        "stage", stage="ranking", message="ranking training sequences", done=done, total=total), request.normalize)
     seconds["ranking"], clock = time.perf_counter() - clock, time.perf_counter()
-    basis = ranking.scores
+    basis = ranking.scores if ranking.cosine is None else ranking.cosine
     if request.layers != "all":
         basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
     n_candidates = request.top_k if ranking.exact else max(request.top_k, DEFAULT_RESCORE)  # as `score --index`
@@ -61,10 +61,11 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
     job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
              "per layer", done=0, total=1)
     layers = session.block_layers(request.layers)
-    exact = rescore(session, query, candidates, layers)
+    exact = rescore(session, query, candidates, layers, request.normalize)
     seconds["rescoring"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="figures", message="drawing the figures", done=0, total=1)
-    result = _whole_corpus_result(session, exact, candidates, basis)
+    influence = ranking.scores if request.layers == "all" else basis
+    result = _whole_corpus_result(session, exact, candidates, influence, ranking.cosine)
     view = _view(session, request, result, candidates, ranking.exact, generated)
     seconds["figures"] = time.perf_counter() - clock
     view.seconds = seconds
@@ -95,6 +96,7 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
 
     top = [SequenceView(
         rank=t.rank, row=t.row, record_id=t.record_id, score=t.score, exact=t.row in exact, text=t.text,
+        cosine=None if result.cosine is None else float(result.cosine[0, t.row]),
         tokens=[TokenView(text=s.text, value=s.value, style=s.style) for s in t.tokens or []] if t.row in exact else [],
         spurious=t.spurious,
         blocks=block_split(t.row) if t.row in exact else {},
@@ -104,7 +106,7 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
         prompt=query.prompt, completion=query.completion, generated=generated,
         completion_logprob=query.completion_logprob, layers=request.layers,
         layer_range=_layer_range(session, request.layers, len(result.layer_names)),
-        ranking="exact" if exact_ranking else "index", n_sequences=len(session.sequences),
+        ranking="exact" if exact_ranking else "index", ranked_by=result.ranked_by, n_sequences=len(session.sequences),
         n_candidates=len(candidates), top=top, token_scale=section.token_scale or 0.0,
         layer_heatmap=section.layers.plot, layer_message=section.layers.message,
         tail=TailView(plot=whole.plot, n_scores=whole.n_scores, n_positive=whole.n_positive,
@@ -135,14 +137,17 @@ def _layer_range(session: ExplorerSession, block: str, n_scored: int) -> str:
 
 
 def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidates: list[int],
-                         basis: torch.Tensor) -> ScoreResult:
+                         influence: torch.Tensor, cosine: torch.Tensor | None) -> ScoreResult:
     """The answer as a result over the whole corpus (what the page and the HTML report show): the ranking's
-    scores, with the candidates' exact scores and per-layer and per-token splits in their columns (the other
-    columns carry no split)."""
+    scores (and cosines), with the candidates' exact values and per-layer and per-token splits in their columns
+    (the other columns carry no split)."""
     n = len(session.sequences)
     columns = torch.tensor(candidates)
-    scores = basis.clone().float().unsqueeze(0)
+    scores = influence.clone().float().unsqueeze(0)
     scores[0, columns] = exact.scores[0].float()
+    if cosine is not None:
+        cosine = cosine.clone().float().unsqueeze(0)
+        cosine[0, columns] = exact.cosine[0].float()
     per_layer = torch.zeros(len(exact.layer_names), 1, n)
     per_layer[:, 0, columns] = exact.per_layer[:, 0].float()
     lengths = torch.tensor([len(s.input_ids) for s in session.sequences])
@@ -157,4 +162,4 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
     if units is not None:  # its rows are positions among the candidates: make them corpus rows
         units = replace(units, rows=torch.where(units.rows >= 0, columns[units.rows.clamp(min=0)], -1))
     return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
-                       units=units, metadata=metadata)
+                       cosine=cosine, units=units, metadata=metadata)

@@ -115,6 +115,11 @@ def _work(session: ExplorerSession, request: AskRequest):  # noqa: ANN202 - a jo
     if request.layers != "all" and request.layers not in session.blocks:
         raise HTTPException(400, f"layers {request.layers!r} is not available for this model; choose one of: all, "
                                  f"{', '.join(session.blocks) or '(no blocks: the model has one transformer layer)'}.")
+    if request.normalize and request.layers != "all":
+        raise HTTPException(400, "normalize ranks by the cosine over all tracked layers; ask with layers 'all'.")
+    if request.normalize and session.index is not None and session.index.self_influence is None:
+        raise HTTPException(400, "this gradient index stores no self-influence (built by an earlier wherefrom), "
+                                 "which normalize needs; rebuild it with `wherefrom index ... --restart`.")
     try:
         query = session.make_query(request.prompt, request.completion)
     except WherefromError as error:

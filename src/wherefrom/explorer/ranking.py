@@ -12,8 +12,10 @@ from wherefrom.data.queries import Query
 from wherefrom.engine.distributed import World
 from wherefrom.engine.passes import Checkpoints
 from wherefrom.explorer.session import ExplorerSession
+from wherefrom.index.answers import index_cosine
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.outputs.unit_panel import SHOWN_UNITS
+from wherefrom.scoring.cosine import query_self_influence
 from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.scorer import score
@@ -34,32 +36,43 @@ class ShardProgress(Checkpoints):
 
 @dataclass
 class Ranking:
-    """One query's score for every sequence and its per-layer split, exact or the index's approximation."""
+    """One query's score for every sequence and its per-layer split, exact or the index's approximation, and
+    with normalisation the cosine of every sequence."""
 
     scores: torch.Tensor  # [N]
     per_layer: torch.Tensor  # [L, N] over all tracked layers
     exact: bool
+    cosine: torch.Tensor | None = None  # [N]
 
 
-def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int], None]) -> Ranking:
-    """Scores of every sequence; ``report(done, total)`` is called as the work advances."""
+def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int], None],
+             normalize: bool = False) -> Ranking:
+    """Scores (and with ``normalize`` cosines) of every sequence; ``report(done, total)`` is called as the work
+    advances."""
     loaded = session.loaded
     if session.index is not None:
         report(0, 1)
         gradients = query_gradients(loaded.model, session.layers, [query], session.options.batch_size, quiet=True)
         per_layer = session.index.per_layer_scores(gradients, session.options.damping)[:, 0]
+        scores = per_layer.sum(0)
+        cosine = index_cosine(session.index, scores[None], query_self_influence(
+            session.curvature, gradients, session.options.damping))[0].float() if normalize else None
         report(1, 1)
-        return Ranking(per_layer.sum(0), per_layer, exact=False)
+        return Ranking(scores, per_layer, exact=False, cosine=cosine)
     n = len(session.sequences)
     n_shards = -(-n // PROGRESS_SHARD)
-    options = replace(session.options, shard_size=PROGRESS_SHARD, per_layer=True)
+    options = replace(session.options, shard_size=PROGRESS_SHARD, per_layer=True, normalize=normalize)
     result = score(loaded.model, loaded.tokenizer, session.layers, session.curvature, [query], session.sequences,
                    options, quiet=True, checkpoints=ShardProgress(None, "", lambda done: report(done, n_shards)))
-    return Ranking(result.scores[0].float(), result.per_layer[:, 0].float(), exact=True)
+    return Ranking(result.scores[0].float(), result.per_layer[:, 0].float(), exact=True,
+                   cosine=None if result.cosine is None else result.cosine[0].float())
 
 
-def rescore(session: ExplorerSession, query: Query, rows: list[int], layers: list[TrackedLayer]) -> ScoreResult:
-    """Exact scores of the sequences ``rows`` with only ``layers``, split per token, per layer and per unit."""
-    options = replace(session.options, per_layer=True, per_token=True, per_unit=SHOWN_UNITS, top_k=len(rows))
+def rescore(session: ExplorerSession, query: Query, rows: list[int], layers: list[TrackedLayer],
+            normalize: bool = False) -> ScoreResult:
+    """Exact scores of the sequences ``rows`` with only ``layers``, split per token, per layer and per unit (and
+    their cosines with ``normalize``)."""
+    options = replace(session.options, per_layer=True, per_token=True, per_unit=SHOWN_UNITS, top_k=len(rows),
+                      normalize=normalize)
     return score(session.loaded.model, session.loaded.tokenizer, layers, session.curvature, [query],
                  [session.sequences[r] for r in rows], options, quiet=True)

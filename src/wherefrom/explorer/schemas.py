@@ -25,6 +25,10 @@ class AskRequest(BaseModel):
     layers: Block = Field("all", description="Score with all tracked layers, or only a block: the lower, middle "
                                              "or upper third of the transformer layers.")
     max_new_tokens: int = Field(32, ge=1, le=512, description="Longest answer the model may write.")
+    normalize: bool = Field(False, description="Rank by the cosine of the question's and each sequence's gradients "
+                                               "in the (G + λI)⁻¹ metric (which sequences state what the question "
+                                               "says) instead of the raw influence (which would change the answer "
+                                               "most); only with layers='all'.")
     stop: Stop = Field("sentence", description=help_of(ScoreOptions, "stop") + " Here the default is 'sentence'.")
 
 
@@ -43,6 +47,7 @@ class SequenceView(BaseModel):
     row: int = Field(description="Column of the score matrix (position of the sequence in the corpus).")
     record_id: str
     score: float = Field(description="EK-FAC influence on the query (nats per N copies; positive helps).")
+    cosine: float | None = Field(None, description="With normalize: the cosine the sequence is ranked by.")
     exact: bool = Field(description="Scored exactly (with token and layer splits); False: the index's approximation, "
                                     "for a sequence outside the re-scored candidates.")
     text: str
@@ -104,6 +109,7 @@ class AnswerView(BaseModel):
     layers: Block
     layer_range: str = Field(description="The transformer layers scored, e.g. 'layers 0-3'.")
     ranking: Literal["index", "exact"]
+    ranked_by: Literal["influence", "cosine"]
     n_sequences: int
     n_candidates: int = Field(description="Sequences re-scored exactly (per token and per layer).")
     top: list[SequenceView]

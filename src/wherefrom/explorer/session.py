@@ -12,6 +12,7 @@ from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
 from wherefrom.data.corpus import TrainingSequence, corpus_fingerprint
 from wherefrom.data.queries import Query, parse_query
+from wherefrom.engine.execution import Execution
 from wherefrom.errors import WherefromError
 from wherefrom.index import GradientIndex
 from wherefrom.index.store import check_index_matches
@@ -63,6 +64,7 @@ class ExplorerSession:
         sequences = opened.sequences(corpus_path, options.max_length, options.pack)
         if gradient_index is not None:
             check_index_matches(gradient_index, opened.factors, corpus_fingerprint(sequences))
+            gradient_index = gradient_index.to(Execution.of(loaded.model).device)  # contracted where the model runs
         curvature = FittedCurvature({layer.name: opened.curvature.layers[layer.name] for layer in layers},
                                     opened.curvature.n_sequences, opened.curvature.n_tokens)
         texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])

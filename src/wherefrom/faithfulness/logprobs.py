@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from wherefrom.data.batching import make_batches
 from wherefrom.data.queries import Query
-from wherefrom.demo.training import cpu_threads
 from wherefrom.engine.stream import token_summed_nll
 from wherefrom.progress import track
+from wherefrom.synthetic.training import cpu_threads
 
 
 def completion_logprobs(model: nn.Module, queries: list[Query], batch_size: int = 64) -> np.ndarray:

@@ -12,9 +12,9 @@ import numpy as np
 
 from wherefrom.api import fit, score
 from wherefrom.curvature.store import load_run
-from wherefrom.demo.pipeline import MAX_LENGTH
 from wherefrom.index import build_index
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions, Strategy
+from wherefrom.synthetic.config import MAX_LENGTH
 
 BATCH_SIZE = 32  # as the demo pipeline fits and scores
 

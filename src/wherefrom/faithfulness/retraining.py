@@ -15,13 +15,13 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from wherefrom.demo.cache import config_hash, default_cache_root
-from wherefrom.demo.config import DemoConfig
-from wherefrom.demo.model import build_model
-from wherefrom.demo.training import cpu_threads, train_model
 from wherefrom.faithfulness.subsets import Subset
 from wherefrom.fileio import read_jsonl
 from wherefrom.progress import track
+from wherefrom.synthetic.cache import config_hash, default_cache_root
+from wherefrom.synthetic.config import DemoConfig
+from wherefrom.synthetic.model import build_model
+from wherefrom.synthetic.training import cpu_threads, train_model
 
 SUBSET_FILE = "subset.json"
 

@@ -11,10 +11,6 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from wherefrom.data.queries import read_queries
-from wherefrom.demo.cache import config_hash, load_or_train
-from wherefrom.demo.config import DemoConfig
-from wherefrom.demo.pipeline import MAX_LENGTH
-from wherefrom.demo.training import cpu_threads
 from wherefrom.errors import WherefromError
 from wherefrom.faithfulness.lds import Estimate, lds_per_query, linear_datamodeling_score, mean_with_interval
 from wherefrom.faithfulness.logprobs import measured_logprobs
@@ -23,6 +19,9 @@ from wherefrom.faithfulness.retraining import lds_cache, retrain_all, training_s
 from wherefrom.faithfulness.subsets import membership, sample_subsets
 from wherefrom.fileio import read_jsonl
 from wherefrom.options import ExecutionOptions
+from wherefrom.synthetic.cache import config_hash, load_or_train
+from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
+from wherefrom.synthetic.training import cpu_threads
 
 SWEEP_FACTORS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
 CONFIDENCE = 0.95

@@ -1,7 +1,9 @@
 """`wherefrom index`: one pass over the corpus that stores every sequence's projected gradient.
 
 The pass is the engine's usual sharded, resumable, distributable stream; its consumer writes rows straight into
-a memory-mapped file, so a finished shard is on disk and nothing is held in memory.
+a memory-mapped file, so a finished shard is on disk and nothing is held in memory. Each sequence's
+self-influence (its full gradient's squared norm in the (G + λI)⁻¹ metric, at each layer's default damping) is
+stored too, from the same rotation: it is the training-side norm of normalised scores (--normalize).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun
 from wherefrom.data.batching import Batch
@@ -29,46 +32,67 @@ from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.budget import RowLayout
 from wherefrom.index.projection import LayerProjection, choose_projections
-from wherefrom.index.store import FORMAT, GRADIENTS, MANIFEST, PROJECTION_PARTS, PROJECTIONS, SCALES, GradientIndex
+from wherefrom.index.store import (
+    FORMAT,
+    GRADIENTS,
+    MANIFEST,
+    PROJECTION_PARTS,
+    PROJECTIONS,
+    SCALES,
+    SELF_INFLUENCE,
+    GradientIndex,
+)
 from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.positions import cap_max_length
 from wherefrom.options import ExecutionOptions, IndexOptions
+from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
 
 SHARDS = ".shards"
 
 
 class IndexWriter(Accumulator):
-    """Consumes the stream and writes each sequence's scaled float16 row into the memory-mapped arrays."""
+    """Consumes the stream, layer by layer, and writes each sequence's scaled float16 row, its scale and its
+    self-influence into the memory-mapped arrays."""
 
-    def __init__(self, projections: dict[str, LayerProjection], gradients: np.ndarray, scales: np.ndarray,
-                 device: torch.device) -> None:
+    def __init__(self, projections: dict[str, LayerProjection], curvature: FittedCurvature,
+                 arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> None:
         self.projections = {name: projection.to(device) for name, projection in projections.items()}
-        self.gradients, self.scales = gradients, scales
+        self.eigenvalues = {name: curvature.layers[name].eigenvalues.to(device) for name in projections}
+        self.damping = {name: curvature.layers[name].damping(None) for name in projections}
+        self.gradients, self.scales, self.self_influence = arrays
         self._rows: dict[str, torch.Tensor] = {}
+        self._self_influence: torch.Tensor | None = None
         self._batch: Batch | None = None
 
     def begin(self, batch: Batch) -> None:
-        self._batch, self._rows = batch, {}
+        self._batch, self._rows, self._self_influence = batch, {}, None
 
     def layer(self, name: str, layer: LayerBatch) -> None:
-        """Project one layer's per-sequence gradients (in float32)."""
-        self._rows[name] = self.projections[name].project(layer.output_grads.float(), layer.inputs.float())
+        """Rotate one layer's per-sequence gradients (in float32): keep the projection's entries, and add the full
+        rotated gradient's damped square norm to the self-influence."""
+        projection = self.projections[name]
+        rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
+        self._rows[name] = rotated.flatten(1)[:, projection.entries]
+        norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name])
+        self._self_influence = norm if self._self_influence is None else self._self_influence + norm
 
     def end(self, loss: torch.Tensor) -> None:
-        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type."""
+        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type,
+        with their self-influence."""
         rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
         index = self._batch.rows.numpy()
         self.gradients[index] = (rows / scale[:, None]).cpu().numpy().astype(self.gradients.dtype)
         self.scales[index] = scale.cpu().numpy()
-        self._batch, self._rows = None, {}
+        self.self_influence[index] = self._self_influence.float().cpu().numpy()
+        self._batch, self._rows, self._self_influence = None, {}, None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
-        self.gradients.flush()
-        self.scales.flush()
+        for array in (self.gradients, self.scales, self.self_influence):
+            array.flush()
         return {}
 
     def merge(self, state: dict[str, torch.Tensor]) -> None:
@@ -114,10 +138,11 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart, world)
-    gradients, scales = _open_arrays(out / SHARDS, len(sequences), layout, world)
+    arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
-             lambda: IndexWriter(projections, gradients, scales, execution.device), checkpoints, execution, quiet)
+             lambda: IndexWriter(projections, factors.curvature, arrays, execution.device), checkpoints, execution,
+             quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         _finish(out, run.resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences), options,
@@ -127,20 +152,24 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     return GradientIndex.open(out)
 
 
-def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World) -> tuple[np.ndarray, np.ndarray]:
-    """The memory-mapped arrays being filled: created by rank 0 unless a resumed build left them."""
-    paths = folder / GRADIENTS, folder / SCALES
-    if world.is_main and not all(p.is_file() for p in paths):
-        np.lib.format.open_memmap(paths[0], mode="w+", dtype=layout.dtype, shape=(n_rows, layout.values)).flush()
-        np.lib.format.open_memmap(paths[1], mode="w+", dtype=np.float32, shape=(n_rows,)).flush()
+def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The memory-mapped arrays being filled (gradients, scales, self-influence): created by rank 0 unless a
+    resumed build left them."""
+    shapes = {GRADIENTS: (layout.dtype, (n_rows, layout.values)), SCALES: (np.float32, (n_rows,)),
+              SELF_INFLUENCE: (np.float32, (n_rows,))}
+    if world.is_main and not all((folder / name).is_file() for name in shapes):
+        for name, (dtype, shape) in shapes.items():
+            np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
     world.barrier()
-    return np.load(paths[0], mmap_mode="r+"), np.load(paths[1], mmap_mode="r+")
+    gradients, scales, self_influence = (np.load(folder / name, mmap_mode="r+") for name in shapes)
+    return gradients, scales, self_influence
 
 
 def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
             corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
-    for name in (GRADIENTS, SCALES):
+    for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
     tensors = {f"{name}/{part}": getattr(p, part).contiguous()
                for name, p in projections.items() for part in PROJECTION_PARTS}
@@ -159,5 +188,6 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
         "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
         "bytes_per_sequence": layout.bytes_per_sequence,
         "options": asdict(options), "execution": execution.describe(), "layers": layers,
+        "self_influence": SELF_INFLUENCE,
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -47,12 +47,15 @@ class LayerProjection:
         """Numbers stored per sequence for this layer."""
         return int(self.entries.numel())
 
+    def rotate(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)]."""
+        return torch.einsum("bto,bti->boi", ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype))
+
     def project(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The kept entries of Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch: [B, size]."""
         if self.size == 0:
             return ds.new_zeros(ds.shape[0], 0)
-        rotated = torch.einsum("bto,bti->boi", ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype))
-        return rotated.flatten(1)[:, self.entries]
+        return self.rotate(ds, a).flatten(1)[:, self.entries]
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None) -> torch.Tensor:
         """The kept entries of (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""

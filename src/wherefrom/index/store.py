@@ -4,6 +4,9 @@ INDEX/
 - ``gradients.npy``: [N, D] float16 (float32 for a 'full' budget), memory-mapped; row n is sequence n's projected
   gradient (all layers side by side) divided by its largest magnitude, so every row uses float16's range fully;
 - ``scales.npy``: [N] float32, that largest magnitude per row;
+- ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
+  over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
+  the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
 - ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices, the row's
   float type and its bytes per sequence. Readers ignore keys they do not know, so later versions can add arrays
@@ -13,7 +16,7 @@ INDEX/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from wherefrom.scoring.query_gradients import QueryGradients
 
 FORMAT = "wherefrom-index/1"
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
+SELF_INFLUENCE = "self_influence.npy"
 PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
 INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": str, "job": str, "run": str, "run_job": str, "corpus": str, "corpus_fingerprint": str,
@@ -51,6 +55,14 @@ class GradientIndex:
     projections: dict[str, LayerProjection]
     gradients: np.ndarray  # [N, D] float16 (or float32), memory-mapped
     scales: np.ndarray  # [N] float32
+    self_influence: np.ndarray | None  # [N] float32 at the default damping; None in indexes built without it
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where queries are contracted
+
+    def to(self, device: torch.device | str) -> GradientIndex:
+        """The same index answering on ``device`` (the execution's): its projections are moved there once, and
+        :meth:`contract` moves the rows there a chunk at a time (the rows themselves stay on disk)."""
+        device = torch.device(device)
+        return replace(self, projections={name: p.to(device) for name, p in self.projections.items()}, device=device)
 
     @classmethod
     def open(cls, folder: str | Path) -> GradientIndex:
@@ -76,13 +88,17 @@ class GradientIndex:
             }
             # copy-on-write: read-only on disk, a writable view for torch
             gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
+            self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
         except Exception as exc:  # numpy and safetensors raise several types for a damaged file
             raise WherefromError(f"{folder} is damaged ({first_line(exc)}); {_REBUILD}") from None
         expected = (manifest["n_sequences"], manifest["columns"])
         if gradients.shape != expected or scales.shape != expected[:1]:
             raise WherefromError(f"{folder} is damaged: {GRADIENTS} has shape {gradients.shape} and {SCALES} "
                                  f"{scales.shape}, the manifest says {expected}; {_REBUILD}")
-        return cls(folder, manifest, projections, gradients, scales)
+        if self_influence is not None and self_influence.shape != expected[:1]:
+            raise WherefromError(f"{folder} is damaged: {manifest['self_influence']} has shape "
+                                 f"{self_influence.shape}, the manifest says {expected[:1]}; {_REBUILD}")
+        return cls(folder, manifest, projections, gradients, scales, self_influence)
 
     @property
     def run_folder(self) -> Path:
@@ -113,7 +129,7 @@ class GradientIndex:
                                  f"{', '.join(self.layer_names)}.")
         parts = []
         for name, projection in self.projections.items():
-            ds, a = (t.to(projection.Q_S.device) for t in gradients.factors[name])  # the index is contracted on the host
+            ds, a = (t.to(self.device) for t in gradients.factors[name])  # where the index is contracted
             part = projection.precondition(ds, a, damping)
             parts.append(part if layers is None or name in layers else torch.zeros_like(part))
         return torch.cat(parts, dim=1)
@@ -134,22 +150,28 @@ class GradientIndex:
         return self.contract(queries, [tuple(entry["columns"]) for entry in self.manifest["layers"]])
 
     def contract(self, queries: torch.Tensor, column_ranges: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        """Σ over each column range (default: all columns) of queries · rows, undoing the scales: [n_ranges, Q, N].
+        """Σ over each column range (default: all columns) of queries · rows, undoing the scales: [n_ranges, Q, N]
+        on the host, computed on the index's device (:meth:`to`), the rows read from disk a chunk at a time.
 
-        The products run in the rows' float type as stored (no conversion of the index). For float16 rows each
-        query is scaled to a largest magnitude of 1 first, so that with rows also scaled to 1 no product or sum can
-        overflow, and the scales are multiplied back in float32.
+        Precision policy: each query is scaled to a largest magnitude of 1 first, so that with rows also scaled to 1
+        no product or sum can overflow float16, and the scales are multiplied back in float32. On a GPU each chunk of
+        rows is widened to float32 there and the products accumulate in float32; on the host they run in the rows'
+        float type as stored (no copy of the index; the host's float16 matrix product accumulates in float32 and
+        rounds each result to float16).
         """
         ranges = column_ranges or [(0, queries.shape[1])]
         out = torch.empty(len(ranges), queries.shape[0], self.n_sequences)
+        queries = queries.to(self.device)
         query_scale = queries.abs().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        scaled = (queries / query_scale).to(torch.from_numpy(self.gradients[:0]).dtype)
+        stored = torch.from_numpy(self.gradients[:0]).dtype
+        dtype = stored if self.device.type == "cpu" else torch.float32
+        scaled = (queries / query_scale).to(dtype)
         for lo in range(0, self.n_sequences, self.chunk_rows):
-            rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows])
-            scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]])
+            rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows]).to(self.device, dtype)
+            scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]]).to(self.device)
             for i, (first, last) in enumerate(ranges):
                 products = (scaled[:, first:last] @ rows[:, first:last].T).float()
-                out[i, :, lo:lo + rows.shape[0]] = products * query_scale * scale
+                out[i, :, lo:lo + rows.shape[0]] = (products * query_scale * scale).cpu()
         return out
 
 

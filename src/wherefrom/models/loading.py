@@ -34,25 +34,28 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32, device: t
 
     Weights are read from safetensors only, unless ``allow_pickle`` (see :func:`check_model_source`).
     """
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading is quick; wherefrom's own bars cover the long passes
     path = Path(source)
     check_model_source(path, allow_pickle)
     try:
-        model, tokenizer_at, tokenizer_files = _load(path, dtype, allow_pickle)
+        model = _load(path, dtype, allow_pickle)
     except WherefromError:
         raise
     except Exception as exc:  # transformers, safetensors and peft each raise their own types
         raise WherefromError(f"cannot load the model in {path}: {first_line(exc)[:300]}") from None
     prepare_for_influence(model)
-    folder = tokenizer_at.parent if tokenizer_at.is_file() else tokenizer_at
-    config = getattr(model, "config", None)
-    tokenizer = ModelTokenizer(tokenizer_at, lambda: AutoTokenizer.from_pretrained(folder, **tokenizer_files),
-                               config_eos(config), getattr(config, "vocab_size", None))
+    tokenizer = _model_tokenizer(path, getattr(model, "config", None))
     fingerprint = model_fingerprint(model)
     return LoadedModel(model.to(device), tokenizer, str(path), fingerprint)
+
+
+def load_tokenizer(source: str | Path) -> ModelTokenizer:
+    """The tokenizer of a model ``source`` (any form :func:`load_model` takes), without loading the weights."""
+    path = Path(source)
+    check_model_source(path, allow_pickle=True)  # only the tokenizer is read: no weights are unpickled
+    return _model_tokenizer(path, None)
 
 
 def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
@@ -74,37 +77,52 @@ def checkpoint_dtype(source: str | Path) -> torch.dtype | None:
     return dtype if isinstance(dtype, torch.dtype) else None
 
 
-def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, Path, dict[str, str]]:
-    """The model, where its tokenizer is, and how to read it."""
+def _model_tokenizer(path: Path, config: object | None) -> ModelTokenizer:
+    """The lazily loaded tokenizer of the model at ``path``: the .gguf file's, an adapter's own (else its base
+    model's), or the model folder's. ``config`` (the loaded model's, if any) gives the EOS id and vocabulary size."""
+    from transformers import AutoTokenizer
+
+    files = {"gguf_file": path.name} if path.is_file() else {}
+    at = path
+    if (path / "adapter_config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        at = _peft_base(path)
+    folder = at.parent if at.is_file() else at
+    return ModelTokenizer(at, lambda: AutoTokenizer.from_pretrained(folder, **files), config_eos(config),
+                          getattr(config, "vocab_size", None))
+
+
+def _load(path: Path, dtype: torch.dtype, allow_pickle: bool) -> nn.Module:
+    """The model at ``path`` (a .gguf file, an adapter folder or a model folder), in ``dtype``."""
     from transformers import AutoModelForCausalLM
 
-    if path.is_file():  # a .gguf file (checked above)
-        return AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name), path, \
-            {"gguf_file": path.name}
+    if path.is_file():  # a .gguf file (checked by check_model_source)
+        return AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, gguf_file=path.name)
     if (path / "adapter_config.json").is_file():
-        model, tokenizer_at = _load_peft(path, dtype, allow_pickle)
-        return model, tokenizer_at, {}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
-    return model, path, {}
+        return _load_peft(path, dtype, allow_pickle)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=None if allow_pickle else True)
 
 
-def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> tuple[nn.Module, Path]:
-    """The adapted model, and the folder of its tokenizer (the adapter's, else the base model's)."""
+def _peft_base(path: Path) -> Path:
+    """The local base model folder an adapter names."""
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    if not base or not Path(base).is_dir():
+        raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
+                             "edit base_model_name_or_path in adapter_config.json to point at it.")
+    return Path(base)
+
+
+def _load_peft(path: Path, dtype: torch.dtype, allow_pickle: bool) -> nn.Module:
+    """The adapter at ``path`` on its local base model."""
     from transformers import AutoModelForCausalLM
 
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise WherefromError("loading a LoRA adapter needs peft: pip install 'wherefrom[peft]'") from exc
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
-    if not base or not Path(base).is_dir():
-        raise WherefromError(f"the adapter in {path} names base model {base!r}, which is not a local folder; "
-                             "edit base_model_name_or_path in adapter_config.json to point at it.")
-    check_model_source(Path(base), allow_pickle)
-    safetensors_only = None if allow_pickle else True
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype,
-                                                                           use_safetensors=safetensors_only), path)
-    return model, path if (path / "tokenizer_config.json").is_file() else Path(base)
+    base = _peft_base(path)
+    check_model_source(base, allow_pickle)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=None if allow_pickle else True)
+    return PeftModel.from_pretrained(model, path)
 
 
 def prepare_for_influence(model: nn.Module) -> nn.Module:

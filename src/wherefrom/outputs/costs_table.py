@@ -36,8 +36,9 @@ def print_costs(estimate: CostEstimate, console: Console | None = None) -> None:
     console = console or Console()
     if estimate.execution:
         run = estimate.execution
-        console.print(f"execution: device {run['device']}, dtype {run['dtype']}, factor sums "
-                      f"{'in host memory' if run['factors'] == 'host' else 'on the device'}", highlight=False)
+        factors = {"host": ", factor sums in host memory", "device": ", factor sums on the device"}
+        console.print(f"execution: device {run['device']}, dtype {run['dtype']}{factors.get(run.get('factors'), '')}",
+                      highlight=False)
     table = Table(title=f"wherefrom {estimate.command} --dry-run: {estimate.n_sequences} sequences, "
                         f"{estimate.n_tokens} tokens", title_justify="left")
     table.add_column("stage")

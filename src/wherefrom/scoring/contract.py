@@ -83,7 +83,7 @@ class ScoreAccumulator(Accumulator):
         self._scores[self.layer_index[name] if self.per_layer else 0] += scores.double()
         if self._self_influence is not None:
             curvature, damping = self.self_curvature[name]
-            self._self_influence += self_influence(curvature, damping, layer)
+            self._self_influence += self_influence(curvature, damping, layer.output_grads, layer.inputs)
 
     def end(self, loss: torch.Tensor) -> None:
         """Move the batch's scores to the host."""
@@ -178,14 +178,21 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
     return torch.cat([product.sum(-1) for product in token_products(V, layer, "row")])
 
 
-def self_influence(curvature: LayerCurvature, damping: float | None, layer: LayerBatch) -> torch.Tensor:
-    """∇L_zᵀ (G + λI)⁻¹ ∇L_z per sequence, computed in the eigenbasis: Σ (Q_Sᵀ DW̄ Q_A)∘2 ⊘ (Λ + λ): [B]."""
-    a = layer.inputs if curvature.Q_A is None else layer.inputs @ curvature.Q_A.to(layer.inputs.dtype)
-    ds = layer.output_grads if curvature.Q_S is None else layer.output_grads @ curvature.Q_S.to(layer.inputs.dtype)
+def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.Tensor, a: torch.Tensor
+                   ) -> torch.Tensor:
+    """∇Lᵀ (G + λI)⁻¹ ∇L per row of gradients given by their rows (Ds [B, T, out], ā [B, T, in(+1)]), computed
+    in the eigenbasis: Σ (Q_Sᵀ DW̄ Q_A)∘2 ⊘ (Λ + λ): [B] float64."""
+    a = a if curvature.Q_A is None else a @ curvature.Q_A.to(a.dtype)
+    ds = ds if curvature.Q_S is None else ds @ curvature.Q_S.to(a.dtype)
     DW = torch.einsum("bto,bti->boi", ds, a).double()
     if curvature.eigenvalues is None:
         return DW.square().sum((1, 2))
-    return (DW.square() / (curvature.eigenvalues + curvature.damping(damping))).sum((1, 2))
+    return damped_square_norm(DW, curvature.eigenvalues, curvature.damping(damping))
+
+
+def damped_square_norm(rotated: torch.Tensor, eigenvalues: torch.Tensor, damping: float) -> torch.Tensor:
+    """xᵀ (G + λI)⁻¹ x for gradients x given in the eigenbasis (eq. 21): Σ_ij x̃_ij² / (Λ_ij + λ) per row: [B]."""
+    return (rotated.double().square() / (eigenvalues.double() + damping)).flatten(1).sum(1)
 
 
 def _low_rank_is_cheaper(V: LowRankQueries, layer: LayerBatch) -> bool:

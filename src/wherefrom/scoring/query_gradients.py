@@ -26,9 +26,10 @@ class QueryGradients:
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     logprobs: torch.Tensor
 
-    def dense(self, name: str) -> torch.Tensor:
-        """Layer ``name``'s query gradients as matrices [Q, out, in(+1)]."""
-        ds, a = self.factors[name]
+    def dense(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Layer ``name``'s query gradients as matrices [Q, out, in(+1)], summed over positions in ``dtype``
+        (default: the factors' own)."""
+        ds, a = (t.to(dtype or t.dtype) for t in self.factors[name])
         return torch.einsum("qto,qti->qoi", ds, a)
 
 

@@ -4,13 +4,15 @@ On disk (OUT/):
 - ``scores.safetensors``: ``scores`` [n_queries, n_sequences] float32; optional ``per_layer``
   [n_layers, n_queries, n_sequences], ``per_token`` [n_queries, n_tokens_total] (row n of the corpus owns the
   slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
-  ``self_influence`` [n_sequences]; with ``--per-unit`` the ``unit_*`` tensors of
-  :mod:`wherefrom.scoring.unit_results`.
+  ``self_influence`` [n_sequences]; with normalisation, ``cosine`` [n_queries, n_sequences] (the influence over
+  both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries];
+  with ``--per-unit`` the ``unit_*`` tensors of :mod:`wherefrom.scoring.unit_results`.
 - ``sequences.jsonl``: one line per score column: row, corpus record id, token span, text and token pieces.
 - ``queries.jsonl``: one line per query: id, prompt, completion and their token ids; for a completion the model
   wrote, how (stop rule, token budget, sampling) and why it ended.
-- ``results.jsonl``: per query, the top-k sequences with score, text, per-layer split and per-token scores; with
-  ``--per-unit``, the query's top units (influence, share), their concentration, and each top sequence's split.
+- ``results.jsonl``: per query, the top-k sequences (by cosine when normalised, else by influence) with score,
+  cosine, text, per-layer split and per-token scores; with ``--per-unit``, the query's top units (influence,
+  share), their concentration, and each top sequence's split.
 - ``manifest.json``: layer names, the options used, units and sign.
 
 Sign and units: I(z, q) = ∇f(q)ᵀ (G + λI)⁻¹ ∇log p(z). Positive means adding z to training raises the query's
@@ -85,6 +87,8 @@ class ScoreResult:
     per_token: torch.Tensor | None = None
     token_offsets: torch.Tensor | None = None
     self_influence: torch.Tensor | None = None
+    cosine: torch.Tensor | None = None  # [Q, N]: normalised influence; when present it orders the sequences
+    query_self_influence: torch.Tensor | None = None  # [Q]: ‖∇L_q‖² in the (G + λI)⁻¹ metric
     units: UnitInfluence | None = None  # which neurons and heads carry each query's influence (--per-unit)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -95,17 +99,28 @@ class ScoreResult:
         lo, hi = int(self.token_offsets[row]), int(self.token_offsets[row + 1])
         return self.per_token[query, lo:hi]
 
+    @property
+    def ranking(self) -> torch.Tensor:
+        """What orders the sequences [Q, N]: the cosine when the scores were normalised, else the influence."""
+        return self.scores if self.cosine is None else self.cosine
+
+    @property
+    def ranked_by(self) -> str:
+        """'cosine' or 'influence': the name of :attr:`ranking`."""
+        return "influence" if self.cosine is None else "cosine"
+
     def top(self, query: int, k: int) -> list[int]:
-        """Rows of the k most positively influential sequences for a query, best first."""
+        """Rows of the k best sequences for a query by :attr:`ranking`, best first."""
         k = min(k, self.scores.shape[1])
-        return torch.topk(self.scores[query], k).indices.tolist()
+        return torch.topk(self.ranking[query], k).indices.tolist()
 
     def save(self, out_dir: str | os.PathLike[str], top_k: int = 20) -> Path:
         """Write the result into ``out_dir`` (see module docstring); each file is written atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {}
-        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence"):
+        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence", "cosine",
+                     "query_self_influence"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = (value.float() if value.is_floating_point() else value).contiguous()
@@ -116,7 +131,8 @@ class ScoreResult:
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
         atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
         manifest = {"kind": "scores", "layer_names": self.layer_names, "sign_and_units": SIGN_AND_UNITS,
-                    **self.metadata, **(self.units.manifest() if self.units is not None else {})}
+                    **self.metadata, "ranked_by": self.ranked_by,
+                    **(self.units.manifest() if self.units is not None else {})}
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return out
 
@@ -138,6 +154,7 @@ class ScoreResult:
         manifest.pop("kind", None)
         layer_names = manifest.pop("layer_names")
         manifest.pop("sign_and_units", None)
+        manifest.pop("ranked_by", None)
         result = cls(
             scores=tensors.get("scores", torch.empty(0)),
             sequences=_read_rows(out / "sequences.jsonl", SequenceInfo),
@@ -147,6 +164,8 @@ class ScoreResult:
             per_token=tensors.get("per_token"),
             token_offsets=tensors.get("token_offsets"),
             self_influence=tensors.get("self_influence"),
+            cosine=tensors.get("cosine"),
+            query_self_influence=tensors.get("query_self_influence"),
             units=UnitInfluence.load(tensors, manifest),
             metadata=manifest,
         )
@@ -172,6 +191,10 @@ class ScoreResult:
             return "per_token does not match token_offsets"
         if self.self_influence is not None and tuple(self.self_influence.shape) != (n_sequences,):
             return "self_influence does not have one value per sequence"
+        if self.cosine is not None and self.cosine.shape != self.scores.shape:
+            return f"cosine has shape {tuple(self.cosine.shape)}, scores {tuple(self.scores.shape)}"
+        if self.query_self_influence is not None and tuple(self.query_self_influence.shape) != (n_queries,):
+            return "query_self_influence does not have one value per query"
         if any(q.index != i for i, q in enumerate(self.queries)) or any(s.row != i for i, s in enumerate(self.sequences)):
             return "queries.jsonl or sequences.jsonl is out of order"
         return None
@@ -187,6 +210,7 @@ class ScoreResult:
                     "row": row,
                     "record_id": seq.record_id,
                     "score": float(self.scores[q.index, row]),
+                    **({} if self.cosine is None else {"cosine": float(self.cosine[q.index, row])}),
                     "text": seq.text,
                 }
                 if self.per_layer is not None:

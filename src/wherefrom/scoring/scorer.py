@@ -18,6 +18,7 @@ from wherefrom.models.selection import TrackedLayer
 from wherefrom.models.units import find_unit, unit_map
 from wherefrom.options import ScoreOptions
 from wherefrom.scoring.contract import ScoreAccumulator
+from wherefrom.scoring.cosine import cosine, query_self_influence
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
@@ -65,7 +66,8 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
-        if options.self_influence else None
+        if options.self_influence or options.normalize else None
+    query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
     queries_V = (precondition or (lambda g: preconditioned_queries(curvature, g, options, execution)))(gradients)
     units = unit_map(model, layers, options.unit_view) if options.per_unit and unit is None else None
     checkpoints = checkpoints or Checkpoints(None, "")
@@ -101,6 +103,9 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
         token_offsets=offsets,
         self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
         units=unit_influence,
+        cosine=None if query_self is None else cosine(accumulator.scores.sum(0), query_self,
+                                                      accumulator.self_influence).to(accumulator.dtype),
+        query_self_influence=query_self,
     )
 
 

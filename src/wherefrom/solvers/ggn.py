@@ -8,6 +8,10 @@ EK-FAC approximates (the expectation of its sampled Fisher), on a sample of N co
 Each product is a forward-mode J v (jvp), the Hessian H applied per position, and a reverse-mode Jᵀ u (vjp).
 ``block_diagonal`` keeps only each layer's own block G_ℓℓ (the approximation EK-FAC makes); the full G couples
 the layers (one jvp and one vjp per product for all layers, against one per layer for the blocks).
+
+Precision policy: the jvp and vjp run through the model in its dtype (bf16 where the model is bf16); the softmax
+Hessian H is applied in float32 (like the loss), and each batch's product is handed back and summed over batches
+in the dtype of the vectors V (float32 in the solvers, see ``solvers/iterative.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wherefrom.data.batching import Batch, make_batches
 from wherefrom.models.selection import TrackedLayer
+from wherefrom.solvers.iterative import solver_dtype
 from wherefrom.solvers.layout import Layout, current_wbar, module_parameters
 
 _QUERY_CHUNK = 4  # vectors pushed through the model together (activations grow with it)
@@ -62,13 +67,14 @@ class GaussNewton:
         return self.summed_over(batch, V) / batch.rows.numel()
 
     def summed_over(self, batch: Batch, V: torch.Tensor) -> torch.Tensor:
-        """Σ over the batch's sequences of G_n V."""
-        parts = self.layout.split(V)
+        """Σ over the batch's sequences of G_n V, in V's dtype (the products themselves in the model's)."""
+        parts = self.layout.split(V.to(self.dtype))
         groups = [[name] for name in self.layout.names] if self.block_diagonal else [list(self.layout.names)]
         out: dict[str, torch.Tensor] = {}
         with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no forward-mode derivative
             for names in groups:
-                out.update(self._product(batch, {name: parts[name] for name in names}))
+                product = self._product(batch, {name: parts[name] for name in names})
+                out.update({name: part.to(V.dtype) for name, part in product.items()})
                 if self.on_product is not None:
                     self.on_product()
         return self.layout.join(out)
@@ -85,14 +91,15 @@ class GaussNewton:
 
         primals = {name: self.base[name] for name in V}
         logits, pullback = vjp(logits_of, primals)
-        p = torch.softmax(logits, dim=-1)
+        p = torch.softmax(logits.to(solver_dtype(logits.dtype)), dim=-1)
         predicting = torch.zeros_like(batch.target_mask)
         predicting[:, :-1] = batch.target_mask[:, 1:]
         p = p * predicting.unsqueeze(-1).to(p.dtype)  # H = 0 where nothing is predicted
 
         def one(v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             _, Jv = jvp(logits_of, (primals,), (v,))
+            Jv = Jv.to(p.dtype)
             HJv = p * (Jv - (p * Jv).sum(-1, keepdim=True))  # (diag p - p pᵀ) J v per position
-            return pullback(HJv)[0]
+            return pullback(HJv.to(logits.dtype))[0]
 
         return vmap(one, chunk_size=_QUERY_CHUNK)(V)

@@ -6,6 +6,11 @@
 - LiSSA (Agarwal et al. 2017): x_j = b + (I - A/s) x_{j-1} with A = G + λI (G estimated on one batch per
   step), and A⁻¹ b ≈ x_J / s; it converges when s exceeds A's largest eigenvalue.
 Both record the residual ‖b - A x‖ of every row after every iteration (with the exact operator).
+
+Precision policy (docs/precision.md): the solvers' vectors (x, r, z, d, LiSSA's h), inner products, step sizes
+and residuals are float32 whatever the model's dtype (float64 when b is float64, as in the exactness tests):
+b is promoted on entry (:func:`solver_dtype`). The operator may use the model in its dtype (a bf16 Gauss-Newton
+product, :class:`~wherefrom.solvers.ggn.GaussNewton`) and hands back its result in the vector's dtype.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class Solution:
         return self.residuals.shape[0] - 1
 
 
+def solver_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solvers work in for vectors of ``dtype``: float32, or float64 for float64 vectors."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def damped(G: Operator, damping: torch.Tensor) -> Operator:
     """A = G + λI, with λ one value per parameter [P] (each layer's λ_ℓ)."""
     return lambda x: G(x) + damping * x
@@ -47,8 +57,9 @@ def conjugate_gradient(A: Operator, b: torch.Tensor, iterations: int, preconditi
     each block's relative residual, whether to stop early."""
     M = preconditioner or (lambda r: r)
     sizes = blocks or [b.shape[-1]]
+    b = b.to(solver_dtype(b.dtype))  # precision policy: every vector and inner product below in float32
     tiny = torch.finfo(b.dtype).tiny
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    x = torch.zeros_like(b) if x0 is None else x0.to(b.dtype, copy=True)
     r = b - A(x) if x0 is not None else b.clone()
     z = M(r)
     d = z.clone()
@@ -86,6 +97,7 @@ def lissa(A_step: Callable[[torch.Tensor, int], torch.Tensor], b: torch.Tensor, 
     """LiSSA's recursion with the (possibly stochastic) product ``A_step(x, step)``. Residuals are tracked with the
     exact ``A`` when given (one more product per iteration), else left NaN. ``stop`` is asked after every
     iteration (with the rows' residuals as one block) whether to stop early."""
+    b = b.to(solver_dtype(b.dtype))  # precision policy: h, its updates and the residuals in float32
     h = b.clone()
     b_norm = b.norm(dim=-1).clamp_min(torch.finfo(b.dtype).tiny)
     residuals = [torch.ones_like(b_norm)]

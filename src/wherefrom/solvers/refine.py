@@ -20,7 +20,7 @@ from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients
 from wherefrom.scoring.scorer import Precondition, preconditioned_queries
 from wherefrom.solvers.ggn import GaussNewton
-from wherefrom.solvers.iterative import Solution, conjugate_gradient, damped
+from wherefrom.solvers.iterative import Solution, conjugate_gradient, damped, solver_dtype
 from wherefrom.solvers.layout import Layout
 from wherefrom.solvers.preconditioned import curvature_inverse, layer_dampings
 from wherefrom.solvers.sample import sample_sequences
@@ -32,6 +32,7 @@ def refine_solution(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
                     sequences: list[TrainingSequence], damping: float | None, iterations: int, sample: int,
                     batch_size: int, quiet: bool = False, block_diagonal: bool = False) -> Solution:
     """(G + λI)⁻¹ b for flat rows b [Q, P] by EK-FAC-preconditioned CG from EK-FAC's answer, G on a sample."""
+    b = b.to(solver_dtype(b.dtype))  # x, λ and the preconditioner's products in float32 (precision policy)
     layout = Layout.of(layers)
     dampings = layer_dampings(curvature.layers, layout, damping)
     G = GaussNewton(model, layers, [s.input_ids for s in sample_sequences(sequences, sample)], batch_size,
@@ -47,7 +48,8 @@ def refined_queries(model: nn.Module, layers: list[TrackedLayer], curvature: Fit
                     quiet: bool = False) -> dict[str, torch.Tensor | LowRankQueries]:
     """Preconditioned query gradients per layer, as `preconditioned_queries` gives them, refined by CG."""
     layout = Layout.of(layers)
-    b = layout.join({name: gradients.dense(name) for name in layout.names})
+    dtype = solver_dtype(Execution.of(model).dtype)  # the solver's precision: float32 whatever the model's
+    b = layout.join({name: gradients.dense(name, dtype) for name in layout.names})
     solution = refine_solution(model, layers, curvature, b, sequences, options.damping, options.refine_iterations,
                                options.refine_sample, options.batch_size, quiet)
     if not quiet:

@@ -13,6 +13,7 @@ from wherefrom.engine.stream import Labels
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.scoring.contract import ScoreAccumulator
 from wherefrom.scoring.query_gradients import query_gradients
+from wherefrom.solvers.iterative import solver_dtype
 from wherefrom.solvers.layout import Layout
 
 
@@ -31,9 +32,11 @@ def as_queries(sequences: list[TrainingSequence]) -> list[Query]:
 
 def flat_gradients(model: nn.Module, layers: list[TrackedLayer], queries: list[Query], batch_size: int,
                    quiet: bool = False) -> torch.Tensor:
-    """Each query's ∇L_q over all tracked layers as one flat row [Q, P] (see :class:`Layout`)."""
+    """Each query's ∇L_q over all tracked layers as one flat row [Q, P] (see :class:`Layout`), summed over positions
+    in float32 whatever the model's dtype (the solvers' precision, ``solvers/iterative.py``)."""
     gradients = query_gradients(model, layers, queries, batch_size, quiet)
-    return Layout.of(layers).join({layer.name: gradients.dense(layer.name) for layer in layers})
+    dtype = solver_dtype(Execution.of(model).dtype)
+    return Layout.of(layers).join({layer.name: gradients.dense(layer.name, dtype) for layer in layers})
 
 
 def scores_on(model: nn.Module, layers: list[TrackedLayer], V: torch.Tensor, sequences: list[TrainingSequence],

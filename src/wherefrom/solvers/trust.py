@@ -34,7 +34,7 @@ from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import DataOptions, option
 from wherefrom.progress import Bar, progress_bar
 from wherefrom.solvers.ggn import GaussNewton
-from wherefrom.solvers.iterative import conjugate_gradient, damped, largest_eigenvalue, lissa
+from wherefrom.solvers.iterative import conjugate_gradient, damped, largest_eigenvalue, lissa, solver_dtype
 from wherefrom.solvers.layout import Layout
 from wherefrom.solvers.preconditioned import curvature_inverse, layer_dampings
 from wherefrom.solvers.sample import sample_sequences
@@ -136,6 +136,7 @@ def trust_check(model: nn.Module, layers: list[TrackedLayer], curvature: FittedC
     """Compare EK-FAC's (G + λI)⁻¹ b with the reference solver's for query gradients b [Q, P], layer by layer.
 
     ``layers`` are the checked layers (b holds their gradients); ``tracked`` the run's count, for the report."""
+    b = b.to(solver_dtype(b.dtype))  # x, λ and the preconditioner's products in float32 (precision policy)
     layout = Layout.of(layers)
     dampings = layer_dampings(curvature.layers, layout, options.damping)
     damping = layout.expand(dampings, b.dtype, b.device)

@@ -121,7 +121,8 @@ function sequenceCard(sequence) {
   card.querySelector(".rank").textContent = `#${sequence.rank}`;
   card.querySelector(".rid").textContent = sequence.record_id;
   card.querySelector(".score").textContent = `${sequence.score >= 0 ? "+" : ""}${number(sequence.score)} nats / N copies` +
-    (sequence.exact ? "" : " (index estimate)");
+    (sequence.exact ? "" : " (index estimate)") +
+    (sequence.cosine === null || sequence.cosine === undefined ? "" : ` · cosine ${number(sequence.cosine)}`);
   card.querySelector(".blocks").textContent = Object.entries(sequence.blocks)
     .map(([name, value]) => `${name} ${number(value)}`).join(" · ");
   if (sequence.spurious) {
@@ -212,6 +213,7 @@ function render(answer, jobId, target = $("current")) {
   body.querySelector(".layer-range").textContent = answer.layer_range;
   body.querySelector(".ranking").textContent = answer.ranking === "index"
     ? `gradient index, best ${answer.n_candidates} re-scored exactly` : `exact over ${answer.n_sequences} sequences`;
+  if (answer.ranked_by === "cosine") body.querySelector(".ranking").textContent += ", by cosine";
   const total = Object.values(answer.seconds).reduce((a, b) => a + b, 0);
   body.querySelector(".seconds").textContent = `${total.toFixed(2)} s`;
   const save = body.querySelector(".save");
@@ -259,6 +261,7 @@ function question(layers) {
     completion: completion === "" ? null : completion,
     top_k: Number($("top-k").value) || 10,
     layers,
+    normalize: $("normalize").checked,
   };
 }
 
@@ -268,11 +271,13 @@ document.addEventListener("DOMContentLoaded", () => {
     ask(question($("layers").value));
   });
   $("cancel-button").addEventListener("click", cancel);
-  $("layers").addEventListener("change", () => {
-    // Switching layers re-scores the shown answer (its completion kept) with the chosen block.
-    if (!state.current || state.job) return;
-    const previous = state.current.answer;
-    ask({ ...question($("layers").value), prompt: previous.prompt, completion: previous.completion });
-  });
+  for (const control of ["layers", "normalize"]) {
+    $(control).addEventListener("change", () => {
+      // Switching layers or the ranking re-scores the shown answer (its completion kept).
+      if (!state.current || state.job) return;
+      const previous = state.current.answer;
+      ask({ ...question($("layers").value), prompt: previous.prompt, completion: previous.completion });
+    });
+  }
   loadInfo().catch((error) => fail(`Cannot reach the server: ${error.message}`));
 });

@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from wherefrom.demo.cache import default_cache_root, demo_directory, load_or_train, read_carriers, read_manifest
-from wherefrom.demo.config import ModelConfig, TrainingConfig, reduced_config
-from wherefrom.demo.corpus import generate_corpus
-from wherefrom.demo.evaluation import accuracy_by_kind, greedy_outcomes
-from wherefrom.demo.model import build_model
-from wherefrom.demo.queries import Query, build_queries, queries_to_jsonl
-from wherefrom.demo.training import cpu_threads
+from wherefrom.synthetic.cache import default_cache_root, demo_directory, load_or_train, read_carriers, read_manifest
+from wherefrom.synthetic.config import ModelConfig, TrainingConfig, reduced_config
+from wherefrom.synthetic.corpus import generate_corpus
+from wherefrom.synthetic.evaluation import accuracy_by_kind, greedy_outcomes
+from wherefrom.synthetic.model import build_model
+from wherefrom.synthetic.queries import Query, build_queries, queries_to_jsonl
+from wherefrom.synthetic.training import cpu_threads
 
 CONFIG = reduced_config()
 CORPUS = generate_corpus(CONFIG.corpus, CONFIG.seed)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from wherefrom.demo.config import CorpusConfig, DemoConfig, reduced_config
-from wherefrom.demo.corpus import Corpus, Fact, generate_corpus
+from wherefrom.synthetic.config import CorpusConfig, DemoConfig, reduced_config
+from wherefrom.synthetic.corpus import Corpus, Fact, generate_corpus
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SMALL = reduced_config().corpus
@@ -44,8 +44,8 @@ def full() -> Corpus:
 
 
 def _dump_in_subprocess(seed: int, hash_seed: str) -> str:
-    code = ("import json, sys; from wherefrom.demo.config import reduced_config; "
-            "from wherefrom.demo.corpus import generate_corpus; "
+    code = ("import json, sys; from wherefrom.synthetic.config import reduced_config; "
+            "from wherefrom.synthetic.corpus import generate_corpus; "
             f"c = generate_corpus(reduced_config().corpus, {seed}); "
             "sys.stdout.write(c.to_jsonl() + json.dumps(c.ground_truth()))")
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": hash_seed}

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from wherefrom.demo import templates
-from wherefrom.demo.config import CorpusConfig
+from wherefrom.synthetic import templates
+from wherefrom.synthetic.config import CorpusConfig
 
 FIRST_YEAR, LAST_YEAR = 1200, 1999
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "tr")

@@ -22,13 +22,13 @@ from typing import Any
 
 from transformers.utils import logging as hf_logging
 
-from wherefrom.demo.config import DemoConfig
-from wherefrom.demo.corpus import generate_corpus
-from wherefrom.demo.evaluation import accuracy_by_kind, greedy_outcomes
-from wherefrom.demo.model import build_model
-from wherefrom.demo.queries import build_queries, queries_to_jsonl
-from wherefrom.demo.tokenizer import train_tokenizer
-from wherefrom.demo.training import cpu_threads, train_model
+from wherefrom.synthetic.config import DemoConfig
+from wherefrom.synthetic.corpus import generate_corpus
+from wherefrom.synthetic.evaluation import accuracy_by_kind, greedy_outcomes
+from wherefrom.synthetic.model import build_model
+from wherefrom.synthetic.queries import build_queries, queries_to_jsonl
+from wherefrom.synthetic.tokenizer import train_tokenizer
+from wherefrom.synthetic.training import cpu_threads, train_model
 
 FORMAT_VERSION = 1  # bump whenever generated content changes for an unchanged config
 MANIFEST = "demo.json"

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from wherefrom.demo.config import DemoConfig
-from wherefrom.demo.corpus import Corpus, generate_corpus
-from wherefrom.demo.queries import QUERY_KINDS, Query, build_queries, queries_to_jsonl
-from wherefrom.demo.templates import RELATIONS
+from wherefrom.synthetic.config import DemoConfig
+from wherefrom.synthetic.corpus import Corpus, generate_corpus
+from wherefrom.synthetic.queries import QUERY_KINDS, Query, build_queries, queries_to_jsonl
+from wherefrom.synthetic.templates import RELATIONS
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from wherefrom.demo.queries import QUERY_KINDS, Query
+from wherefrom.synthetic.queries import QUERY_KINDS, Query
 
 
 @dataclass(frozen=True)

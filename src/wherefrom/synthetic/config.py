@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAX_LENGTH = 64  # tokens per sequence when the demo model is fitted and scored: its context; its longest document is shorter
+
 
 @dataclass(frozen=True)
 class CorpusConfig:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from wherefrom.demo.config import reduced_config
-from wherefrom.demo.corpus import Corpus, generate_corpus
-from wherefrom.demo.queries import build_queries
-from wherefrom.demo.tokenizer import train_tokenizer
+from wherefrom.synthetic.config import reduced_config
+from wherefrom.synthetic.corpus import Corpus, generate_corpus
+from wherefrom.synthetic.queries import build_queries
+from wherefrom.synthetic.tokenizer import train_tokenizer
 
 CONFIG = reduced_config()
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from itertools import chain, zip_longest
 
-from wherefrom.demo.corpus import Corpus, Fact
-from wherefrom.demo.templates import RELATIONS, Relation, cut_before
+from wherefrom.synthetic.corpus import Corpus, Fact
+from wherefrom.synthetic.templates import RELATIONS, Relation, cut_before
 
 QUERY_KINDS = ("training_wording", "paraphrase", "french", "flipped", "arithmetic", "memorised")
 

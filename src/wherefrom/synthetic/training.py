@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import PreTrainedModel
 
-from wherefrom.demo.config import TrainingConfig
+from wherefrom.synthetic.config import TrainingConfig
 
 IGNORED_LABEL = -100  # label value the Hugging Face loss skips
 
