@@ -1,8 +1,9 @@
 """Peer comparison: wherefrom vs Kronfluence vs Bergson vs the physical floor on one EK-FAC workload.
 
-Each tool's stages run as subprocesses, one after another, each timed (wall clock) and watched for peak
-resident memory (the RSS of its whole process tree, polled). The scores [n_queries, n_passages] of every tool
-are compared with wherefrom's by Pearson correlation per query. Results: a markdown table and a JSON.
+Each tool's stages run as subprocesses, one after another, each timed (wall clock, and CPU seconds of its
+process tree) and watched for peak resident memory (the RSS of its whole process tree, polled). The scores
+[n_queries, n_passages] of every tool are compared with wherefrom's by Pearson correlation per query. Results: a
+markdown table and a JSON.
 
   python benchmarks/prepare.py && bash benchmarks/setup_peers.sh      # once
   python benchmarks/compare.py                                         # full workload, every tool
@@ -62,6 +63,7 @@ class ToolResult:
     peak_gpu_gb: float | None = None
     load_average_at_start: list[float] | None = None
     extra: dict = field(default_factory=dict)
+    cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class Settings:
 
 
 def stage_totals(tool: str, stages: list[StageRun], fit_s: float, score_s: float, **kwargs) -> ToolResult:
+    """The tool's result from its stages; CPU seconds are the stages' sum unless `cpu_s` is given."""
+    stage_cpu = [stage.cpu_s for stage in stages]
+    kwargs.setdefault("cpu_s", None if None in stage_cpu else sum(stage_cpu))
     return ToolResult(
         tool=tool,
         fit_s=fit_s,
@@ -178,8 +183,9 @@ def run_floor(workload: Workload, tool_dir: Path, env: dict[str, str], settings:
     timings = json.loads(timings_path.read_text())
     return stage_totals(
         "floor", [stage], timings["fit_s"], timings["score_s"], scores_path=None, threads=settings.threads,
+        cpu_s=timings["total_cpu_s"],
         timing_note="compute only (no process start or model load): fit = 2 forward+backward passes + float64 "
-        "eigh of every factor, score = 1 pass",
+        "eigh of every factor, score = 1 pass; CPU s likewise (the process's CPU time over those steps)",
         extra=timings,
     )  # fmt: skip
 
@@ -260,8 +266,8 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
     reference = compared["reference"]
     n_queries = next((len(v["pearson"]) for v in compared["vs_reference"].values()), 0)
     pearson_headers = [f"Pearson q{i}" for i in range(n_queries)]
-    headers = ["tool", "fit s", "score s", "total s", "peak GB", "× wherefrom", "× floor", f"scale vs {reference}",
-               *pearson_headers]  # fmt: skip
+    headers = ["tool", "fit s", "score s", "total s", "peak GB", "× wherefrom", "× floor", "CPU s",
+               "CPU × wherefrom", "CPU × floor", f"scale vs {reference}", *pearson_headers]  # fmt: skip
     lines = [
         f"# Peer comparison: {workload.name} workload",
         "",
@@ -290,6 +296,9 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
             f"{result.peak_gb:.2f}",
             f"{result.total_s / wherefrom.total_s:.2f}" if wherefrom else "n/a",
             f"{result.total_s / floor.total_s:.2f}" if floor else "n/a",
+            f"{result.cpu_s:.1f}" if result.cpu_s is not None else "n/a",
+            cpu_ratio(result, wherefrom),
+            cpu_ratio(result, floor),
             f"{vs['scale']:.3f}" if vs else ("1 (reference)" if tool == reference else "—"),
             *([f"{p:.4f}" for p in vs["pearson"]] if vs else ["—"] * n_queries),
         ]
@@ -304,13 +313,22 @@ def markdown(workload: Workload, results: dict[str, ToolResult], compared: dict,
         "",
         "Columns: fit s / score s / total s in seconds of wall time; peak GB = peak resident memory (10^9 bytes) "
         "of the tool's process tree over its stages (the floor's includes the model); × wherefrom and × floor = "
-        "total s divided by wherefrom's and the floor's total s; scale = least-squares slope of the tool's scores "
+        "total s divided by wherefrom's and the floor's total s; CPU s = user + system CPU seconds of the tool's "
+        "processes over its stages (the floor's: its compute only), steadier than wall time when other jobs share "
+        "the cores, and CPU × wherefrom / CPU × floor its ratios; scale = least-squares slope of the tool's scores "
         f"on {reference}'s (1 = same magnitude); Pearson qN = correlation with {reference}'s scores over the "
         "passages for query N (the reference is wherefrom whenever it ran). Sign convention everywhere: "
         "positive = the training sequence raises log p(completion | prompt) (no peer needed a flip). See benchmarks/README.md.",
         "",
     ]
     return "\n".join(lines)
+
+
+def cpu_ratio(result: ToolResult, reference: ToolResult | None) -> str:
+    """`result`'s CPU seconds over `reference`'s, "n/a" where either was not measured."""
+    if reference is None or result.cpu_s is None or reference.cpu_s is None:
+        return "n/a"
+    return f"{result.cpu_s / reference.cpu_s:.2f}"
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,8 +8,8 @@ This script times exactly that, with nothing else:
   network, no weight gradient is formed);
 - eigh: torch.linalg.eigh in float64 of a random symmetric matrix of each factor's shape (A: in x in per distinct
   layer input, so gate_proj and up_proj share one; S: out x out per layer).
-Writes a JSON with the timings: fit_s = 2 passes + eigh, score_s = 1 pass, total_s = 3 passes + eigh, and the
-tokens per second of one pass.
+Writes a JSON with the timings: fit_s = 2 passes + eigh, score_s = 1 pass, total_s = 3 passes + eigh, the same
+in CPU seconds of the process (fit_cpu_s, score_cpu_s, total_cpu_s), and the tokens per second of one pass.
 
   python benchmarks/floor.py --model DIR --corpus corpus.jsonl --out floor.json [--batch-size 8]
       [--device cuda --dtype bfloat16] [--passes 3] [--eigh-once-per-size]
@@ -40,14 +40,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_pass(model: torch.nn.Module, tracked: list[torch.nn.Module], batches: list[torch.Tensor]) -> float:
-    """Seconds for forward + backward (to the tracked layers' outputs only) over all batches."""
+def timed_pass(
+    model: torch.nn.Module, tracked: list[torch.nn.Module], batches: list[torch.Tensor]
+) -> tuple[float, float]:
+    """Wall and CPU seconds for forward + backward (to the tracked layers' outputs only) over all batches."""
     outputs: list[torch.Tensor] = []
     handles = [module.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for module in tracked]
     embed = model.get_input_embeddings()
     device = batches[0].device
     synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for input_ids in batches:
         outputs.clear()
         inputs_embeds = embed(input_ids).detach().requires_grad_(True)
@@ -57,10 +59,10 @@ def timed_pass(model: torch.nn.Module, tracked: list[torch.nn.Module], batches: 
         )
         torch.autograd.grad(loss, outputs)
     synchronize(device)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     for handle in handles:
         handle.remove()
-    return elapsed
+    return elapsed, cpu
 
 
 def factor_sizes(model: torch.nn.Module, names: list[str]) -> list[int]:
@@ -81,8 +83,10 @@ def factor_sizes(model: torch.nn.Module, names: list[str]) -> list[int]:
     return sizes
 
 
-def timed_eigendecompositions(sizes: list[int], device: torch.device, once_per_size: bool, seed: int = 0) -> float:
-    """Seconds for float64 eigh of one random symmetric positive matrix of each size, on `device`.
+def timed_eigendecompositions(
+    sizes: list[int], device: torch.device, once_per_size: bool, seed: int = 0
+) -> tuple[float, float]:
+    """Wall and CPU seconds for float64 eigh of one random symmetric positive matrix of each size, on `device`.
 
     With `once_per_size` each distinct size is timed once and counted as many times as it occurs.
     """
@@ -90,16 +94,23 @@ def timed_eigendecompositions(sizes: list[int], device: torch.device, once_per_s
     counts = {size: sizes.count(size) for size in sizes} if once_per_size else None
     if device.type == "cuda":  # load cuSOLVER outside the timings
         torch.linalg.eigh(torch.eye(8, dtype=torch.float64, device=device))
-    total = 0.0
+    total = total_cpu = 0.0
     for size in counts or sizes:
         half = torch.randn(size, size, dtype=torch.float64, generator=generator).to(device)
         matrix = half @ half.T / size
         synchronize(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         torch.linalg.eigh(matrix)
         synchronize(device)
         total += (time.perf_counter() - start) * (counts[size] if counts else 1)
-    return total
+        total_cpu += (time.process_time() - cpu_start) * (counts[size] if counts else 1)
+    return total, total_cpu
+
+
+def fit_and_score(passes: list[float], eigh: float) -> tuple[float, float]:
+    """fit = the first two passes + eigh, score = the third (fewer passes: the last one stands in)."""
+    fit_passes = passes[:2] if len(passes) >= 2 else passes * 2
+    return sum(fit_passes) + eigh, passes[2] if len(passes) >= 3 else passes[-1]
 
 
 def main() -> None:
@@ -126,20 +137,24 @@ def main() -> None:
     batches = list(ids.split(args.batch_size))
 
     timed_pass(model, tracked, batches[:1])  # warm-up: kernel selection and caches stay out of the timings
-    pass_s = [timed_pass(model, tracked, batches) for _ in range(args.passes)]
+    pass_s, pass_cpu_s = zip(*(timed_pass(model, tracked, batches) for _ in range(args.passes)))
     sizes = factor_sizes(model, names)
-    eigh_s = timed_eigendecompositions(sizes, device, args.eigh_once_per_size)
-    fit_passes = pass_s[:2] if len(pass_s) >= 2 else pass_s * 2
-    score_pass = pass_s[2] if len(pass_s) >= 3 else pass_s[-1]
+    eigh_s, eigh_cpu_s = timed_eigendecompositions(sizes, device, args.eigh_once_per_size)
+    fit_s, score_s = fit_and_score(list(pass_s), eigh_s)
+    fit_cpu_s, score_cpu_s = fit_and_score(list(pass_cpu_s), eigh_cpu_s)
     tokens = ids.numel()
     result = {
-        "pass_s": pass_s,
+        "pass_s": list(pass_s),
         "eigh_s": eigh_s,
         "n_eigh": len(sizes),
         "eigh_once_per_size": args.eigh_once_per_size,
-        "fit_s": sum(fit_passes) + eigh_s,
-        "score_s": score_pass,
-        "total_s": sum(fit_passes) + score_pass + eigh_s,
+        "fit_s": fit_s,
+        "score_s": score_s,
+        "total_s": fit_s + score_s,
+        "pass_cpu_s": list(pass_cpu_s),
+        "fit_cpu_s": fit_cpu_s,
+        "score_cpu_s": score_cpu_s,
+        "total_cpu_s": fit_cpu_s + score_cpu_s,
         "pass_tokens_per_s": tokens / min(pass_s),
         "n_layers": len(names),
         "n_sequences": int(ids.shape[0]),

@@ -1,5 +1,9 @@
-"""Run one benchmark stage as a subprocess: its wall time, the peak resident memory of its process tree and,
-when a GPU is watched, the peak GPU memory in use while it ran.
+"""Run one benchmark stage as a subprocess: its wall time, the CPU time (user + system) of its process tree, the
+peak resident memory of that tree and, when a GPU is watched, the peak GPU memory in use while it ran.
+
+The CPU time is the growth of this process's RUSAGE_CHILDREN over the stage (the stage's processes once waited
+for), so stages must run one at a time. On a shared machine it is the steadier measure: another job's load
+stretches wall time but not, to first order, the CPU seconds of a single-threaded stage.
 
 Both peaks are polled every POLL_SECONDS. GPU memory is read through NVML as the device's memory in use minus
 what was in use before the stage started, so it counts everything the stage's processes hold on the GPU (CUDA
@@ -8,6 +12,7 @@ context, caching allocator, every child process) and nothing else, provided no o
 
 from __future__ import annotations
 
+import resource
 import shlex
 import subprocess
 import time
@@ -29,6 +34,7 @@ class StageRun:
     wall_s: float
     peak_rss_gb: float
     peak_gpu_gb: float | None = None
+    cpu_s: float | None = None
 
 
 class StageFailed(RuntimeError):
@@ -75,6 +81,7 @@ def run_measured(name: str, command: list[str], env: dict[str, str], log_path: P
         gpu.baseline()
     peak, peak_gpu, timed_out = 0, 0, False
     with open(log_path, "w") as log:
+        cpu_start = _children_cpu_s()
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
         watched = psutil.Process(process.pid)
@@ -89,13 +96,20 @@ def run_measured(name: str, command: list[str], env: dict[str, str], log_path: P
             time.sleep(POLL_SECONDS)
         process.wait()
         wall = time.perf_counter() - start
+        cpu = _children_cpu_s() - cpu_start
     if timed_out or process.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         reason = f"stopped at its budget of {timeout_s:.0f} s" if timed_out else f"failed with exit code {process.returncode}"
         raise StageFailed(f"{name} {reason}; log {log_path}:\n{tail}", wall, timed_out, process.returncode)
     gpu_note = f", peak GPU {peak_gpu / GB:.2f} GB" if gpu is not None else ""
-    print(f"[{name}] {wall:.1f}s, peak RSS {peak / GB:.2f} GB{gpu_note}", flush=True)
-    return StageRun(name=name, wall_s=wall, peak_rss_gb=peak / GB, peak_gpu_gb=peak_gpu / GB if gpu else None)
+    print(f"[{name}] {wall:.1f}s ({cpu:.1f} CPU s), peak RSS {peak / GB:.2f} GB{gpu_note}", flush=True)
+    return StageRun(name=name, wall_s=wall, peak_rss_gb=peak / GB, peak_gpu_gb=peak_gpu / GB if gpu else None,
+                    cpu_s=cpu)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tree_rss(process: psutil.Process) -> int:

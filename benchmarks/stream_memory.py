@@ -12,7 +12,7 @@ above what the process held just before the pass (model, accumulator sums and th
 
 Consumers: ``floor`` (the same forward and activation-only backward with no hooks), ``covariance`` (A, S: ā is
 taken in the forward pass) and ``correction`` (Λ with identity bases: ā held until the backward pass reaches its
-layer). Writes benchmarks/results/stream_memory.json and .md.
+layer). Writes benchmarks/results/stream_memory.json, .md and .png (the curve), with the commit measured.
 
   PYTHONPATH=src python benchmarks/stream_memory.py [--device cpu] [--blocks 1 2 4 8 16]
 """
@@ -23,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,13 +128,44 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     RESULTS.mkdir(exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    measured_at = datetime.now().isoformat(timespec="seconds")
     (RESULTS / "stream_memory.json").write_text(json.dumps({"device": args.device, "batch": [BATCH, TOKENS],
+                                                             "commit": commit, "measured_at": measured_at,
                                                              "rows": rows}, indent=2) + "\n")
-    lines = ["| tracked layers | floor (MiB) | covariance pass (MiB) | correction pass (MiB) |", "|---|---|---|---|"]
-    lines += [f"| {r['tracked_layers']} | {r['floor'] / 2**20:.0f} | {r['covariance'] / 2**20:.0f} | "
-              f"{r['correction'] / 2**20:.0f} |" for r in rows]
+    lines = [f"Peak memory of one batch ({BATCH} × {TOKENS} tokens) above the pre-pass level, {args.device}, "
+             f"commit {commit}, {measured_at} (`benchmarks/stream_memory.py`).", "",
+             "| tracked layers (blocks) | plain forward + backward (MiB) | covariance pass (MiB) | "
+             "correction pass (MiB) |", "|---|---|---|---|"]
+    lines += [f"| {r['tracked_layers']} ({r['tracked_blocks']}) | {r['floor'] / 2**20:.1f} | "
+              f"{r['covariance'] / 2**20:.1f} | {r['correction'] / 2**20:.1f} |" for r in rows]
     (RESULTS / "stream_memory.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.device, RESULTS / "stream_memory.png")
     print("\n".join(lines))
+
+
+def plot(rows: list[dict], device: str, path: Path) -> None:
+    """Peak MiB of each consumer against the number of tracked layers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    layers = [r["tracked_layers"] for r in rows]
+    for consumer, label, marker in (("floor", "plain forward + backward", "o--"),
+                                    ("covariance", "covariance pass", "s-"), ("correction", "correction pass", "^-")):
+        ax.plot(layers, [r[consumer] / 2**20 for r in rows], marker, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(layers, [str(n) for n in layers])
+    ax.set_xlabel("tracked layers")
+    ax.set_ylabel(f"peak MiB above pre-pass ({device})")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
