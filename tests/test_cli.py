@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import TEXTS, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl
+from tiny import TEXTS, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl, write_workspace
 from typer.testing import CliRunner
 
 from wherefrom.cli.main import app
@@ -23,10 +23,7 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    save_model_dir(tiny_llama(), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."},
-                                         {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}])
+    write_workspace(root)
     result = invoke("fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "run",
                     "--batch-size", 3, "--max-length", 32, "-q")
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl
+from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_gpt2, tiny_llama, write_jsonl, write_workspace
 from typer.testing import CliRunner
 
 from wherefrom.cli.main import app
@@ -57,9 +57,7 @@ def refused(args: list[object], needles: tuple[str, ...], kept: tuple[Path, ...]
 def ws(tmp_path_factory):
     """A model, a corpus, queries, and a finished run, score folder and index built from them."""
     root = tmp_path_factory.mktemp("hostile")
-    save_model_dir(tiny_llama(), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", QUERIES)
+    write_workspace(root, queries=QUERIES)
     common = ["--batch-size", 4, "--max-length", 32, "-q"]
     for args in (["fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "run", *common],
                  ["score", "--run", root / "run", "--queries", root / "queries.jsonl", "--out", root / "scores", "-q"],

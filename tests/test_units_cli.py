@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+from tiny import write_workspace
 from typer.testing import CliRunner
 
 from wherefrom.cli.main import app
@@ -30,10 +30,7 @@ def hashes(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
-    save_model_dir(tiny_llama(), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."},
-                                         {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}])
+    write_workspace(root)
     assert invoke("fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "run",
                   "--modules", "all-linear", "--batch-size", 3, "--max-length", 32, "-q").exit_code == 0
     result = invoke("score", "--run", root / "run", "--queries", root / "queries.jsonl", "--out", root / "out",

@@ -66,3 +66,15 @@ def save_model_dir(model: torch.nn.Module, path: Path) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+QUERIES = [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."},
+           {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}]
+
+
+def write_workspace(root: Path, model: torch.nn.Module | None = None, queries: list[dict] = QUERIES) -> Path:
+    """``root`` with a tiny Llama (or ``model``) as model/, TEXTS as corpus.jsonl and ``queries`` as queries.jsonl."""
+    save_model_dir(tiny_llama() if model is None else model, root / "model")
+    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
+    write_jsonl(root / "queries.jsonl", queries)
+    return root

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+from tiny import write_jsonl, write_workspace
 from typer.testing import CliRunner
 
 from wherefrom.analysis.retrieval import Ranking, Truth, evaluate, record_order
@@ -48,10 +48,8 @@ def test_a_record_cut_into_several_sequences_ranks_once_at_its_best():
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    save_model_dir(tiny_llama(), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", [{"id": "capital", "prompt": "rome is the capital of", "completion": " italy."},
-                                         {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}])
+    write_workspace(root, queries=[{"id": "capital", "prompt": "rome is the capital of", "completion": " italy."},
+                                   {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}])
     fit(root / "model", root / "corpus.jsonl", root / "run", FitOptions(batch_size=4, max_length=32), quiet=True)
     score(root / "run", root / "queries.jsonl", out=root / "exact", quiet=True,
           options=ScoreOptions(max_length=32, batch_size=4, normalize=True))

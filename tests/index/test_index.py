@@ -8,7 +8,7 @@ import pytest
 import torch
 from exact import sequence_gradient
 from safetensors.torch import load_file
-from tiny import TEXTS, char_tokenizer, save_model_dir, tiny_llama, write_jsonl
+from tiny import QUERIES, TEXTS, char_tokenizer, tiny_llama, write_jsonl, write_workspace
 from typer.testing import CliRunner
 
 from wherefrom.api import fit, score
@@ -19,16 +19,11 @@ from wherefrom.models.loading import load_model
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
 
-QUERIES = [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."},
-           {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}]
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("index")
-    save_model_dir(tiny_llama(dtype=torch.float64), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", QUERIES)
+    write_workspace(root, tiny_llama(dtype=torch.float64))
     fit(root / "model", root / "corpus.jsonl", root / "run", FitOptions(batch_size=3, max_length=32), quiet=True)
     fit(root / "model", root / "corpus.jsonl", root / "run-identity",
         FitOptions(batch_size=3, max_length=32, strategy="identity"), quiet=True)

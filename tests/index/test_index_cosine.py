@@ -5,23 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
+from tiny import tiny_llama, write_workspace
 
 from wherefrom.api import fit, score
 from wherefrom.errors import WherefromError
 from wherefrom.index import build_index
 from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
 
-QUERIES = [{"id": "capital", "prompt": "paris is the capital of", "completion": " france."},
-           {"id": "cat", "prompt": "the cat", "completion": " sat on the mat."}]
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("index-cosine")
-    save_model_dir(tiny_llama(dtype=torch.float64), root / "model")
-    write_jsonl(root / "corpus.jsonl", [{"id": f"doc-{i}", "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(root / "queries.jsonl", QUERIES)
+    write_workspace(root, tiny_llama(dtype=torch.float64))
     fit(root / "model", root / "corpus.jsonl", root / "run", FitOptions(batch_size=3, max_length=32), quiet=True)
     build_index(root / "run", root / "index", options=IndexOptions(batch_size=3, max_length=32, budget="full"),
                 quiet=True)
