@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -96,6 +97,28 @@ def test_bad_truth_is_refused_in_one_line(scored, tmp_path, truth_rows, message)
 def test_missing_folders_and_files_are_refused_in_one_line(scored, tmp_path):
     runner = CliRunner()
     for args, message in [(["--scores", str(tmp_path), "--truth", str(scored / "truth.jsonl")], "scores.safetensors"),
-                          (["--scores", str(scored / "exact"), "--truth", str(tmp_path / "none.jsonl")], "not found")]:
+                          (["--scores", str(scored / "exact"), "--truth", str(tmp_path / "none.jsonl")], "not found"),
+                          (["--scores", str(scored / "exact"), "--truth", str(tmp_path)], "is a folder")]:
         result = runner.invoke(app, ["evaluate", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def _digests(folder) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_json_never_replaces_a_file_evaluate_did_not_write(scored, tmp_path):
+    runner = CliRunner()
+    args = ["evaluate", "--scores", str(scored / "exact"), "--truth", str(scored / "truth.jsonl"), "--k", "1"]
+    before = _digests(scored)
+    for target, message in [(scored / "exact" / "manifest.json", "not written by wherefrom"),
+                            (scored / "truth.jsonl", "not written by wherefrom"),
+                            (scored / "exact", "is a folder")]:
+        result = runner.invoke(app, [*args, "--json", str(target)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert _digests(scored) == before
+    # An earlier evaluation is replaced: it carries the generator key.
+    for _ in range(2):
+        assert runner.invoke(app, [*args, "--json", str(tmp_path / "eval.json")]).exit_code == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["generator"] == "wherefrom evaluate"

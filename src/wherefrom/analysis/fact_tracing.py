@@ -26,7 +26,8 @@ BM25 = "BM25"
 def read_truth(path: str | Path) -> list[Truth]:
     """TRUTH.jsonl: one ``{"query_id": ..., "record_ids": [...], "group": optional}`` per line."""
     if not Path(path).is_file():
-        raise WherefromError(f"truth file {str(path)!r} not found; write one JSON object per line: "
+        what = "is a folder, not a file" if Path(path).is_dir() else "not found"
+        raise WherefromError(f"truth file {str(path)!r} {what}; give a file with one JSON object per line: "
                              "{\"query_id\": \"...\", \"record_ids\": [\"...\"]}.")
     truths = []
     for line, row in enumerate(read_json_objects(Path(path)), start=1):
@@ -34,7 +35,7 @@ def read_truth(path: str | Path) -> list[Truth]:
         if not isinstance(query_id, str) or not isinstance(record_ids, list) or not record_ids \
                 or not all(isinstance(r, str) for r in record_ids):
             raise WherefromError(f"{path} line {line}: expected {{\"query_id\": \"...\", \"record_ids\": [\"...\", "
-                                 "...]}} with at least one record id (and optionally \"group\").")
+                                 "...]} with at least one record id (and optionally \"group\").")
         group = row.get("group")
         truths.append(Truth(query_id, tuple(record_ids), None if group is None else str(group)))
     if not truths:

@@ -23,9 +23,15 @@ def evaluate(
 
     def action() -> None:
         from wherefrom.analysis.fact_tracing import evaluate_folders, method_names, read_truth
+        from wherefrom.errors import WherefromError
         from wherefrom.fileio import atomic_write_text
-        from wherefrom.outputs.evaluation_table import evaluation_json, print_evaluation
+        from wherefrom.folders import check_output_file
+        from wherefrom.outputs.evaluation_table import EVALUATION_GENERATOR, evaluation_json, print_evaluation
 
+        if json_path is not None:  # checked before the work: never replace a file wherefrom's evaluate did not write
+            if json_path.is_dir():
+                raise WherefromError(f"--json {json_path} is a folder; give a file name, e.g. {json_path / 'evaluation.json'}.")
+            check_output_file(json_path, f'"generator": "{EVALUATION_GENERATOR}"')
         evaluations = evaluate_folders(method_names(scores), read_truth(truth), sorted(set(k)))
         print_evaluation(evaluations)
         if json_path is not None:

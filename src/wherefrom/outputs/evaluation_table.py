@@ -11,6 +11,8 @@ from rich.table import Table
 
 from wherefrom.analysis.retrieval import MethodEvaluation
 
+EVALUATION_GENERATOR = "wherefrom evaluate"  # first key of the JSON: marks a file `evaluate --json` may replace
+
 
 def headline_k(ks: Sequence[int]) -> int:
     """The k shown per group: 10 when evaluated, else the largest k."""
@@ -54,4 +56,4 @@ def evaluation_json(evaluations: list[MethodEvaluation]) -> str:
         summary["groups"] = {g: {k: v for k, v in asdict(evaluation.group(g)).items() if k in ("recall", "mrr")}
                              for g in groups}
         methods.append(summary)
-    return json.dumps({"methods": methods}, indent=2) + "\n"
+    return json.dumps({"generator": EVALUATION_GENERATOR, "methods": methods}, indent=2) + "\n"
