@@ -88,7 +88,7 @@ class GradientIndex:
             }
             # copy-on-write: read-only on disk, a writable view for torch
             gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
-            self_influence = np.load(folder / manifest["self_influence"]) if "self_influence" in manifest else None
+            self_influence = np.load(folder / SELF_INFLUENCE) if "self_influence" in manifest else None
         except Exception as exc:  # numpy and safetensors raise several types for a damaged file
             raise WherefromError(f"{folder} is damaged ({first_line(exc)}); {_REBUILD}") from None
         expected = (manifest["n_sequences"], manifest["columns"])
@@ -96,7 +96,7 @@ class GradientIndex:
             raise WherefromError(f"{folder} is damaged: {GRADIENTS} has shape {gradients.shape} and {SCALES} "
                                  f"{scales.shape}, the manifest says {expected}; {_REBUILD}")
         if self_influence is not None and self_influence.shape != expected[:1]:
-            raise WherefromError(f"{folder} is damaged: {manifest['self_influence']} has shape "
+            raise WherefromError(f"{folder} is damaged: {SELF_INFLUENCE} has shape "
                                  f"{self_influence.shape}, the manifest says {expected[:1]}; {_REBUILD}")
         return cls(folder, manifest, projections, gradients, scales, self_influence)
 
