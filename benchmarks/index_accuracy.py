@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--query-length", type=int, default=128, help="Longest query, prompt and completion.")
     parser.add_argument("--budgets", default="16KB,32KB,64KB,128KB,256KB")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--sequences", type=int, help="Only the corpus's first N sequences (default: all).")
     parser.add_argument("--rescore", default="50,100,200", help="Candidates re-scored exactly, comma-separated.")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--report-every", type=int, default=16, help="Write the results so far every n batches.")
@@ -170,7 +171,7 @@ def main() -> None:
     factors, fitted, loaded, layers = opened.factors, opened.fitted, opened.loaded, opened.layers
     max_length = args.max_length or fitted["max_length"]
     batch_size = args.batch_size or fitted["batch_size"]
-    sequences = opened.sequences(args.corpus, max_length, fitted["pack"])
+    sequences = opened.sequences(args.corpus, max_length, fitted["pack"])[:args.sequences]
     execution = start_execution(loaded.model)
     options = ScoreOptions(max_length=args.query_length, batch_size=batch_size, max_new_tokens=args.max_new_tokens)
     queries = complete_queries(loaded.model, loaded.tokenizer,

@@ -18,6 +18,15 @@ same scale (E[w_ij²] = Λ_ij/(Λ_ij+λ) ≤ 1 over training sequences), which i
 - ``random``: a plain random projection of the whole model's whitened gradient (CountSketch: each entry added
   with a random sign to a random one of D buckets; a sparse Johnson-Lindenstrauss map, since a dense Gaussian
   matrix over tens of millions of entries would not fit in memory); ``random-int8`` stores it as int8.
+- ``random-Nbit`` (N = 1, 2, 4): the CountSketch stored as N-bit codes: each bucket divided by the row's root
+  mean square σ (the row's float32 scale) and rounded to the nearest of the 2^N Lloyd-Max levels of a unit
+  Gaussian (for 1 bit: its sign). The query stays in float32 (an asymmetric estimator): for jointly Gaussian
+  bucket pairs E[w_q,i·Q(x_i/σ)] = E[w_q,i·x_i]·η/σ with η = E[Q(X)²], so σ·Q(x/σ)/η is an unbiased stand-in
+  for x. Coarser values, many more buckets: at equal bytes 1 bit holds 8 times int8's buckets, and its noise
+  per bucket is only 1/η = π/2 times that of exact values (2 bits: 1.13, 4 bits: 1.01).
+- ``sketch``: wherefrom's index as shipped (``--compression sketch``, src/wherefrom/index/sketch.py): each layer
+  hashed straight into the row's buckets by the index's own code, signs kept with √(π/2)·RMS as the scale. It
+  is ``random-1bit`` without the fine buckets' extra collisions; slower to run here (a scatter per budget).
 - ``global+random``: the entries with the largest Λ/(Λ+λ), whitened, exactly, and a CountSketch of the whitened
   remainder (every other entry) in the rest of the bytes; ``global+random-int8`` stores both parts as int8 (a
   float32 scale per part). The suffix ``@f`` gives the share f of the values kept exactly (default 0.5).
@@ -35,8 +44,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from wherefrom.index.budget import row_layout
+from wherefrom.index.projection import SketchedEntries
+from wherefrom.index.sketch import sign_bits, unpack_signs
+
 SCALE_BYTES = 4
-FINE = 1 << 21
+FINE = 1 << 23
 
 
 @dataclass
@@ -72,6 +85,33 @@ def _round_rows(rows: torch.Tensor, int8: bool) -> torch.Tensor:
         scale = scale / 127
         return torch.round(rows / scale).clamp(-127, 127) * scale
     return (rows / scale).half().float() * scale
+
+
+def lloyd_max(bits: int, iterations: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2^bits levels of the mean-square-optimal quantiser of a unit Gaussian and the thresholds between them
+    (Lloyd's algorithm on the exact density: thresholds halfway between levels, levels the centroids of their
+    cells)."""
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    levels = torch.linspace(-2.0, 2.0, 2**bits, dtype=torch.float64)
+    for _ in range(iterations):
+        thresholds = (levels[1:] + levels[:-1]) / 2
+        edges = torch.cat([torch.tensor([-math.inf]), thresholds, torch.tensor([math.inf])]).double()
+        density = normal.log_prob(edges.clamp(-40, 40)).exp()
+        mass = normal.cdf(edges[1:]) - normal.cdf(edges[:-1])
+        levels = (density[:-1] - density[1:]) / mass
+    return levels.float(), ((levels[1:] + levels[:-1]) / 2).float()
+
+
+def _quantise_rows(rows: torch.Tensor, bits: int) -> torch.Tensor:
+    """Rows as N-bit codes would store them: the nearest Lloyd-Max level of rows/σ (σ: the row's root mean
+    square), then σ·level/η with η = E[level²], the unbiased stand-in for the asymmetric inner product."""
+    levels, thresholds = lloyd_max(bits)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    edges = torch.cat([torch.tensor([-math.inf]), thresholds, torch.tensor([math.inf])])
+    eta = float((levels**2 * (normal.cdf(edges[1:]) - normal.cdf(edges[:-1]))).sum())
+    sigma = rows.pow(2).mean(1, keepdim=True).sqrt().clamp_min(torch.finfo(torch.float32).tiny)
+    codes = torch.bucketize((rows / sigma).contiguous(), thresholds)
+    return levels[codes] * sigma / eta
 
 
 class FineSketch:
@@ -142,8 +182,8 @@ class KeptAndSketch(Compression):
     rounded with its own scale (float16 or int8)."""
 
     def __init__(self, kept: dict[str, torch.Tensor], sketch: int, fine: FineSketch, int8: bool,
-                 seed: int = 1) -> None:
-        self.kept, self.sketch, self.int8 = kept, sketch, int8
+                 seed: int = 1, bits: int | None = None) -> None:
+        self.kept, self.sketch, self.int8, self.bits = kept, sketch, int8, bits
         self.columns = _columns(kept)
         self.n_kept = sum(k.numel() for k in kept.values())
         self.values = self.n_kept + sketch
@@ -166,6 +206,8 @@ class KeptAndSketch(Compression):
         rows[:, self.n_kept:].index_add_(1, self.coarse, fine)
         if not rounded:
             return rows
+        if self.bits is not None:
+            return _quantise_rows(rows, self.bits)
         return torch.cat([_round_rows(part, self.int8) for part in (rows[:, :self.n_kept], rows[:, self.n_kept:])
                           if part.shape[1]], 1)
 
@@ -244,8 +286,30 @@ class LograRandom(Compression):
         rows[:, lo:hi] = (P_S @ layer.g.view(-1, P_S.shape[1], P_A.shape[1]) @ P_A.T).flatten(1)
 
 
+class ShippedSketch(Compression):
+    """wherefrom's own sketch: the index's SketchedEntries for every layer, summed, and its sign bits."""
+
+    def __init__(self, bases: dict[str, LayerBasis], buckets: int) -> None:
+        self.values = buckets
+        empty = torch.zeros(0)
+        self.layers = {name: SketchedEntries(empty, empty, b.Lambda.flatten().float(), b.damping, buckets=buckets,
+                                             seed=seed) for seed, (name, b) in enumerate(bases.items())}
+
+    def layer(self, layer: Layer, rows: torch.Tensor) -> None:
+        rows += self.layers[layer.name].encode(layer.g)
+
+    def query_layer(self, layer: Layer, rows: torch.Tensor) -> None:
+        rows += self.layers[layer.name].encode_query(layer.g)
+
+    def finish(self, rows: torch.Tensor, fine: torch.Tensor, rounded: bool = True) -> torch.Tensor:
+        if not rounded:
+            return rows
+        packed, scale = sign_bits(rows)
+        return (unpack_signs(packed).float() * 2 - 1) * scale[:, None]
+
+
 METHODS = ("global", "per-layer", "global-int8", "logra-pca", "logra-random", "random", "random-int8",
-           "global+random", "global+random-int8", "global+random@0.25")
+           "random-1bit", "random-2bit", "random-4bit", "sketch", "global+random", "global+random-int8", "global+random@0.25")
 
 
 def make(method: str, bases: dict[str, LayerBasis], bytes_per_sequence: int, fine: FineSketch) -> Compression:
@@ -265,6 +329,13 @@ def make(method: str, bases: dict[str, LayerBasis], bytes_per_sequence: int, fin
         int8 = method.endswith("int8")
         values = (bytes_per_sequence - SCALE_BYTES) // (1 if int8 else 2)
         return KeptAndSketch({name: torch.zeros(0, dtype=torch.long) for name in bases}, values, fine, int8)
+    if method == "sketch":
+        return ShippedSketch(bases, row_layout(f"{bytes_per_sequence}B", 10**12, "sketch").values)
+    if method.startswith("random-") and method.endswith("bit"):
+        bits = int(method.removeprefix("random-").removesuffix("bit"))
+        values = (bytes_per_sequence - SCALE_BYTES) * 8 // bits
+        return KeptAndSketch({name: torch.zeros(0, dtype=torch.long) for name in bases}, values, fine, False,
+                             bits=bits)
     if method.startswith("global+random"):
         name, _, share = method.partition("@")
         int8 = name.endswith("int8")

@@ -1,15 +1,17 @@
 """Seconds to answer a new query from a large gradient index, on this machine's CPU.
 
-    python benchmarks/index_latency.py --budget 64KB --sequences 100000 [--run RUN --queries QUERIES.jsonl]
+    python benchmarks/index_latency.py --budget 64KB --compression sketch --sequences 100000 \
+        [--run RUN --queries QUERIES.jsonl]
 
-1. The contraction: a ``--sequences``-row index of the budget's width, generated (a random block of rows repeated:
+1. The contraction: a ``--sequences``-row index of the budget's width and type (int8 for a sketch, float16 for
+   kept entries), generated (a random block of rows repeated:
    the timing depends on the shape, not on the values), memory-mapped from disk as `wherefrom` opens it, and one
    query contracted with every row (`GradientIndex.contract`), first call and best of ``--repeats``.
 2. With ``--run``: the query's side on the real model: its gradient (one forward and backward pass) and its
-   rotation and preconditioning onto the entries the budget keeps; and the exact re-scoring of ``--rescore``
+   rotation, preconditioning and compression into the index's space; and the exact re-scoring of ``--rescore``
    corpus sequences (the default answer of `score --index`).
 
-Writes index-latency-BUDGET.json to ``--out``. A benchmark, not a test: it asserts nothing.
+Writes index-latency-COMPRESSION-BUDGET.json to ``--out``. A benchmark, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,22 +32,23 @@ from wherefrom.index.store import GradientIndex
 BLOCK_ROWS = 4096
 
 
-def generated_index(folder: Path, n: int, values: int, seed: int = 0) -> GradientIndex:
-    """An index of ``n`` rows of ``values`` float16 numbers (a random block repeated), opened from disk."""
+def generated_index(folder: Path, n: int, values: int, dtype: str, seed: int = 0) -> GradientIndex:
+    """An index of ``n`` rows of ``values`` numbers of ``dtype`` (a random block repeated), opened from disk."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"gradients-{n}x{values}.npy"
+    path = folder / f"gradients-{n}x{values}-{dtype}.npy"
     if not path.is_file():
         block = np.random.default_rng(seed).standard_normal((BLOCK_ROWS, values), dtype=np.float32)
-        block = (block / np.abs(block).max(1, keepdims=True)).astype(np.float16)
+        block = block / np.abs(block).max(1, keepdims=True) * (127 if dtype == "int8" else 1)
+        block = np.round(block).astype(dtype) if dtype == "int8" else block.astype(dtype)
         partial = path.with_suffix(".partial.npy")
-        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, values))
+        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(n, values))
         for lo in range(0, n, BLOCK_ROWS):
             rows[lo:lo + BLOCK_ROWS] = block[:min(BLOCK_ROWS, n - lo)]
         rows.flush()
         del rows
         partial.replace(path)
     scales = np.ones(n, dtype=np.float32)
-    return GradientIndex(folder, {"layers": []}, {}, np.load(path, mmap_mode="c"), scales)
+    return GradientIndex(folder, {"layers": []}, {}, np.load(path, mmap_mode="c"), scales, None)
 
 
 def timed(repeats: int, action: Callable[[], object]) -> dict[str, float]:
@@ -61,8 +64,9 @@ def timed(repeats: int, action: Callable[[], object]) -> dict[str, float]:
     return {"first": wall[0], "best": wall[best], "cpu_of_best": cpu[best]}
 
 
-def query_side(run: Path, queries: Path, budget: str, rescore: int, repeats: int) -> dict[str, object]:
-    """The real model's query gradient, its preconditioning onto the budget's entries, and an exact re-scoring."""
+def query_side(run: Path, queries: Path, budget: str, compression: str, rescore: int, repeats: int
+               ) -> dict[str, object]:
+    """The real model's query gradient, its preconditioning into the index's space, and an exact re-scoring."""
     from wherefrom.curvature.store import load_run
     from wherefrom.data.corpus import build_sequences
     from wherefrom.data.queries import read_queries
@@ -78,7 +82,8 @@ def query_side(run: Path, queries: Path, budget: str, rescore: int, repeats: int
     fitted = factors.manifest["options"]
     loaded = load_model(factors.manifest["model"]["source"])
     layers = select_layers(loaded.model, fitted["modules"])
-    _, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers}, budget)
+    _, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers}, budget,
+                                       compression)
     query = [q for q in read_queries(queries, loaded.tokenizer, fitted["max_length"]) if not q.needs_completion][:1]
     if not query:
         raise SystemExit(f"{queries} needs a query with a completion (latency of the gradient, not of generation)")
@@ -99,6 +104,7 @@ def query_side(run: Path, queries: Path, budget: str, rescore: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="64KB")
+    parser.add_argument("--compression", default="sketch", choices=["sketch", "entries"])
     parser.add_argument("--sequences", type=int, default=100_000)
     parser.add_argument("--run", type=Path)
     parser.add_argument("--queries", type=Path)
@@ -107,21 +113,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-work/index-latency"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    layout = row_layout(args.budget, 10**12)
-    index = generated_index(args.work, args.sequences, layout.values)
+    layout = row_layout(args.budget, 10**12, args.compression)
+    index = generated_index(args.work, args.sequences, layout.values, layout.dtype)
     query = torch.randn(1, layout.values)
     result: dict[str, object] = {
-        "budget": args.budget, "bytes_per_sequence": layout.bytes_per_sequence, "values": layout.values,
+        "budget": args.budget, "compression": args.compression, "bytes_per_sequence": layout.bytes_per_sequence, "values": layout.values,
         "sequences": args.sequences, "index_gigabytes": args.sequences * layout.bytes_per_sequence / 1e9,
         "contraction_s": timed(args.repeats, lambda: index.contract(query)),
         "load_average_1min": os.getloadavg()[0], "cpu_threads": torch.get_num_threads(),
     }
     if args.run is not None:
-        result.update(query_side(args.run, args.queries, args.budget, args.rescore, args.repeats))
+        result.update(query_side(args.run, args.queries, args.budget, args.compression, args.rescore, args.repeats))
         result["answer_s"] = (result["query_gradient_s"]["best"] + result["preconditioning_s"]["best"]
                               + result["contraction_s"]["best"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"index-latency-{args.budget}.json"
+    path = args.out / f"index-latency-{args.compression}-{args.budget}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -61,7 +61,7 @@ def ws(tmp_path_factory):
     common = ["--batch-size", 4, "--max-length", 32, "-q"]
     for args in (["fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "run", *common],
                  ["score", "--run", root / "run", "--queries", root / "queries.jsonl", "--out", root / "scores", "-q"],
-                 ["index", "--run", root / "run", "--out", root / "index", "--budget", 64, "-q"]):
+                 ["index", "--run", root / "run", "--out", root / "index", "--budget", 512, "-q"]):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
     return root

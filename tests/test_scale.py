@@ -81,7 +81,7 @@ def test_a_killed_index_build_resumes_to_the_identical_index(workspace, tmp_path
 
     def index_args(out: Path) -> list[str]:
         return cli("index", "--run", run, "--corpus", corpus, "--out", out, "--batch-size", 2, "--shard-size", 4,
-                   "--budget", 96, "-q")
+                   "--budget", 512, "-q")
 
     subprocess.run(index_args(tmp_path / "reference"), env=ENV, check=True)
     killed = tmp_path / "killed"

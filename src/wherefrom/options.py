@@ -20,6 +20,8 @@ UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
 REFINES: tuple[str, ...] = ("none", "cg")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 FACTOR_PLACES: tuple[str, ...] = ("auto", "device", "host")
+IndexCompression = Literal["sketch", "entries"]
+INDEX_COMPRESSIONS: tuple[str, ...] = ("sketch", "entries")
 Stop = Literal["eos", "sentence"]
 STOPS: tuple[str, ...] = ("eos", "sentence")
 DEFAULT_RESCORE = 100  # with --index, each query's top sequences by the index that are scored exactly
@@ -149,9 +151,16 @@ class IndexOptions(DataOptions):
     budget: str = option(
         "64KB",
         "Bytes per sequence for the whole model ('64KB', '1.5MB', '65536B'; KB = 1,000 bytes, KiB = 1,024), or a "
-        "number of float16 values ('32768'), or 'full' (every entry, in float32: exactly full EK-FAC). The values "
-        "go to the entries of the gradient in the EK-FAC eigenbasis that matter most for scores, over all layers "
-        "together (largest Λ/(Λ+λ)). Larger is closer to full EK-FAC and bigger on disk.",
+        "number of values ('32768': one-bit buckets of a sketch, float16 entries), or 'full' (every entry, in float32: "
+        "exactly full EK-FAC). Larger is closer to full EK-FAC and bigger on disk; the contraction of a query with "
+        "every row costs time in proportion.",
+    )
+    compression: IndexCompression = option(
+        "sketch",
+        "'sketch': a CountSketch of every entry of the whole model's gradient in the EK-FAC eigenbasis, whitened, "
+        "one bit (a sign) per bucket and a scale per sequence: an unbiased estimate of the influence that finds "
+        "the top sequences best at a given size. 'entries': the entries with the largest Λ/(Λ+λ) over all layers, "
+        "exactly, in float16: coarser, and faster to contract on a CPU. docs/index.md has the measurements.",
     )
 
 @dataclass(frozen=True)

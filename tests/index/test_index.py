@@ -15,6 +15,7 @@ from wherefrom.api import fit, score
 from wherefrom.cli.main import app
 from wherefrom.errors import WherefromError
 from wherefrom.index import GradientIndex, build_index
+from wherefrom.index.sketch import buckets_and_signs
 from wherefrom.models.loading import load_model
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions, IndexOptions, ScoreOptions
@@ -30,9 +31,9 @@ def workspace(tmp_path_factory):
     return root
 
 
-def brute_force_scores(root, values: int) -> torch.Tensor:
-    """Σ_kept q̃_ij g̃_ij / (Λ_ij + λ) from autograd gradients in float64, keeping the ``values`` entries with the
-    largest Λ_ij / (Λ_ij + λ) over all layers together (λ = 0.1 × the layer's mean Λ)."""
+def rotated_gradients(root) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per tracked layer, from autograd gradients in float64: the queries' and training sequences' gradients in the
+    fitted eigenbasis, Q_Sᵀ ∇L Q_A flattened ([Q, n] and [N, n]), and Λ flattened [n]."""
     loaded = load_model(root / "model")
     layers = select_layers(loaded.model, "mlp")
     factors = load_file(str(root / "run" / "factors.safetensors"))
@@ -43,24 +44,52 @@ def brute_force_scores(root, values: int) -> torch.Tensor:
         prompt = tokenizer(q["prompt"])["input_ids"]
         completion = tokenizer(q["completion"], add_special_tokens=False)["input_ids"]
         queries.append(sequence_gradient(loaded.model, layers, prompt + completion, first_target=len(prompt)))
-    Lambdas = [factors[f"{layer.name}/eigenvalues"].double() for layer in layers]
-    ratio = torch.cat([(L / (L + 0.1 * L.mean())).flatten() for L in Lambdas])
-    chosen = torch.zeros(ratio.numel(), dtype=torch.bool)
-    chosen[ratio.argsort(descending=True)[:values]] = True
-    total, offset, entry = torch.zeros(len(QUERIES), len(TEXTS), dtype=torch.float64), 0, 0
-    for layer, Lambda in zip(layers, Lambdas):
+    result, offset = [], 0
+    for layer in layers:
+        Lambda = factors[f"{layer.name}/eigenvalues"].double()
         Q_S, Q_A = factors[f"{layer.name}/Q_S"].double(), factors[f"{layer.name}/Q_A"].double()
         n = Lambda.numel()
-        kept = chosen[entry:entry + n]
 
         def rotate(g: torch.Tensor) -> torch.Tensor:
-            return (Q_S.T @ g[offset:offset + n].double().reshape(Lambda.shape) @ Q_A).flatten()[kept]  # noqa: B023
+            return (Q_S.T @ g[offset:offset + n].double().reshape(Lambda.shape) @ Q_A).flatten()  # noqa: B023
 
-        weights = 1 / (Lambda.flatten()[kept] + 0.1 * Lambda.mean())
-        total += torch.stack([rotate(q) * weights for q in queries]) @ torch.stack([rotate(g) for g in train]).T
+        result.append((torch.stack([rotate(q) for q in queries]), torch.stack([rotate(g) for g in train]),
+                       Lambda.flatten()))
         offset += n
-        entry += n
+    return result
+
+
+def brute_force_scores(root, values: int) -> torch.Tensor:
+    """Σ_kept q̃_ij g̃_ij / (Λ_ij + λ) in float64, keeping the ``values`` entries with the largest Λ_ij / (Λ_ij + λ)
+    over all layers together (λ = 0.1 × the layer's mean Λ)."""
+    layers = rotated_gradients(root)
+    ratio = torch.cat([Lambda / (Lambda + 0.1 * Lambda.mean()) for _, _, Lambda in layers])
+    chosen = torch.zeros(ratio.numel(), dtype=torch.bool)
+    chosen[ratio.argsort(descending=True)[:values]] = True
+    total, entry = torch.zeros(len(QUERIES), len(TEXTS), dtype=torch.float64), 0
+    for q, g, Lambda in layers:
+        kept = chosen[entry:entry + Lambda.numel()]
+        total += (q[:, kept] / (Lambda[kept] + 0.1 * Lambda.mean())) @ g[:, kept].T
+        entry += Lambda.numel()
     return total
+
+
+def brute_force_sketch_scores(root, index: GradientIndex) -> torch.Tensor:
+    """Per layer [L, Q, N], in float64: each layer's whitened gradients w = g̃/√(Λ+λ) and w_q = q̃/(Λ+λ)·√(Λ+λ)
+    multiplied by its explicit CountSketch matrix S_l [D, n] (S_l[h(j), j] = s(j), the index's hash with the
+    layer's seed); the training rows Σ_l S_l w_l kept as signs with the scale √(π/2)·RMS; each layer's estimate
+    scale · ⟨S_l w_q, signs⟩."""
+    queries, rows = [], 0
+    for (q, g, Lambda), projection in zip(rotated_gradients(root), index.projections.values()):
+        n, buckets = Lambda.numel(), projection.size
+        bucket, sign = buckets_and_signs(0, n, buckets, projection.seed, torch.device("cpu"))
+        S = torch.zeros(buckets, n, dtype=torch.float64)
+        S[bucket, torch.arange(n)] = sign.double()
+        root_ = (Lambda + 0.1 * Lambda.mean()).sqrt()
+        queries.append(q / (Lambda + 0.1 * Lambda.mean()) * root_ @ S.T)
+        rows = rows + g / root_ @ S.T
+    scale = (torch.pi / 2) ** 0.5 * rows.pow(2).mean(1).sqrt()
+    return torch.stack([q @ torch.where(rows > 0, 1.0, -1.0).double().T * scale for q in queries])
 
 
 RAW = ScoreOptions(max_length=32, batch_size=3, rescore=0)  # the index's own scores of every sequence
@@ -68,14 +97,41 @@ RAW = ScoreOptions(max_length=32, batch_size=3, rescore=0)  # the index's own sc
 
 @pytest.mark.parametrize("values", [100, 700])
 def test_index_scores_equal_brute_force_on_the_globally_kept_entries(workspace, tmp_path, values):
-    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
-                                                                                    budget=str(values)), quiet=True)
+    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(
+        batch_size=3, max_length=32, budget=str(values), compression="entries"), quiet=True)
     assert str(index.gradients.dtype) == "float16" and index.gradients.shape[1] == values
     sizes = [p.size for p in index.projections.values()]
     assert len(set(sizes)) > 1, "the budget is spread by the curvature, not equally over the layers"
     got = score(None, workspace / "queries.jsonl", options=RAW, index=index.folder, quiet=True).scores.double()
     expected = brute_force_scores(workspace, values)
     torch.testing.assert_close(got, expected, rtol=0, atol=2e-3 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("budget, buckets", [("1024", 1024), ("200B", 1536)])
+def test_sketch_index_scores_equal_brute_force_sketching(workspace, tmp_path, budget, buckets):
+    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(
+        batch_size=3, max_length=32, budget=budget), quiet=True)
+    assert str(index.gradients.dtype) == "uint8" and index.manifest["compression"] == "sketch"
+    assert index.values == 8 * index.gradients.shape[1] == buckets
+    got = score(None, workspace / "queries.jsonl", index=index.folder, quiet=True,
+                options=ScoreOptions(max_length=32, batch_size=3, rescore=0, per_layer=True))
+    expected = brute_force_sketch_scores(workspace, index)
+    # the host's int8 kernel takes the query in bfloat16 and rounds each product sum to bfloat16 (2⁻⁹ relative)
+    torch.testing.assert_close(got.per_layer.double(), expected, rtol=0, atol=5e-3 * float(expected.abs().max()))
+    whole = index.scores(_query_gradients(workspace)).double()
+    torch.testing.assert_close(whole, expected.sum(0), rtol=0, atol=5e-3 * float(expected.sum(0).abs().max()))
+
+
+def _query_gradients(root):
+    from wherefrom.data.queries import read_queries
+    from wherefrom.scoring.generation import complete_queries
+    from wherefrom.scoring.query_gradients import query_gradients
+
+    loaded = load_model(root / "model")
+    options = ScoreOptions(max_length=32, batch_size=3)
+    queries = complete_queries(loaded.model, loaded.tokenizer, read_queries(root / "queries.jsonl", loaded.tokenizer, 32),
+                               options, True)
+    return query_gradients(loaded.model, select_layers(loaded.model, "mlp"), queries, 3, True)
 
 
 def test_a_full_budget_index_is_full_ekfac(workspace, tmp_path):
@@ -89,11 +145,13 @@ def test_a_full_budget_index_is_full_ekfac(workspace, tmp_path):
     torch.testing.assert_close(got, exact, rtol=0, atol=1e-5 * float(exact.abs().max()))
 
 
-@pytest.mark.parametrize("budget, limit", [("1000B", 1000), ("1.5KB", 1500), ("2KiB", 2048), ("777", 777 * 2 + 4),
-                                           ("1MB", 10**6)])
-def test_the_budget_is_respected_to_the_byte(workspace, tmp_path, budget, limit):
-    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
-                                                                                    budget=budget), quiet=True)
+@pytest.mark.parametrize("compression, budget, limit", [
+    ("entries", "1000B", 1000), ("entries", "1.5KB", 1500), ("entries", "2KiB", 2048), ("entries", "777", 777 * 2 + 4),
+    ("entries", "1MB", 10**6), ("sketch", "1000B", 1000), ("sketch", "2KiB", 2048), ("sketch", "1100", 1024 // 8 + 4),
+    ("sketch", "1MB", 10**6)])
+def test_the_budget_is_respected_to_the_byte(workspace, tmp_path, compression, budget, limit):
+    index = build_index(workspace / "run", tmp_path / "index", options=IndexOptions(
+        batch_size=3, max_length=32, budget=budget, compression=compression), quiet=True)
     n, d = index.gradients.shape
     stored = (tmp_path / "index" / "gradients.npy").stat().st_size + (tmp_path / "index" / "scales.npy").stat().st_size
     header = 2 * 128  # each .npy file's header
@@ -101,16 +159,19 @@ def test_the_budget_is_respected_to_the_byte(workspace, tmp_path, budget, limit)
     assert index.manifest["bytes_per_sequence"] == per_sequence == (stored - header) / n
     total = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in index.projections.values())
     assert per_sequence <= limit
-    if d < total:
-        assert per_sequence + 2 > limit, "one more float16 value would have fitted"
+    if str(index.gradients.dtype) == "float16":
+        assert d == total or per_sequence + 2 > limit, "one more float16 value would have fitted"
+    elif str(index.gradients.dtype) == "uint8":
+        assert per_sequence + 64 > limit and d % 64 == 0, "one more block of 512 one-bit buckets would have fitted"
+        assert total * 4 + 4 > limit, "a budget that holds every entry in float32 keeps them all"
     else:
-        assert str(index.gradients.dtype) == "float32" or total * 4 + 4 > limit  # float32 when everything fits
+        assert d == total and total * 4 + 4 <= limit  # float32 when everything fits
 
 
 def test_a_full_size_index_agrees_with_exact_scoring_and_rescoring_is_exact(workspace, tmp_path):
     options = ScoreOptions(max_length=32, batch_size=3, per_token=True)
     build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32,
-                                                                            budget="200"), quiet=True)
+                                                                            budget="512"), quiet=True)
     full = score(workspace / "run", workspace / "queries.jsonl", options=options, quiet=True)
     index_top = score(None, workspace / "queries.jsonl", options=RAW, index=tmp_path / "index", quiet=True)
     rescored = score(None, workspace / "queries.jsonl", options=ScoreOptions(
@@ -164,8 +225,9 @@ def test_cli_index_then_score_from_it(workspace, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"indexed {len(TEXTS)} sequences" in result.output
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["bytes_per_sequence"] == 1000 and not (tmp_path / "index" / ".shards").exists()
-    assert GradientIndex.open(tmp_path / "index").gradients.shape == (len(TEXTS), 498)
+    assert manifest["bytes_per_sequence"] == 964 and not (tmp_path / "index" / ".shards").exists()
+    assert manifest["compression"] == "sketch"
+    assert GradientIndex.open(tmp_path / "index").gradients.shape == (len(TEXTS), 960)  # 7,680 bits: 15 × 512
     for rescore, listed in (("0", 3), ("1", 2)):  # the index alone; the union of each query's top 1, rescored
         result = runner.invoke(app, ["score", "--queries", str(workspace / "queries.jsonl"), "--rescore", rescore,
                                      "--index", str(tmp_path / "index"), "--out", str(tmp_path / rescore), "--top-k", "3"])
@@ -207,13 +269,13 @@ def test_dry_run_predicts_the_index_files(workspace, tmp_path):
         assert estimate.disk[name] == (tmp_path / "index" / name).stat().st_size, name
     real = (tmp_path / "index" / "projections.safetensors").stat().st_size
     assert abs(estimate.disk["projections.safetensors"] - real) <= 64  # the safetensors header's padding
-    assert any("300 bytes per sequence" in note for note in estimate.notes)
+    assert any("260 bytes per sequence" in note and "2,048 one-bit buckets" in note for note in estimate.notes)
 
 
 def test_dry_run_of_score_with_an_index_counts_the_rescoring(workspace, tmp_path):
     from wherefrom.costs.plans import estimate_score
 
-    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="300"),
+    build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="512"),
                 quiet=True)
     queries = workspace / "queries.jsonl"
     stages = {s.name: s for s in estimate_score(None, queries, index=tmp_path / "index").stages}

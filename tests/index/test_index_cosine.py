@@ -20,7 +20,7 @@ def workspace(tmp_path_factory):
     fit(root / "model", root / "corpus.jsonl", root / "run", FitOptions(batch_size=3, max_length=32), quiet=True)
     build_index(root / "run", root / "index", options=IndexOptions(batch_size=3, max_length=32, budget="full"),
                 quiet=True)
-    build_index(root / "run", root / "small", options=IndexOptions(batch_size=3, max_length=32, budget="200"),
+    build_index(root / "run", root / "small", options=IndexOptions(batch_size=3, max_length=32, budget="512"),
                 quiet=True)
     return root
 

@@ -25,6 +25,7 @@ from wherefrom.cli.common import (
 from wherefrom.errors import WherefromError
 from wherefrom.options import (
     FISHERS,
+    INDEX_COMPRESSIONS,
     REFINES,
     STOPS,
     STRATEGIES,
@@ -173,6 +174,7 @@ def index(
                                           "manifest)."),
     corpus: Path | None = typer.Option(None, help="Sequences to index (default: the corpus the run was fitted on)."),
     budget: str = index_opt("budget"),
+    compression: str = index_opt("compression"),
     dry_run: bool = DRY_RUN,
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens per sequence (default: the run's)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per pass (default: the run's)."),
@@ -189,7 +191,8 @@ def index(
         from wherefrom.index import build_index
 
         options = IndexOptions(**given_data_options(load_run(run).manifest["options"], max_length, batch_size,
-                                                    shard_size), budget=budget)
+                                                    shard_size), budget=budget,
+                               compression=choice(compression, INDEX_COMPRESSIONS, "--compression"))
         execution = ExecutionOptions(device=device, dtype=dtype)
         if dry_run:
             from wherefrom.costs.index_plan import estimate_index

@@ -16,10 +16,10 @@ from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
 from wherefrom.engine.execution import start_execution
 from wherefrom.engine.stream import Labels
-from wherefrom.index.budget import RowLayout
+from wherefrom.index.budget import BITS, RowLayout
 from wherefrom.index.building import IndexWriter
 from wherefrom.index.projection import LayerProjection, choose_projections
-from wherefrom.index.store import PROJECTION_PARTS, GradientIndex
+from wherefrom.index.store import GradientIndex
 from wherefrom.models.positions import cap_max_length
 from wherefrom.options import ExecutionOptions, IndexOptions
 
@@ -34,15 +34,14 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     options = replace(options, max_length=cap_max_length(loaded.model, options.max_length))
     execution = start_execution(loaded.model, execution_options)
     layout, projections = choose_projections({layer.name: opened.curvature.layers[layer.name] for layer in layers},
-                                             options.budget)
-    columns = layout.values
+                                             options.budget, options.compression)
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     tokens = [s.input_ids for s in sequences]
     dtype = execution.dtype
 
     def make(lengths: list[int]) -> IndexWriter:
         n_rows = len(lengths)
-        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, columns), layout.dtype),
+        return IndexWriter(projections, opened.curvature, (np.zeros((n_rows, layout.stored_columns), layout.storage_dtype),
                                                            np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)),
                            execution.device)
 
@@ -58,11 +57,11 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
               Stage("indexing pass", weights + bases + batch + rotated, measured.seconds_per_sequence * n,
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
-    disk = {"gradients.npy": n * columns * np.dtype(layout.dtype).itemsize + _NPY_HEADER,
+    disk = {"gradients.npy": n * (layout.bytes_per_sequence - 4) + _NPY_HEADER,
             "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(
-                {f"{name}/{part}": (tuple(getattr(p, part).shape), getattr(p, part).dtype)
-                 for name, p in projections.items() for part in PROJECTION_PARTS})}
+                {f"{name}/{part}": (tuple(tensor.shape), tensor.dtype)
+                 for name, p in projections.items() for part, tensor in p.tensors().items()})}
     return CostEstimate("index", n, sum(map(len, tokens)), {"index": measured.seconds_per_sequence}, stages, disk,
                         [budget_note(layout, projections, n, options.budget)], execution.describe())
 
@@ -71,23 +70,30 @@ def budget_note(layout: RowLayout, projections: dict[str, LayerProjection], n_se
     """The row the budget buys, the index's size, and how the values spread over the layers."""
     per_layer = [p.size for p in projections.values()]
     whole = sum(p.Q_S.shape[0] * p.Q_A.shape[0] for p in projections.values())
-    return (f"--budget {budget}: {layout.bytes_per_sequence:,} bytes per sequence ({layout.values:,} {layout.dtype} "
-            f"values of the {whole:,} entries, {layout.values / whole:.2%}, and a float32 scale); index "
-            f"{layout.bytes_per_sequence * n_sequences / 1e6:,.1f} MB for {n_sequences:,} sequences; values per "
-            f"layer {min(per_layer):,} to {max(per_layer):,} (chosen by Λ/(Λ+λ) over all layers)")
+    if layout.dtype == BITS:
+        what = (f"a CountSketch of all {whole:,} entries, whitened, into {layout.values:,} one-bit buckets, and a "
+                "float32 scale")
+    else:
+        what = (f"{layout.values:,} {layout.dtype} values of the {whole:,} entries, {layout.values / whole:.2%}, and a "
+                f"float32 scale; values per layer {min(per_layer):,} to {max(per_layer):,}, chosen by Λ/(Λ+λ) over all "
+                "layers")
+    return (f"--budget {budget}: {layout.bytes_per_sequence:,} bytes per sequence ({what}); index "
+            f"{layout.bytes_per_sequence * n_sequences / 1e6:,.1f} MB for {n_sequences:,} sequences")
 
 
 def index_contraction_stage(index_dir: str | Path, n_queries: int, device: torch.device, repeats: int = 3) -> Stage:
     """The contraction of ``n_queries`` queries with every row of an existing index on ``device``, timed on the
     index itself."""
     index = GradientIndex.open(index_dir).to(device)
-    queries = torch.randn(n_queries, index.gradients.shape[1])
+    queries = torch.randn(n_queries, index.values)
     clock = time.perf_counter()
     for _ in range(repeats):
         index.contract(queries)
     seconds = (time.perf_counter() - clock) / repeats
-    chunk = min(index.n_sequences, index.chunk_rows) * index.gradients.shape[1] * index.gradients.itemsize
-    widened = 0 if index.device.type == "cpu" else chunk // index.gradients.itemsize * 4  # float32 on a GPU
-    return Stage("index contraction", chunk + widened + n_queries * index.n_sequences * 4, seconds,
-                 f"{index.n_sequences} rows × {index.gradients.shape[1]:,} {index.gradients.dtype} numbers on "
+    rows = min(index.n_sequences, index.chunk_rows)
+    chunk = rows * index.gradients.shape[1] * index.gradients.itemsize
+    unpacked = rows * index.values if index.manifest.get("compression") == "sketch" else 0  # bits → int8
+    widened = 0 if index.device.type == "cpu" else rows * index.values * 4  # float32 on a GPU
+    return Stage("index contraction", chunk + unpacked + widened + n_queries * index.n_sequences * 4, seconds,
+                 f"{index.n_sequences} rows × {index.values:,} {index.manifest.get('dtype', 'float16')} numbers on "
                  f"{index.device}, timed on the index")

@@ -50,17 +50,18 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
         seconds["completion"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="ranking", message=f"ranking {len(session.sequences)} training sequences "
              f"({'gradient index' if session.index is not None else 'exact EK-FAC scan'})", done=0, total=1)
+    layers = session.block_layers(request.layers)
     ranking = rank_all(session, query, lambda done, total: job.emit(
-        "stage", stage="ranking", message="ranking training sequences", done=done, total=total), request.normalize)
+        "stage", stage="ranking", message="ranking training sequences", done=done, total=total), request.normalize,
+        layers)
     seconds["ranking"], clock = time.perf_counter() - clock, time.perf_counter()
     basis = ranking.scores if ranking.cosine is None else ranking.cosine
     if request.layers != "all":
-        basis = torch.as_tensor(restricted_scores(ranking.per_layer, session.blocks[request.layers]))
+        basis = ranking.restricted
     n_candidates = request.top_k if ranking.exact else max(request.top_k, DEFAULT_RESCORE)  # as `score --index`
     candidates = torch.topk(basis, min(n_candidates, basis.numel())).indices.tolist()
     job.emit("stage", stage="rescoring", message=f"scoring the best {len(candidates)} sequences per token and "
              "per layer", done=0, total=1)
-    layers = session.block_layers(request.layers)
     exact = rescore(session, query, candidates, layers, request.normalize)
     seconds["rescoring"], clock = time.perf_counter() - clock, time.perf_counter()
     job.emit("stage", stage="figures", message="drawing the figures", done=0, total=1)

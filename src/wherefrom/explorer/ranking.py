@@ -36,35 +36,39 @@ class ShardProgress(Checkpoints):
 
 @dataclass
 class Ranking:
-    """One query's score for every sequence and its per-layer split, exact or the index's approximation, and
-    with normalisation the cosine of every sequence."""
+    """One query's score for every sequence, exact or the index's approximation, the scores with only the asked
+    layers (the same when all are asked), and with normalisation the cosine of every sequence."""
 
     scores: torch.Tensor  # [N]
-    per_layer: torch.Tensor  # [L, N] over all tracked layers
+    restricted: torch.Tensor  # [N], with only the asked layers
     exact: bool
     cosine: torch.Tensor | None = None  # [N]
 
 
 def rank_all(session: ExplorerSession, query: Query, report: Callable[[int, int], None],
-             normalize: bool = False) -> Ranking:
-    """Scores (and with ``normalize`` cosines) of every sequence; ``report(done, total)`` is called as the work
-    advances."""
+             normalize: bool = False, layers: list[TrackedLayer] | None = None) -> Ranking:
+    """Scores (and with ``normalize`` cosines) of every sequence, also with only ``layers`` (default: all);
+    ``report(done, total)`` is called as the work advances."""
     loaded = session.loaded
+    asked = None if layers is None or len(layers) == len(session.layers) else [layer.name for layer in layers]
     if session.index is not None:
         report(0, 1)
         gradients = query_gradients(loaded.model, session.layers, [query], session.options.batch_size, quiet=True)
-        per_layer = session.index.per_layer_scores(gradients, session.options.damping)[:, 0]
-        scores = per_layer.sum(0)
+        scores = session.index.scores(gradients, session.options.damping)[0]
+        restricted = scores if asked is None else session.index.scores(gradients, session.options.damping, asked)[0]
         cosine = index_cosine(session.index, scores[None], query_self_influence(
             session.curvature, gradients, session.options.damping))[0].float() if normalize else None
         report(1, 1)
-        return Ranking(scores, per_layer, exact=False, cosine=cosine)
+        return Ranking(scores, restricted, exact=False, cosine=cosine)
     n = len(session.sequences)
     n_shards = -(-n // PROGRESS_SHARD)
     options = replace(session.options, shard_size=PROGRESS_SHARD, per_layer=True, normalize=normalize)
     result = score(loaded.model, loaded.tokenizer, session.layers, session.curvature, [query], session.sequences,
                    options, quiet=True, checkpoints=ShardProgress(None, "", lambda done: report(done, n_shards)))
-    return Ranking(result.scores[0].float(), result.per_layer[:, 0].float(), exact=True,
+    names = [layer.name for layer in session.layers]
+    scores = result.scores[0].float()
+    restricted = scores if asked is None else result.per_layer[[names.index(name) for name in asked], 0].float().sum(0)
+    return Ranking(scores, restricted, exact=True,
                    cosine=None if result.cosine is None else result.cosine[0].float())
 
 

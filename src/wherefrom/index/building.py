@@ -30,13 +30,13 @@ from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.folders import claim_output, finished_job
-from wherefrom.index.budget import RowLayout
-from wherefrom.index.projection import LayerProjection, choose_projections
+from wherefrom.index.budget import BITS, RowLayout
+from wherefrom.index.projection import LayerProjection, choose_projections, layer_columns
+from wherefrom.index.sketch import sign_bits
 from wherefrom.index.store import (
     FORMAT,
     GRADIENTS,
     MANIFEST,
-    PROJECTION_PARTS,
     PROJECTIONS,
     SCALES,
     SELF_INFLUENCE,
@@ -53,8 +53,8 @@ SHARDS = ".shards"
 
 
 class IndexWriter(Accumulator):
-    """Consumes the stream, layer by layer, and writes each sequence's scaled float16 row, its scale and its
-    self-influence into the memory-mapped arrays."""
+    """Consumes the stream, layer by layer, and writes each sequence's row (a sketch's sign bits, or float16 or
+    float32 entries), its scale and its self-influence into the memory-mapped arrays."""
 
     def __init__(self, projections: dict[str, LayerProjection], curvature: FittedCurvature,
                  arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> None:
@@ -62,32 +62,43 @@ class IndexWriter(Accumulator):
         self.eigenvalues = {name: curvature.layers[name].eigenvalues.to(device) for name in projections}
         self.damping = {name: curvature.layers[name].damping(None) for name in projections}
         self.gradients, self.scales, self.self_influence = arrays
-        self._rows: dict[str, torch.Tensor] = {}
+        self.columns = layer_columns(projections)
+        self.width = max(hi for _, hi in self.columns.values())
+        self.device = device
+        self._rows: torch.Tensor | None = None
         self._self_influence: torch.Tensor | None = None
         self._batch: Batch | None = None
 
     def begin(self, batch: Batch) -> None:
-        self._batch, self._rows, self._self_influence = batch, {}, None
+        self._batch, self._self_influence = batch, None
+        self._rows = torch.zeros(batch.rows.numel(), self.width, device=self.device)
 
     def layer(self, name: str, layer: LayerBatch) -> None:
-        """Rotate one layer's per-sequence gradients (in float32): keep the projection's entries, and add the full
-        rotated gradient's damped square norm to the self-influence."""
+        """Rotate one layer's per-sequence gradients (in float32): add the layer's part into its columns of the rows
+        (a sketch's layers all add into the whole row), and its full rotated gradient's damped square norm into the
+        self-influence."""
         projection = self.projections[name]
         rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
-        self._rows[name] = rotated.flatten(1)[:, projection.entries]
+        lo, hi = self.columns[name]
+        self._rows[:, lo:hi] += projection.row(rotated)
         norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name])
         self._self_influence = norm if self._self_influence is None else self._self_influence + norm
 
     def end(self, loss: torch.Tensor) -> None:
-        """Scale the batch's rows (all layers, in the projections' order) and store them in the index's float type,
-        with their self-influence."""
-        rows = torch.cat([self._rows[name] for name in self.projections], dim=1)
-        scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+        """Store the batch's rows in the index's type, with their scales and self-influence: a sketch's signs
+        packed in bits with √(π/2)·RMS as the scale, float rows divided by their largest magnitude (float16's range
+        used fully)."""
+        rows = self._rows
+        if self.gradients.dtype == np.uint8:
+            stored, scale = sign_bits(rows)
+        else:
+            scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+            stored = rows / scale[:, None]
         index = self._batch.rows.numpy()
-        self.gradients[index] = (rows / scale[:, None]).cpu().numpy().astype(self.gradients.dtype)
+        self.gradients[index] = stored.cpu().numpy().astype(self.gradients.dtype)
         self.scales[index] = scale.cpu().numpy()
         self.self_influence[index] = self._self_influence.float().cpu().numpy()
-        self._batch, self._rows, self._self_influence = None, {}, None
+        self._batch, self._rows, self._self_influence = None, None, None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Flush the rows to disk; the checkpoint then only records which shards are finished."""
@@ -133,7 +144,7 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
         raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
                              "choose another --out, or add --restart to replace it.")
     layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
-                                             options.budget)
+                                             options.budget, options.compression)
     execution = start_execution(opened.loaded.model, execution_options)
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
@@ -156,7 +167,7 @@ def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The memory-mapped arrays being filled (gradients, scales, self-influence): created by rank 0 unless a
     resumed build left them."""
-    shapes = {GRADIENTS: (layout.dtype, (n_rows, layout.values)), SCALES: (np.float32, (n_rows,)),
+    shapes = {GRADIENTS: (layout.storage_dtype, (n_rows, layout.stored_columns)), SCALES: (np.float32, (n_rows,)),
               SELF_INFLUENCE: (np.float32, (n_rows,))}
     if world.is_main and not all((folder / name).is_file() for name in shapes):
         for name, (dtype, shape) in shapes.items():
@@ -171,21 +182,19 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
     """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
     for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
-    tensors = {f"{name}/{part}": getattr(p, part).contiguous()
-               for name, p in projections.items() for part in PROJECTION_PARTS}
+    tensors = {f"{name}/{part}": tensor.contiguous()
+               for name, p in projections.items() for part, tensor in p.tensors().items()}
     atomic_write(out / PROJECTIONS, lambda path: save_file(tensors, str(path)))
-    layers, column = [], 0
-    for name, p in projections.items():
-        layers.append({"name": name, "size": p.size, "columns": [column, column + p.size],
-                       "default_damping": p.default_damping})
-        column += p.size
+    layers = [{"name": name, "size": p.size, "columns": list(layer_columns(projections)[name]),
+               "default_damping": p.default_damping, **p.manifest_fields()} for name, p in projections.items()]
     manifest = {
         "format": FORMAT, "kind": "index", "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
-        "n_sequences": n_sequences, "columns": column, "dtype": layout.dtype,
+        "n_sequences": n_sequences, "columns": layout.stored_columns, "values": layout.values, "dtype": layout.dtype,
+        "compression": "sketch" if layout.dtype == BITS else "entries",
         "bytes_per_sequence": layout.bytes_per_sequence,
         "options": asdict(options), "execution": execution.describe(), "layers": layers,
         "self_influence": SELF_INFLUENCE,

@@ -1,5 +1,6 @@
-"""The index's compression: the entries of each layer's rotated gradient that matter most for scores, chosen over
-all layers together.
+"""The index's compression of each layer's gradient in the EK-FAC eigenbasis: a one-bit CountSketch of the whole
+model's whitened gradient (``sketch``, the default; see sketch.py), or the entries that matter most for scores,
+chosen over all layers together (``entries``).
 
 In the Kronecker eigenbasis the influence is a weighted sum (Grosse et al. eq. 21 and 30):
 
@@ -11,56 +12,131 @@ damping suppresses it anyway. That ratio is dimensionless, so it compares entrie
 layer's own default damping); the index keeps the entries with the largest ratio over the whole model, so a
 layer whose curvature is spread over many directions gets more of the budget than one with a few. Entries are
 chosen one by one (not as a block of rows and columns) because EK-FAC's Λ is not a Kronecker product;
-benchmarks/index_accuracy.py measures the alternatives at equal bytes.
+benchmarks/index_accuracy.py measures the alternatives at equal bytes: on a real model the curvature is flat and
+the scores are spread over tens of millions of entries, where the sketch finds the top sequences far better.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from wherefrom.curvature.blocks import BlockDiagonal
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
-from wherefrom.index.budget import RowLayout, row_layout
+from wherefrom.index.budget import BITS, RowLayout, row_layout
+from wherefrom.index.sketch import count_sketch
 
 
 @dataclass
 class LayerProjection:
-    """One layer's eigenbasis Q_S [out, out], Q_A [in(+1), in(+1)], the kept entries of the rotated gradient
-    (flat indices into [out, in(+1)]), Λ on them, and the default damping 0.1 × mean(Λ) of the whole layer."""
+    """One layer's eigenbasis Q_S [out, out], Q_A [in(+1), in(+1)], Λ on the entries the index reads (flattened)
+    and the default damping 0.1 × mean(Λ) of the whole layer; subclasses say which entries are read and how they
+    become the layer's part of a row."""
 
     Q_S: torch.Tensor
     Q_A: torch.Tensor
-    entries: torch.Tensor
     eigenvalues: torch.Tensor
     default_damping: float
+    shares_row = False  # True: every layer's part spans the whole row, and the parts add up
 
     def to(self, device: torch.device) -> LayerProjection:
         """The same projection with its tensors on ``device``."""
-        return LayerProjection(self.Q_S.to(device), self.Q_A.to(device), self.entries.to(device),
-                               self.eigenvalues.to(device), self.default_damping)
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
 
     @property
     def size(self) -> int:
         """Numbers stored per sequence for this layer."""
-        return int(self.entries.numel())
+        raise NotImplementedError
+
+    def read(self, rotated: torch.Tensor) -> torch.Tensor:
+        """The entries the index reads of flat rotated gradients [B, out·in(+1)]."""
+        raise NotImplementedError
+
+    def encode(self, read: torch.Tensor) -> torch.Tensor:
+        """A training sequence's part of the row from its read entries g̃: [B, size]."""
+        raise NotImplementedError
+
+    def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
+        """A query's part from its read entries of q̃ ⊘ (Λ + λ), so that its dot product with :meth:`encode` is the
+        influence (or, for a sketch, an unbiased estimate of it): [Q, size]."""
+        raise NotImplementedError
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What projections.safetensors holds of this layer."""
+        return {"Q_S": self.Q_S, "Q_A": self.Q_A, "eigenvalues": self.eigenvalues}
+
+    def manifest_fields(self) -> dict[str, int]:
+        """What the manifest's entry for this layer holds beyond its name, size, columns and damping."""
+        return {}
 
     def rotate(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)]."""
         return torch.einsum("bto,bti->boi", ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype))
 
-    def project(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The kept entries of Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch: [B, size]."""
-        if self.size == 0:
-            return ds.new_zeros(ds.shape[0], 0)
-        return self.rotate(ds, a).flatten(1)[:, self.entries]
+    def row(self, rotated: torch.Tensor) -> torch.Tensor:
+        """The layer's part of the rows of rotated training gradients [B, out, in(+1)]: [B, size]."""
+        return self.encode(self.read(rotated.flatten(1)))
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None) -> torch.Tensor:
-        """The kept entries of (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""
+        """The query's part of a row: from (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""
         lambda_ = self.default_damping if damping is None else damping
-        return self.project(ds.float(), a.float()) / (self.eigenvalues.float() + lambda_)
+        read = self.read(self.rotate(ds.float(), a.float()).flatten(1))
+        return self.encode_query(read / (self.eigenvalues.float() + lambda_))
+
+
+@dataclass
+class KeptEntries(LayerProjection):
+    """The ``entries`` compression: the layer's kept entries of g̃ (flat indices into [out, in(+1)]) as they are."""
+
+    entries: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.entries.numel())
+
+    def read(self, rotated: torch.Tensor) -> torch.Tensor:
+        return rotated[:, self.entries]
+
+    def encode(self, read: torch.Tensor) -> torch.Tensor:
+        return read
+
+    def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
+        return preconditioned
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().tensors(), "entries": self.entries}
+
+
+@dataclass
+class SketchedEntries(LayerProjection):
+    """The ``sketch`` compression: every entry of the whitened gradient g̃ ⊘ √(Λ+λ₀), CountSketched with the layer's
+    ``seed`` into the row's ``buckets``, which all layers share (λ₀: the default damping; sketch.py)."""
+
+    buckets: int
+    seed: int
+    shares_row = True
+
+    @property
+    def size(self) -> int:
+        return self.buckets
+
+    def _root(self) -> torch.Tensor:
+        return (self.eigenvalues.float() + self.default_damping).sqrt()
+
+    def read(self, rotated: torch.Tensor) -> torch.Tensor:
+        return rotated
+
+    def encode(self, read: torch.Tensor) -> torch.Tensor:
+        return count_sketch(read.float() / self._root(), self.buckets, self.seed)
+
+    def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
+        return count_sketch(preconditioned * self._root(), self.buckets, self.seed)
+
+    def manifest_fields(self) -> dict[str, int]:
+        return {"seed": self.seed}
 
 
 def entry_importance(curvature: LayerCurvature) -> torch.Tensor:
@@ -69,32 +145,43 @@ def entry_importance(curvature: LayerCurvature) -> torch.Tensor:
     return Lambda / (Lambda + curvature.damping(None))
 
 
-def choose_projections(curvatures: dict[str, LayerCurvature],
-                       budget: str) -> tuple[RowLayout, dict[str, LayerProjection]]:
-    """The row ``budget`` buys, and each layer's kept entries: those with the largest Λ/(Λ+λ) over all layers
-    (a layer may keep none)."""
+def choose_projections(curvatures: dict[str, LayerCurvature], budget: str,
+                       compression: str) -> tuple[RowLayout, dict[str, LayerProjection]]:
+    """The row ``budget`` buys with ``compression``, and each layer's part of it: for ``sketch``, every entry of every
+    layer hashed into the row's buckets; for ``entries``, the entries with the largest Λ/(Λ+λ) over all layers (a
+    layer may keep none). A budget that holds every entry in float32 keeps every entry as it is, whatever
+    ``compression``: the index is then full EK-FAC."""
     for name, curvature in curvatures.items():
         if curvature.eigenvalues is None or curvature.Q_S is None or curvature.Q_A is None:
             raise WherefromError(f"layer {name}: a gradient index needs an eigenbasis; fit the run with "
                                  "--strategy ekfac or kfac.")
     importance = [entry_importance(c) for c in curvatures.values()]
-    layout = row_layout(budget, sum(i.numel() for i in importance))
+    layout = row_layout(budget, sum(i.numel() for i in importance), compression)
+    if layout.dtype == BITS:
+        return layout, {name: SketchedEntries(*_basis(c), c.eigenvalues.flatten().float().contiguous(),
+                                              c.damping(None), buckets=layout.values, seed=seed)
+                        for seed, (name, c) in enumerate(curvatures.items())}
     kept = torch.topk(torch.cat(importance), layout.values, sorted=False).indices
     projections, offset = {}, 0
     for (name, curvature), layer_importance in zip(curvatures.items(), importance):
         n = layer_importance.numel()
         entries = kept[(kept >= offset) & (kept < offset + n)].sort().values - offset
-        projections[name] = _projection(curvature, entries)
+        projections[name] = KeptEntries(*_basis(curvature), curvature.eigenvalues.flatten()[entries].float().contiguous(),
+                                        curvature.damping(None), entries=entries)
         offset += n
     return layout, projections
 
 
-def _projection(curvature: LayerCurvature, entries: torch.Tensor) -> LayerProjection:
+def layer_columns(projections: dict[str, LayerProjection]) -> dict[str, tuple[int, int]]:
+    """Where each layer's part lies in a row: kept entries side by side in the projections' order; a sketch's
+    layers all over the row."""
+    columns, start = {}, 0
+    for name, projection in projections.items():
+        columns[name] = (0, projection.size) if projection.shares_row else (start, start + projection.size)
+        start = columns[name][1]
+    return columns
+
+
+def _basis(curvature: LayerCurvature) -> tuple[torch.Tensor, torch.Tensor]:
     Q_S, Q_A = (Q.dense() if isinstance(Q, BlockDiagonal) else Q for Q in (curvature.Q_S, curvature.Q_A))
-    return LayerProjection(
-        Q_S=Q_S.contiguous(),
-        Q_A=Q_A.contiguous(),
-        entries=entries,
-        eigenvalues=curvature.eigenvalues.flatten()[entries].float().contiguous(),
-        default_damping=curvature.damping(None),
-    )
+    return Q_S.contiguous(), Q_A.contiguous()

@@ -1,13 +1,15 @@
 """The gradient index on disk, and answering queries from it without a pass over the corpus.
 
 INDEX/
-- ``gradients.npy``: [N, D] float16 (float32 for a 'full' budget), memory-mapped; row n is sequence n's projected
-  gradient (all layers side by side) divided by its largest magnitude, so every row uses float16's range fully;
-- ``scales.npy``: [N] float32, that largest magnitude per row;
+- ``gradients.npy``: [N, D], memory-mapped; row n is sequence n's compressed gradient, all layers side by side: int8
+  sketch buckets in steps of the row's largest magnitude / 127 (compression 'sketch'), or the kept entries divided
+  by the row's largest magnitude in float16 (compression 'entries'; float32 for a 'full' budget);
+- ``scales.npy``: [N] float32, the row's step (sketch) or largest magnitude (entries);
 - ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
   over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
   the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
-- ``projections.safetensors``: per layer Q_S, Q_A, the kept entries and Λ on them (see projection.py);
+- ``projections.safetensors``: per layer Q_S, Q_A and Λ (every entry for a sketch; the kept entries and Λ on them
+  otherwise; see projection.py); a sketch's per-layer hash seeds are in the manifest;
 - ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices, the row's
   float type and its bytes per sequence. Readers ignore keys they do not know, so later versions can add arrays
   (say a per-sequence ``norms.npy``) without a new format.
@@ -28,13 +30,14 @@ from wherefrom.curvature.store import FactorRun
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import first_line
 from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
-from wherefrom.index.projection import LayerProjection
+from wherefrom.index.projection import KeptEntries, LayerProjection, SketchedEntries, layer_columns
+from wherefrom.index.sketch import unpack_signs
 from wherefrom.scoring.query_gradients import QueryGradients
 
-FORMAT = "wherefrom-index/1"
+FORMAT = "wherefrom-index/2"
+READABLE_FORMATS = ("wherefrom-index/1", FORMAT)  # /1: kept entries only, before the sketch
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
 SELF_INFLUENCE = "self_influence.npy"
-PROJECTION_PARTS = ("Q_S", "Q_A", "entries", "eigenvalues")
 INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": str, "job": str, "run": str, "run_job": str, "corpus": str, "corpus_fingerprint": str,
     "n_sequences": int, "columns": int, "options": dict, "options.max_length": int,
@@ -43,7 +46,8 @@ INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "layers[].default_damping": (int, float),
 }
 _REBUILD = "build it again with `wherefrom index ... --restart`."
-_CHUNK_ELEMENTS = 1 << 26  # index entries contracted at a time (128 MB of float16)
+_CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float16, 64 MB of unpacked bits)
+KERNEL_BLOCK = 64  # the host's int8 kernel reads a row's columns in whole blocks of this many (no tail)
 
 
 @dataclass
@@ -76,16 +80,13 @@ class GradientIndex:
             raise WherefromError(f"{folder} is not a finished gradient index (no {MANIFEST}); build one with "
                                  "`wherefrom index --run RUN --out INDEX` (an interrupted build resumes).")
         manifest = read_manifest(folder, "index", INDEX_FIELDS, _REBUILD)
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in READABLE_FORMATS:
             raise WherefromError(f"{folder} holds index format {manifest.get('format')!r}; this wherefrom reads "
                                  f"{FORMAT}. Build the index again with this version.")
         try:
             tensors = load_file(str(folder / PROJECTIONS))
-            projections = {
-                entry["name"]: LayerProjection(*(tensors[f"{entry['name']}/{part}"] for part in PROJECTION_PARTS),
-                                               default_damping=entry["default_damping"])
-                for entry in manifest["layers"]
-            }
+            projections = {entry["name"]: _layer_projection(entry, tensors, manifest.get("compression", "entries"))
+                           for entry in manifest["layers"]}
             # copy-on-write: read-only on disk, a writable view for torch
             gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
             self_influence = np.load(folder / SELF_INFLUENCE) if "self_influence" in manifest else None
@@ -119,25 +120,34 @@ class GradientIndex:
 
     def queries_in_index_space(self, gradients: QueryGradients, damping: float | None,
                                layers: Sequence[str] | None = None) -> torch.Tensor:
-        """Preconditioned query gradients on the kept directions, all layers side by side: [Q, D] float32.
+        """Preconditioned query gradients in the index's space, each layer's part added into its columns (kept
+        entries side by side; a sketch's layers over the whole row): [Q, values] float32.
 
-        Layers outside ``layers`` (default: all) are zero, so their columns add nothing to a score.
+        Layers outside ``layers`` (default: all) add nothing, so the scores are those of ``layers`` alone (for a
+        sketch an unbiased estimate of them: the other layers' buckets in the rows add only noise).
         """
         unknown = set(layers or ()) - set(self.projections)
         if unknown:
             raise WherefromError(f"the index has no layer {sorted(unknown)[0]!r}; its layers: "
                                  f"{', '.join(self.layer_names)}.")
-        parts = []
+        columns = layer_columns(self.projections)
+        queries = torch.zeros(len(gradients.logprobs), self.values, device=self.device)
         for name, projection in self.projections.items():
-            ds, a = (t.to(self.device) for t in gradients.factors[name])  # where the index is contracted
-            part = projection.precondition(ds, a, damping)
-            parts.append(part if layers is None or name in layers else torch.zeros_like(part))
-        return torch.cat(parts, dim=1)
+            if layers is None or name in layers:
+                ds, a = (t.to(self.device) for t in gradients.factors[name])  # where the index is contracted
+                lo, hi = columns[name]
+                queries[:, lo:hi] += projection.precondition(ds, a, damping)
+        return queries
+
+    @property
+    def values(self) -> int:
+        """Numbers per row: sketch buckets (8 to a stored byte) or kept entries."""
+        return int(self.manifest.get("values", self.gradients.shape[1]))
 
     @property
     def chunk_rows(self) -> int:
         """Rows contracted at a time (bounds the working memory of a query, whatever the index size)."""
-        return max(1, _CHUNK_ELEMENTS // self.gradients.shape[1])
+        return max(1, _CHUNK_ELEMENTS // self.values)
 
     def scores(self, gradients: QueryGradients, damping: float | None = None,
                layers: Sequence[str] | None = None) -> torch.Tensor:
@@ -145,34 +155,71 @@ class GradientIndex:
         return self.contract(self.queries_in_index_space(gradients, damping, layers))[0]
 
     def per_layer_scores(self, gradients: QueryGradients, damping: float | None = None) -> torch.Tensor:
-        """Each layer's share of :meth:`scores`: [n_layers, Q, N] float32."""
-        queries = self.queries_in_index_space(gradients, damping)
-        return self.contract(queries, [tuple(entry["columns"]) for entry in self.manifest["layers"]])
+        """Each layer's share of :meth:`scores`: [n_layers, Q, N] float32 (kept entries: each layer's columns; a
+        sketch: the query's part of each layer alone, against the whole rows, in the same pass over them)."""
+        columns = [tuple(entry["columns"]) for entry in self.manifest["layers"]]
+        if self.manifest.get("compression") != "sketch":
+            return self.contract(self.queries_in_index_space(gradients, damping), columns)
+        queries = torch.stack([self.queries_in_index_space(gradients, damping, [name]) for name in self.layer_names])
+        return self.contract(queries, columns)
 
     def contract(self, queries: torch.Tensor, column_ranges: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """Σ over each column range (default: all columns) of queries · rows, undoing the scales: [n_ranges, Q, N]
         on the host, computed on the index's device (:meth:`to`), the rows read from disk a chunk at a time.
+        ``queries`` is [Q, values], or [n_ranges, Q, values] to give each range its own queries.
 
         Precision policy: each query is scaled to a largest magnitude of 1 first, so that with rows also scaled to 1
-        no product or sum can overflow float16, and the scales are multiplied back in float32. On a GPU each chunk of
-        rows is widened to float32 there and the products accumulate in float32; on the host they run in the rows'
-        float type as stored (no copy of the index; the host's float16 matrix product accumulates in float32 and
-        rounds each result to float16).
+        no product or sum can overflow float16, and the scales are multiplied back in float32 (see
+        :func:`_row_products` for the products themselves).
         """
-        ranges = column_ranges or [(0, queries.shape[1])]
-        out = torch.empty(len(ranges), queries.shape[0], self.n_sequences)
-        queries = queries.to(self.device)
-        query_scale = queries.abs().amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        stored = torch.from_numpy(self.gradients[:0]).dtype
-        dtype = stored if self.device.type == "cpu" else torch.float32
-        scaled = (queries / query_scale).to(dtype)
+        ranges = column_ranges or [(0, queries.shape[-1])]
+        queries = queries.to(self.device).expand(len(ranges), *queries.shape[-2:])
+        out = torch.empty(len(ranges), queries.shape[1], self.n_sequences)
+        query_scale = queries.abs().amax(2, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        scaled = queries / query_scale
+        signs = self.manifest.get("compression") == "sketch"
         for lo in range(0, self.n_sequences, self.chunk_rows):
-            rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows]).to(self.device, dtype)
+            rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows]).to(self.device)
+            rows = unpack_signs(rows) if signs else rows
             scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]]).to(self.device)
             for i, (first, last) in enumerate(ranges):
-                products = (scaled[:, first:last] @ rows[:, first:last].T).float()
-                out[i, :, lo:lo + rows.shape[0]] = (products * query_scale * scale).cpu()
+                products = _row_products(scaled[i, :, first:last], rows[:, first:last])
+                if signs:  # rows hold bits b ∈ {0, 1} for signs 2b − 1: Σ x·(2b − 1) = 2·Σ x·b − Σ x
+                    products = 2 * products - scaled[i, :, first:last].sum(1, keepdim=True)
+                out[i, :, lo:lo + rows.shape[0]] = (products * query_scale[i] * scale).cpu()
         return out
+
+
+_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
+
+
+def _row_products(queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """queries [Q, D] float32 (largest magnitude 1) · rows [n, D] as stored: [Q, n] float32.
+
+    On the host the rows are read in their stored type, with no widened copy of the chunk: float16 (and float32)
+    rows by a matrix product in that type (float16 accumulates in float32 and rounds each result to float16), int8
+    rows (a sketch's unpacked bits) by torch's weight-only int8 kernel (the query in bfloat16, products accumulated
+    in float32, each result rounded to bfloat16: 2⁻⁹ relative, far below a sketch's own error). On a GPU each
+    chunk is widened to float32 there and the products accumulate in float32.
+    """
+    if rows.device.type == "cpu" and rows.dtype == torch.int8 and _INT8_KERNEL:
+        pad = -rows.shape[1] % KERNEL_BLOCK
+        if pad:  # the kernel reads whole blocks: a zero-padded copy
+            rows, queries = torch.nn.functional.pad(rows, (0, pad)), torch.nn.functional.pad(queries, (0, pad))
+        ones = torch.ones(rows.shape[0], dtype=torch.bfloat16)
+        return torch.ops.aten._weight_int8pack_mm(queries.bfloat16(), rows.contiguous(), ones).float()
+    if rows.device.type == "cpu" and rows.dtype != torch.int8:
+        return (queries.to(rows.dtype) @ rows.T).float()
+    return queries.float() @ rows.float().T
+
+
+def _layer_projection(entry: dict[str, Any], tensors: dict[str, torch.Tensor], compression: str) -> LayerProjection:
+    """One layer's projection as the manifest's ``entry`` and projections.safetensors describe it."""
+    name = entry["name"]
+    basis = (tensors[f"{name}/Q_S"], tensors[f"{name}/Q_A"], tensors[f"{name}/eigenvalues"], entry["default_damping"])
+    if compression == "sketch":
+        return SketchedEntries(*basis, buckets=entry["size"], seed=entry["seed"])
+    return KeptEntries(*basis, entries=tensors[f"{name}/entries"])
 
 
 def check_index_matches(index: GradientIndex, run: FactorRun, corpus_fingerprint: str) -> None:

@@ -1,0 +1,79 @@
+"""The one-bit CountSketch behind the index against its exact statistics, and the host's int8 contraction against
+float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wherefrom.index.sketch import count_sketch, sign_bits, unpack_by_shifts, unpack_signs
+from wherefrom.index.store import GradientIndex
+
+
+def test_the_sketch_estimates_inner_products_without_bias_and_with_countsketchs_variance():
+    generator = torch.Generator().manual_seed(0)
+    n, buckets, seeds = 3000, 256, 500
+    x = torch.randn(n, generator=generator, dtype=torch.float64)
+    y = 0.3 * x + torch.randn(n, generator=generator, dtype=torch.float64)
+    estimates = torch.tensor([float(count_sketch(x[None], buckets, seed).double()
+                                    @ count_sketch(y[None], buckets, seed).double().T) for seed in range(seeds)],
+                             dtype=torch.float64)
+    exact = float(x @ y)
+    # Var⟨Sx, Sy⟩ = (‖x‖²‖y‖² + ⟨x,y⟩² − 2 Σ x_i² y_i²) / D for a CountSketch into D buckets
+    variance = (float(x @ x) * float(y @ y) + exact**2 - 2 * float((x**2 * y**2).sum())) / buckets
+    assert abs(float(estimates.mean()) - exact) < 4 * (variance / seeds) ** 0.5
+    assert 0.8 < float(estimates.var()) / variance < 1.2
+
+
+def test_each_entry_lands_in_one_bucket_with_a_sign():
+    values = torch.eye(50)
+    sketched = count_sketch(values, 7, seed=3)
+    assert ((sketched != 0).sum(1) == 1).all() and set(sketched.abs().sum(1).tolist()) == {1.0}
+    assert torch.equal(count_sketch(values, 7, seed=3), sketched)  # a hash of the position: the same every time
+    assert not torch.equal(count_sketch(values, 7, seed=4), sketched)
+
+
+def test_signs_and_their_scale_estimate_inner_products_without_bias():
+    """σ√(π/2)·Σ x_i sign(y_i) against ⟨x, y⟩ for sketched pairs, over many sketches: unbiased, and with π/2 times
+    the variance of the sketch's exact values (jointly Gaussian buckets)."""
+    generator = torch.Generator().manual_seed(2)
+    n, buckets, seeds = 20000, 1024, 300
+    x = torch.randn(n, generator=generator, dtype=torch.float64)
+    y = 0.2 * x + torch.randn(n, generator=generator, dtype=torch.float64)
+    from_signs, from_values = [], []
+    for seed in range(seeds):
+        sx, sy = count_sketch(x[None], buckets, seed), count_sketch(y[None], buckets, seed)
+        packed, scale = sign_bits(sy)
+        signs = unpack_signs(packed).double() * 2 - 1
+        from_signs.append(float(sx.double() @ signs.T * scale.double()))
+        from_values.append(float(sx.double() @ sy.double().T))
+    exact = float(x @ y)
+    from_signs, from_values = torch.tensor(from_signs), torch.tensor(from_values)
+    assert abs(float(from_signs.mean()) - exact) < 4 * float(from_signs.std()) / seeds**0.5
+    ratio = float((from_signs - exact).var() / (from_values - exact).var())
+    assert 1.2 < ratio < 2.0  # π/2 ≈ 1.57
+
+
+def test_bits_are_packed_most_significant_first_and_unpack_to_the_signs():
+    rows = torch.tensor([[1.0, -2.0, 3.0, -4.0, -5.0, -6.0, 7.0, 0.5, -1.0] + [-1.0] * 7])
+    packed, scale = sign_bits(rows)
+    assert packed.tolist() == [[0b10100011, 0]]
+    assert torch.equal(unpack_signs(packed), (rows > 0).to(torch.int8))
+    many = torch.randint(0, 256, (5, 40), dtype=torch.uint8)
+    assert torch.equal(unpack_by_shifts(many), unpack_signs(many))  # a GPU's unpacking, here on the host
+    torch.testing.assert_close(scale, rows.pow(2).mean(1).sqrt() * (torch.pi / 2) ** 0.5)
+
+
+def test_int8_rows_are_contracted_like_float64(tmp_path):
+    """The host's weight-only int8 kernel (whole rows, and a column range whose width is no multiple of its block),
+    against float64 products: within its bfloat16 rounding."""
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randint(-127, 128, (37, 192), generator=generator, dtype=torch.int8)
+    scales = torch.rand(37, generator=generator) + 0.5
+    np.save(tmp_path / "gradients.npy", rows.numpy())
+    index = GradientIndex(tmp_path, {}, {}, np.load(tmp_path / "gradients.npy", mmap_mode="c"), scales.numpy(), None)
+    queries = torch.randn(3, 192, generator=generator)
+    got = index.contract(queries, [(0, 192), (5, 100)])
+    for i, (first, last) in enumerate([(0, 192), (5, 100)]):
+        expected = queries[:, first:last].double() @ rows[:, first:last].double().T * scales.double()
+        torch.testing.assert_close(got[i].double(), expected, rtol=0, atol=5e-3 * float(expected.abs().max()))
