@@ -26,29 +26,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wherefrom.index.budget import row_layout
+from wherefrom.index.budget import BITS, RowLayout, row_layout
 from wherefrom.index.store import GradientIndex
 
 BLOCK_ROWS = 4096
+QUERY_LENGTH = 128  # longest query, prompt and completion (as benchmarks/index_accuracy.py)
 
 
-def generated_index(folder: Path, n: int, values: int, dtype: str, seed: int = 0) -> GradientIndex:
-    """An index of ``n`` rows of ``values`` numbers of ``dtype`` (a random block repeated), opened from disk."""
+def generated_index(folder: Path, n: int, layout: RowLayout, seed: int = 0) -> GradientIndex:
+    """An index of ``n`` rows of ``layout`` (random bits, or random float16 values scaled to 1; a random block
+    repeated), opened from disk."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"gradients-{n}x{values}-{dtype}.npy"
+    columns, dtype = layout.stored_columns, layout.storage_dtype
+    path = folder / f"gradients-{n}x{columns}-{dtype}.npy"
     if not path.is_file():
-        block = np.random.default_rng(seed).standard_normal((BLOCK_ROWS, values), dtype=np.float32)
-        block = block / np.abs(block).max(1, keepdims=True) * (127 if dtype == "int8" else 1)
-        block = np.round(block).astype(dtype) if dtype == "int8" else block.astype(dtype)
+        generator = np.random.default_rng(seed)
+        if dtype == "uint8":
+            block = generator.integers(0, 256, (BLOCK_ROWS, columns), dtype=np.uint8)
+        else:
+            block = generator.standard_normal((BLOCK_ROWS, columns), dtype=np.float32)
+            block = (block / np.abs(block).max(1, keepdims=True)).astype(dtype)
         partial = path.with_suffix(".partial.npy")
-        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(n, values))
+        rows = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(n, columns))
         for lo in range(0, n, BLOCK_ROWS):
             rows[lo:lo + BLOCK_ROWS] = block[:min(BLOCK_ROWS, n - lo)]
         rows.flush()
         del rows
         partial.replace(path)
     scales = np.ones(n, dtype=np.float32)
-    return GradientIndex(folder, {"layers": []}, {}, np.load(path, mmap_mode="c"), scales, None)
+    manifest = {"layers": [], "values": layout.values, "dtype": layout.dtype,
+                "compression": "sketch" if layout.dtype == BITS else "entries"}
+    return GradientIndex(folder, manifest, {}, np.load(path, mmap_mode="c"), scales, None)
 
 
 def timed(repeats: int, action: Callable[[], object]) -> dict[str, float]:
@@ -84,7 +92,8 @@ def query_side(run: Path, queries: Path, budget: str, compression: str, rescore:
     layers = select_layers(loaded.model, fitted["modules"])
     _, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers}, budget,
                                        compression)
-    query = [q for q in read_queries(queries, loaded.tokenizer, fitted["max_length"]) if not q.needs_completion][:1]
+    longest = max(fitted["max_length"], QUERY_LENGTH)
+    query = [q for q in read_queries(queries, loaded.tokenizer, longest) if not q.needs_completion][:1]
     if not query:
         raise SystemExit(f"{queries} needs a query with a completion (latency of the gradient, not of generation)")
     gradients = query_gradients(loaded.model, layers, query, 1, quiet=True)
@@ -114,10 +123,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     layout = row_layout(args.budget, 10**12, args.compression)
-    index = generated_index(args.work, args.sequences, layout.values, layout.dtype)
+    index = generated_index(args.work, args.sequences, layout)
     query = torch.randn(1, layout.values)
     result: dict[str, object] = {
-        "budget": args.budget, "compression": args.compression, "bytes_per_sequence": layout.bytes_per_sequence, "values": layout.values,
+        "budget": args.budget, "compression": args.compression, "bytes_per_sequence": layout.bytes_per_sequence,
+        "values": layout.values,
         "sequences": args.sequences, "index_gigabytes": args.sequences * layout.bytes_per_sequence / 1e9,
         "contraction_s": timed(args.repeats, lambda: index.contract(query)),
         "load_average_1min": os.getloadavg()[0], "cpu_threads": torch.get_num_threads(),

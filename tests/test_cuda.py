@@ -47,8 +47,10 @@ def runs(tmp_path_factory):
         fit(root / "model", root / "corpus.jsonl", root / f"run-{name}", fitted, quiet=True, execution=execution)
         score(root / f"run-{name}", root / "queries.jsonl", out=root / f"out-{name}", quiet=True, execution=execution,
               options=ScoreOptions(batch_size=8, max_length=48, per_layer=True, per_token=True, self_influence=True))
-        build_index(root / f"run-{name}", root / f"index-{name}", options=IndexOptions(batch_size=8, max_length=48),
-                    quiet=True, execution_options=execution)
+        build_index(root / f"run-{name}", root / f"index-{name}", quiet=True, execution_options=execution,
+                    options=IndexOptions(batch_size=8, max_length=48, compression="entries"))
+        build_index(root / f"run-{name}", root / f"sketch-{name}", quiet=True, execution_options=execution,
+                    options=IndexOptions(batch_size=8, max_length=48, budget="8KB"))
     return root
 
 
@@ -69,6 +71,10 @@ def test_scores_on_cuda_equal_the_cpu_scores(runs):
 def test_index_on_cuda_equals_the_cpu_index(runs):
     cpu, gpu = (np.load(runs / f"index-{name}" / "gradients.npy").astype(np.float32) for name in ("cpu", "cuda"))
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)  # float16 rows scaled to a largest magnitude of 1
+    cpu, gpu = (np.unpackbits(np.load(runs / f"sketch-{name}" / "gradients.npy"), axis=1) for name in ("cpu", "cuda"))
+    assert (cpu != gpu).mean() < 1e-3  # only buckets within rounding of zero may take the other sign
+    cpu, gpu = (np.load(runs / f"sketch-{name}" / "scales.npy") for name in ("cpu", "cuda"))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
 
 
 def test_sampled_labels_on_cuda_are_reproducible():
@@ -166,3 +172,15 @@ def test_the_index_answers_on_cuda_accumulating_in_float32(runs):
     cpu, gpu = (load_file(str(runs / f"index-scores-{name}" / "scores.safetensors")) for name in ("cpu", "cuda"))
     for key in ("scores", "per_layer"):
         torch.testing.assert_close(gpu[key], cpu[key], rtol=0, atol=3e-3 * float(cpu[key].abs().max()))
+
+
+def test_the_sketch_answers_on_cuda_like_float64_from_its_bits(runs):
+    index = GradientIndex.open(runs / "sketch-cpu")
+    assert index.manifest["compression"] == "sketch"
+    queries = torch.randn(3, index.values, generator=torch.Generator().manual_seed(0))
+    signs = torch.from_numpy(np.unpackbits(index.gradients, axis=1)).double() * 2 - 1
+    expected = queries.double() @ (signs * torch.from_numpy(index.scales).double()[:, None]).T
+    on_gpu, on_host = index.to("cuda").contract(queries)[0], index.contract(queries)[0]
+    largest = float(expected.abs().max())
+    torch.testing.assert_close(on_gpu.double(), expected, rtol=0, atol=1e-5 * largest)  # bits unpacked there, float32
+    torch.testing.assert_close(on_host.double(), expected, rtol=0, atol=5e-3 * largest)  # the host's int8 kernel

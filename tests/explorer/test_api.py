@@ -254,8 +254,11 @@ def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_de
                 IndexOptions(max_length=MAX_LENGTH, batch_size=32, budget="full"), quiet=True)
     with TestClient(create_app(ExplorerSession.open(explorer_demo.run, index=folder))) as indexed:
         answer = ask(indexed, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
+        upper = ask(indexed, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=4, layers="upper")
     assert answer["ranking"] == "index"
     exact = independent.sum(0)
     assert [s["row"] for s in answer["top"]] == torch.topk(exact, 5).indices.tolist()
     for shown in answer["top"]:  # the shown scores are the exact re-scores
         assert shown["score"] == pytest.approx(float(exact[shown["row"]]), rel=1e-3, abs=1e-3)
+    restricted = torch.as_tensor(restricted_scores(independent, explorer_demo.session.blocks["upper"]))
+    assert [s["row"] for s in upper["top"]] == torch.topk(restricted, 4).indices.tolist()  # the index's block ranking

@@ -240,6 +240,11 @@ def test_cli_index_then_score_from_it(workspace, tmp_path):
     result = runner.invoke(app, ["index", "--run", str(workspace / "run"), "--out", str(tmp_path / "bad"),
                                  "--budget", "lots"])
     assert result.exit_code != 0 and "--budget 'lots'" in result.output and not (tmp_path / "bad").exists()
+    for flags, message in ((["--budget", "40B"], "fewer than the 512 buckets a sketch needs"),
+                           (["--compression", "zip"], "--compression")):
+        result = runner.invoke(app, ["index", "--run", str(workspace / "run"), "--out", str(tmp_path / "bad"), *flags])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
 def test_candidates_score_the_union_of_each_querys_bm25_top(workspace, tmp_path):

@@ -50,11 +50,12 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     n, longest = len(sequences), max(len(t) for t in tokens)
     weights = memory.weights_bytes(loaded.model)
     rotated = options.batch_size * max(layer.shape.out_features * layer.shape.in_dim for layer in layers) * 4
-    bases = sum(4 * (layer.shape.out_features ** 2 + layer.shape.in_dim ** 2) for layer in layers)
+    bases = sum(p.Q_S.numel() * 4 + p.Q_A.numel() * 4 + p.eigenvalues.numel() * 4 for p in projections.values())
+    rows = options.batch_size * layout.values * 4  # the batch's rows in float32 before they are stored
     batch = round(measured.graph_bytes_per_token * options.batch_size * longest) + memory.captured_bytes(
         layers, options.batch_size, longest, dtype)
     stages = [Stage("model", weights, 0.0, "parameters and buffers"),
-              Stage("indexing pass", weights + bases + batch + rotated, measured.seconds_per_sequence * n,
+              Stage("indexing pass", weights + bases + batch + rotated + rows, measured.seconds_per_sequence * n,
                     f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
                     "to the memory-mapped file")]
     disk = {"gradients.npy": n * (layout.bytes_per_sequence - 4) + _NPY_HEADER,

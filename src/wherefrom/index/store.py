@@ -18,6 +18,7 @@ INDEX/
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "layers[].default_damping": (int, float),
 }
 _REBUILD = "build it again with `wherefrom index ... --restart`."
-_CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float16, 64 MB of unpacked bits)
+_CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float16)
+_SIGN_CHUNK_ELEMENTS = 1 << 24  # a sketch's buckets at a time: 16 MB unpacked, written and read while in cache
 KERNEL_BLOCK = 64  # the host's int8 kernel reads a row's columns in whole blocks of this many (no tail)
 
 
@@ -147,7 +149,8 @@ class GradientIndex:
     @property
     def chunk_rows(self) -> int:
         """Rows contracted at a time (bounds the working memory of a query, whatever the index size)."""
-        return max(1, _CHUNK_ELEMENTS // self.values)
+        elements = _SIGN_CHUNK_ELEMENTS if self.manifest.get("compression") == "sketch" else _CHUNK_ELEMENTS
+        return max(1, elements // self.values)
 
     def scores(self, gradients: QueryGradients, damping: float | None = None,
                layers: Sequence[str] | None = None) -> torch.Tensor:
@@ -178,15 +181,27 @@ class GradientIndex:
         query_scale = queries.abs().amax(2, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         scaled = queries / query_scale
         signs = self.manifest.get("compression") == "sketch"
-        for lo in range(0, self.n_sequences, self.chunk_rows):
+
+        def chunk(lo: int) -> tuple[int, torch.Tensor]:
             rows = torch.from_numpy(self.gradients[lo:lo + self.chunk_rows]).to(self.device)
             rows = unpack_signs(rows) if signs else rows
             scale = torch.from_numpy(self.scales[lo:lo + rows.shape[0]]).to(self.device)
+            products = []
             for i, (first, last) in enumerate(ranges):
-                products = _row_products(scaled[i, :, first:last], rows[:, first:last])
+                part = _row_products(scaled[i, :, first:last], rows[:, first:last])
                 if signs:  # rows hold bits b ∈ {0, 1} for signs 2b − 1: Σ x·(2b − 1) = 2·Σ x·b − Σ x
-                    products = 2 * products - scaled[i, :, first:last].sum(1, keepdim=True)
-                out[i, :, lo:lo + rows.shape[0]] = (products * query_scale[i] * scale).cpu()
+                    part = 2 * part - scaled[i, :, first:last].sum(1, keepdim=True)
+                products.append(part * query_scale[i] * scale)
+            return lo, torch.stack(products).cpu()
+
+        starts = range(0, self.n_sequences, self.chunk_rows)
+        if signs and self.device.type == "cpu":  # numpy unpacks on one core per call: spread the chunks over them
+            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+                done = list(pool.map(chunk, starts))
+        else:
+            done = map(chunk, starts)
+        for lo, products in done:
+            out[:, :, lo:lo + products.shape[-1]] = products
         return out
 
 
