@@ -1,18 +1,19 @@
 """The gradient index on disk, and answering queries from it without a pass over the corpus.
 
 INDEX/
-- ``gradients.npy``: [N, D], memory-mapped; row n is sequence n's compressed gradient, all layers side by side: int8
-  sketch buckets in steps of the row's largest magnitude / 127 (compression 'sketch'), or the kept entries divided
-  by the row's largest magnitude in float16 (compression 'entries'; float32 for a 'full' budget);
-- ``scales.npy``: [N] float32, the row's step (sketch) or largest magnitude (entries);
+- ``gradients.npy``, memory-mapped: row n is sequence n's compressed gradient. Compression 'sketch': the signs of
+  the D buckets of its whitened gradient's CountSketch (all layers into the same buckets), packed 8 to a byte,
+  [N, D/8] uint8 (sketch.py); 'entries': the kept entries of all layers side by side, divided by the row's largest
+  magnitude, [N, D] float16 (float32 for a 'full' budget);
+- ``scales.npy``: [N] float32, σ√(π/2) of the row's buckets (sketch) or its largest magnitude (entries);
 - ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
   over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
   the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
 - ``projections.safetensors``: per layer Q_S, Q_A and Λ (every entry for a sketch; the kept entries and Λ on them
   otherwise; see projection.py); a sketch's per-layer hash seeds are in the manifest;
-- ``manifest.json``: the run, corpus and options it was built from, the layers and their column slices, the row's
-  float type and its bytes per sequence. Readers ignore keys they do not know, so later versions can add arrays
-  (say a per-sequence ``norms.npy``) without a new format.
+- ``manifest.json``: the run, corpus and options it was built from, the compression, the layers and their column
+  slices, the row's type, its number of values and its bytes per sequence. Readers ignore keys they do not know,
+  so later versions can add arrays (say a per-sequence ``norms.npy``) without a new format.
 """
 
 from __future__ import annotations
