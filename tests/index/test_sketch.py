@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from wherefrom.index.sketch import count_sketch, sign_bits, unpack_by_shifts, unpack_signs
+from wherefrom.index.sketch import count_sketch, layer_hashes, sign_bits, unpack_by_shifts, unpack_signs
 from wherefrom.index.store import GradientIndex
 
 
@@ -31,6 +31,8 @@ def test_each_entry_lands_in_one_bucket_with_a_sign():
     assert ((sketched != 0).sum(1) == 1).all() and set(sketched.abs().sum(1).tolist()) == {1.0}
     assert torch.equal(count_sketch(values, 7, seed=3), sketched)  # a hash of the position: the same every time
     assert not torch.equal(count_sketch(values, 7, seed=4), sketched)
+    kept = layer_hashes(50, 7, 3, torch.device("cpu"))  # a layer's hashes kept (int32 buckets, int8 signs)
+    assert torch.equal(count_sketch(values, 7, 3, kept), sketched)
 
 
 def test_signs_and_their_scale_estimate_inner_products_without_bias():

@@ -18,7 +18,7 @@ the scores are spread over tens of millions of entries, where the sketch finds t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -26,7 +26,9 @@ from wherefrom.curvature.blocks import BlockDiagonal
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
 from wherefrom.index.budget import BITS, RowLayout, row_layout
-from wherefrom.index.sketch import count_sketch
+from wherefrom.index.sketch import count_sketch, layer_hashes
+
+HASHES_KEPT = 1 << 24  # a sketched layer of at most this many entries keeps its hashes (80 MB at 5 bytes an entry)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class LayerProjection:
     def to(self, device: torch.device) -> LayerProjection:
         """The same projection with its tensors on ``device``."""
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})
+                                if f.init and isinstance(getattr(self, f.name), torch.Tensor)})
 
     @property
     def size(self) -> int:
@@ -118,10 +120,20 @@ class SketchedEntries(LayerProjection):
     buckets: int
     seed: int
     shares_row = True
+    _hashes: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         return self.buckets
+
+    def _layer_hashes(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The layer's buckets and signs, hashed once and kept while the projection lives (every batch of the
+        build, every query of a session) when the layer has at most HASHES_KEPT entries; larger layers hash each
+        time rather than hold 5 bytes an entry."""
+        n = self.eigenvalues.numel()
+        if self._hashes is None and n <= HASHES_KEPT:
+            self._hashes = layer_hashes(n, self.buckets, self.seed, self.eigenvalues.device)
+        return self._hashes
 
     def _root(self) -> torch.Tensor:
         return (self.eigenvalues.float() + self.default_damping).sqrt()
@@ -130,10 +142,10 @@ class SketchedEntries(LayerProjection):
         return rotated
 
     def encode(self, read: torch.Tensor) -> torch.Tensor:
-        return count_sketch(read.float() / self._root(), self.buckets, self.seed)
+        return count_sketch(read.float() / self._root(), self.buckets, self.seed, self._layer_hashes())
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
-        return count_sketch(preconditioned * self._root(), self.buckets, self.seed)
+        return count_sketch(preconditioned * self._root(), self.buckets, self.seed, self._layer_hashes())
 
     def manifest_fields(self) -> dict[str, int]:
         return {"seed": self.seed}

@@ -45,16 +45,26 @@ def buckets_and_signs(first: int, last: int, buckets: int, seed: int, device: to
     return bucket, sign
 
 
-def count_sketch(values: torch.Tensor, buckets: int, seed: int) -> torch.Tensor:
-    """S·v for each row of ``values`` [B, n] (a layer's flat entries): [B, buckets] float32."""
+def count_sketch(values: torch.Tensor, buckets: int, seed: int,
+                 hashes: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """S·v for each row of ``values`` [B, n] (a layer's flat entries): [B, buckets] float32. ``hashes``: the
+    layer's buckets and signs from :func:`layer_hashes`, if kept (else they are computed a chunk at a time)."""
     out = values.new_zeros(values.shape[0], buckets, dtype=torch.float32)
     if buckets == 0:
         return out
+    if hashes is not None:  # kept as int32 for memory; index_add_ is many times slower with an int32 index
+        return out.index_add_(1, hashes[0].long(), values.float() * hashes[1])
     for first in range(0, values.shape[1], _CHUNK):
         last = min(first + _CHUNK, values.shape[1])
         bucket, sign = buckets_and_signs(first, last, buckets, seed, values.device)
         out.index_add_(1, bucket, values[:, first:last].float() * sign)
     return out
+
+
+def layer_hashes(n: int, buckets: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a layer's buckets (int32) and signs (int8), 5 bytes an entry, to keep instead of hashing again."""
+    bucket, sign = buckets_and_signs(0, n, buckets, seed, device)
+    return bucket.to(torch.int32), sign.to(torch.int8)
 
 
 SIGN_GAIN = math.sqrt(math.pi / 2)  # E[|y|] = σ·√(2/π) for a Gaussian y: the gain that makes signs unbiased
