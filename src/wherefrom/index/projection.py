@@ -44,7 +44,10 @@ class LayerProjection:
     shares_row = False  # True: every layer's part spans the whole row, and the parts add up
 
     def to(self, device: torch.device) -> LayerProjection:
-        """The same projection with its tensors on ``device``."""
+        """The same projection with its tensors on ``device`` (itself when they are there already, so that what it
+        keeps, a sketch's hashes, lives on across the build's shards and a session's queries)."""
+        if self.eigenvalues.device == torch.device(device):
+            return self
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
                                 if f.init and isinstance(getattr(self, f.name), torch.Tensor)})
 
