@@ -74,6 +74,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
                               corpus=corpus_id)
         finished = finished_job(out)
         if finished == job and not restart:
+            Checkpoints(out / SHARDS, job).finish_stopped()
             return load_run(out)
         if finished is not None and not restart:
             raise WherefromError(f"{out} already holds factors fitted with other options, model or corpus; "
@@ -84,6 +85,7 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
         curvature = fit_curvature(loaded.model, layers, sequences, options, quiet, checkpoints, running)
         if world.is_main:
             manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
+            (out / "manifest.json").unlink(missing_ok=True)  # an earlier run's manifest never describes new factors
             save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
                      seconds=time.perf_counter() - start, execution=running.describe(), allow_pickle=allow_pickle)
             checkpoints.finish()
@@ -151,6 +153,7 @@ def _score(run: str | Path | None, queries: str | Path, corpus: str | Path | Non
                           index=None if gradient_index is None else gradient_index.manifest["job"])
     finished = None if out is None else finished_job(out)
     if finished == job and not restart:
+        Checkpoints(out / SHARDS, job).finish_stopped()
         return ScoreResult.load(out)  # the same scoring already finished: nothing to recompute
     if finished is not None and not restart:
         raise WherefromError(f"{out} already holds the scores of another scoring (other run, queries, corpus or "

@@ -10,9 +10,14 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write`` on a temporary sibling of ``path`` (one per process), then rename it into place."""
+    """Call ``write`` on a temporary sibling of ``path`` (one per process), then rename it into place. A write that
+    fails (a full disk) removes its partial file, so that it holds no space."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

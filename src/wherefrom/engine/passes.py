@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wherefrom.data.batching import make_batches
-from wherefrom.engine.distributed import World
+from wherefrom.engine.distributed import World, is_first_rank
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.stream import Labels, LayerConsumer, stream
 from wherefrom.errors import WherefromError
@@ -126,10 +126,25 @@ class Checkpoints:
     def _finished_states(self) -> list[Path]:
         return sorted(self.folder.glob("*.rank*-of-*.safetensors"))
 
+    def finished(self) -> bool:
+        """Whether any shard of this job has finished (and its state is kept)."""
+        return self.folder is not None and self.folder.is_dir() and bool(self._finished_states())
+
+    def discard_finished(self) -> None:
+        """Forget every finished shard (their results are gone): the job starts over in the same folder."""
+        for path in self._finished_states():
+            path.unlink()
+
     def finish(self) -> None:
         """Remove the shards once the job's outputs are written."""
         if self.folder is not None and self.folder.is_dir():
             shutil.rmtree(self.folder)
+
+    def finish_stopped(self) -> None:
+        """Remove the shards that a finished job left when it was stopped after writing its outputs but before
+        removing them (the first rank does; the others leave them)."""
+        if is_first_rank():
+            self.finish()
 
     def _path(self, name: str, world: World) -> Path | None:
         # The world size is part of the name: a resume must split the shards the same way.

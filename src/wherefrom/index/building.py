@@ -8,6 +8,7 @@ stored too, from the same rotation: it is the training-side norm of normalised s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, replace
@@ -139,6 +140,7 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
                           run=factors.manifest["job"], corpus=corpus_id)
     finished = finished_job(out)
     if finished == job and not restart:
+        Checkpoints(out / SHARDS, job).finish_stopped()
         return GradientIndex.open(out)
     if finished is not None and not restart:
         raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
@@ -149,6 +151,8 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart, world)
+    if world.is_main:
+        _take_back_moved_arrays(out, checkpoints)
     arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
@@ -163,6 +167,21 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     return GradientIndex.open(out)
 
 
+def _take_back_moved_arrays(out: Path, checkpoints: Checkpoints) -> None:
+    """Undo the moves of a finish that was stopped (killed, or a full disk) after it moved some filled arrays into
+    ``out`` but before it wrote the manifest: they go back among the shards, so the resumed build finishes them
+    again rather than starting blank arrays that its finished shards would never fill. Where an array is in neither
+    place (deleted by hand), the finished shards are discarded: their rows are gone."""
+    shards = out / SHARDS
+    if not checkpoints.finished():
+        return
+    for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
+        if not (shards / name).is_file() and (out / name).is_file():
+            os.replace(out / name, shards / name)
+    if not all((shards / name).is_file() for name in (GRADIENTS, SCALES, SELF_INFLUENCE)):
+        checkpoints.discard_finished()
+
+
 def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The memory-mapped arrays being filled (gradients, scales, self-influence): created by rank 0 unless a
@@ -171,20 +190,37 @@ def _open_arrays(folder: Path, n_rows: int, layout: RowLayout, world: World
               SELF_INFLUENCE: (np.float32, (n_rows,))}
     if world.is_main and not all((folder / name).is_file() for name in shapes):
         for name, (dtype, shape) in shapes.items():
-            np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape).flush()
+            _preallocated_array(folder / name, dtype, shape)
     world.barrier()
     gradients, scales, self_influence = (np.load(folder / name, mmap_mode="r+") for name in shapes)
     return gradients, scales, self_influence
 
 
+def _preallocated_array(path: Path, dtype: np.dtype | type, shape: tuple[int, ...]) -> None:
+    """A zero-filled .npy file whose disk blocks are reserved now: a disk too small for it fails here with ENOSPC
+    (an OSError) rather than later, inside a write through the memory map, by SIGBUS."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+    with path.open("r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: go on without
+                path.unlink()
+                raise
+
+
 def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
             corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
-    """Move the filled arrays into place, then write projections and the manifest (last: it marks completion)."""
-    for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
-        os.replace(out / SHARDS / name, out / name)
+    """Write the projections, move the filled arrays into place, then write the manifest (last: it marks completion).
+
+    An earlier index's manifest goes first, so that no moment leaves it describing the new files. A finish stopped
+    at any point is done again by the same command (see :func:`_take_back_moved_arrays`)."""
+    (out / MANIFEST).unlink(missing_ok=True)
     tensors = {f"{name}/{part}": tensor.contiguous()
                for name, p in projections.items() for part, tensor in p.tensors().items()}
     atomic_write(out / PROJECTIONS, lambda path: save_file(tensors, str(path)))
+    for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
+        os.replace(out / SHARDS / name, out / name)
     layers = [{"name": name, "size": p.size, "columns": list(layer_columns(projections)[name]),
                "default_damping": p.default_damping, **p.manifest_fields()} for name, p in projections.items()]
     manifest = {

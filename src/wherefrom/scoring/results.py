@@ -115,9 +115,12 @@ class ScoreResult:
         return torch.topk(self.ranking[query], k).indices.tolist()
 
     def save(self, out_dir: str | os.PathLike[str], top_k: int = 20) -> Path:
-        """Write the result into ``out_dir`` (see module docstring); each file is written atomically."""
+        """Write the result into ``out_dir`` (see module docstring); each file is written atomically, and the
+        manifest, which marks the folder finished, is removed first and written last, so that a save stopped
+        midway never leaves an earlier result's manifest beside new files."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").unlink(missing_ok=True)
         tensors = {}
         for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence", "cosine",
                      "query_self_influence"):
