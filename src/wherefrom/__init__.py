@@ -6,7 +6,8 @@ Influence functions with an EK-FAC approximation of the Gauss-Newton Hessian (Gr
 from wherefrom.api import fit, score, units
 from wherefrom.errors import WherefromError
 from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.scaling.compare import compare
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.version import __version__
 
-__all__ = ["FitOptions", "ScoreOptions", "ScoreResult", "WherefromError", "__version__", "fit", "score", "units"]
+__all__ = ["FitOptions", "ScoreOptions", "ScoreResult", "WherefromError", "__version__", "compare", "fit", "score", "units"]

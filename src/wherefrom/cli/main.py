@@ -9,6 +9,7 @@ from wherefrom.cli import demo  # noqa: F401
 from wherefrom.cli import serve  # noqa: F401
 from wherefrom.cli import check  # noqa: F401
 from wherefrom.cli import validate  # noqa: F401
+from wherefrom.cli import compare  # noqa: F401
 from wherefrom.cli.common import app
 
 __all__ = ["app"]
