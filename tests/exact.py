@@ -13,16 +13,20 @@ from torch.func import functional_call, jacrev
 from wherefrom.models.selection import TrackedLayer
 
 
-def _layer_params(layer: TrackedLayer) -> list[str]:
-    return ["weight"] + (["bias"] if layer.shape.has_bias else [])
-
-
 def to_wbar(layer: TrackedLayer, grads: dict[str, torch.Tensor]) -> torch.Tensor:
     """Parameter-shaped tensors (weight, bias; any leading dims) → W̄ layout [..., out, in(+1)], flattened row-major."""
-    W = grads["weight"] if layer.layer_type.__name__ == "LinearLayer" else grads["weight"].transpose(-1, -2)
-    if layer.shape.has_bias:
-        W = torch.cat([W, grads["bias"][..., None]], dim=-1)
+    W = layer.wbar_of(grads)
     return W.reshape(*W.shape[:-2], -1)
+
+
+def _parameters(layers: list[TrackedLayer]) -> dict[str, torch.nn.Parameter]:
+    """The distinct parameters holding the layers' W̄, by full name (experts of one module share theirs)."""
+    return {f"{layer.module_name}.{n}": getattr(layer.module, n) for layer in layers for n in layer.parameter_names}
+
+
+def _wbars(layers: list[TrackedLayer], by_name: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([to_wbar(layer, {n: by_name[f"{layer.module_name}.{n}"] for n in layer.parameter_names})
+                      for layer in layers], dim=-1)
 
 
 def nll(logits: torch.Tensor, ids: torch.Tensor, first_target: int) -> torch.Tensor:
@@ -33,21 +37,19 @@ def nll(logits: torch.Tensor, ids: torch.Tensor, first_target: int) -> torch.Ten
 def sequence_gradient(model: torch.nn.Module, layers: list[TrackedLayer], ids: list[int], first_target: int = 1
                       ) -> torch.Tensor:
     """∇ of the token-summed NLL w.r.t. all tracked layers' W̄, by plain autograd: [P]."""
-    params = [getattr(layer.module, n) for layer in layers for n in _layer_params(layer)]
-    for p in params:
+    params = _parameters(layers)
+    for p in params.values():
         p.requires_grad_(True)
     x = torch.tensor([ids])
-    grads = torch.autograd.grad(nll(model(input_ids=x).logits, x[0], first_target), params)
-    for p in params:
+    grads = torch.autograd.grad(nll(model(input_ids=x).logits, x[0], first_target), list(params.values()))
+    for p in params.values():
         p.requires_grad_(False)
-    it = iter(grads)
-    return torch.cat([to_wbar(layer, {n: next(it) for n in _layer_params(layer)}) for layer in layers])
+    return _wbars(layers, dict(zip(params, grads)))
 
 
 def gauss_newton(model: torch.nn.Module, layers: list[TrackedLayer], sequences: list[list[int]]) -> torch.Tensor:
     """G = (1/N) Σ_n Σ_t J_tᵀ (diag p_t - p_t p_tᵀ) J_t over predicting positions: the exact GGN (true Fisher) [P, P]."""
-    names = [f"{layer.name}.{n}" for layer in layers for n in _layer_params(layer)]
-    base = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    base = {n: p.detach() for n, p in _parameters(layers).items()}
     G = None
     for ids in sequences:
         x = torch.tensor([ids])
@@ -57,16 +59,12 @@ def gauss_newton(model: torch.nn.Module, layers: list[TrackedLayer], sequences: 
 
         jac = jacrev(logits_of)(base)  # name -> [T-1, V, *param shape]
         logits = logits_of(base)
-        J = torch.cat([_jac_wbar(layer, jac, f"{layer.name}.") for layer in layers], dim=-1)  # [T-1, V, P]
+        J = _wbars(layers, jac)  # [T-1, V, P]
         p = torch.softmax(logits, dim=-1)
         H = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         term = torch.einsum("tvp,tvw,twq->pq", J, H, J)
         G = term if G is None else G + term
     return G / len(sequences)
-
-
-def _jac_wbar(layer: TrackedLayer, jac: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-    return to_wbar(layer, {n: jac[prefix + n] for n in _layer_params(layer)})
 
 
 def block_diagonal(G: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -147,19 +147,23 @@ def _logits(output: object) -> torch.Tensor:
 
 
 class _Capture:
-    """Forward hooks that take each tracked layer's ā and hook its output, whose gradient hook hands (ā, Ds) to
-    the consumer during the backward pass."""
+    """Each layer type's hooks hand the engine every tracked layer's input and output as the forward pass runs; the
+    output's gradient hook hands (ā, Ds) to the consumer during the backward pass. Inputs and outputs are brought
+    to the batch's [B, T, ·] layout whatever the model did to them first: flattened to [B·T, ·] (OPT, MoE blocks)
+    or only the rows routed to an expert (scattered back, zero at the other tokens)."""
 
     def __init__(self, model: nn.Module, layers: list[TrackedLayer], consumer: LayerConsumer) -> None:
         self.model, self.layers, self.consumer = model, layers, consumer
-        self.has_bias = {layer.name: layer.shape.has_bias for layer in layers}
+        self.by_name = {layer.name: layer for layer in layers}
+        # ā and Ds in the dtype of the layer's weight: a router that computes its logits in float32 hands them over
+        # in the model's dtype like every other layer.
+        self.dtypes = {layer.name: getattr(layer.module, layer.weight).dtype for layer in layers}
         self.inputs: dict[str, torch.Tensor] = {}  # ā of layers the backward pass has not reached yet
         self.pending: dict[str, tuple[torch.Size, torch.dtype]] = {}  # layers run whose Ds has not arrived: shape
-        self.origin: torch.Tensor | None = None  # the first tracked layer's input
-        self.first: dict[str, torch.Tensor] = {}  # outputs of the layers reading it: where the backward pass stops
+        self.origin: torch.Tensor | None = None  # the embedding output: where the backward pass stops
         self._mask: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, bool, torch.Tensor] | None = None  # (raw input, bias column, ā)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._undo: list = []
 
     def __enter__(self) -> _Capture:
         embeddings = self.model.get_input_embeddings()
@@ -168,69 +172,85 @@ class _Capture:
                                  "them to start the activation-only backward pass.")
         # Weights are frozen, so the graph starts at the embedding output: the backward pass then forms only
         # activation gradients, never weight gradients.
-        self._handles.append(embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)))
+        self._undo.append(embeddings.register_forward_hook(self._start_graph).remove)
+        by_module: dict[int, list[TrackedLayer]] = {}
         for layer in self.layers:
-            self._handles.append(layer.module.register_forward_hook(self._taker(layer.name)))
+            by_module.setdefault(id(layer.module), []).append(layer)
+        for group in by_module.values():
+            self._undo.append(group[0].layer_type.attach(group[0].module, group, self._take))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Remove the hooks and drop what the batch holds."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Undo the hooks and drop what the batch holds."""
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
         self._reset()
 
     def start(self, batch: Batch) -> None:
         self._reset()
         self._mask = batch.attention_mask.unsqueeze(-1)
 
+    def _start_graph(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        self.origin = output.requires_grad_(True)
+
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward from ``loss`` down to the outputs of the layers reading the first tracked layer's input (the
-        last ones it reaches), each layer's hook consuming its part on the way. Every tracked layer runs after that
-        input (the residual stream carries it), so the backward pass reaches them all; a layer whose output does
-        not reach the loss gets Ds = 0."""
+        """Backward from ``loss`` down to the embedding output, each layer's gradient hook consuming its part on the
+        way. Every tracked layer computes from that output, so the backward pass reaches them all, whatever reads
+        which view of the hidden states (a router, routed and shared experts, a flattened MLP); a layer whose output
+        does not reach the loss (or an expert no token was routed to) gets Ds = 0."""
         self._last = None  # the forward pass is over: no later layer can share it
-        names = [name for name, output in self.first.items() if output.requires_grad]
-        if names:
-            grads = torch.autograd.grad(loss, [self.first[name] for name in names], allow_unused=True)
-            for name, grad in zip(names, grads):
-                if name in self.pending:  # where the engine captured the gradient before running the hook
-                    self._consume(name, grad)
+        if self.origin is not None and self.origin.requires_grad:
+            torch.autograd.grad(loss, [self.origin], allow_unused=True)
         for name in [layer.name for layer in self.layers if layer.name in self.pending]:
             self._consume(name, None)
         self._reset()
 
-    def _taker(self, name: str):  # noqa: ANN202 - a hook closure
-        def take(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            raw = inputs[0]
-            if self.origin is None:
-                self.origin = raw
-            if raw is self.origin:
-                self.first[name] = output
-            a = self._homogeneous(raw, self.has_bias[name])
-            if self.consumer.inputs_in_forward:
-                self.consumer.inputs(name, a)
-            else:
-                self.inputs[name] = a
-            self.pending[name] = (output.shape, output.dtype)
-            if output.requires_grad:
-                output.register_hook(lambda grad: self._consume(name, grad))
+    def _take(self, name: str, raw: torch.Tensor, output: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """A tracked layer ran: keep its ā (or hand it to the consumer now) and hook its output's gradient."""
+        a = self._homogeneous(name, raw, rows)
+        if self.consumer.inputs_in_forward:
+            self.consumer.inputs(name, a)
+        else:
+            self.inputs[name] = a
+        shape = (*self._mask.shape[:2], output.shape[-1])
+        self.pending[name] = (torch.Size(shape), self.dtypes[name])
+        if output.requires_grad:
+            output.register_hook(lambda grad: self._consume(name, self._per_token(name, grad, rows).to(self.dtypes[name])))
 
-        return take
+    def _per_token(self, name: str, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """``x`` in the batch's [B, T, ·] layout: scattered from the routed ``rows`` (zero elsewhere), or unflattened."""
+        B, T = self._mask.shape[:2]
+        if rows is not None:
+            full = x.new_zeros(B * T, x.shape[-1])
+            full[rows] = x
+            return full.view(B, T, -1)
+        if x.shape[:-1] == (B, T):
+            return x
+        if x.shape[:-1].numel() != B * T:
+            raise WherefromError(f"layer {name} sees a tensor of shape {tuple(x.shape)}, which does not hold one row per "
+                                 f"token of the batch ({B} × {T}); wherefrom cannot tell which token each row is.")
+        return x.reshape(B, T, x.shape[-1])
 
-    def _homogeneous(self, raw: torch.Tensor, bias: bool) -> torch.Tensor:
-        """ā: the input zeroed at padding, with a column of ones (zero at padding) for a bias. Consecutive layers
-        reading the same tensor share one ā."""
-        if self._last is not None and self._last[0] is raw and self._last[1] == bias:
+    def _homogeneous(self, name: str, raw: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """ā: the input zeroed at padding (and at tokens not routed to the layer), with a column of ones (zero there
+        too) for a bias. Consecutive layers reading the same tensor share one ā."""
+        bias = self.by_name[name].shape.has_bias
+        if rows is None and self._last is not None and self._last[0] is raw and self._last[1] == bias:
             return self._last[2]
+        raw = raw.to(self.dtypes[name])
         mask = self._mask.to(raw.dtype)
-        a = raw.detach() * mask
+        a = self._per_token(name, raw.detach(), rows)
+        if rows is not None:
+            mask = mask * self._per_token(name, raw.new_ones(rows.shape[0], 1), rows)
+        a = a * mask
         if bias:
             a = torch.cat([a, mask.expand(*a.shape[:-1], 1)], dim=-1)
-        self._last = (raw, bias, a)
+        if rows is None:
+            self._last = (raw, bias, a)
         return a
 
     def _consume(self, name: str, grad: torch.Tensor | None) -> None:
@@ -241,5 +261,5 @@ class _Capture:
 
     def _reset(self) -> None:
         self.inputs.clear()
-        self.pending, self.first = {}, {}
+        self.pending = {}
         self.origin, self._last = None, None

@@ -2,14 +2,18 @@
 
 A tracked layer computes s = W̄ ā per token, with ā = (a, 1) when it has a bias (eq. 12 of Grosse et al.).
 Everything downstream works with W̄ as an [out, in(+1)] matrix; a layer type only says how its module maps to
-that form. Supporting a new layer type is one small class decorated with ``@register``.
+that form: which parameter holds W (one expert's slice of a fused 3-D parameter, or the whole of a 2-D one),
+whether it is stored transposed, and which parameter holds b. Supporting a new layer type is one small class
+decorated with ``@register``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 
@@ -27,15 +31,99 @@ class LayerShape:
         return self.in_features + int(self.has_bias)
 
 
+@dataclass(frozen=True)
+class TrackedLayer:
+    """A W̄ wherefrom tracks: its name, module, layer type and shape, and where W̄ lives in the module's parameters.
+
+    W = ``module.<weight>`` (``[expert]`` when ``expert`` is set), transposed when ``transposed`` (stored [in, out]);
+    b = ``module.<bias>`` likewise, when the layer has one.
+    """
+
+    name: str
+    module: nn.Module
+    layer_type: type[LayerType]
+    shape: LayerShape
+    weight: str = "weight"
+    bias: str | None = None
+    transposed: bool = False
+    expert: int | None = None
+
+    @property
+    def module_name(self) -> str:
+        """The full name of the module holding W̄ (an expert's layer is named ``<module>.<expert>.<parameter>``)."""
+        return self.name if self.expert is None else self.name.rsplit(".", 2)[0]
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The module's parameters that hold W̄ (weight, then bias)."""
+        return (self.weight,) + ((self.bias,) if self.shape.has_bias else ())
+
+    def wbar_of(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """W̄ [..., out, in(+1)] from parameter-shaped tensors keyed by :attr:`parameter_names` (values, gradients or
+        Jacobians, with any leading dimensions); an expert's slice is taken from the expert dimension."""
+        W, b = tensors[self.weight], tensors.get(self.bias) if self.shape.has_bias else None
+        if self.expert is not None:
+            W = W.select(-3, self.expert)
+            b = b.select(-2, self.expert) if b is not None else None
+        W = W.transpose(-1, -2) if self.transposed else W
+        return W if b is None else torch.cat([W, b[..., None]], dim=-1)
+
+    def current_wbar(self) -> torch.Tensor:
+        """The layer's W̄ now: [out, in(+1)], detached."""
+        return self.wbar_of({n: getattr(self.module, n).detach() for n in self.parameter_names})
+
+    def split_wbar(self, Wbar: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`wbar_of` for one layer: W̄ [..., out, in(+1)] → its weight (and bias) in storage layout,
+        one expert's slice for an expert."""
+        W = Wbar[..., :self.shape.in_features]
+        parts = {self.weight: W.transpose(-1, -2) if self.transposed else W}
+        if self.shape.has_bias:
+            parts[self.bias] = Wbar[..., self.shape.in_features]
+        return parts
+
+
+# take(layer name, its input a [..., in], its output s [..., out], the token rows they cover (None: all tokens)):
+# what a layer type hands the engine during a forward pass.
+Take = Callable[[str, torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+
+
 class LayerType:
-    """One kind of module computing s = W̄ ā per token: what it takes to track it is its shape (the hooks see ā and s)."""
+    """One kind of module computing s = W̄ ā per token: what it takes to track it is where its W̄ lives and how
+    the engine sees each W̄'s input a and output s."""
 
     module_types: ClassVar[tuple[type, ...]] = ()
 
-    @staticmethod
-    def shape(module: nn.Module) -> LayerShape:
-        """The layer's shape."""
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        """Whether ``module`` is of this type."""
+        return isinstance(module, cls.module_types)
+
+    @classmethod
+    def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
+        """The W̄ matrices ``module`` holds (one for a plain layer, two per expert for fused experts)."""
         raise NotImplementedError
+
+    @classmethod
+    def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
+        """Arrange for ``take`` to see each of ``layers``' a and s whenever ``module`` runs; returns the undo.
+        The default, for a module that is one layer: a forward hook."""
+        (layer,) = layers
+        handle = module.register_forward_hook(lambda _m, inputs, output: take(layer.name, inputs[0], output, None))
+        return handle.remove
+
+
+def replace_forward(module: nn.Module, forward: Callable[..., object]) -> Callable[[], None]:
+    """Run ``forward`` in place of ``module.forward`` (an instance attribute, so hooks still run); returns the undo."""
+    previous = module.__dict__.get("forward")
+    module.forward = forward
+
+    def undo() -> None:
+        if previous is None:
+            del module.forward
+        else:
+            module.forward = previous
+
+    return undo
 
 
 _REGISTRY: list[type[LayerType]] = []
@@ -50,7 +138,7 @@ def register(cls: type[LayerType]) -> type[LayerType]:
 def layer_type_of(module: nn.Module) -> type[LayerType] | None:
     """The registered layer type of a module, or None when wherefrom cannot track it."""
     for cls in _REGISTRY:
-        if isinstance(module, cls.module_types):
+        if cls.matches(module):
             return cls
     return None
 
@@ -61,9 +149,10 @@ class LinearLayer(LayerType):
 
     module_types = (nn.Linear,)
 
-    @staticmethod
-    def shape(module: nn.Module) -> LayerShape:
-        return LayerShape(module.in_features, module.out_features, module.bias is not None)
+    @classmethod
+    def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
+        shape = LayerShape(module.in_features, module.out_features, module.bias is not None)
+        return [TrackedLayer(name, module, cls, shape, bias="bias")]
 
 
 def _conv1d_types() -> tuple[type, ...]:
@@ -80,9 +169,8 @@ class Conv1DLayer(LayerType):
 
     module_types = _conv1d_types()
 
-    @staticmethod
-    def shape(module: nn.Module) -> LayerShape:
+    @classmethod
+    def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
         n_in, n_out = module.weight.shape
-        return LayerShape(n_in, n_out, module.bias is not None)
-
-
+        return [TrackedLayer(name, module, cls, LayerShape(n_in, n_out, module.bias is not None), bias="bias",
+                             transposed=True)]

@@ -1,66 +1,101 @@
-"""Which modules of a model to track: presets (mlp, attention, all-linear) or a regular expression."""
+"""Which modules of a model to track: presets (mlp, experts, router, attention, all-linear) or a regular expression.
+
+Every trackable module of the layer registry is a candidate: nn.Linear, GPT-2's Conv1D, fused mixture-of-experts
+parameters (one layer per expert and projection) and routers. A preset is a rule over module names and layer
+types; anything else is a regular expression over module names (an expert's layers are named
+``<experts>.<e>.gate_up_proj``/``down_proj``, so ``experts\\.3\\.`` picks expert 3).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from torch import nn
 
 from wherefrom.errors import WherefromError
-from wherefrom.models.layers import LayerShape, LayerType, layer_type_of
+from wherefrom.models.coverage import check_preset_coverage
+from wherefrom.models.experts import FusedExpertsLayer
+from wherefrom.models.layers import TrackedLayer, layer_type_of
+from wherefrom.models.routers import RouterLayer
 
-PRESETS: dict[str, str] = {
-    # MLP blocks across HF families: Llama/Qwen/SmolLM (mlp.*_proj), GPT-2 (mlp.c_fc), NeoX (mlp.dense_*), OPT (fc1).
-    "mlp": r"(^|\.)(mlp|feed_forward|ffn)\.|(^|\.)fc[12]$",
-    "attention": r"(^|\.)(self_attn|attn|attention|self_attention)\.",
-    "all-linear": r".",
-}
+__all__ = ["PRESETS", "TrackedLayer", "select_layers"]
+
+# MLP blocks across HF families: Llama/Qwen/SmolLM (mlp.*_proj), GPT-2 (mlp.c_fc), NeoX (mlp.dense_*), OPT (fc1),
+# and mixture-of-experts blocks (block_sparse_moe, moe, feed_forward: routed and shared experts).
+_MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe)\.|(^|\.)fc[12]$")
+_ATTENTION = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)\.")
+_ROUTER_LEAVES = ("gate", "router", "shared_expert_gate", "router_proj", "classifier")
 _OUTPUT_HEADS = ("lm_head", "embed_out", "output")
 
 
-@dataclass(frozen=True)
-class TrackedLayer:
-    """A module wherefrom tracks: its name, module, layer type and shape."""
+def _is_router(layer: TrackedLayer) -> bool:
+    leaf = layer.name.rpartition(".")[2]
+    return layer.layer_type is RouterLayer or (leaf in _ROUTER_LEAVES and bool(_MLP.search(layer.name + ".")))
 
-    name: str
-    module: nn.Module
-    layer_type: type[LayerType]
-    shape: LayerShape
+
+def _is_expert(layer: TrackedLayer) -> bool:
+    return layer.layer_type is FusedExpertsLayer
+
+
+PRESETS: dict[str, tuple[str, Callable[[TrackedLayer], bool]]] = {
+    "mlp": ("dense MLPs, routed and shared experts (the default, as in the paper)",
+            lambda layer: _is_expert(layer) or (bool(_MLP.search(layer.name)) and not _is_router(layer))),
+    "experts": ("the routed experts of mixture-of-experts blocks", _is_expert),
+    "router": ("the routers of mixture-of-experts blocks", _is_router),
+    "attention": ("attention projections", lambda layer: bool(_ATTENTION.search(layer.name))),
+    "all-linear": ("every trackable layer but the output head", lambda layer: True),
+}
+
+
+def trackable_layers(model: nn.Module) -> list[TrackedLayer]:
+    """Every W̄ the layer registry can track in ``model``, in model order (LoRA models: the adapters only)."""
+    named = list(model.named_modules())
+    has_lora = any(".lora_A" in name for name, _ in named)
+    layers = []
+    for name, module in named:
+        layer_type = layer_type_of(module)
+        if layer_type is None or (has_lora and ".lora_" not in name):
+            continue
+        layers.extend(layer_type.tracked(name, module))
+    return layers
 
 
 def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     """The trackable layers of ``model`` matching a preset name or a regular expression, in model order.
 
     The output head (unembedding) is never part of a preset, as in the paper. When the model carries LoRA
-    adapters, only the adapters' own linear layers are tracked (the base weights are frozen).
+    adapters, only the adapters' own linear layers are tracked (the base weights are frozen). A preset that matches
+    nothing, or that leaves out most of the parameters of the kind it names, is refused in one line.
     """
+    candidates = trackable_layers(model)
+    if modules in PRESETS:
+        rule = PRESETS[modules][1]
+        layers = [layer for layer in candidates
+                  if rule(layer) and layer.name.split(".")[-1] not in _OUTPUT_HEADS]
+        if not layers:
+            raise WherefromError(f"--modules {modules} ({PRESETS[modules][0]}) matches no layer of this model. "
+                                 f"{_what_there_is(candidates)}")
+        check_preset_coverage(model, modules, layers)
+        return layers
     pattern = _compile(modules)
-    named = list(model.named_modules())
-    has_lora = any(".lora_A" in name for name, _ in named)
-    layers = []
-    for name, module in named:
-        layer_type = layer_type_of(module)
-        if layer_type is None or not pattern.search(name):
-            continue
-        if modules in PRESETS and name.split(".")[-1] in _OUTPUT_HEADS:
-            continue
-        if has_lora and ".lora_" not in name:
-            continue
-        layers.append(TrackedLayer(name, module, layer_type, layer_type.shape(module)))
+    layers = [layer for layer in candidates if pattern.search(layer.name)]
     if not layers:
-        examples = ", ".join([n for n, m in named if layer_type_of(m) is not None][:6])
-        raise WherefromError(
-            f"--modules {modules!r} is not a preset ({', '.join(PRESETS)}) and, as a regular expression, matched no "
-            f"trackable layer of this model. Trackable layers look like: {examples or 'none'}."
-        )
+        raise WherefromError(f"--modules {modules!r} is not a preset, and as a regular expression it matches no "
+                             f"trackable layer of this model. {_what_there_is(candidates)}")
     return layers
 
 
+def _what_there_is(candidates: list[TrackedLayer]) -> str:
+    matching = {name: sum(rule(layer) for layer in candidates) for name, (_, rule) in PRESETS.items()}
+    presets = ", ".join(f"{name} ({count} layers)" for name, count in matching.items())
+    examples = ", ".join(layer.name for layer in candidates[:4])
+    return f"Presets on this model: {presets}. Trackable layers look like: {examples or 'none'}."
+
+
 def _compile(modules: str) -> re.Pattern[str]:
-    if modules in PRESETS:
-        return re.compile(PRESETS[modules])
     try:
         return re.compile(modules)
     except re.error as exc:
-        raise WherefromError(f"--modules {modules!r} is not a valid regular expression: {exc}") from exc
+        raise WherefromError(f"--modules {modules!r} is not a preset ({', '.join(PRESETS)}) nor a valid regular "
+                             f"expression: {exc}") from exc

@@ -82,9 +82,7 @@ class GaussNewton:
     def _product(self, batch: Batch, V: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Jᵀ H J V restricted to the layers of V (the others stay fixed), summed over the batch."""
         def logits_of(wbars: dict[str, torch.Tensor]) -> torch.Tensor:
-            params: dict[str, torch.Tensor] = {}
-            for name, Wbar in wbars.items():
-                params.update(module_parameters(self.layers[name], Wbar))
+            params = module_parameters(wbars, self.layers)
             output = functional_call(self.model, params, (), {"input_ids": batch.input_ids,
                                                               "attention_mask": batch.attention_mask})
             return output.logits if hasattr(output, "logits") else output

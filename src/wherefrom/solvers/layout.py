@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from wherefrom.models.selection import TrackedLayer
 
@@ -54,20 +55,27 @@ class Layout:
         return {name: part.flatten(-2).norm(dim=-1) for name, part in self.split(flat).items()}
 
 
-def module_parameters(layer: TrackedLayer, Wbar: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The module's own parameters (full names) holding W̄ [..., out, in(+1)]: weight (transposed for Conv1D), bias."""
-    n_in = layer.shape.in_features
-    W = Wbar[..., :n_in]
-    params = {f"{layer.name}.weight": W if layer.layer_type.__name__ == "LinearLayer" else W.transpose(-1, -2)}
-    if layer.shape.has_bias:
-        params[f"{layer.name}.bias"] = Wbar[..., n_in]
+def module_parameters(wbars: dict[str, torch.Tensor], layers: dict[str, TrackedLayer]) -> dict[str, torch.Tensor]:
+    """The modules' own parameters (full names) holding the W̄ [..., out, in(+1)] of ``wbars`` (by layer name), for
+    ``functional_call``. Experts that share a fused parameter get one parameter, the other experts' slices as they
+    are, so it stays differentiable in each W̄ it holds."""
+    params: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[nn.Module, str], dict[int, torch.Tensor]] = {}
+    for name, Wbar in wbars.items():
+        layer = layers[name]
+        for param, value in layer.split_wbar(Wbar).items():
+            if layer.expert is None:
+                params[f"{layer.module_name}.{param}"] = value
+            else:
+                experts.setdefault((layer.module, f"{layer.module_name}.{param}"), {})[layer.expert] = value
+    for (module, full), slices in experts.items():
+        stored = getattr(module, full.rpartition(".")[2]).detach()  # [E, ...]
+        lead = next(iter(slices.values())).shape[:-(stored.dim() - 1)]  # any leading dimensions of the W̄s
+        parts = [slices.get(e, stored[e].expand(*lead, *stored.shape[1:])) for e in range(stored.shape[0])]
+        params[full] = torch.stack(parts, dim=-stored.dim())
     return params
 
 
 def current_wbar(layer: TrackedLayer) -> torch.Tensor:
     """The layer's W̄ now: [out, in(+1)], detached."""
-    weight = layer.module.weight.detach()
-    W = weight if layer.layer_type.__name__ == "LinearLayer" else weight.T
-    if layer.shape.has_bias:
-        W = torch.cat([W, layer.module.bias.detach()[:, None]], dim=-1)
-    return W
+    return layer.current_wbar()

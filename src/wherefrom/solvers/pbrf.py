@@ -46,9 +46,7 @@ def language_model_problem(model: nn.Module, layers: list[TrackedLayer], token_l
     batches = list(make_batches(token_lists, first_targets or [1] * len(token_lists), batch_size))
 
     def outputs(theta: torch.Tensor, b: int) -> torch.Tensor:
-        params: dict[str, torch.Tensor] = {}
-        for name, Wbar in layout.split(theta).items():
-            params.update(module_parameters(by_name[name], Wbar))
+        params = module_parameters(layout.split(theta), by_name)
         batch = batches[b]
         output = functional_call(model, params, (), {"input_ids": batch.input_ids,
                                                      "attention_mask": batch.attention_mask})

@@ -1,0 +1,111 @@
+"""Mixture-of-experts layers whose experts are fused 3-D parameters (Mixtral, Qwen3-MoE, OLMoE, gpt-oss, ...).
+
+Transformers stores a block's E experts as ``gate_up_proj`` [E, 2I, H] (or ``up_proj`` without a gate) and
+``down_proj`` [E, H, I] (transposed, [E, in, out], where the class says so), optional biases [E, out], and
+marks the class with ``use_experts_implementation``, whose flags (has_gate, is_transposed, has_bias,
+has_post_expert_norm, the class's ``_apply_gate``) describe the computation completely. Each expert's two
+matrices are tracked as two layers, ``<experts>.<e>.gate_up_proj`` and ``<experts>.<e>.down_proj``.
+
+Why per expert (docs/experts.md has the derivation): token t routed to expert e with weight r_te adds
+r_te · down_e(act(gate_up_e(x_t))) to the block's output. Expert e's weights touch only its routed tokens, so
+the gradient of the loss with respect to them is Σ_{t→e} Ds_t ā_tᵀ with ā_t the expert's input at t and
+Ds_t = ∂L/∂s_t its output gradient, which carries r_te (the routing weight multiplies the output after the
+projection). The token-summed Gauss-Newton block of W_e is then K-FAC's A_e ⊗ S_e with A_e, S_e summed over the
+tokens routed to e only: setting ā_t = 0 and Ds_t = 0 at the other tokens makes every downstream pass exact
+without a special case. Top-k routes a token to k experts; it appears in each one's factors once. Shared
+experts are ordinary MLPs (nn.Linear) and the router an ordinary linear map.
+
+Capture is independent of the kernel the user configured (eager loop, batched_mm, grouped_mm): while
+wherefrom streams, the experts run :func:`routed_forward`, one loop over experts written from the same flags
+as transformers' own kernels, which hands each projection's input rows and output to a tap. It computes the
+same function as every kernel (tests compare it with eager), so nothing depends on the kernel chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wherefrom.models.layers import LayerShape, LayerType, Take, TrackedLayer, register, replace_forward
+
+# tap(expert, parameter, routed token rows, rows' input, rows' output before anything else is applied to it)
+Tap = Callable[[int, str, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def is_fused_experts(module: nn.Module) -> bool:
+    """Whether ``module`` holds experts as 3-D parameters described by transformers' experts-implementation flags."""
+    down = getattr(module, "down_proj", None)
+    up = getattr(module, "gate_up_proj", None) if getattr(module, "has_gate", True) else getattr(module, "up_proj", None)
+    return (isinstance(down, nn.Parameter) and isinstance(up, nn.Parameter) and down.dim() == 3 and up.dim() == 3
+            and hasattr(module, "is_transposed") and hasattr(module, "has_gate"))
+
+
+def _up_name(module: nn.Module) -> str:
+    return "gate_up_proj" if module.has_gate else "up_proj"
+
+
+@register
+class FusedExpertsLayer(LayerType):
+    """One expert's slice of a fused experts parameter: W_e = P[e] ([out, in], or [in, out] when transposed)."""
+
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        return is_fused_experts(module)
+
+    @classmethod
+    def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
+        layers = []
+        for e in range(module.down_proj.shape[0]):
+            for param in (_up_name(module), "down_proj"):
+                stored = getattr(module, param)
+                n_out, n_in = stored.shape[1:] if not module.is_transposed else stored.shape[:0:-1]
+                bias = f"{param}_bias" if getattr(module, "has_bias", False) else None
+                layers.append(TrackedLayer(f"{name}.{e}.{param}", module, cls, LayerShape(n_in, n_out, bias is not None),
+                                           weight=param, bias=bias, transposed=bool(module.is_transposed), expert=e))
+        return layers
+
+    @classmethod
+    def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
+        """While attached, the experts run :func:`routed_forward`, whose tap hands each tracked projection to ``take``."""
+        names = {(layer.expert, layer.weight): layer.name for layer in layers}
+
+        def forward(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+            def tap(expert: int, param: str, rows: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> None:
+                if (expert, param) in names:
+                    take(names[expert, param], a, s, rows)
+
+            return routed_forward(module, hidden_states, top_k_index, top_k_weights, tap)
+
+        return replace_forward(module, forward)
+
+
+def _project(module: nn.Module, param: str, expert: int, x: torch.Tensor) -> torch.Tensor:
+    W = getattr(module, param)[expert]
+    W = W.transpose(0, 1) if module.is_transposed else W
+    bias = getattr(module, f"{param}_bias")[expert] if getattr(module, "has_bias", False) else None
+    return F.linear(x, W, bias)
+
+
+def routed_forward(module: nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                   top_k_weights: torch.Tensor, tap: Tap) -> torch.Tensor:
+    """The experts' output for ``hidden_states`` [N, H] routed by ``top_k_index``/``top_k_weights`` [N, k], one expert
+    at a time; ``tap`` sees each projection of each expert (also those that no token reaches, with no rows)."""
+    x = hidden_states.reshape(-1, hidden_states.shape[-1])
+    out = torch.zeros_like(x)
+    up = _up_name(module)
+    for expert in range(module.down_proj.shape[0]):
+        rows, slot = torch.where(top_k_index.reshape(x.shape[0], -1) == expert)
+        routed = x[rows]
+        h = _project(module, up, expert, routed)
+        tap(expert, up, rows, routed, h)
+        h = module._apply_gate(h) if module.has_gate else module.act_fn(h)
+        y = _project(module, "down_proj", expert, h)
+        tap(expert, "down_proj", rows, h, y)
+        if getattr(module, "has_post_expert_norm", False):
+            y = module.post_expert_norm(y)
+        y = y * top_k_weights.reshape(x.shape[0], -1)[rows, slot, None].to(y.dtype)
+        out.index_add_(0, rows, y.to(out.dtype))
+    return out.view(hidden_states.shape)
