@@ -23,7 +23,7 @@ LAYERS = [
     {"curvature"},
     {"scoring"},
     {"index", "analysis", "solvers"},
-    {"api", "costs"},
+    {"api", "costs", "scaling"},
     {"outputs"},
     {"explorer", "demo", "faithfulness"},
     {"cli"},
