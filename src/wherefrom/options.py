@@ -5,6 +5,7 @@ The CLI flags, the docs and the run manifest are all generated from these fields
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
@@ -15,8 +16,8 @@ Fisher = Literal["sampled", "empirical"]
 STRATEGIES: tuple[str, ...] = ("ekfac", "kfac", "diagonal", "identity")
 FISHERS: tuple[str, ...] = ("sampled", "empirical")
 Refine = Literal["none", "cg"]
-UnitView = Literal["nodes", "residual"]
-UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual")
+UnitView = Literal["nodes", "residual", "experts"]
+UNIT_VIEWS: tuple[str, ...] = ("nodes", "residual", "experts")
 REFINES: tuple[str, ...] = ("none", "cg")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 FACTOR_PLACES: tuple[str, ...] = ("auto", "device", "host")
@@ -47,6 +48,7 @@ class DataOptions:
         for flag, value in (("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
             if value < 1:
                 raise WherefromError(f"{flag} must be at least 1, got {value}.")
+        check_numbers(self)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,10 @@ class FitOptions(DataOptions):
 
     modules: str = option(
         "mlp",
-        "Layers to track: 'mlp' (MLP linears of every block, as in the paper), 'attention', 'all-linear', "
-        "or a regular expression over module names.",
+        "Layers to track: 'mlp' (dense MLPs, routed and shared experts of every block, as in the paper), "
+        "'experts' (routed experts only), 'router' (mixture-of-experts routers), 'attention', 'all-linear' (every "
+        "trackable layer but the output head), or a regular expression over layer names (experts are named "
+        "<experts>.<e>.gate_up_proj / .down_proj).",
     )
     strategy: Strategy = option(
         "ekfac",
@@ -104,8 +108,9 @@ class ScoreOptions(DataOptions):
         "units that carry half of it, and the split of each top sequence over those units.",
     )
     unit_view: UnitView = option(
-        "nodes", "Units of --per-unit: 'nodes' (MLP neurons and attention heads) or 'residual' (the residual-stream "
-                 "dimensions each block's output projections write).",
+        "nodes", "Units of --per-unit: 'nodes' (MLP neurons, neurons inside each expert, attention heads), "
+                 "'residual' (the residual-stream dimensions each block's output projections write) or 'experts' "
+                 "(each mixture-of-experts expert as one unit: all its parameters).",
     )
     candidates: int | None = option(
         None,
@@ -182,6 +187,48 @@ class ExecutionOptions:
                 "memory: each batch's sums are formed on the device and added to host float32 sums), or 'auto' "
                 "(host when the memory plan says they do not fit on the GPU next to the model).",
     )
+
+
+# What each float option can mean: its lowest and highest values, and whether each bound itself is allowed. Every
+# float option of every options class is also refused when it is NaN or infinite (see check_numbers).
+NUMBER_RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    "damping": (0.0, False, math.inf, False),  # λ = 0 divides by EK-FAC's zero eigenvalues
+    "temperature": (0.0, False, math.inf, False),
+    "top_p": (0.0, False, 1.0, True),
+    "tolerance": (0.0, False, math.inf, False),
+    "budget": (0.0, False, math.inf, False),
+    "fraction": (0.0, False, 1.0, False),  # a subset of all documents (or of none) leaves nothing to correlate
+}
+
+
+def check_number(name: str, value: float) -> None:
+    """Refuse a float option (``name`` is its field) that is NaN, infinite or outside what it can mean, in one line
+    naming the flag and the values it takes."""
+    flag = "--" + name.replace("_", "-")
+    low, low_in, high, high_in = NUMBER_RANGES.get(name, (-math.inf, False, math.inf, False))
+    words = _range_words(low, low_in, high, high_in)
+    if not math.isfinite(value):
+        raise WherefromError(f"{flag} must be a finite number, got {value}.{words}")
+    if value < low or (value == low and not low_in) or value > high or (value == high and not high_in):
+        raise WherefromError(f"{flag} {value:g} is out of range.{words}")
+
+
+def _range_words(low: float, low_in: bool, high: float, high_in: bool) -> str:
+    if low == -math.inf:
+        return ""
+    words = f" Give a number {'at least' if low_in else 'above'} {low:g}"
+    if high != math.inf:
+        words += f" and {'at most' if high_in else 'below'} {high:g}"
+    return words + "."
+
+
+def check_numbers(options: object) -> None:
+    """Check every float field of an options dataclass (and an int given for one of :data:`NUMBER_RANGES`) with
+    :func:`check_number`; other ints, strings and None pass."""
+    for f in fields(options):  # type: ignore[arg-type]
+        value = getattr(options, f.name)
+        if isinstance(value, float) or (f.name in NUMBER_RANGES and type(value) is int):
+            check_number(f.name, float(value))
 
 
 def help_of(cls: type, name: str) -> str:

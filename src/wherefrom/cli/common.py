@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from contextlib import nullcontext
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import click
 import typer
@@ -86,25 +90,72 @@ def print_dry_run(estimate: object, quiet: bool) -> None:
     print_costs(result)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a cluster's scheduler ending a job), raised where the command was, like Ctrl-C's
+    KeyboardInterrupt: whatever was finished is kept the same way."""
+
+
 def run_action(action: object) -> None:
     """Run a command's work; a problem with the input or the files becomes one line on stderr (exit 2), never a
-    traceback (set WHEREFROM_TRACEBACK=1 to see one for an unexpected error)."""
+    traceback (set WHEREFROM_TRACEBACK=1 to see one for an unexpected error). SIGTERM stops it as Ctrl-C does."""
     try:
-        action()
+        with _sigterm_interrupts():
+            action()
     except WherefromError as exc:
         _fail(str(exc), 2)
     except OSError as exc:  # the file system refused: a full disk, a missing permission, a path of the wrong kind
         where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}; nothing finished was lost: fix it and run the same command again.", 2)
+        _fail(f"{exc.strerror or exc}{where}; {_NOTHING_LOST}", 2)
     except (click.exceptions.Exit, click.ClickException, click.Abort):
         raise
+    except Terminated:
+        _fail("terminated (SIGTERM); finished shards are kept: run the same command again to resume.", 143)
     except KeyboardInterrupt:
         _fail("interrupted; finished shards are kept: run the same command again to resume.", 130)
     except Exception as exc:
+        if no_space_left(exc):  # a full disk met inside a library's writer (safetensors raises its own type)
+            _fail(f"{os.strerror(errno.ENOSPC)}; {_NOTHING_LOST}", 2)
         if os.environ.get("WHEREFROM_TRACEBACK"):
             raise
         _fail(f"unexpected {type(exc).__name__}: {first_line(exc)} (a wherefrom bug: please report it with "
               "WHEREFROM_TRACEBACK=1 set to show the traceback).", 1)
+
+
+_NOTHING_LOST = "nothing finished was lost: fix it and run the same command again."
+# How libraries that do not raise OSError say ENOSPC: safetensors (Rust) "Error while serializing: I/O error: No
+# space left on device (os error 28)", Rust's debug form "StorageFull", and whatever keeps the C library's words.
+_NO_SPACE_WORDS = (os.strerror(errno.ENOSPC), "StorageFull", f"(os error {errno.ENOSPC})")
+
+
+def no_space_left(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is a full disk (ENOSPC), whatever its type."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if any(words in str(current) for words in _NO_SPACE_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the body runs, SIGTERM raises :class:`Terminated` (in the main thread; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, code: int) -> None:

@@ -18,7 +18,7 @@ from wherefrom.faithfulness.providers import PROVIDERS, SWEPT, ScoringContext, f
 from wherefrom.faithfulness.retraining import lds_cache, retrain_all, training_seeds
 from wherefrom.faithfulness.subsets import membership, sample_subsets
 from wherefrom.fileio import read_jsonl
-from wherefrom.options import ExecutionOptions
+from wherefrom.options import ExecutionOptions, check_number
 from wherefrom.synthetic.cache import config_hash, load_or_train
 from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
 from wherefrom.synthetic.training import cpu_threads
@@ -41,6 +41,9 @@ class LdsSettings:
     threads: int = 2
     cache_root: Path | None = None
     execution: ExecutionOptions = ExecutionOptions()  # where the scored methods run the model
+
+    def __post_init__(self) -> None:
+        check_number("fraction", self.fraction)
 
 
 @dataclass
