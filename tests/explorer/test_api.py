@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -139,13 +140,16 @@ def test_where_a_first_sentence_ends(text, end):
     assert first_sentence_end(text) == end
 
 
-def _wait(client, job_id):
-    events = []
-    while True:
+def _wait(client, job_id, seconds: float = 120):
+    """The question's final view with all its events; fails if it has not ended within ``seconds``."""
+    events, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
         view = client.get(f"/api/questions/{job_id}", params={"since": len(events)}).json()
         events += view["events"]
         if view["status"] in ("done", "failed", "cancelled"):
             return {**view, "events": events}
+        time.sleep(0.01)
+    raise AssertionError(f"question {job_id} had not ended after {seconds:.0f} s (status {view['status']!r})")
 
 
 @pytest.mark.parametrize(("question", "status", "message"), [

@@ -6,66 +6,15 @@ $WHEREFROM_ARTIFACTS (default: the test's tmp folder).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-
 import pytest
-import uvicorn
-from outputs.test_browser import ARGS, CHROMIUM, artifacts, watched_page  # noqa: F401 - the artifacts fixture
+from chromium import NEEDS_BROWSER, artifacts  # noqa: F401 - the artifacts fixture
 
+from explorer.browsing import ANSWER_TIMEOUT_MS, ask, browser, open_page, server  # noqa: F401 - fixtures
 from explorer.conftest import HOSTILE_ID, SCRIPT
-from wherefrom.explorer import create_app
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run .ci/install-browser.sh"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh")
-ANSWER_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def server(explorer_demo) -> Iterator[str]:
-    """A uvicorn server on a free loopback port, in a thread; yields its address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(explorer_demo.session), host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running.started, "the explorer server did not start"
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=ARGS, viewport={"width": 1400, "height": 1000})
-        yield context
-        context.close()
-
-
-def open_page(browser, server):
-    page, problems = watched_page(browser, server)
-    sync_api.expect(page.locator("#served")).to_contain_text("training sequences")
-    return page, problems
-
-
-def ask(page, prompt: str, completion: str = "", top_k: int = 5) -> None:
-    page.fill("#prompt", prompt)
-    page.fill("#completion", completion)
-    page.fill("#top-k", str(top_k))
-    page.click("#ask-button")
+pytestmark = NEEDS_BROWSER
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh",
+                              exc_type=ImportError)
 
 
 def test_a_question_is_answered_with_ranked_heatmaps_and_plots(browser, server, explorer_demo, artifacts):  # noqa: F811

@@ -5,10 +5,10 @@ document's text stays inert)."""
 from __future__ import annotations
 
 import pytest
-from outputs.test_browser import CHROMIUM, artifacts  # noqa: F401 - the artifacts fixture
+from chromium import CHROMIUM, artifacts  # noqa: F401 - the artifacts fixture
 
+from explorer.browsing import ANSWER_TIMEOUT_MS, ask, browser, open_page, server  # noqa: F401 - fixtures
 from explorer.conftest import HOSTILE_ID, SCRIPT
-from explorer.test_browser import ANSWER_TIMEOUT_MS, ask, browser, open_page, server  # noqa: F401 - fixtures
 
 
 def test_the_answer_says_which_neurons_carry_it(client, explorer_demo):
@@ -29,7 +29,7 @@ def test_the_answer_says_which_neurons_carry_it(client, explorer_demo):
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run .ci/install-browser.sh")
 def test_a_click_on_a_neuron_lists_the_sequences_acting_through_it(browser, server, explorer_demo, artifacts):  # noqa: F811
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError)
     page, problems = open_page(browser, server)
     ask(page, explorer_demo.prompt, explorer_demo.completion, top_k=3)
     bars = page.locator("#current .unit-bars button.unit-bar")

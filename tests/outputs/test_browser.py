@@ -7,64 +7,20 @@ folder); they are artefacts to look at, never committed.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from chromium import NEEDS_BROWSER, artifacts, browser_context, open_report  # noqa: F401 - fixtures
 
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
 from wherefrom.outputs import write_report
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run .ci/install-browser.sh"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh")
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = NEEDS_BROWSER
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh",
+                              exc_type=ImportError)
 
 
-@pytest.fixture(scope="module")
-def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=ARGS, viewport={"width": 1400, "height": 900}, offline=True,
-        )
-        yield context
-        context.close()
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("WHEREFROM_ARTIFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def watched_page(context, address: str):
-    """The page loaded from ``address`` and the problems it reports: console errors and warnings, uncaught errors,
-    dialogs."""
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-            else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.goto(address, wait_until="load")
-    return page, problems
-
-
-def open_report(context, path: Path):
-    """The loaded report and the problems it reported."""
-    return watched_page(context, path.as_uri())
-
-
-def test_hostile_texts_show_as_text_and_run_nothing(browser_context, tmp_path, artifacts):
+def test_hostile_texts_show_as_text_and_run_nothing(browser_context, tmp_path, artifacts):  # noqa: F811
     path = write_report(synthetic_result(), tmp_path / "hostile.html", n_bootstrap=0)
     page, problems = open_report(browser_context, path)
     first_card = page.locator("#query-0 li.seq").first
@@ -79,7 +35,7 @@ def test_hostile_texts_show_as_text_and_run_nothing(browser_context, tmp_path, a
     assert problems == []
 
 
-def test_tiny_run_report_renders_with_its_sections_and_top_sequences(browser_context, tiny_run, tmp_path, artifacts):
+def test_tiny_run_report_renders_with_its_sections_and_top_sequences(browser_context, tiny_run, tmp_path, artifacts):  # noqa: F811
     path = write_report(tiny_run, tmp_path / "tiny.html", top_k=5, n_bootstrap=20)
     page, problems = open_report(browser_context, path)
     for heading in ("Overview", "Cross-query comparison"):
@@ -97,7 +53,7 @@ def test_tiny_run_report_renders_with_its_sections_and_top_sequences(browser_con
     assert problems == []
 
 
-def test_query_index_stays_on_screen_and_follows_the_reader(browser_context, tiny_run, tmp_path, artifacts):
+def test_query_index_stays_on_screen_and_follows_the_reader(browser_context, tiny_run, tmp_path, artifacts):  # noqa: F811
     path = write_report(tiny_run, tmp_path / "tiny.html", top_k=5, n_bootstrap=0)
     page, problems = open_report(browser_context, path)
     page.locator("nav.index a[href='#query-1']").click()

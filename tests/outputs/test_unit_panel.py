@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from chromium import CHROMIUM, browser_context, open_report  # noqa: F401 - the fixture
 from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
 
 import wherefrom
 from outputs.page import parse
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
-from outputs.test_browser import CHROMIUM, browser_context, open_report  # noqa: F401 - the fixture
 from wherefrom.outputs import write_report
 from wherefrom.outputs.unit_panel import unit_panel
 from wherefrom.scoring.results import ScoreResult
@@ -73,7 +73,7 @@ def test_without_per_unit_the_panel_says_how_to_get_it(tmp_path):
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 def test_a_click_on_a_unit_lists_its_sequences_with_heatmaps_and_text_stays_inert(browser_context, tmp_path: Path):  # noqa: F811
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError)
     path = write_report(with_hostile_units(synthetic_result(n_sequences=40)), tmp_path / "units.html", n_bootstrap=0)
     page, problems = open_report(browser_context, path)
     panel = page.locator("#query-0 .unit-panel")
