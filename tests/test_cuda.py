@@ -8,6 +8,9 @@ parametrised over devices in tests/test_ground_truth.py.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +57,25 @@ def runs(tmp_path_factory):
     return root
 
 
+def recorded_device(folder: Path) -> str:
+    """The device a run, score or index folder's manifest says its passes ran on."""
+    return json.loads((folder / "manifest.json").read_text())["execution"]["device"]
+
+
+def on_cuda(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` moved to CUDA, checked to be executed there (a silent fallback to the CPU would pass the rest)."""
+    model = model.to("cuda")
+    assert Execution.of(model).device.type == "cuda"
+    return model
+
+
+def test_every_cuda_run_recorded_that_it_ran_on_cuda(runs):
+    """Equal results prove nothing if the "CUDA" runs ran on the CPU: each folder says where it ran."""
+    for kind in ("run", "out", "index", "sketch"):
+        assert recorded_device(runs / f"{kind}-cpu") == "cpu", kind
+        assert recorded_device(runs / f"{kind}-cuda") == "cuda:0", kind
+
+
 def test_fit_on_cuda_equals_the_cpu_fit(runs):
     cpu, gpu = (load_file(str(runs / f"run-{name}" / "factors.safetensors")) for name in ("cpu", "cuda"))
     assert cpu.keys() == gpu.keys()
@@ -78,7 +100,7 @@ def test_index_on_cuda_equals_the_cpu_index(runs):
 
 
 def test_sampled_labels_on_cuda_are_reproducible():
-    model = prepare_for_influence(tiny_llama(dtype=torch.float64)).to("cuda")
+    model = on_cuda(prepare_for_influence(tiny_llama(dtype=torch.float64)))
     layers = select_layers(model, "mlp")
     sequences = sequences_of(corpus_tokens())
     fits = [fit_curvature(model, layers, sequences, FitOptions(seed=seed, batch_size=3), quiet=True)
@@ -89,16 +111,16 @@ def test_sampled_labels_on_cuda_are_reproducible():
 
 
 def test_bfloat16_on_cuda_correlates_with_float32():
-    from test_precision import BF16_PEARSON, models_in
+    from test_precision import BF16_ONE_MINUS_PEARSON, models_in
 
     tokens = corpus_tokens(8)
     scores = []
     for model in models_in(torch.float32, torch.bfloat16):
-        model = model.to("cuda")
+        model = on_cuda(model)
         layers = select_layers(model, "mlp")
         curvature = fit_curvature(model, layers, sequences_of(tokens * 4), FitOptions(batch_size=8), quiet=True)
         scores.append(score_sequences(model, layers, curvature, tokens))
-    assert pearson_rows(scores[1], scores[0]).min() >= BF16_PEARSON
+    assert (1 - pearson_rows(scores[1], scores[0])).max() <= BF16_ONE_MINUS_PEARSON
 
 
 def score_sequences(model: torch.nn.Module, layers: list, curvature: object, tokens: list[list[int]]) -> torch.Tensor:
@@ -136,7 +158,7 @@ def test_the_streams_memory_does_not_grow_with_the_tracked_layers_activity():
     none of them (ā consumed in the forward pass, Ds as the backward pass reaches it), a paired consumer only the
     ā of the layers the backward pass has not reached yet (never their Ds)."""
     torch.manual_seed(0)
-    model = prepare_for_influence(tiny_llama(layers=8, hidden=128)).to("cuda")
+    model = on_cuda(prepare_for_influence(tiny_llama(layers=8, hidden=128)))
     for consumer, share in (("covariance", 0.25), ("paired", 0.5)):
         one, per_block = _peak_pass_bytes(model, 1, consumer)
         eight, _ = _peak_pass_bytes(model, 8, consumer)
@@ -169,6 +191,8 @@ def test_the_index_answers_on_cuda_accumulating_in_float32(runs):
         score(runs / "run-cpu", runs / "queries.jsonl", out=runs / f"index-scores-{name}", index=runs / "index-cpu",
               options=ScoreOptions(rescore=0, batch_size=8, max_length=48, per_layer=True), quiet=True,
               execution=execution)
+    assert [recorded_device(runs / f"index-scores-{name}") for name in ("cpu", "cuda")] == ["cpu", "cuda:0"]
+    assert index.to("cuda").device.type == "cuda"
     cpu, gpu = (load_file(str(runs / f"index-scores-{name}" / "scores.safetensors")) for name in ("cpu", "cuda"))
     for key in ("scores", "per_layer"):
         torch.testing.assert_close(gpu[key], cpu[key], rtol=0, atol=3e-3 * float(cpu[key].abs().max()))

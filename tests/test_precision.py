@@ -19,7 +19,10 @@ from wherefrom.scoring.query_gradients import query_gradients
 from wherefrom.scoring.scorer import preconditioned_queries, score
 from wherefrom.solvers.damping import pearson_rows
 
-BF16_PEARSON = 0.98  # the goal per query; measured: see docs/precision.md
+# 1 − Pearson of bf16 against float32 scores per query, at most: 7.6e-6 measured on this test's model
+# (docs/precision.md), so a bound 10 times that catches a result 10 times worse.
+BF16_ONE_MINUS_PEARSON = 7.6e-5
+BF16_PEARSON = 1 - BF16_ONE_MINUS_PEARSON
 
 
 def models_in(*dtypes: torch.dtype) -> list[torch.nn.Module]:
@@ -56,4 +59,4 @@ def test_bfloat16_scores_correlate_with_float32_scores_per_query():
         assert result.scores.dtype == torch.float32
         scores.append(result.scores)
     pearson = pearson_rows(scores[1], scores[0])
-    assert pearson.min() >= BF16_PEARSON, pearson
+    assert (1 - pearson).max() <= BF16_ONE_MINUS_PEARSON, pearson

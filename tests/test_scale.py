@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,15 +101,67 @@ def test_a_killed_index_build_resumes_to_the_identical_index(workspace, tmp_path
     assert not (killed / ".shards").exists()
 
 
-def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wherefrom")
-    for name, runner in (("single", (sys.executable, "-m", "wherefrom")), ("distributed", torchrun)):
-        subprocess.run(cli(*fit_args(workspace, tmp_path / f"run-{name}"), runner=runner), env=ENV, check=True)
+def test_a_killed_scoring_resumes_to_the_identical_scores(workspace, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(cli(*fit_args(workspace, run)), env=ENV, check=True)
+
+    def score_args(out: Path) -> list[str]:
+        return cli("score", "--run", run, "--queries", workspace / "queries.jsonl", "--out", out, "--batch-size", 2,
+                   "--shard-size", 4, "--per-token", "--per-layer", "-q")
+
+    subprocess.run(score_args(tmp_path / "reference"), env=ENV, check=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(score_args(killed), env=ENV)
+    checkpoint = killed / ".shards" / "scores.rank0-of-1.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and finished_shards(checkpoint) < 3:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "manifest.json").exists(), "the scoring finished before it could be killed"
+    assert 3 <= finished_shards(checkpoint) < 60
+    subprocess.run(score_args(killed), env=ENV, check=True)
+    for name in ("scores.safetensors", "sequences.jsonl", "queries.jsonl", "results.jsonl"):
+        assert (killed / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert not (killed / ".shards").exists()
+
+
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wherefrom")
+
+
+def run_single_and_distributed(workspace: Path, tmp_path: Path, device: str) -> None:
+    """fit, score and index on ``device`` in one process and in two under torchrun; checks each folder records
+    where and in how many processes it ran."""
+    for name, runner, processes in (("single", (sys.executable, "-m", "wherefrom"), 1), ("distributed", TORCHRUN, 2)):
+        on = ("--device", device)
+        subprocess.run(cli(*fit_args(workspace, tmp_path / f"run-{name}", *on), runner=runner), env=ENV, check=True)
         subprocess.run(cli("score", "--run-dir", tmp_path / f"run-{name}", "--queries", workspace / "queries.jsonl",
-                           "--out", tmp_path / f"out-{name}", "--per-layer", "--per-token", "-q", runner=runner),
+                           "--out", tmp_path / f"out-{name}", "--per-layer", "--per-token", "-q", *on, runner=runner),
                        env=ENV, check=True)
         subprocess.run(cli("index", "--run-dir", tmp_path / f"run-{name}", "--out", tmp_path / f"index-{name}", "-q",
-                           runner=runner), env=ENV, check=True)
+                           *on, runner=runner), env=ENV, check=True)
+        for folder in ("run", "out", "index"):
+            execution = json.loads((tmp_path / f"{folder}-{name}" / "manifest.json").read_text())["execution"]
+            assert execution["processes"] == processes, (folder, name, execution)
+            assert execution["device"].split(":")[0] == device, (folder, name, execution)
+
+
+def test_torchrun_with_two_processes_matches_one_process(workspace, tmp_path):
+    """Two processes on the CPU (gloo), whatever GPUs the machine has: --device cpu says so (without it, a
+    one-GPU machine would give the second process GPU 1, which it does not have)."""
+    run_single_and_distributed(workspace, tmp_path, "cpu")
+    compare_single_and_distributed(tmp_path)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (one per process, over NCCL)")
+def test_torchrun_with_two_gpus_over_nccl_matches_one_gpu(workspace, tmp_path):
+    run_single_and_distributed(workspace, tmp_path, "cuda")
+    compare_single_and_distributed(tmp_path)
+
+
+def compare_single_and_distributed(tmp_path: Path) -> None:
+    """The distributed run's factors, scores and index rows equal the single process's (to the sums' rounding)."""
     single = load_file(str(tmp_path / "run-single" / "factors.safetensors"))
     distributed = load_file(str(tmp_path / "run-distributed" / "factors.safetensors"))
     for key in single:
