@@ -197,12 +197,13 @@ def units(out: str | Path, unit: str, among: int | None = None, model: str | Pat
     if "run" not in recorded:
         raise WherefromError(f"{out} does not name its run folder (written by an older wherefrom): score it again.")
     known = {f.name for f in fields(ScoreOptions)}
+    # The influence through one unit, whatever the scoring ranked by: a unit's share has no cosine of its own.
     options = replace(ScoreOptions(**{k: v for k, v in recorded["options"].items() if k in known}),
-                      per_token=True, per_layer=True, per_unit=None, self_influence=False)
+                      per_token=True, per_layer=True, per_unit=None, self_influence=False, normalize=False)
     opened = open_run(recorded["run"], model if model is not None else recorded["model"])
     find_unit(opened.loaded.model, opened.layers, unit)  # a unit the model does not have is refused before any pass
     corpus = {s.row: s for s in opened.sequences(recorded["corpus"], options.max_length, options.pack)}
-    columns = range(len(scored.sequences)) if among is None else top_rows(scored.scores, among)
+    columns = range(len(scored.sequences)) if among is None else top_rows(scored.ranking, among)
     sequences = [corpus[scored.sequences[c].row] for c in columns]
     queries = [Query(q.query_id, q.prompt, q.completion, tuple(q.prompt_ids), tuple(q.completion_ids))
                for q in scored.queries]

@@ -198,7 +198,10 @@ class ScoreResult:
             return f"cosine has shape {tuple(self.cosine.shape)}, scores {tuple(self.scores.shape)}"
         if self.query_self_influence is not None and tuple(self.query_self_influence.shape) != (n_queries,):
             return "query_self_influence does not have one value per query"
-        if any(q.index != i for i, q in enumerate(self.queries)) or any(s.row != i for i, s in enumerate(self.sequences)):
+        # Queries are numbered 0, 1, ...; sequences keep their corpus rows, increasing, which skip the rows not
+        # scored (--candidates, or an index's re-scored top).
+        rows = [s.row for s in self.sequences]
+        if any(q.index != i for i, q in enumerate(self.queries)) or not all(a < b for a, b in zip([-1, *rows], rows)):
             return "queries.jsonl or sequences.jsonl is out of order"
         return None
 
