@@ -67,6 +67,22 @@ def test_tiny_run_report_has_every_section_and_the_top_sequences_in_order(tiny_r
     assert [row.find_all("a")[0].text for row in overview_rows] == ["capital", "cat"]
 
 
+def test_a_normalised_report_says_it_ranks_by_cosine_and_shows_it_beside_each_score(tmp_path):
+    result = synthetic_result(n_sequences=40)
+    result.cosine = torch.rand(result.scores.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    page = report_tree(result, tmp_path, top_k=4)
+    assert page.by_id("ranked-by").text.startswith("cosine")
+    for query in result.queries:
+        rows = top_rows(result.cosine, query.index, 4)
+        assert [record_id_of(card) for card in cards(page, query.index)] == [result.sequences[r].record_id
+                                                                               for r in rows]
+        shown = [card.find_all("span", "cosine")[0].text for card in cards(page, query.index)]
+        assert shown == [f"cos {float(result.cosine[query.index, r]):+.3f}" for r in rows]
+    result.cosine = None
+    plain = report_tree(result, tmp_path / "plain", top_k=4)
+    assert plain.by_id("ranked-by").text == "influence" and not plain.find_all("span", "cosine")
+
+
 def test_report_is_self_contained(tiny_run, tmp_path):
     page = report_tree(tiny_run, tmp_path)
     assert not page.find_all("link")

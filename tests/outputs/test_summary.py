@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from outputs.synthetic import synthetic_result
@@ -29,6 +30,21 @@ def test_each_query_lists_its_top_sequences_in_score_order():
         assert [line.split("│")[3].strip() for line in rows] == [result.sequences[r].record_id for r in order]
         assert [float(line.split("│")[2]) for line in rows] == pytest.approx(
             [float(result.scores[query.index, r]) for r in order], rel=1e-3)
+
+
+def test_normalised_scores_are_listed_by_the_cosine_that_orders_them_and_say_so():
+    result = synthetic_result(n_sequences=40)
+    result.cosine = torch.rand(result.scores.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    text = summary_text(result, top_k=4)
+    assert "Ranked by cosine (--normalize)" in text and "score is the raw influence" in text
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    for query in result.queries:
+        order = np.argsort(-result.cosine[query.index].double().numpy(), kind="stable")[:4]
+        shown = rows[4 * query.index:4 * query.index + 4]
+        assert [row[1] for row in shown] == [f"{float(result.cosine[query.index, r]):+.3f}" for r in order]
+        assert [row[2] for row in shown] == [f"{float(result.scores[query.index, r]):+.4g}" for r in order]
+        assert [row[3] for row in shown] == [result.sequences[r].record_id for r in order]
+    assert "Ranked by cosine" not in summary_text(synthetic_result(n_sequences=40), top_k=4)
 
 
 def test_texts_with_rich_markup_are_printed_literally():

@@ -60,6 +60,7 @@ def _render(result: ScoreResult, top_k: int, title: str | None, n_bootstrap: int
         metadata=metadata,
         n_training=metadata.get("n_training_sequences_fitted", len(result.sequences)),
         n_sequences=len(result.sequences),
+        ranked_by=result.ranked_by,
         layer_names=result.layer_names,
         top_k=top_k,
         sections=query_sections(result, top_k, n_bootstrap),

@@ -46,6 +46,7 @@ class TopSequence:
     spurious: bool  # ratio above 2/3 and concentration_p at most 1%
     shared: SharedSpan | None  # longest span of the completion it contains (None when not searched)
     self_influence: float | None
+    cosine: float | None = None  # with --normalize: the cosine that ranks it
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def _top_sequences(result: ScoreResult, query: int, rows: list[int], ratios: np.
             spurious=ratio > SPURIOUS_THRESHOLD and share <= SPURIOUS_LEVEL,
             shared=None if spans is None else spans[row],
             self_influence=None if result.self_influence is None else float(result.self_influence[row]),
+            cosine=None if result.cosine is None else float(result.cosine[query, row]),
         ))
     return top
 
