@@ -10,15 +10,17 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tiny import TEXTS, write_jsonl, write_workspace
 from typer.testing import CliRunner
 
-from wherefrom.cli.common import no_space_left
+from wherefrom.cli.common import no_space_left, run_action
 from wherefrom.cli.main import app
 
 runner = CliRunner()
@@ -165,3 +167,31 @@ def test_sigterm_stops_a_long_command_with_a_message_and_it_resumes(ws, tmp_path
     resumed = subprocess.run(args, env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "index" / "manifest.json").is_file()
+
+
+def test_threads_are_set_by_the_option_or_the_environment_and_a_bad_count_is_one_line(ws, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        for args, env in (((["--threads", "2"]), {}), ([], {"WHEREFROM_THREADS": "3"})):
+            result = runner.invoke(app, [*args, "report", str(ws / "out"), "-o", str(tmp_path / "r.html"),
+                                         "--bootstraps", "0"], env=env)
+            assert result.exit_code == 0, result.output
+            assert torch.get_num_threads() == int(args[1] if args else env["WHEREFROM_THREADS"])
+        line = one_line(runner.invoke(app, ["--threads", "0", "report", str(ws / "out")]))
+        assert "--threads" in line and "at least 1" in line
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_librarys_future_warning_is_not_shown_during_a_command_but_other_warnings_are(monkeypatch):
+    monkeypatch.setattr(sys, "warnoptions", [])  # as when python runs without -W
+
+    def command() -> None:
+        warnings.warn("`x` is deprecated and will be removed in v6", FutureWarning, stacklevel=1)
+        warnings.warn("an old call", DeprecationWarning, stacklevel=1)
+        warnings.warn("the corpus has 3 empty records", UserWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run_action(command)
+    assert [w.category for w in seen] == [UserWarning]

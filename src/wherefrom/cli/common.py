@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import click
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -64,12 +67,21 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+                                      help="Print the version and exit."),
+         threads: int | None = typer.Option(
+             None, "--threads", envvar="WHEREFROM_THREADS", show_envvar=True,
+             help="CPU threads for torch's operations (default: torch's, one per core). On a shared or loaded "
+                  "machine, fewer avoid oversubscribing the cores. Give it before the command: "
+                  "`wherefrom --threads 4 fit ...`.")) -> None:
     """wherefrom: influence of training sequences on a language model's completions."""
     from transformers.utils import logging as hf_logging
 
     from wherefrom.allocator import return_large_blocks_to_os
 
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads (or WHEREFROM_THREADS) must be at least 1, got {threads}.", 2)
+        torch.set_num_threads(threads)
     return_large_blocks_to_os()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -99,7 +111,7 @@ def run_action(action: object) -> None:
     """Run a command's work; a problem with the input or the files becomes one line on stderr (exit 2), never a
     traceback (set WHEREFROM_TRACEBACK=1 to see one for an unexpected error). SIGTERM stops it as Ctrl-C does."""
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), _quiet_library_warnings():
             action()
     except WherefromError as exc:
         _fail(str(exc), 2)
@@ -139,6 +151,18 @@ def no_space_left(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+@contextmanager
+def _quiet_library_warnings() -> Iterator[None]:
+    """While a command runs, FutureWarning and DeprecationWarning (the libraries' notes to developers about their
+    own future, which a user of the command line can do nothing about) are not shown, unless warnings were asked
+    for (python -W, PYTHONWARNINGS)."""
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 @contextmanager
