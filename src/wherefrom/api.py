@@ -31,11 +31,13 @@ from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.answers import index_ranking, index_result
 from wherefrom.index.store import GradientIndex, check_index_matches
 from wherefrom.jobs import job_fingerprint
+from wherefrom.models.coverage import coverage
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
 from wherefrom.models.units import find_unit
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
+from wherefrom.progress import note
 from wherefrom.scoring.columns import bm25_rows, top_rows
 from wherefrom.scoring.generation import complete_queries
 from wherefrom.scoring.query_gradients import query_gradients
@@ -64,6 +66,8 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
                                                                                  allow_pickle=allow_pickle)
         options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
         layers = select_layers(loaded.model, options.modules)
+        covered = coverage(loaded.model, layers)
+        note(covered.summary(), quiet)
         sequences = build_sequences(read_records(corpus), loaded.tokenizer, options.max_length, options.pack)
         corpus_id = corpus_fingerprint(sequences)
         running = start_execution(loaded.model, execution,
@@ -87,7 +91,8 @@ def fit(model: str | Path | LoadedModel, corpus: str | Path, out: str | Path,
             manifest_options = {**asdict(options), "corpus": str(Path(corpus).resolve())}
             (out / "manifest.json").unlink(missing_ok=True)  # an earlier run's manifest never describes new factors
             save_run(out, curvature, layers, loaded.source, loaded.fingerprint, corpus_id, manifest_options, job,
-                     seconds=time.perf_counter() - start, execution=running.describe(), allow_pickle=allow_pickle)
+                     seconds=time.perf_counter() - start, execution=running.describe(), allow_pickle=allow_pickle,
+                     coverage=covered.to_json())
             checkpoints.finish()
         world.barrier()
         return load_run(out)

@@ -50,10 +50,11 @@ class FactorRun:
 def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLayer], model_source: str,
              model_fingerprint: str, corpus_fingerprint: str, options: dict[str, Any], job: str,
              seconds: float | None = None, execution: dict[str, Any] | None = None,
-             allow_pickle: bool = False) -> Path:
+             allow_pickle: bool = False, coverage: dict[str, Any] | None = None) -> Path:
     """Write factors and manifest into ``run_dir`` (each file atomically; the manifest last); ``seconds``: how
     long the fit took (its last session, when it was resumed), which `check` takes as its default budget;
-    ``execution``: the device, dtype and factor placement the run was fitted with."""
+    ``execution``: the device, dtype and factor placement the run was fitted with; ``coverage``: what share of the
+    model's parameters the tracked layers hold (`models/coverage.py`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     stored: set[int] = set()
@@ -84,6 +85,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
         "fit_seconds": seconds,
         "layers": [{"name": layer.name, "type": layer.layer_type.__name__, "in_features": layer.shape.in_features,
                     "out_features": layer.shape.out_features, "has_bias": layer.shape.has_bias} for layer in layers],
+        **({} if coverage is None else {"coverage": coverage}),
     }
     atomic_write(run_dir / "factors.safetensors", lambda p: save_file(tensors, str(p)))
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")

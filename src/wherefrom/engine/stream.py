@@ -194,8 +194,11 @@ class _Capture:
         self._reset()
         self._mask = batch.attention_mask.unsqueeze(-1)
 
-    def _start_graph(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        self.origin = output.requires_grad_(True)
+    def _start_graph(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        """The embedding output as a leaf that requires grad, handed on as a copy: models that scale it in place
+        (CTRL) may, as they could not with the leaf itself."""
+        self.origin = output.detach().requires_grad_(True)
+        return self.origin.clone()
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward from ``loss`` down to the embedding output, each layer's gradient hook consuming its part on the

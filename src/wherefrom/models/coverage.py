@@ -8,21 +8,22 @@ describe a different model.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
 from wherefrom.errors import WherefromError
 from wherefrom.models.layers import TrackedLayer
+from wherefrom.models.names import ATTENTION, EMBEDDINGS, MLP, NORMS, OUTPUT_HEADS, is_router_name
 
-_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("output head", re.compile(r"(^|\.)(lm_head|embed_out|output)\.")),
-    ("embeddings", re.compile(r"embed|(^|\.)(wte|wpe)\.")),
-    ("norms", re.compile(r"norm|(^|\.)ln_|layernorm")),
-    ("routers", re.compile(r"(^|\.)(gate|router|shared_expert_gate)\.(weight|bias)$|router")),
-    ("attention", re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)\.")),
-    ("MLP and experts", re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe|experts)\.|(^|\.)fc[12]\.")),
+_KINDS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("output head", lambda name: name.split(".")[-2] in OUTPUT_HEADS if "." in name else False),
+    ("embeddings", lambda name: bool(EMBEDDINGS.search(name))),
+    ("norms", lambda name: bool(NORMS.search(name))),
+    ("routers", is_router_name),
+    ("attention", lambda name: bool(ATTENTION.search(name))),
+    ("MLP and experts", lambda name: bool(MLP.search(name))),
 )
 _UNTRACKED_LIMIT = 0.1  # a preset may leave out at most this share of the parameters of the kind it names
 _PRESET_KIND = {"mlp": "MLP and experts", "experts": "MLP and experts", "attention": "attention"}
@@ -30,8 +31,8 @@ _PRESET_KIND = {"mlp": "MLP and experts", "experts": "MLP and experts", "attenti
 
 def parameter_kind(name: str) -> str:
     """The kind of a parameter, from its full name: embeddings, norms, attention, MLP and experts, ..., or other."""
-    for kind, pattern in _KINDS:
-        if pattern.search(name):
+    for kind, matches in _KINDS:
+        if matches(name):
             return kind
     return "other"
 

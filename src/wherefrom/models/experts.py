@@ -57,15 +57,8 @@ class FusedExpertsLayer(LayerType):
 
     @classmethod
     def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
-        layers = []
-        for e in range(module.down_proj.shape[0]):
-            for param in (_up_name(module), "down_proj"):
-                stored = getattr(module, param)
-                n_out, n_in = stored.shape[1:] if not module.is_transposed else stored.shape[:0:-1]
-                bias = f"{param}_bias" if getattr(module, "has_bias", False) else None
-                layers.append(TrackedLayer(f"{name}.{e}.{param}", module, cls, LayerShape(n_in, n_out, bias is not None),
-                                           weight=param, bias=bias, transposed=bool(module.is_transposed), expert=e))
-        return layers
+        return expert_layers(cls, name, module, (_up_name(module), "down_proj"), bool(module.is_transposed),
+                             bool(getattr(module, "has_bias", False)))
 
     @classmethod
     def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
@@ -80,6 +73,20 @@ class FusedExpertsLayer(LayerType):
             return routed_forward(module, hidden_states, top_k_index, top_k_weights, tap)
 
         return replace_forward(module, forward)
+
+
+def expert_layers(layer_type: type[LayerType], name: str, module: nn.Module, params: tuple[str, ...],
+                  transposed: bool, has_bias: bool) -> list[TrackedLayer]:
+    """Two layers per expert, one per projection in ``params`` ([E, out, in], or [E, in, out] when transposed)."""
+    layers = []
+    for e in range(getattr(module, params[-1]).shape[0]):
+        for param in params:
+            stored = getattr(module, param)
+            n_out, n_in = stored.shape[:0:-1] if transposed else stored.shape[1:]
+            bias = f"{param}_bias" if has_bias else None
+            layers.append(TrackedLayer(f"{name}.{e}.{param}", module, layer_type, LayerShape(n_in, n_out, has_bias),
+                                       weight=param, bias=bias, transposed=transposed, expert=e))
+    return layers
 
 
 def _project(module: nn.Module, param: str, expert: int, x: torch.Tensor) -> torch.Tensor:
@@ -109,3 +116,40 @@ def routed_forward(module: nn.Module, hidden_states: torch.Tensor, top_k_index: 
         y = y * top_k_weights.reshape(x.shape[0], -1)[rows, slot, None].to(y.dtype)
         out.index_add_(0, rows, y.to(out.dtype))
     return out.view(hidden_states.shape)
+
+
+@register
+class StackedExpertsLayer(LayerType):
+    """Llama 4's experts: ``gate_up_proj`` [E, H, 2I] and ``down_proj`` [E, I, H] applied to every token, each
+    expert to its own copy of the hidden states scaled by the token's routing score (zero where not routed), laid
+    end to end as [E·N, H]. The routing weight is then inside ā, not Ds; the per-expert blocks are as exact."""
+
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        return type(module).__name__ == "Llama4TextExperts"
+
+    @classmethod
+    def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
+        return expert_layers(cls, name, module, ("gate_up_proj", "down_proj"), True, False)
+
+    @classmethod
+    def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
+        names = {(layer.expert, layer.weight): layer.name for layer in layers}
+
+        def forward(hidden_states: torch.Tensor) -> torch.Tensor:
+            x = hidden_states.view(module.gate_up_proj.shape[0], -1, hidden_states.shape[-1])
+            rows = torch.arange(x.shape[1], device=x.device)
+            outputs = []
+            for expert in range(x.shape[0]):
+                h = x[expert] @ module.gate_up_proj[expert]
+                if (expert, "gate_up_proj") in names:
+                    take(names[expert, "gate_up_proj"], x[expert], h, rows)
+                gate, up = h.chunk(2, dim=-1)
+                h = up * module.act_fn(gate)
+                y = h @ module.down_proj[expert]
+                if (expert, "down_proj") in names:
+                    take(names[expert, "down_proj"], h, y, rows)
+                outputs.append(y)
+            return torch.cat(outputs).view(-1, outputs[0].shape[-1])
+
+        return replace_forward(module, forward)

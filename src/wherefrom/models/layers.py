@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,34 @@ def replace_forward(module: nn.Module, forward: Callable[..., object]) -> Callab
     return undo
 
 
+def watch_linear(module: nn.Module, layer: TrackedLayer, take: Take) -> Callable[[], None]:
+    """For a module whose forward does more than its linear map (a router returning logits and top-k, an
+    nn.Linear subclass returning a tuple): hand ``take`` the input and output of the first F.linear call in the
+    forward whose weight has the layer's shape (routers may cast x and W to float32 first, so not by identity)."""
+    original = module.forward
+
+    def forward(*args: object, **kwargs: object) -> object:
+        with _FirstLinear(tuple(getattr(module, layer.weight).shape), lambda x, s: take(layer.name, x, s, None)):
+            return original(*args, **kwargs)
+
+    return replace_forward(module, forward)
+
+
+class _FirstLinear(TorchFunctionMode):
+    """Hands the input and output of the first F.linear call with a weight of ``shape`` to ``seen``."""
+
+    def __init__(self, shape: tuple[int, ...], seen: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        super().__init__()
+        self.shape, self.seen, self.done = shape, seen, False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+        result = func(*args, **(kwargs or {}))
+        if not self.done and func is F.linear and tuple(args[1].shape) == self.shape:
+            self.done = True
+            self.seen(args[0], result)
+        return result
+
+
 _REGISTRY: list[type[LayerType]] = []
 
 
@@ -153,6 +183,13 @@ class LinearLayer(LayerType):
     def tracked(cls, name: str, module: nn.Module) -> list[TrackedLayer]:
         shape = LayerShape(module.in_features, module.out_features, module.bias is not None)
         return [TrackedLayer(name, module, cls, shape, bias="bias")]
+
+    @classmethod
+    def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
+        """A forward hook; a subclass whose forward returns more than y (Llama 4's router) is watched instead."""
+        if type(module).forward is nn.Linear.forward:
+            return super().attach(module, layers, take)
+        return watch_linear(module, layers[0], take)
 
 
 def _conv1d_types() -> tuple[type, ...]:

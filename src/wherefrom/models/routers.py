@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from wherefrom.models.layers import LayerShape, LayerType, Take, TrackedLayer, register, replace_forward
+from wherefrom.models.layers import LayerShape, LayerType, Take, TrackedLayer, register, watch_linear
 
 _NAMES = ("Router", "Gate", "Gating")
 
@@ -42,26 +39,4 @@ class RouterLayer(LayerType):
 
     @classmethod
     def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
-        (layer,) = layers
-        original = module.forward
-
-        def forward(*args: object, **kwargs: object) -> object:
-            with _FirstLinear(tuple(module.weight.shape), lambda x, s: take(layer.name, x, s, None)):
-                return original(*args, **kwargs)
-
-        return replace_forward(module, forward)
-
-
-class _FirstLinear(TorchFunctionMode):
-    """Hands the input and output of the first F.linear call with a weight of ``shape`` to ``seen``."""
-
-    def __init__(self, shape: tuple[int, ...], seen: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
-        super().__init__()
-        self.shape, self.seen, self.done = shape, seen, False
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
-        result = func(*args, **(kwargs or {}))
-        if not self.done and func is F.linear and tuple(args[1].shape) == self.shape:
-            self.done = True
-            self.seen(args[0], result)
-        return result
+        return watch_linear(module, layers[0], take)

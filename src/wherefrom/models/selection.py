@@ -15,35 +15,32 @@ from torch import nn
 
 from wherefrom.errors import WherefromError
 from wherefrom.models.coverage import check_preset_coverage
-from wherefrom.models.experts import FusedExpertsLayer
+from wherefrom.models.experts import StackedExpertsLayer  # noqa: F401 - registers the experts layer types
 from wherefrom.models.layers import TrackedLayer, layer_type_of
+from wherefrom.models.names import ATTENTION, MLP, OUTPUT_HEADS, is_router_name
 from wherefrom.models.routers import RouterLayer
 
 __all__ = ["PRESETS", "TrackedLayer", "select_layers"]
 
-# MLP blocks across HF families: Llama/Qwen/SmolLM (mlp.*_proj), GPT-2 (mlp.c_fc), NeoX (mlp.dense_*), OPT (fc1),
-# and mixture-of-experts blocks (block_sparse_moe, moe, feed_forward: routed and shared experts).
-_MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe)\.|(^|\.)fc[12]$")
-_ATTENTION = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)\.")
-_ROUTER_LEAVES = ("gate", "router", "shared_expert_gate", "router_proj", "classifier")
-_OUTPUT_HEADS = ("lm_head", "embed_out", "output")
-
-
 def _is_router(layer: TrackedLayer) -> bool:
-    leaf = layer.name.rpartition(".")[2]
-    return layer.layer_type is RouterLayer or (leaf in _ROUTER_LEAVES and bool(_MLP.search(layer.name + ".")))
+    return layer.layer_type is RouterLayer or is_router_name(layer.name)
 
 
 def _is_expert(layer: TrackedLayer) -> bool:
-    return layer.layer_type is FusedExpertsLayer
+    return layer.expert is not None
+
+
+def _is_attention(layer: TrackedLayer) -> bool:
+    return bool(ATTENTION.search(layer.name))
 
 
 PRESETS: dict[str, tuple[str, Callable[[TrackedLayer], bool]]] = {
     "mlp": ("dense MLPs, routed and shared experts (the default, as in the paper)",
-            lambda layer: _is_expert(layer) or (bool(_MLP.search(layer.name)) and not _is_router(layer))),
+            lambda layer: _is_expert(layer) or (bool(MLP.search(layer.name)) and not _is_router(layer)
+                                                and not _is_attention(layer))),
     "experts": ("the routed experts of mixture-of-experts blocks", _is_expert),
     "router": ("the routers of mixture-of-experts blocks", _is_router),
-    "attention": ("attention projections", lambda layer: bool(_ATTENTION.search(layer.name))),
+    "attention": ("attention projections", _is_attention),
     "all-linear": ("every trackable layer but the output head", lambda layer: True),
 }
 
@@ -72,7 +69,7 @@ def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     if modules in PRESETS:
         rule = PRESETS[modules][1]
         layers = [layer for layer in candidates
-                  if rule(layer) and layer.name.split(".")[-1] not in _OUTPUT_HEADS]
+                  if rule(layer) and layer.name.split(".")[-1] not in OUTPUT_HEADS]
         if not layers:
             raise WherefromError(f"--modules {modules} ({PRESETS[modules][0]}) matches no layer of this model. "
                                  f"{_what_there_is(candidates)}")

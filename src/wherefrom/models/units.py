@@ -9,6 +9,10 @@ A unit is a set of W̄ entries, a whole row (output unit) or column (input unit)
   one after the other.
 - residual-stream dimension d of a block (the ``residual`` view): row d of the output projection and of
   ``down_proj``, what the block writes into the residual stream.
+- mixture-of-experts (fused experts): neuron n of expert e of a block, ``model.layers.3.mlp:expert5:17`` (or
+  ``3:expert5:17``): its two rows of ``gate_up_proj`` (gate and up, concatenated or interleaved), its row of
+  ``up_proj`` without a gate, and column n of ``down_proj``. The ``experts`` view makes each expert one unit
+  (``3:expert5``): every entry of its projections; routers and shared experts are units of the other views.
 Layers of other kinds fall back to their rows. The output-projection bias column belongs to no unit.
 """
 
@@ -60,12 +64,13 @@ class UnitMap:
         block, _, unit = name.partition(":")
         if block.isdigit() and unit:
             matches = [i for i, full in enumerate(self.names)
-                       if full.endswith(f":{unit}") and _block_number(full) == int(block)]
+                       if full.partition(":")[2] == unit and _block_number(full) == int(block)]
             if len(matches) == 1:
                 return matches[0]
         examples = ", ".join(self.names[:3])
         raise WherefromError(f"--unit {name!r} names no unit of the tracked layers; units look like {examples} "
-                             "(or BLOCK:NEURON such as 0:5, BLOCK:headH such as 0:head1).")
+                             "(or BLOCK:NEURON such as 0:5, BLOCK:headH such as 0:head1, BLOCK:expertE:NEURON such "
+                             "as 0:expert3:5, BLOCK:expertE such as 0:expert3).")
 
     def subset(self, units: list[int]) -> UnitMap:
         """The map of only ``units`` (renumbered 0..len-1 in the given order); layers they do not touch are dropped."""
@@ -117,7 +122,7 @@ def unit_map(model: nn.Module, layers: list[TrackedLayer], view: UnitView = "nod
 
 def find_unit(model: nn.Module, layers: list[TrackedLayer], name: str) -> dict[str, tuple[Axis, torch.Tensor]]:
     """Per tracked layer, the axis and the rows or columns of the unit called ``name`` (in either view)."""
-    view: UnitView = "residual" if ":dim" in name else "nodes"
+    view: UnitView = "residual" if ":dim" in name else "experts" if re.search(r":expert\d+$", name) else "nodes"
     units = unit_map(model, layers, view)
     unit = units.index(name)
     return {layer: (part.axis, (part.assignment == unit).nonzero().flatten())
@@ -126,14 +131,17 @@ def find_unit(model: nn.Module, layers: list[TrackedLayer], name: str) -> dict[s
 
 def _labels(layer: TrackedLayer, parent: str, leaf: str, view: UnitView, heads: tuple[int, int, int] | None
             ) -> tuple[Axis, list[str | None] | None]:
+    if layer.expert is not None:
+        return _expert_labels(layer, view)
+    if view == "experts":
+        return "row", None
     out, n_in, bias = layer.shape.out_features, layer.shape.in_features, layer.shape.has_bias
     is_attention = parent.rpartition(".")[2] in _ATTENTION_PARENTS
     writes_residual = leaf in _MLP_OUT or leaf in _ATTN_OUT or leaf == "c_proj"
     if view == "residual":
         if not writes_residual:
             return "row", None
-        block = parent.rpartition(".")[0]
-        return "row", [f"{block}:dim{d}" for d in range(out)]
+        return "row", [f"{_block(layer.name)}:dim{d}" for d in range(out)]
     if leaf in _MLP_IN:
         return "row", [f"{parent}:{n}" for n in range(out)]
     if leaf in _MLP_OUT or (leaf == "c_proj" and not is_attention):
@@ -148,6 +156,25 @@ def _labels(layer: TrackedLayer, parent: str, leaf: str, view: UnitView, heads: 
             return "row", [f"{parent}:head{k // head_dim}" for k in range(out)]
         return "row", [f"{parent}:kv{k // head_dim}" for k in range(out)]
     return "row", [f"{layer.name}:row{k}" for k in range(out)]
+
+
+def _expert_labels(layer: TrackedLayer, view: UnitView) -> tuple[Axis, list[str | None] | None]:
+    """Units of one expert's projection: its neurons, the expert as a whole, or the residual dims it writes."""
+    mlp = layer.module_name.rpartition(".")[0]
+    out, n_in, bias = layer.shape.out_features, layer.shape.in_features, layer.shape.has_bias
+    down = layer.weight == "down_proj"
+    if view == "residual":
+        return ("row", [f"{_block(layer.name)}:dim{d}" for d in range(out)]) if down else ("row", None)
+    unit = f"{mlp}:expert{layer.expert}"
+    if view == "experts":
+        return "row", [unit] * out
+    if down:
+        return "column", [f"{unit}:{n}" for n in range(n_in)] + [None] * bias
+    if layer.weight == "up_proj":
+        return "row", [f"{unit}:{n}" for n in range(out)]
+    half = out // 2  # gate_up_proj: [gate; up] one after the other, or interleaved gate0, up0, gate1, ...
+    interleaved = not getattr(layer.module, "is_concatenated", True)
+    return "row", [f"{unit}:{k // 2 if interleaved else k % half}" for k in range(out)]
 
 
 def _fits_heads(leaf: str, out: int, n_in: int, heads: tuple[int, int, int]) -> bool:
@@ -171,6 +198,12 @@ def _attention_heads(config: object) -> tuple[int, int, int] | None:
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     head_dim = getattr(config, "head_dim", None) or hidden // n_heads
     return int(n_heads), int(n_kv), int(head_dim)
+
+
+def _block(name: str) -> str:
+    """The block a layer belongs to: its name up to the first numbered part (``model.layers.3``)."""
+    match = re.match(r"(.*?\.\d+)(?:\.|$)", name)
+    return match.group(1) if match else name.rpartition(".")[0]
 
 
 def _block_number(name: str) -> int | None:

@@ -1,0 +1,24 @@
+"""How Hugging Face families name their blocks' parts: the one place that says which names are MLP, attention,
+router, embedding or norm, read by the presets (`selection.py`) and the parameter counts (`coverage.py`)."""
+
+from __future__ import annotations
+
+import re
+
+# MLP blocks: Llama/Qwen/SmolLM (mlp.*_proj), GPT-2 (mlp.c_fc), NeoX (mlp.dense_*), OPT (fc1/fc2), BERT-style
+# encoders used as decoders (intermediate.dense, output.dense outside attention), and mixture-of-experts blocks
+# (block_sparse_moe, moe, feed_forward: routed and shared experts).
+MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe|experts|intermediate)\.|(^|\.)fc[12](\.|$)"
+                 r"|(^|\.)(?<!attention\.)output\.dense(\.|$)")
+ATTENTION = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention|crossattention|encoder_attn)\.")
+ROUTER_LEAVES = ("gate", "router", "shared_expert_gate", "router_proj")
+OUTPUT_HEADS = ("lm_head", "embed_out", "output")
+EMBEDDINGS = re.compile(r"embed|(^|\.)(wte|wpe)\.")
+NORMS = re.compile(r"norm|(^|\.)ln_|layernorm")
+
+
+def is_router_name(name: str) -> bool:
+    """Whether a module (or parameter, by its module's name) is a mixture-of-experts router inside an MLP block."""
+    parts = name.split(".")
+    module = parts[:-1] if parts[-1] in ("weight", "bias") else parts
+    return bool(module) and (module[-1] in ROUTER_LEAVES or "router" in module[-1]) and bool(MLP.search(name + "."))
