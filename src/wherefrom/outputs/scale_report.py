@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,13 @@ def check_report_path(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def write_scale_report(comparison: ScaleComparison, path: str | os.PathLike[str]) -> Path:
-    """Write the comparison's report to ``path`` and return it."""
+def write_scale_report(comparison: ScaleComparison, path: str | os.PathLike[str], notes: Sequence[str] = (),
+                       title: str = "wherefrom: influence across models") -> Path:
+    """Write the comparison's report to ``path`` and return it; ``notes``: sentences shown as its findings."""
     out = check_report_path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, _environment().get_template("scale.html.j2").render(
-        title="wherefrom: influence across models", comparison=comparison, panels=panels(comparison),
+        title=title, comparison=comparison, notes=list(notes), panels=panels(comparison),
         interval=INTERVAL, measures=MEASURES, between=BETWEEN, style=_static("report.css"), version=__version__))
     return out
 

@@ -1,0 +1,107 @@
+"""`wherefrom demo --sizes`: the study's scale finding in miniature.
+
+The demo's synthetic world (one corpus, one recipe) trained at four model sizes spanning over 30x in parameters,
+two training seeds each; each model fitted (EK-FAC) and scored (per layer) on the shipped queries, whose completions
+are the planted facts, so every model explains the same answer; then `compare` over the eight score folders, with
+the planted facts' carriers as the truth and each fact asked in English and in French as the query pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from wherefrom.api import fit, score
+from wherefrom.demo.recall import demo_truth
+from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, Size, SizedModel, train_sizes, world_directory
+from wherefrom.demo.size_findings import findings
+from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
+from wherefrom.folders import claim_output
+from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
+from wherefrom.outputs.scale_report import write_scale_report
+from wherefrom.scaling.compare import ScaleComparison, compare
+from wherefrom.synthetic.cache import read_carriers
+from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig, reduced_config
+
+TOP_K = 10
+REDUCED_EPOCHS = 10
+
+
+@dataclass
+class SizesSummary:
+    """Where the comparison was written, what it found, and how long each stage took."""
+
+    folder: str
+    report: str
+    json: str
+    findings: list[str]
+    accuracy: dict[str, dict[str, float]]  # model label → query kind → greedy accuracy
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def reduced_sizes_config() -> DemoConfig:
+    """The reduced world of `demo --reduced` with a third of its training epochs (eight models to train)."""
+    reduced = reduced_config()
+    return replace(reduced, training=replace(reduced.training, epochs=REDUCED_EPOCHS))
+
+
+def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bool = False, say=print,  # type: ignore[no-untyped-def]
+                   execution: ExecutionOptions = ExecutionOptions(), cache_root: Path | None = None,
+                   base: DemoConfig | None = None, sizes: tuple[Size, ...] | None = None
+                   ) -> tuple[SizesSummary, ScaleComparison]:
+    """Train (or reuse), fit, score and compare every size and seed into ``out`` (locked meanwhile). ``base``
+    and ``sizes`` replace the world and the sizes that ``reduced`` chooses."""
+    base = base or (reduced_sizes_config() if reduced else DemoConfig())
+    sizes = sizes or (REDUCED_SIZES if reduced else FULL_SIZES)
+    with claim_output(out, "demo"):
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        models = train_sizes(base, sizes, cache_root, threads, quiet, say)
+        seconds["train"] = time.perf_counter() - clock
+        world = world_directory(base, sizes, cache_root)
+        clock = time.perf_counter()
+        folders = [_fit_and_score(model, world, out, quiet, say, execution) for model in models]
+        seconds["fit and score"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        truth, pairs = _truth_and_pairs(world, out)
+        say("comparing the score folders")
+        comparison = compare(folders, k=TOP_K, truth=truth, pairs=pairs)
+        found = findings(comparison, [m.size.name for m in models])
+        atomic_write_text(out / "compare.json", comparison.to_json())
+        report = write_scale_report(comparison, out / "compare.html", notes=found,
+                                    title="wherefrom demo: influence across model sizes")
+        seconds["compare"] = time.perf_counter() - clock
+        accuracy = {m.label: {kind: v["accuracy"] for kind, v in _trained(m)["accuracy"].items()} for m in models}
+        summary = SizesSummary(str(out), str(report), str(out / "compare.json"), found, accuracy, seconds)
+        atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
+        return summary, comparison
+
+
+def _fit_and_score(model: SizedModel, world: Path, out: Path, quiet: bool, say,  # type: ignore[no-untyped-def]
+                   execution: ExecutionOptions) -> Path:
+    say(f"fitting and scoring {model.label}")
+    run, scores = out / "runs" / model.label, out / "scores" / model.label
+    fit(model.folder, world / "corpus.jsonl", run, FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32),
+        quiet, execution=execution)
+    score(run, world / "queries.jsonl", out=scores, quiet=quiet, execution=execution,
+          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
+    return scores
+
+
+def _truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:
+    """truth.jsonl (each query's fact carriers) and pairs.txt (each fact asked in English, then in French)."""
+    rows = read_jsonl(world / "queries.jsonl")
+    truths = demo_truth(rows, read_carriers(world))
+    atomic_write_text(out / "truth.jsonl", jsonl_text(
+        {"query_id": t.query_id, "record_ids": list(t.record_ids), "group": t.group} for t in truths))
+    ids = {row["id"] for row in rows}
+    lines = [f"training_wording-{row['fact']} {row['id']} en fr\n" for row in rows
+             if row["kind"] == "french" and f"training_wording-{row['fact']}" in ids]
+    atomic_write_text(out / "pairs.txt", "".join(lines))
+    return out / "truth.jsonl", out / "pairs.txt"
+
+
+def _trained(model: SizedModel) -> dict:
+    return json.loads((model.folder / "training.json").read_text(encoding="utf-8"))
