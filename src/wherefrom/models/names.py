@@ -13,6 +13,10 @@ MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe|experts|inte
 ATTENTION = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention|crossattention|encoder_attn)\.")
 ROUTER_LEAVES = ("gate", "router", "shared_expert_gate", "router_proj")
 OUTPUT_HEADS = ("lm_head", "embed_out", "output")
+# Linear modules whose parameters the model also uses outside their own forward, where no hook can see them: the
+# state-space (Mamba) mixers' time-step projection (its bias is subtracted from the output and re-added inside the
+# selective scan, and some paths multiply by its weight directly). Never tracked.
+OUTSIDE_FORWARD = ("dt_proj",)
 EMBEDDINGS = re.compile(r"embed|(^|\.)(wte|wpe)\.")
 NORMS = re.compile(r"norm|(^|\.)ln_|layernorm")
 

@@ -17,7 +17,7 @@ from wherefrom.errors import WherefromError
 from wherefrom.models.coverage import check_preset_coverage
 from wherefrom.models.experts import StackedExpertsLayer  # noqa: F401 - registers the experts layer types
 from wherefrom.models.layers import TrackedLayer, layer_type_of
-from wherefrom.models.names import ATTENTION, MLP, OUTPUT_HEADS, is_router_name
+from wherefrom.models.names import ATTENTION, MLP, OUTPUT_HEADS, OUTSIDE_FORWARD, is_router_name
 from wherefrom.models.routers import RouterLayer
 
 __all__ = ["PRESETS", "TrackedLayer", "select_layers"]
@@ -52,7 +52,7 @@ def trackable_layers(model: nn.Module) -> list[TrackedLayer]:
     layers = []
     for name, module in named:
         layer_type = layer_type_of(module)
-        if layer_type is None or (has_lora and ".lora_" not in name):
+        if layer_type is None or (has_lora and ".lora_" not in name) or name.rpartition(".")[2] in OUTSIDE_FORWARD:
             continue
         layers.extend(layer_type.tracked(name, module))
     return layers
@@ -67,9 +67,7 @@ def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     """
     candidates = trackable_layers(model)
     if modules in PRESETS:
-        rule = PRESETS[modules][1]
-        layers = [layer for layer in candidates
-                  if rule(layer) and layer.name.split(".")[-1] not in OUTPUT_HEADS]
+        layers = _preset_layers(candidates, modules)
         if not layers:
             raise WherefromError(f"--modules {modules} ({PRESETS[modules][0]}) matches no layer of this model. "
                                  f"{_what_there_is(candidates)}")
@@ -83,8 +81,13 @@ def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     return layers
 
 
+def _preset_layers(candidates: list[TrackedLayer], preset: str) -> list[TrackedLayer]:
+    rule = PRESETS[preset][1]
+    return [layer for layer in candidates if rule(layer) and layer.name.split(".")[-1] not in OUTPUT_HEADS]
+
+
 def _what_there_is(candidates: list[TrackedLayer]) -> str:
-    matching = {name: sum(rule(layer) for layer in candidates) for name, (_, rule) in PRESETS.items()}
+    matching = {name: len(_preset_layers(candidates, name)) for name in PRESETS}
     presets = ", ".join(f"{name} ({count} layers)" for name, count in matching.items())
     examples = ", ".join(layer.name for layer in candidates[:4])
     return f"Presets on this model: {presets}. Trackable layers look like: {examples or 'none'}."

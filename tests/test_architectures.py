@@ -1,0 +1,111 @@
+"""A representative set of transformers' causal-LM families, each built tiny from a config, against independent
+float64 ground truth: the engine's per-sequence gradients against plain autograd of the tracked parameters (the
+experts' slices of fused 3-D parameters included), and EK-FAC's Λ against the exact diagonal of each layer's
+empirical-Fisher block in its K-FAC eigenbasis. The full sweep over every architecture is
+`benchmarks/architectures.py` (docs/architectures.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from exact import kronecker_basis, sequence_gradient
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from wherefrom.curvature.fitting import fit_curvature
+from wherefrom.data.corpus import TrainingSequence
+from wherefrom.data.queries import Query
+from wherefrom.models.loading import prepare_for_influence
+from wherefrom.models.selection import select_layers
+from wherefrom.options import FitOptions
+from wherefrom.scoring.query_gradients import query_gradients
+
+SIZES = dict(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=2, max_position_embeddings=64)
+MOE = dict(num_experts_per_tok=2)
+ARCHITECTURES: dict[str, dict] = {
+    "llama": {},
+    "gpt2": dict(n_embd=16, n_layer=2, n_head=2, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+    "gpt_neox": dict(rotary_pct=0.5),
+    "opt": dict(ffn_dim=24, word_embed_proj_dim=16),  # flattens hidden states to [B·T, H] before its MLP
+    "gemma3_text": dict(head_dim=8, layer_types=["sliding_attention", "full_attention"], sliding_window=4),
+    "phi3": dict(pad_token_id=0),  # fused gate_up_proj
+    "qwen3": dict(head_dim=8),
+    "mixtral": dict(num_local_experts=4, **MOE),
+    "qwen3_moe": dict(num_experts=4, moe_intermediate_size=8, decoder_sparse_step=1, head_dim=8, **MOE),
+    "olmoe": dict(num_experts=4, **MOE),
+    "gpt_oss": dict(num_local_experts=4, head_dim=8, layer_types=["sliding_attention", "full_attention"], **MOE),
+    "deepseek_v3": dict(n_routed_experts=4, moe_intermediate_size=8, n_shared_experts=1, first_k_dense_replace=1,
+                        kv_lora_rank=8, q_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8,
+                        head_dim=4, n_group=1, topk_group=1, **MOE),
+    "qwen2_moe": dict(num_experts=4, moe_intermediate_size=8, shared_expert_intermediate_size=8, **MOE),
+    "llama4_text": dict(num_local_experts=4, num_experts_per_tok=1, intermediate_size_mlp=24, head_dim=8,
+                        interleave_moe_layer_step=1, no_rope_layers=[1, 1], layer_types=["full_attention"] * 2),
+    "jamba": dict(num_experts=4, expert_layer_period=2, expert_layer_offset=1, attn_layer_period=2,
+                  attn_layer_offset=1, mamba_d_state=4, mamba_d_conv=2, mamba_expand=1, mamba_dt_rank=4,
+                  use_mamba_kernels=False, **MOE),  # hybrid: state-space (mamba) and attention blocks, MoE MLPs
+}
+FLOAT32_ROUTERS = {"deepseek_v3"}  # its router casts x and W to float32: those gradients hold float32 round-off
+MOE_FAMILIES = {"mixtral", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3", "qwen2_moe", "llama4_text", "jamba"}
+TOKENS = [[3, 5, 7, 9, 3, 2, 8, 11, 4, 6], [2, 6, 3, 9, 12, 5, 7], [4, 4, 8, 1, 9, 13, 2, 5, 10], [7, 3, 3, 12, 5, 6]]
+
+
+def build(kind: str) -> torch.nn.Module:
+    """The tiny float64 model of ``kind``; fused experts run transformers' eager loop (its grouped kernels have no
+    float64), which the autograd reference then uses while wherefrom's capture runs its own routed loop."""
+    sizes = {k: v for k, v in SIZES.items() if kind != "gpt2" or k == "vocab_size"}
+    config = AutoConfig.for_model(kind, **sizes, **ARCHITECTURES[kind])
+    config._experts_implementation = "eager"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(torch.float64).eval()
+    with torch.no_grad():  # random biases, so that every bias column is tested (several families init them at 0)
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and p.dim() <= 2:
+                p.normal_(0, 0.05)
+    return prepare_for_influence(model)
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_per_sequence_gradients_equal_autograd(kind):
+    model = build(kind)
+    layers = select_layers(model, "all-linear" if kind in MOE_FAMILIES else "mlp")
+    if kind in MOE_FAMILIES:
+        assert any(layer.expert is not None for layer in layers), "the routed experts must be tracked"
+    queries = [Query(str(i), "", "", tuple(t[:3]), tuple(t[3:])) for i, t in enumerate(TOKENS)]
+    got = query_gradients(model, layers, queries, batch_size=3, quiet=True)  # padded batches of mixed lengths
+    for i, tokens in enumerate(TOKENS):
+        expected = sequence_gradient(model, layers, tokens, first_target=3)
+        flat = torch.cat([got.dense(layer.name)[i].reshape(-1) for layer in layers])
+        tolerance = 1e-6 if kind in FLOAT32_ROUTERS else 1e-9
+        torch.testing.assert_close(flat, expected, rtol=tolerance, atol=tolerance * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss", "deepseek_v3", "llama4_text", "opt"])
+def test_ekfac_eigenvalues_are_the_exact_diagonal_of_each_layer_block(kind):
+    """Λ of every layer, each expert's included, is diag(Qᵀ G Q) of that layer's exact empirical-Fisher block."""
+    model = build(kind)
+    layers = select_layers(model, "mlp")
+    sequences = [TrainingSequence(i, str(i), 0, len(t), tuple(t)) for i, t in enumerate(TOKENS)]
+    fitted = fit_curvature(model, layers, sequences, FitOptions(strategy="ekfac", fisher="empirical", batch_size=3),
+                           quiet=True)
+    grads = torch.stack([sequence_gradient(model, layers, t) for t in TOKENS])
+    lo = 0
+    for layer in layers:
+        n = layer.shape.out_features * layer.shape.in_dim
+        g = grads[:, lo:lo + n]
+        lo += n
+        Q = kronecker_basis(fitted.layers[layer.name])
+        G = g.T @ g / len(TOKENS)
+        torch.testing.assert_close(fitted.layers[layer.name].eigenvalues.reshape(-1).cpu(), (Q.T @ G @ Q).diagonal(),
+                                   rtol=1e-8, atol=1e-12 * float(G.diagonal().abs().max() + 1e-30))
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3", "qwen2_moe", "llama4_text"])
+def test_the_default_preset_tracks_every_expert_and_shared_expert_and_no_router(kind):
+    model = build(kind)
+    names = [layer.name for layer in select_layers(model, "mlp")]
+    experts = select_layers(model, "experts")
+    modules = {layer.module_name: layer.module for layer in experts}
+    assert experts and all(layer.name in names for layer in experts)
+    assert len(experts) == 2 * sum(module.down_proj.shape[0] for module in modules.values())
+    assert not any(name.endswith((".gate", ".router")) for name in names)
+    assert select_layers(model, "router")
