@@ -11,9 +11,13 @@ import torch
 from exact import kronecker_basis, sequence_gradient
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import fit_curvature
+from wherefrom.data.batching import make_batches
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.data.queries import Query
+from wherefrom.engine.execution import start_execution
+from wherefrom.engine.stream import Labels, stream
 from wherefrom.models.loading import prepare_for_influence
 from wherefrom.models.selection import select_layers
 from wherefrom.options import FitOptions
@@ -109,3 +113,33 @@ def test_the_default_preset_tracks_every_expert_and_shared_expert_and_no_router(
     assert len(experts) == 2 * sum(module.down_proj.shape[0] for module in modules.values())
     assert not any(name.endswith((".gate", ".router")) for name in names)
     assert select_layers(model, "router")
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss"])
+def test_an_experts_input_covariance_sums_only_the_tokens_routed_to_it(kind):
+    """A_e = Σ ā āᵀ over the predicting tokens routed to expert e (ā = (x, 1) with a bias), divided by the number of
+    predicting tokens, from the routing the model itself computed (a hook on its experts module, no wherefrom)."""
+    model = build(kind)
+    layers = [layer for layer in select_layers(model, "experts") if layer.weight != "down_proj"]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    experts = layers[0].module
+    handle = experts.register_forward_pre_hook(lambda _m, args: seen.append((args[0].detach(), args[1])))
+    with torch.no_grad():
+        for tokens in TOKENS:
+            model(input_ids=torch.tensor([tokens]))
+    handle.remove()
+    per_layer = len(seen) // len(TOKENS)
+    accumulator = CovarianceAccumulator(layers, start_execution(model))
+    batches = list(make_batches(TOKENS, [1] * len(TOKENS), 3))
+    for _ in stream(model, layers, batches, len(batches), Labels("data"), accumulator, "covariances", quiet=True):
+        pass
+    n_tokens = sum(len(t) - 1 for t in TOKENS)
+    for layer in (layer for layer in layers if layer.module is experts):
+        expected = torch.zeros(layer.shape.in_dim, layer.shape.in_dim, dtype=torch.float64)
+        for (hidden, routing), tokens in zip(seen[::per_layer], TOKENS):
+            for t in range(len(tokens) - 1):  # predicting tokens
+                if layer.expert in routing[t].tolist():
+                    a = torch.cat([hidden[t], torch.ones(1, dtype=hidden.dtype)]) if layer.shape.has_bias else hidden[t]
+                    expected += torch.outer(a, a)
+        (A,), _ = accumulator.pop(layer.name)
+        torch.testing.assert_close(A, expected / n_tokens, rtol=1e-6, atol=1e-12)

@@ -64,6 +64,7 @@ class CovarianceAccumulator(SummedTensors):
                     size = cut.stop - cut.start
                     self.sums[f"{factor}/{layer.name}/{i}"] = torch.zeros(size, size, dtype=dtype, device=device)
         self.layers = layers
+        self.routed = {layer.name for layer in layers if layer.expert is not None}  # ā, Ds zero at unrouted tokens
         self.dtype, self.on_host = dtype, execution.factors_on_host
         self.workspace = Workspace(execution.device)
         self.names = [layer.name for layer in layers]
@@ -84,11 +85,16 @@ class CovarianceAccumulator(SummedTensors):
             buffer = self.workspace.get("masked", inputs.shape, inputs.dtype)
             torch.mul(inputs, self._predicting.to(inputs.dtype), out=buffer)
             self._masked = (inputs, buffer.reshape(-1, inputs.shape[-1]))
-        self._add(f"A/{name}", self._masked[1])
+        self._add(f"A/{name}", self._routed_rows(name, self._masked[1]))
 
     def layer(self, name: str, layer: LayerBatch) -> None:
         """Add Ds Dsᵀ."""
-        self._add(f"S/{name}", layer.output_grads.reshape(-1, layer.output_grads.shape[-1]))
+        self._add(f"S/{name}", self._routed_rows(name, layer.output_grads.reshape(-1, layer.output_grads.shape[-1])))
+
+    def _routed_rows(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """An expert's rows at the tokens routed to it (the others are zero and add nothing to x xᵀ): an expert's
+        sums cost its share of the tokens, k/E of them with top-k routing."""
+        return x[x.ne(0).any(dim=1)] if name in self.routed else x
 
     def end(self, loss: torch.Tensor) -> None:
         self._predicting, self._masked = None, None
