@@ -89,3 +89,26 @@ def test_experts_of_an_unknown_class_are_refused_in_one_line_naming_the_paramete
     assert result.exit_code == 2, result.output
     assert "JetMoeParallelExperts" in line and "cannot track" in line and "Traceback" not in result.output
     assert hashes(root) == before
+
+
+def test_the_summary_says_which_experts_carry_each_answer(mixtral):
+    """With --per-layer, one line per query names its top experts and their share of the positive influence,
+    equal to the per-layer scores summed by hand over each expert's two layers."""
+    root, _ = mixtral
+    out = root / "per-layer"
+    result = invoke("score", "--run", root / "run", "--queries", root / "queries.jsonl", "--out", out, "--per-layer")
+    assert result.exit_code == 0, result.output
+    from wherefrom.scoring.results import ScoreResult
+
+    scores = ScoreResult.load(out)
+    q, positive = 0, scores.scores[0] > 0
+    total = float(scores.scores[0][positive].sum())
+    by_expert: dict[str, float] = {}
+    for name, values in zip(scores.layer_names, scores.per_layer[:, q]):
+        block, _, rest = name.partition(".experts.")
+        key = f"{block}:expert{rest.split('.')[0]}"
+        by_expert[key] = by_expert.get(key, 0.0) + float(values[positive].sum()) / total
+    top = max(by_expert, key=by_expert.get)
+    assert abs(sum(by_expert.values()) - 1) < 1e-4  # every tracked layer is an expert's here
+    text = " ".join(result.output.split())
+    assert f"experts carrying it: {top} {by_expert[top]:+.0%}" in text and "(of 8 experts)" in text

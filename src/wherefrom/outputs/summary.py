@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from wherefrom.analysis.experts import expert_shares
 from wherefrom.outputs._text import shorten
 from wherefrom.scoring.results import ScoreResult
 
@@ -37,9 +38,14 @@ def print_summary(result: ScoreResult, top_k: int = 5, console: Console | None =
     for query in result.queries:
         title = Text.assemble((f"{query.query_id}: ", "bold"), shorten(query.prompt, 60),
                               (shorten(query.completion, 40), "bold dark_orange"))
-        caption = None
+        captions = []
         if query.completion_logprob is not None:
-            caption = f"log p(completion | prompt) = {query.completion_logprob:.4g} nats"
+            captions.append(f"log p(completion | prompt) = {query.completion_logprob:.4g} nats")
+        if result.per_layer is not None and (shares := expert_shares(result.layer_names, result.per_layer,
+                                                                      result.scores, query.index)):
+            captions.append("experts carrying it: " + ", ".join(f"{name} {share:+.0%}" for name, share in shares[:3])
+                            + f" (of {len(shares)} experts)")
+        caption = "\n".join(captions) or None
         top = result.top(query.index, top_k)
         rows = [(rank, float(result.scores[query.index, row]), result.sequences[row])
                 for rank, row in enumerate(top, start=1)]
