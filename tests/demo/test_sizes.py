@@ -9,7 +9,7 @@ import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, SEEDS, Size
-from wherefrom.demo.sizes import reduced_sizes_config, run_sizes_demo
+from wherefrom.demo.sizes import run_sizes_demo
 from wherefrom.synthetic.config import DemoConfig, reduced_config
 
 
@@ -20,7 +20,7 @@ def parameters(size: Size, vocabulary: int) -> int:
     return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
 
 
-@pytest.mark.parametrize("sizes, base", [(FULL_SIZES, DemoConfig()), (REDUCED_SIZES, reduced_sizes_config())])
+@pytest.mark.parametrize("sizes, base", [(FULL_SIZES, DemoConfig()), (REDUCED_SIZES, reduced_config())])
 def test_four_sizes_spanning_30x_with_3_layers_or_more(sizes, base):
     counts = [parameters(s, base.model.vocab_size) for s in sizes]
     assert len(sizes) == 4 and counts == sorted(counts) and counts[-1] >= 30 * counts[0], counts
@@ -40,6 +40,7 @@ def test_sizes_demo_end_to_end_on_a_tiny_world(tmp_path):
     assert comparison.folders[0].parameters < comparison.folders[2].parameters
     assert {"recall_at_k", "other_language_share", "layers_upper"} <= set(comparison.folders[0].values)
     assert comparison.languages is not None and len(comparison.pairs) == 3  # each French query with its English one
+    assert summary.findings[0].startswith("Greedy accuracy") and "not in French" in summary.findings[-1]
     assert any("lower layers" in s for s in summary.findings) and "training a-seed0 (3 layers, width 8)" in said
     written = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert [f["label"] for f in written["folders"]] == labels

@@ -9,8 +9,9 @@ the planted facts' carriers as the truth and each fact asked in English and in F
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wherefrom.api import fit, score
@@ -26,7 +27,6 @@ from wherefrom.synthetic.cache import read_carriers
 from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig, reduced_config
 
 TOP_K = 10
-REDUCED_EPOCHS = 10
 
 
 @dataclass
@@ -41,19 +41,13 @@ class SizesSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def reduced_sizes_config() -> DemoConfig:
-    """The reduced world of `demo --reduced` with a third of its training epochs (eight models to train)."""
-    reduced = reduced_config()
-    return replace(reduced, training=replace(reduced.training, epochs=REDUCED_EPOCHS))
-
-
 def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bool = False, say=print,  # type: ignore[no-untyped-def]
                    execution: ExecutionOptions = ExecutionOptions(), cache_root: Path | None = None,
                    base: DemoConfig | None = None, sizes: tuple[Size, ...] | None = None
                    ) -> tuple[SizesSummary, ScaleComparison]:
     """Train (or reuse), fit, score and compare every size and seed into ``out`` (locked meanwhile). ``base``
     and ``sizes`` replace the world and the sizes that ``reduced`` chooses."""
-    base = base or (reduced_sizes_config() if reduced else DemoConfig())
+    base = base or (reduced_config() if reduced else DemoConfig())
     sizes = sizes or (REDUCED_SIZES if reduced else FULL_SIZES)
     with claim_output(out, "demo"):
         seconds: dict[str, float] = {}
@@ -68,12 +62,12 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         truth, pairs = _truth_and_pairs(world, out)
         say("comparing the score folders")
         comparison = compare(folders, k=TOP_K, truth=truth, pairs=pairs)
-        found = findings(comparison, [m.size.name for m in models])
+        accuracy = {m.label: {kind: v["accuracy"] for kind, v in _trained(m)["accuracy"].items()} for m in models}
+        found = [_accuracy(accuracy)] + findings(comparison, [m.size.name for m in models]) + [_base_rate(world)]
         atomic_write_text(out / "compare.json", comparison.to_json())
         report = write_scale_report(comparison, out / "compare.html", notes=found,
                                     title="wherefrom demo: influence across model sizes")
         seconds["compare"] = time.perf_counter() - clock
-        accuracy = {m.label: {kind: v["accuracy"] for kind, v in _trained(m)["accuracy"].items()} for m in models}
         summary = SizesSummary(str(out), str(report), str(out / "compare.json"), found, accuracy, seconds)
         atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
         return summary, comparison
@@ -101,6 +95,22 @@ def _truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:
              if row["kind"] == "french" and f"training_wording-{row['fact']}" in ids]
     atomic_write_text(out / "pairs.txt", "".join(lines))
     return out / "truth.jsonl", out / "pairs.txt"
+
+
+def _accuracy(accuracy: dict[str, dict[str, float]]) -> str:
+    """Whether the models know the facts at all: greedy accuracy per model on two query kinds."""
+    kinds = ("training_wording", "french")
+    cells = "; ".join(label + " " + " / ".join(f"{values.get(k, math.nan):.0%}" for k in kinds)
+                      for label, values in accuracy.items())
+    return f"Greedy accuracy on the facts asked in training wording / in French (every query): {cells}."
+
+
+def _base_rate(world: Path) -> str:
+    """How much of the corpus is in another language than the French queries: the other-language share's floor."""
+    languages = [row.get("language") for row in read_jsonl(world / "corpus.jsonl")]
+    other = sum(lang != "fr" for lang in languages) / len(languages)
+    return (f"For scale: {other:.0%} of the {len(languages)} documents are not in French, so a model that drew on "
+            f"all documents alike would give the French queries an other-language share near {other:.2f}.")
 
 
 def _trained(model: SizedModel) -> dict:
