@@ -62,6 +62,15 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
         yield Bar(progress, progress.add_task(description, total=total))
 
 
+@contextmanager
+def phase(description: str, quiet: bool = False) -> Iterator[None]:
+    """One long step that is not a loop (loading, writing), shown as a one-step bar with its elapsed time; nothing
+    is shown when quiet."""
+    with progress_bar(1, description, quiet) as bar:
+        yield
+        bar.advance()
+
+
 def note(message: str, quiet: bool = False) -> None:
     """Print a one-line note on stderr (nothing when quiet)."""
     if not quiet:

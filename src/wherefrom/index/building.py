@@ -47,6 +47,7 @@ from wherefrom.jobs import job_fingerprint
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.positions import cap_max_length
 from wherefrom.options import ExecutionOptions, IndexOptions
+from wherefrom.progress import phase, track
 from wherefrom.scoring.contract import damped_square_norm
 from wherefrom.version import __version__
 
@@ -129,7 +130,8 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
 def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOptions | None,
            model: str | Path | LoadedModel | None, quiet: bool, restart: bool,
            execution_options: ExecutionOptions) -> GradientIndex:
-    opened = open_run(run, model, execution_options)
+    with phase("loading the model and the run", quiet):
+        opened = open_run(run, model, execution_options)
     factors, layers = opened.factors, opened.layers
     options = options or IndexOptions(**opened.data)
     options = replace(options, max_length=cap_max_length(opened.loaded.model, options.max_length, quiet))
@@ -145,23 +147,28 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     if finished is not None and not restart:
         raise WherefromError(f"{out} already holds an index built from another run, corpus or options; "
                              "choose another --out, or add --restart to replace it.")
-    layout, projections = choose_projections({layer.name: factors.curvature.layers[layer.name] for layer in layers},
-                                             options.budget, options.compression)
+    curvatures = {layer.name: factors.curvature.layers[layer.name]
+                  for layer in track(layers, len(layers), "reading the factors", quiet)}
+    with phase(f"choosing the projections ({options.compression}, {options.budget})", quiet):
+        layout, projections = choose_projections(curvatures, options.budget, options.compression)
     execution = start_execution(opened.loaded.model, execution_options)
     world = execution.world
     checkpoints = Checkpoints(out / SHARDS, job)
     checkpoints.open(restart, world)
     if world.is_main:
         _take_back_moved_arrays(out, checkpoints)
-    arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
+    with phase(f"allocating the index ({len(sequences) * layout.bytes_per_sequence / 1e6:,.1f} MB)",
+               quiet or not world.is_main):
+        arrays = _open_arrays(out / SHARDS, len(sequences), layout, world)
     plan = PassPlan([s.input_ids for s in sequences], [1] * len(sequences), options.batch_size, options.shard_size)
     run_pass(opened.loaded.model, layers, plan, Labels("data"), "index", "indexing gradients",
              lambda: IndexWriter(projections, factors.curvature, arrays, execution.device), checkpoints, execution,
              quiet)
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
-        _finish(out, run.resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences), options,
-                job, execution)
+        with phase("writing the index", quiet):
+            _finish(out, run.resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences), options,
+                    job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
