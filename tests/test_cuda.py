@@ -208,3 +208,35 @@ def test_the_sketch_answers_on_cuda_like_float64_from_its_bits(runs):
     largest = float(expected.abs().max())
     torch.testing.assert_close(on_gpu.double(), expected, rtol=0, atol=1e-5 * largest)  # bits unpacked there, float32
     torch.testing.assert_close(on_host.double(), expected, rtol=0, atol=5e-3 * largest)  # the host's int8 kernel
+
+
+def test_factor_sums_on_the_host_stay_there_while_the_model_runs_on_cuda(runs, tmp_path, monkeypatch):
+    """--factors host on a GPU: during both passes every sum the accumulators fill is in host memory while the
+    layers' ā and Ds are on CUDA, the manifest records it, and the factors equal the on-device fit's."""
+    import wherefrom.curvature.fitting as fitting
+    from wherefrom.curvature.correction import CorrectionAccumulator
+
+    seen: list[tuple[str, set[str], str]] = []
+
+    def watched(base: type) -> type:
+        class Watched(base):
+            def layer(self, name, layer):  # noqa: ANN001, ANN202 - records placement while the pass runs
+                seen.append((base.__name__, {t.device.type for t in self.sums.values()}, layer.output_grads.device.type))
+                super().layer(name, layer)
+        return Watched
+
+    monkeypatch.setattr(fitting, "CovarianceAccumulator", watched(CovarianceAccumulator))
+    monkeypatch.setattr(fitting, "CorrectionAccumulator", watched(CorrectionAccumulator))
+    host = ExecutionOptions(device="cuda", dtype="float32", factors="host")
+    fit(runs / "model", runs / "corpus.jsonl", tmp_path / "run", FitOptions(fisher="empirical", batch_size=8,
+                                                                            max_length=48), quiet=True, execution=host)
+    assert {kind for kind, _, _ in seen} == {"CovarianceAccumulator", "CorrectionAccumulator"}
+    assert all(sums == {"cpu"} and grads == "cuda" for _, sums, grads in seen), seen[:3]
+    execution = json.loads((tmp_path / "run" / "manifest.json").read_text())["execution"]
+    assert execution["device"] == "cuda:0" and execution["factors"] == "host"
+    on_host, on_device = (load_file(str(folder / "factors.safetensors")) for folder in (tmp_path / "run",
+                                                                                         runs / "run-cuda"))
+    assert on_host.keys() == on_device.keys()
+    for name, tensor in on_device.items():
+        if name.endswith("eigenvalues"):  # the bases' signs are arbitrary
+            torch.testing.assert_close(on_host[name], tensor, rtol=1e-4, atol=1e-6 * float(tensor.abs().max()))

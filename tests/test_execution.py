@@ -13,6 +13,8 @@ from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
 from typer.testing import CliRunner
 
 from wherefrom.cli.main import app
+from wherefrom.curvature.correction import CorrectionAccumulator
+from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.execution import Execution, check_execution_options, resolve_device, resolve_dtype
@@ -160,3 +162,51 @@ def test_check_dry_run_plans_the_execution_the_check_would_use(workspace, tmp_pa
     assert other.exit_code == 2 and "fitted in bfloat16" in other.output and "Traceback" not in other.output
     missing = runner.invoke(app, [*args, "--device", "cuda:99"])
     assert missing.exit_code == 2 and "--device cuda:99:" in missing.output and "Traceback" not in missing.output
+
+
+def test_factor_sums_asked_for_on_the_host_are_allocated_there_when_the_model_is_elsewhere():
+    """Host and device differ here (the model's device is 'meta', which holds no data), as they do on a GPU: the
+    accumulators' sums must be on the CPU with --factors host and on the model's device without it; the bases the
+    correction pass rotates with stay on the model's device."""
+    layers = select_layers(prepare_for_influence(tiny_llama()), "mlp")
+    shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
+    bases = {layer.name: (torch.eye(layer.shape.in_dim), torch.eye(layer.shape.out_features)) for layer in layers}
+    meta = torch.device("meta")
+    for on_host, where in ((True, "cpu"), (False, "meta")):
+        execution = Execution(meta, torch.float32, factors_on_host=on_host)
+        assert execution.factor_device.type == where
+        covariance = CovarianceAccumulator(layers, execution, blocks=2)
+        correction = CorrectionAccumulator(bases, shapes, execution)
+        for accumulator in (covariance, correction):
+            assert accumulator.on_host is on_host
+            assert {tensor.device.type for tensor in accumulator.sums.values()} == {where}, (type(accumulator), where)
+        assert {q.device.type for qs in correction.bases.values() for q in qs} == {"meta"}
+
+
+def test_fit_with_factors_on_the_host_records_it_and_its_dry_run_plans_it(workspace, tmp_path):
+    """--factors host reaches the execution the fit runs with (recorded in the manifest), the dry run says so, and
+    the sums the passes fill are on the host during the pass."""
+    import wherefrom.curvature.fitting as fitting
+
+    seen: list[tuple[bool, set[str]]] = []
+    original = fitting.CovarianceAccumulator
+
+    class Watched(original):
+        def layer(self, name, layer):  # noqa: ANN001, ANN202 - records where the sums are while the pass runs
+            seen.append((self.on_host, {tensor.device.type for tensor in self.sums.values()}))
+            super().layer(name, layer)
+
+    runner = CliRunner()
+    common = ["--model", workspace / "model", "--corpus", workspace / "corpus.jsonl", "--out", tmp_path / "run",
+              "--device", "cpu", "--factors", "host", "--batch-size", "4"]
+    dry = runner.invoke(app, ["fit", *map(str, common), "--dry-run"], env={"COLUMNS": "250"})
+    assert dry.exit_code == 0, dry.output
+    assert "device cpu, dtype float32, factor sums in host memory" in " ".join(dry.output.split()), dry.output
+    fitting.CovarianceAccumulator = Watched
+    try:
+        done = runner.invoke(app, ["fit", *map(str, common), "-q"])
+    finally:
+        fitting.CovarianceAccumulator = original
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["execution"]["factors"] == "host"
+    assert seen and all(on_host and devices == {"cpu"} for on_host, devices in seen)
