@@ -20,6 +20,9 @@ def demo(
     sizes: bool = typer.Option(False, "--sizes", help="The study's scale finding in miniature: the built-in world "
                                                       "trained at 4 sizes (over 30x in parameters), 2 seeds each, "
                                                       "then `wherefrom compare` on them (into OUT/sizes)."),
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="The demo model trained once, saving 4 checkpoints; "
+                                                                  "each fitted and scored, then `wherefrom compare` "
+                                                                  "on them by training step (into OUT/checkpoints)."),
     threads: int = typer.Option(2, help="CPU threads for training the demo model."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
     device: str = DEVICE,
@@ -36,8 +39,8 @@ def demo(
         from wherefrom.synthetic.config import reduced_config
 
         execution = ExecutionOptions(device=device, dtype=dtype)
-        if sizes:
-            _sizes_demo(out / "sizes", reduced, threads, quiet, execution)
+        if sizes or checkpoints:
+            _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, threads, quiet, execution, checkpoints)
             return
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
             report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps, execution)
@@ -50,12 +53,16 @@ def demo(
     run_action(action)
 
 
-def _sizes_demo(out: Path, reduced: bool, threads: int, quiet: bool, execution: ExecutionOptions) -> None:
-    """`demo --sizes`: train, fit, score and compare; print the comparison, what it found and where it went."""
+def _sizes_demo(out: Path, reduced: bool, threads: int, quiet: bool, execution: ExecutionOptions,
+                checkpoints: bool) -> None:
+    """`demo --sizes` or `--checkpoints`: train, fit, score and compare; print the comparison, what it found and
+    where it went."""
+    from wherefrom.demo.checkpoints import run_checkpoints_demo
     from wherefrom.demo.sizes import run_sizes_demo
     from wherefrom.outputs.scale_table import print_comparison
 
-    summary, comparison = run_sizes_demo(out, reduced, threads, quiet, (lambda text: None) if quiet else
+    run = run_checkpoints_demo if checkpoints else run_sizes_demo
+    summary, comparison = run(out, reduced, threads, quiet, (lambda text: None) if quiet else
                                          (lambda text: err.print(f"[dim]{text}[/]")), execution)
     print_comparison(comparison)
     for sentence in summary.findings:

@@ -56,10 +56,10 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         seconds["train"] = time.perf_counter() - clock
         world = world_directory(base, sizes, cache_root)
         clock = time.perf_counter()
-        folders = [_fit_and_score(model, world, out, quiet, say, execution) for model in models]
+        folders = [fit_and_score(model.label, model.folder, world, out, quiet, say, execution) for model in models]
         seconds["fit and score"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        truth, pairs = _truth_and_pairs(world, out)
+        truth, pairs = truth_and_pairs(world, out)
         say("comparing the score folders")
         comparison = compare(folders, k=TOP_K, truth=truth, pairs=pairs)
         accuracy = {m.label: {kind: v["accuracy"] for kind, v in _trained(m)["accuracy"].items()} for m in models}
@@ -73,18 +73,19 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         return summary, comparison
 
 
-def _fit_and_score(model: SizedModel, world: Path, out: Path, quiet: bool, say,  # type: ignore[no-untyped-def]
-                   execution: ExecutionOptions) -> Path:
-    say(f"fitting and scoring {model.label}")
-    run, scores = out / "runs" / model.label, out / "scores" / model.label
-    fit(model.folder, world / "corpus.jsonl", run, FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32),
+def fit_and_score(label: str, model: Path, world: Path, out: Path, quiet: bool, say,  # type: ignore[no-untyped-def]
+                  execution: ExecutionOptions) -> Path:
+    """Fit EK-FAC for ``model`` on the world's corpus and score its queries per layer: ``out/scores/label``."""
+    say(f"fitting and scoring {label}")
+    run, scores = out / "runs" / label, out / "scores" / label
+    fit(model, world / "corpus.jsonl", run, FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32),
         quiet, execution=execution)
     score(run, world / "queries.jsonl", out=scores, quiet=quiet, execution=execution,
           options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
     return scores
 
 
-def _truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:
+def truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:
     """truth.jsonl (each query's fact carriers) and pairs.txt (each fact asked in English, then in French)."""
     rows = read_jsonl(world / "queries.jsonl")
     truths = demo_truth(rows, read_carriers(world))

@@ -29,8 +29,9 @@ class TrainingReport:
 
 
 def train_model(model: PreTrainedModel, sequences: Sequence[Sequence[int]], config: TrainingConfig, pad_id: int,
-                seed: int, quiet: bool = False) -> TrainingReport:
-    """Train ``model`` in place on token sequences (loss on every token after the first), seeded."""
+                seed: int, quiet: bool = False, after_epoch: Callable[[int, int], None] | None = None) -> TrainingReport:
+    """Train ``model`` in place on token sequences (loss on every token after the first), seeded.
+    ``after_epoch(epoch, steps)`` (epochs from 1) runs after each epoch, e.g. to save a checkpoint."""
     if not sequences:
         raise ValueError("no training sequence: the corpus is empty")
     limit = model.config.max_position_embeddings
@@ -67,6 +68,10 @@ def train_model(model: PreTrainedModel, sequences: Sequence[Sequence[int]], conf
                 epoch_loss += value
                 progress.update(task, advance=1, loss=value)
             report.epoch_losses.append(epoch_loss / steps_per_epoch)
+            if after_epoch is not None:
+                model.eval()
+                after_epoch(len(report.epoch_losses), report.steps)
+                model.train()
     model.eval()
     report.seconds = time.perf_counter() - start
     return report
