@@ -41,7 +41,8 @@ def test_table_json_and_report(workspace):
     ("queries", "score different query sets"),
     ("pairs", "query 'capital-de' is not among the scored queries"),
     ("one", "compare needs at least two score folders"),
-    ("languages", "no record of"),
+    ("languages", "has no record with a \"language\" field"),
+    ("moved corpus", "is not a .jsonl file here"),
 ])
 def test_refusals_in_one_line(workspace, case, message):
     folders = [str(workspace / "small"), str(workspace / "large")]
@@ -58,6 +59,10 @@ def test_refusals_in_one_line(workspace, case, message):
         extra = ["--pairs", str(workspace / "pairs.txt")]
     elif case == "one":
         folders = folders[:1]
+    elif case == "moved corpus":
+        (workspace / "corpus.jsonl").unlink()
+        (workspace / "pairs.txt").write_text("capital-en capital-fr en fr\n")
+        extra = ["--pairs", str(workspace / "pairs.txt")]
     else:
         (workspace / "plain.jsonl").write_text(json.dumps({"id": "r0", "text": "no language here"}) + "\n")
         (workspace / "pairs.txt").write_text("capital-en capital-fr en fr\n")

@@ -11,7 +11,7 @@ from wherefrom.cli.common import app, err, run_action
 
 @app.command()
 def compare(
-    folders: list[Path] = typer.Argument(..., help="Score folders (`wherefrom score --out`) of two or more models "
+    folders: list[Path] = typer.Argument(..., metavar="OUT_A OUT_B [OUT_C ...]", help="Score folders (`wherefrom score --out`) of two or more models "
                                                    "or checkpoints, over the same corpus and the same queries."),
     top_k: int = typer.Option(10, "--top-k", help="k of the top-k measures (BM25 of the top, overlap, recall, "
                                                   "layer shares)."),

@@ -98,8 +98,10 @@ def compare(folders: Sequence[str | Path], k: int = 10, truth: str | Path | None
         raise WherefromError(f"--languages {languages} not found; give a .jsonl of {{\"id\", \"language\"}} records.")
     context = _context(opened, k, truth, pairs, source)
     if any(p.second_language for p in context.pairs) and all(lang is None for lang in context.languages):
-        raise WherefromError(f"the pairs name languages but no record of {source} has a \"language\" field; give "
-                             "--languages FILE (a .jsonl of {\"id\", \"language\"} records).")
+        what = "is not a .jsonl file here" if not (source and Path(source).is_file() and Path(source).suffix ==
+                                                   ".jsonl") else "has no record with a \"language\" field"
+        raise WherefromError(f"the pairs name languages but {source} {what}; give --languages FILE (a .jsonl of "
+                             "{\"id\", \"language\"} records; the corpus itself will do).")
     measured = [folder_measures(f, context) for f in opened]
     comparison = ScaleComparison(
         k=k, query_ids=query_ids, pairs=list(context.pairs), axis=_axis(opened),
