@@ -120,10 +120,14 @@ def _context(opened: list[ComparedFolder], k: int, truth: str | Path | None, pai
     texts = [s.text for s in first.sequences]
     bm25 = WordBM25(texts)
     query_texts = [q.prompt + q.completion for q in queries]
-    sequence_words = [content_words(t) for t in texts]
-    query_words = [content_words(t) for t in query_texts]
-    disjoint = np.array([[not (mine & words) for words in sequence_words] for mine in query_words],
-                        dtype=bool).reshape(len(queries), len(texts))
+    postings: dict[str, list[int]] = {}  # content word → the sequences holding it
+    for row, text in enumerate(texts):
+        for word in content_words(text):
+            postings.setdefault(word, []).append(row)
+    disjoint = np.ones((len(queries), len(texts)), dtype=bool)
+    for q, text in enumerate(query_texts):
+        for word in content_words(text):
+            disjoint[q, postings.get(word, [])] = False
     record_ids = [s.record_id for s in first.sequences]
     query_ids = [q.query_id for q in queries]
     return Context(k=k, bm25=np.stack([bm25.scores(t) for t in query_texts]) if queries else np.zeros((0, len(texts))),

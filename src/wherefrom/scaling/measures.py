@@ -115,10 +115,10 @@ def _layer_shares(folder: ComparedFolder, tops: list[np.ndarray]) -> dict[str, n
         blocks = None
     if blocks is None:
         return {name: np.full(len(tops), math.nan) for name in names}
-    layers = per_layer.double().numpy()
     shares = np.full((len(tops), len(THIRDS)), math.nan)
     for q, (row, top) in enumerate(zip(folder.rows, tops, strict=True)):
-        mass = np.array([np.abs(layers[list(blocks[t].members)][:, row][:, top].sum(axis=0)).sum() for t in THIRDS])
+        layers = per_layer[:, row][:, torch.from_numpy(top)].double().numpy()  # [n_layers, k]: only the top's columns
+        mass = np.array([np.abs(layers[list(blocks[t].members)].sum(axis=0)).sum() for t in THIRDS])
         if mass.sum() > 0.0:
             shares[q] = mass / mass.sum()
     return {name: shares[:, i] for i, name in enumerate(names)}
