@@ -146,3 +146,20 @@ def test_t_interval_by_hand():
     assert (interval.mean, interval.n) == (2.0, 3)
     assert interval.low == pytest.approx(2 - 4.302652729749464 / np.sqrt(3))
     assert math.isnan(t_interval([1.0]).low) and t_interval([]).n == 0
+
+
+def test_queries_are_matched_by_id_not_by_position(tmp_path, compared):
+    (tmp_path / "shuffled").mkdir()
+    corpus = write_corpus(tmp_path / "shuffled")
+    small = write_folder(tmp_path / "shuffled", "small", corpus)
+    large = ScoreResult.load(tmp_path / "large")
+    order = [2, 0, 1]  # the large model's queries saved in another order, each with its own scores
+    large.queries = [QueryInfo(i, *(lambda q: (q.query_id, q.prompt, q.completion, [], []))(large.queries[j]))
+                     for i, j in enumerate(order)]
+    large.scores, large.per_layer = large.scores[order], large.per_layer[:, order]
+    shuffled = wherefrom.compare([small, large.save(tmp_path / "shuffled" / "large")], k=2,
+                                 truth=tmp_path / "truth.jsonl", pairs=tmp_path / "pairs.txt")
+    for measure, values in compared.folders[1].values.items():
+        assert shuffled.folders[1].values[measure].tolist() == pytest.approx(values.tolist(), nan_ok=True), measure
+    assert shuffled.agreements[0].values["spearman"].tolist() == pytest.approx(
+        compared.agreements[0].values["spearman"].tolist())
