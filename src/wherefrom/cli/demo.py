@@ -23,6 +23,9 @@ def demo(
     checkpoints: bool = typer.Option(False, "--checkpoints", help="The demo model trained once, saving 4 checkpoints; "
                                                                   "each fitted and scored, then `wherefrom compare` "
                                                                   "on them by training step (into OUT/checkpoints)."),
+    moe: bool = typer.Option(False, "--moe", help="The built-in world on a mixture-of-experts model (8 experts, "
+                                                  "top-2, the dense model's active width; 4 experts with --reduced), "
+                                                  "into OUT/moe: which experts carry the facts, in English and French."),
     threads: int = typer.Option(2, help="CPU threads for training the demo model."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
     device: str = DEVICE,
@@ -36,7 +39,7 @@ def demo(
         from wherefrom.demo.summary import print_demo_summary
         from wherefrom.outputs.summary import print_summary
         from wherefrom.synthetic.cache import default_cache_root
-        from wherefrom.synthetic.config import reduced_config
+        from wherefrom.synthetic.config import DemoConfig, moe_config, reduced_config
 
         execution = ExecutionOptions(device=device, dtype=dtype)
         if sizes or checkpoints:
@@ -47,7 +50,10 @@ def demo(
             print_summary(result, top_k=3)
             err.print(f"report: [bold]{report_path}[/]")
             return
-        summary = run_demo(out, reduced_config() if reduced else None, threads, quiet, bootstraps, execution)
+        config = reduced_config() if reduced else DemoConfig()
+        if moe:
+            config = moe_config(config, experts=4 if reduced else 8)
+        summary = run_demo(out / "moe" if moe else out, config, threads, quiet, bootstraps, execution)
         print_demo_summary(summary)
 
     run_action(action)

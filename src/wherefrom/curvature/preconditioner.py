@@ -7,6 +7,7 @@ the mean per-sequence token-summed Gauss-Newton Hessian). The diagonal strategy 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +31,15 @@ class LayerCurvature:
         return LayerCurvature(*(None if t is None else t.to(device) for t in (self.Q_A, self.Q_S, self.eigenvalues)))
 
     def damping(self, absolute: float | None) -> float:
-        """λ for this layer: the absolute value if given, else 0.1 × mean(Λ)."""
+        """λ for this layer: the absolute value if given, else 0.1 × mean(Λ). A layer whose Λ is zero saw no token
+        of the fitted corpus (an expert no token was routed to): it has no curvature to scale λ by, so λ = ∞ and
+        influence through it is 0 (every fitted sequence's gradient there is 0 as well)."""
         if absolute is not None:
             return absolute
         if self.eigenvalues is None:
             return 0.0
-        return DAMPING_FACTOR * float(self.eigenvalues.mean())
+        mean = float(self.eigenvalues.mean())
+        return DAMPING_FACTOR * mean if mean > 0 else math.inf
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None = None) -> torch.Tensor:
         """(G + λI)⁻¹ V for gradients given by their rows, V_q = Σ_t ds[q, t] a[q, t]ᵀ: [Q, out, in(+1)].

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wherefrom.analysis.fact_tracing import evaluate_folders
 from wherefrom.api import fit, score
+from wherefrom.demo.experts import expert_findings
 from wherefrom.demo.neurons import TOP_UNITS, neuron_findings
 from wherefrom.demo.recall import KindRecall, demo_truth, recall_by_kind
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
@@ -36,6 +37,7 @@ class DemoSummary:
     recall: dict[str, list[KindRecall]]
     seconds: dict[str, float] = field(default_factory=dict)
     neurons: str | None = None  # concentration in MLP neurons, and English vs French (demo/neurons.py)
+    experts: str | None = None  # with --moe: concentration in experts, and English vs French (demo/experts.py)
 
 
 def run_demo(out: Path, config: DemoConfig | None = None, threads: int = 2, quiet: bool = False,
@@ -89,8 +91,10 @@ def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, b
     seconds["report"] = time.perf_counter() - clock
     accuracy = {kind: values["accuracy"] for kind, values in read_manifest(model_dir)["accuracy"].items()}
     findings = neuron_findings(results[STRATEGIES[0]], kinds, facts)
+    experts = expert_findings(results[STRATEGIES[0]], kinds, facts)
     summary = DemoSummary(str(model_dir), str(report), accuracy, recall, seconds,
-                          None if findings is None else findings.statement())
+                          None if findings is None else findings.statement(),
+                          None if experts is None else experts.statement())
     atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 

@@ -29,6 +29,8 @@ def print_demo_summary(summary: DemoSummary, console: Console | None = None) -> 
     console.print(table)
     if summary.neurons:
         console.print(f"Which neurons carry the facts: {summary.neurons}")
+    if summary.experts:
+        console.print(f"Which experts carry the facts: {summary.experts}")
     timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in summary.seconds.items())
     console.print(f"[dim]{timings}[/]")
     console.print(f"report: [bold]{summary.report}[/]")

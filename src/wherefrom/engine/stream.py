@@ -163,6 +163,7 @@ class _Capture:
         self.origin: torch.Tensor | None = None  # the embedding output: where the backward pass stops
         self._mask: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, bool, torch.Tensor] | None = None  # (raw input, bias column, ā)
+        self._ran: set[str] = set()  # layers whose module ran in this batch's forward pass
         self._undo: list = []
 
     def __enter__(self) -> _Capture:
@@ -206,6 +207,8 @@ class _Capture:
         which view of the hidden states (a router, routed and shared experts, a flattened MLP); a layer whose output
         does not reach the loss (or an expert no token was routed to) gets Ds = 0."""
         self._last = None  # the forward pass is over: no later layer can share it
+        if len(self._ran) != len(self.layers):
+            self._never_ran()
         if self.origin is not None and self.origin.requires_grad:
             torch.autograd.grad(loss, [self.origin], allow_unused=True)
         for name in [layer.name for layer in self.layers if layer.name in self.pending]:
@@ -214,6 +217,7 @@ class _Capture:
 
     def _take(self, name: str, raw: torch.Tensor, output: torch.Tensor, rows: torch.Tensor | None) -> None:
         """A tracked layer ran: keep its ā (or hand it to the consumer now) and hook its output's gradient."""
+        self._ran.add(name)
         a = self._homogeneous(name, raw, rows)
         if self.consumer.inputs_in_forward:
             self.consumer.inputs(name, a)
@@ -262,7 +266,19 @@ class _Capture:
             grad = torch.zeros(shape, dtype=dtype, device=self._mask.device)
         self.consumer.layer(name, LayerBatch(self.inputs.pop(name, None), grad))
 
+    def _never_ran(self) -> None:
+        """Refuse layers whose module never ran in the forward pass: the model multiplies by their weights directly
+        (a router reading ``classifier.weight``), so no hook can see their inputs and outputs."""
+        missing = [layer.name for layer in self.layers if layer.name not in self._ran]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WherefromError(
+            f"layer {missing[0]}{more} never ran as a module in the forward pass: the model uses its weight directly, "
+            "so wherefrom cannot see its inputs and outputs. Leave it out: choose another --modules preset or a "
+            "regular expression that excludes it."
+        )
+
     def _reset(self) -> None:
+        self._ran = set()
         self.inputs.clear()
         self.pending = {}
         self.origin, self._last = None, None

@@ -20,7 +20,7 @@ from wherefrom.models.names import ATTENTION, EMBEDDINGS, MLP, NORMS, OUTPUT_HEA
 _KINDS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("output head", lambda name: name.split(".")[-2] in OUTPUT_HEADS if "." in name else False),
     ("embeddings", lambda name: bool(EMBEDDINGS.search(name))),
-    ("norms", lambda name: bool(NORMS.search(name))),
+    ("norms", lambda name: bool(NORMS.search(name.split(".")[-2].lower())) if "." in name else False),
     ("routers", is_router_name),
     ("attention", lambda name: bool(ATTENTION.search(name))),
     ("MLP and experts", lambda name: bool(MLP.search(name))),

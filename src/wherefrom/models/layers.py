@@ -186,10 +186,24 @@ class LinearLayer(LayerType):
 
     @classmethod
     def attach(cls, module: nn.Module, layers: list[TrackedLayer], take: Take) -> Callable[[], None]:
-        """A forward hook; a subclass whose forward returns more than y (Llama 4's router) is watched instead."""
+        """A forward hook. A subclass with a forward of its own (Falcon's, Llama 4's router) is watched for its
+        F.linear call too: its output is y itself when it is a tensor of the layer's width, else that call's."""
         if type(module).forward is nn.Linear.forward:
             return super().attach(module, layers, take)
-        return watch_linear(module, layers[0], take)
+        (layer,) = layers
+        original = module.forward
+
+        def forward(*args: torch.Tensor, **kwargs: object) -> object:
+            seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+            with _FirstLinear(tuple(module.weight.shape), lambda x, s: seen.append((x, s))):
+                output = original(*args, **kwargs)
+            if isinstance(output, torch.Tensor) and output.shape[-1] == layer.shape.out_features and args:
+                take(layer.name, args[0], output, None)
+            elif seen:
+                take(layer.name, *seen[0], None)
+            return output
+
+        return replace_forward(module, forward)
 
 
 def _conv1d_types() -> tuple[type, ...]:

@@ -8,7 +8,7 @@ import re
 # MLP blocks: Llama/Qwen/SmolLM (mlp.*_proj), GPT-2 (mlp.c_fc), NeoX (mlp.dense_*), OPT (fc1/fc2), BERT-style
 # encoders used as decoders (intermediate.dense, output.dense outside attention), and mixture-of-experts blocks
 # (block_sparse_moe, moe, feed_forward: routed and shared experts).
-MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|block_sparse_moe|moe|experts|intermediate)\.|(^|\.)fc[12](\.|$)"
+MLP = re.compile(r"(^|\.)(mlp|feed_forward|ffn|ffns|block_sparse_moe|moe|experts|intermediate)\.|(^|\.)fc[12](\.|$)"
                  r"|(^|\.)(?<!attention\.)output\.dense(\.|$)")
 ATTENTION = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention|crossattention|encoder_attn)\.")
 ROUTER_LEAVES = ("gate", "router", "shared_expert_gate", "router_proj")
@@ -18,11 +18,13 @@ OUTPUT_HEADS = ("lm_head", "embed_out", "output")
 # selective scan, and some paths multiply by its weight directly). Never tracked.
 OUTSIDE_FORWARD = ("dt_proj",)
 EMBEDDINGS = re.compile(r"embed|(^|\.)(wte|wpe)\.")
-NORMS = re.compile(r"norm|(^|\.)ln_|layernorm")
+NORMS = re.compile(r"norm|^ln_|^ln$")  # matched against the parameter's own module (its last part but one)
 
 
 def is_router_name(name: str) -> bool:
-    """Whether a module (or parameter, by its module's name) is a mixture-of-experts router inside an MLP block."""
+    """Whether a module (or parameter, by its module's name) is, or is inside, a mixture-of-experts router of an MLP
+    block (``mlp.gate``, ``mlp.router``, ``mlp.router.classifier``)."""
     parts = name.split(".")
     module = parts[:-1] if parts[-1] in ("weight", "bias") else parts
-    return bool(module) and (module[-1] in ROUTER_LEAVES or "router" in module[-1]) and bool(MLP.search(name + "."))
+    inside = module[next((i for i, part in enumerate(module) if MLP.search(part + ".")), len(module)) + 1:]
+    return any(part in ROUTER_LEAVES or "router" in part for part in inside)

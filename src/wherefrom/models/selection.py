@@ -68,10 +68,10 @@ def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     candidates = trackable_layers(model)
     if modules in PRESETS:
         layers = _preset_layers(candidates, modules)
+        check_preset_coverage(model, modules, layers)  # first: parameters of its kind it cannot track are the cause
         if not layers:
             raise WherefromError(f"--modules {modules} ({PRESETS[modules][0]}) matches no layer of this model. "
                                  f"{_what_there_is(candidates)}")
-        check_preset_coverage(model, modules, layers)
         return layers
     pattern = _compile(modules)
     layers = [layer for layer in candidates if pattern.search(layer.name)]

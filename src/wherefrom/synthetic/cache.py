@@ -37,7 +37,11 @@ CACHE_ENV = "WHEREFROM_CACHE_DIR"
 
 def config_hash(config: DemoConfig) -> str:
     """A short hash of the config (seed included) and the demo format version."""
-    payload = json.dumps({"format_version": FORMAT_VERSION, **asdict(config)}, sort_keys=True)
+    fields = asdict(config)
+    if not config.model.experts:  # dense demos hash as before experts existed: their cached models stay valid
+        for key in ("experts", "experts_per_token"):
+            fields["model"].pop(key)
+    payload = json.dumps({"format_version": FORMAT_VERSION, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MAX_LENGTH = 64  # tokens per sequence when the demo model is fitted and scored: its context; its longest document is shorter
 
@@ -50,7 +50,7 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A small Llama-style causal LM (every weight is an nn.Linear, so every MLP can be tracked)."""
+    """A small Llama-style causal LM, dense or (``experts`` > 0) with Mixtral-style experts of the same active width."""
 
     hidden_size: int = 160
     intermediate_size: int = 448
@@ -58,9 +58,14 @@ class ModelConfig:
     num_heads: int = 4
     context_length: int = 64
     vocab_size: int = 1024  # target size of the BPE vocabulary trained on the corpus
+    experts: int = 0  # > 0: a Mixtral-style mixture of experts, each expert of intermediate_size / experts_per_token
+    experts_per_token: int = 2
 
     def __post_init__(self) -> None:
-        sizes = {name: value for name, value in vars(self).items() if value < 1}
+        sizes = {name: value for name, value in vars(self).items() if value < 1 and name != "experts"}
+        if self.experts < 0 or (self.experts and not 1 <= self.experts_per_token <= self.experts):
+            raise ValueError(f"experts must be 0 (dense) or at least experts_per_token ({self.experts_per_token}); "
+                             f"got {self.experts}")
         if sizes:
             raise ValueError(f"model sizes must be positive; got {sizes}")
         if self.hidden_size % self.num_heads:
@@ -109,3 +114,8 @@ def reduced_config(seed: int = 0) -> DemoConfig:
         training=TrainingConfig(epochs=30, batch_size=16, learning_rate=5e-3),
         queries_per_kind=3,
     )
+
+
+def moe_config(config: DemoConfig, experts: int = 8, experts_per_token: int = 2) -> DemoConfig:
+    """``config`` with Mixtral-style experts in place of its dense MLPs, of the same active width (`demo --moe`)."""
+    return replace(config, model=replace(config.model, experts=experts, experts_per_token=experts_per_token))
