@@ -143,3 +143,16 @@ def test_an_experts_input_covariance_sums_only_the_tokens_routed_to_it(kind):
                     expected += torch.outer(a, a)
         (A,), _ = accumulator.pop(layer.name)
         torch.testing.assert_close(A, expected / n_tokens, rtol=1e-6, atol=1e-12)
+
+
+def test_an_expert_no_fitted_token_reached_contributes_nothing_instead_of_nan():
+    """Λ = 0 (no routed token in the fitted corpus) gives λ = ∞ under the default damping: the preconditioned query
+    is 0 there, not 0/0."""
+    from wherefrom.curvature.preconditioner import LayerCurvature
+
+    unreached = LayerCurvature(torch.eye(3, dtype=torch.float64), torch.eye(2, dtype=torch.float64),
+                               torch.zeros(2, 3, dtype=torch.float64))
+    ds, a = torch.randn(1, 4, 2, dtype=torch.float64), torch.randn(1, 4, 3, dtype=torch.float64)
+    assert unreached.damping(None) == float("inf")
+    assert torch.equal(unreached.precondition(ds, a), torch.zeros(1, 2, 3, dtype=torch.float64))
+    assert torch.isfinite(unreached.precondition(ds, a, damping=0.5)).all()  # an absolute λ is used as given
