@@ -131,3 +131,41 @@ def test_a_dry_run_refuses_a_block_count_the_layers_cannot_hold(workspace):
                                       str(workspace / "corpus.jsonl"), "--out", "unused", "--factor-blocks", "99",
                                       "--dry-run", "-q"])
     assert result.exit_code == 2 and "--factor-blocks 99" in result.output
+
+
+def test_the_timed_batches_are_the_ones_the_pass_forms(workspace):
+    """The dry run times batches cut as run_pass cuts them (by shard, then batch size), padding included."""
+    from wherefrom.costs.timing import padded_tokens, run_batches, strata
+    from wherefrom.data.batching import make_batches
+    from wherefrom.engine.passes import PassPlan
+
+    tokens = [[1] * (3 + (i * 7) % 11) for i in range(23)]
+    plan = PassPlan(tokens, [1] * 23, batch_size=4, shard_size=10)
+    formed = [batch for shard in plan.shards() for batch in make_batches(tokens, [1] * 23, 4, rows=shard)]
+    assert [list(rows) for rows in run_batches(plan)] == [batch.rows.tolist() for batch in formed]
+    sizes = [padded_tokens(plan, rows) for rows in run_batches(plan)]
+    assert sizes == [batch.input_ids.numel() for batch in formed]
+    groups = strata(sizes, 4)
+    assert sorted(i for group in groups for i in group) == list(range(len(formed)))
+    assert all(max(sizes[i] for i in a) <= min(sizes[i] for i in b) for a, b in zip(groups, groups[1:]))
+
+
+def test_the_eigendecompositions_counted_are_the_ones_the_fit_does(workspace, tmp_path, monkeypatch):
+    """A factor shared by layers reading one input (gate_proj, up_proj) is decomposed once, by the fit and in the
+    dry run's count; block by block with --factor-blocks."""
+    import wherefrom.costs.plans as plans
+    import wherefrom.curvature.fitting as fitting
+
+    options = FitOptions(batch_size=8, max_length=32, factor_blocks=2)
+    model = tiny_llama(layers=2, hidden=16)
+    save_model_dir(model, tmp_path / "model")
+    decomposed, counted = [], []
+    real_eigendecompose, real_eigh_seconds = fitting.eigendecompose, plans.eigh_seconds
+    monkeypatch.setattr(fitting, "eigendecompose", lambda name, factor, matrix: (
+        decomposed.append(matrix.shape[0]), real_eigendecompose(name, factor, matrix))[1])
+    monkeypatch.setattr(plans, "eigh_seconds", lambda dims, device: (counted.extend(dims),
+                                                                      real_eigh_seconds(dims, device))[1])
+    estimate_fit(tmp_path / "model", workspace / "corpus.jsonl", options)
+    fit(tmp_path / "model", workspace / "corpus.jsonl", tmp_path / "run", options, quiet=True)
+    assert sorted(counted) == sorted(decomposed)
+    assert len(decomposed) == 2 * 2 * (2 + 1 + 2)  # blocks × 2 × (gate A and S, up S, down A and S)

@@ -15,6 +15,7 @@ from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.timing import measure_pass
 from wherefrom.curvature.opening import open_run
 from wherefrom.engine.execution import start_execution
+from wherefrom.engine.passes import PassPlan
 from wherefrom.engine.stream import Labels
 from wherefrom.index.budget import BITS, RowLayout
 from wherefrom.index.building import IndexWriter
@@ -45,8 +46,8 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
                                                            np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)),
                            execution.device)
 
-    measured = measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, Labels("data"), make,
-                            execution)
+    plan = PassPlan(tokens, [1] * len(tokens), options.batch_size, options.shard_size)
+    measured = measure_pass(loaded.model, layers, plan, Labels("data"), make, execution)
     n, longest = len(sequences), max(len(t) for t in tokens)
     weights = memory.weights_bytes(loaded.model)
     rotated = options.batch_size * max(layer.shape.out_features * layer.shape.in_dim for layer in layers) * 4
@@ -55,9 +56,10 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
     batch = round(measured.graph_bytes_per_token * options.batch_size * longest) + memory.captured_bytes(
         layers, options.batch_size, longest, dtype)
     stages = [Stage("model", weights, 0.0, "parameters and buffers"),
-              Stage("indexing pass", weights + bases + batch + rotated + rows, measured.seconds_per_sequence * n,
-                    f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}; rows go straight "
-                    "to the memory-mapped file")]
+              Stage("indexing pass", weights + bases + batch + rotated + rows, measured.seconds,
+                    f"{measured.timed_batches} of its batches timed, scaled by padded tokens: "
+                    f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence × {n}; rows go straight to the "
+                    "memory-mapped file")]
     disk = {"gradients.npy": n * (layout.bytes_per_sequence - 4) + _NPY_HEADER,
             "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(

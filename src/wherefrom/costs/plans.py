@@ -1,7 +1,8 @@
 """Dry runs of `fit` and `score`: load the model, build the sequences, time each pass on a sample, add up shapes.
 
-Nothing is written. Time = measured seconds per sequence × sequences, per pass (one process; under torchrun the
-passes split across processes), plus the eigendecompositions estimated from one timed float64 eigh (∝ d³).
+Nothing is written. Each pass's time is measured on a few of its own batches, scaled to all of them (one
+process; under torchrun the passes split across processes), see costs/timing.py; the eigendecompositions are
+those the fit will do (a factor shared by layers reading one input once), each distinct size timed once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from wherefrom.costs import memory
 from wherefrom.costs.estimate import CostEstimate, Stage
 from wherefrom.costs.index_plan import index_contraction_stage
-from wherefrom.costs.timing import SampleMeasure, eigh_seconds_per_cubed_dim, measure_pass, sample_rows
+from wherefrom.costs.timing import SampleMeasure, eigh_seconds, measure_pass, sample_rows
 from wherefrom.curvature.blocks import BlockDiagonal, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
@@ -24,6 +25,7 @@ from wherefrom.data.corpus import build_sequences
 from wherefrom.data.queries import read_queries
 from wherefrom.data.records import read_records
 from wherefrom.engine.execution import load_for_execution, start_execution
+from wherefrom.engine.passes import PassPlan
 from wherefrom.engine.stream import Labels
 from wherefrom.index.store import GradientIndex
 from wherefrom.models.loading import LoadedModel
@@ -56,16 +58,22 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
     dtype, summed = execution.dtype, execution.accumulation_dtype
     labels = Labels("sampled" if options.fisher == "sampled" else "data", options.seed)
     shapes = {layer.name: (layer.shape.out_features, layer.shape.in_dim) for layer in layers}
+    covariances: list[CovarianceAccumulator] = []  # the sample's sums tell which layers share an input
     makers = {
-        "covariance": lambda _: CovarianceAccumulator(layers, execution, blocks),
+        "covariance": lambda _: covariances.append(CovarianceAccumulator(layers, execution, blocks)) or covariances[-1],
         # Identity bases cost the same dense (or block) products as the fitted ones.
         "correction": lambda _: CorrectionAccumulator(_identity_bases(layers, blocks, summed), shapes, execution),
         "diagonal": lambda _: CorrectionAccumulator({name: (None, None) for name in shapes}, shapes, execution),
     }
     passes = {"ekfac": ["covariance", "correction"], "kfac": ["covariance"], "diagonal": ["diagonal"],
               "identity": []}[options.strategy]
-    measured = {name: measure_pass(loaded.model, layers, tokens, [1] * len(tokens), options.batch_size, labels,
-                                   makers[name], execution) for name in passes}
+    plan = PassPlan(tokens, [1] * len(tokens), options.batch_size, options.shard_size)
+    measured: dict[str, SampleMeasure] = {}
+    for name in passes:  # the first pass warms the model up; the next ones reuse it and its graph's size
+        first = next(iter(measured.values()), None)
+        measured[name] = measure_pass(loaded.model, layers, plan, labels, makers[name], execution,
+                                      warm_up=first is None, graph_bytes_per_token=first.graph_bytes_per_token
+                                      if first else 0.0)
     weights = memory.weights_bytes(loaded.model)
     n, longest = len(sequences), max(len(t) for t in tokens)
     factors = memory.factor_sum_bytes(layers, blocks, summed)
@@ -79,15 +87,14 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
         batch = _batch_bytes(measured[name], layers, options.batch_size, longest, dtype)
         held = {"covariance": on_device, "correction": on_device + eigenvalues + scratch,
                 "diagonal": eigenvalues + scratch}[name]
-        stages.append(Stage(f"{name} pass", weights + batch + held, measured[name].seconds_per_sequence * n,
+        stages.append(Stage(f"{name} pass", weights + batch + held, measured[name].seconds,
                             _per_sequence(measured[name], n)))
         if name == "covariance":
             largest = memory.largest_block(layers, blocks)
-            cubes = sum(size ** 3 for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features)
-                        for size in block_sizes(dim, blocks))
+            dims = _decomposed_sizes(layers, blocks, covariances[0])
             stages.append(Stage("eigendecompositions", weights + factors + memory.eigen_work_bytes(layers, blocks),
-                                eigh_seconds_per_cubed_dim() * cubes,
-                                f"float64, largest {largest}×{largest}; time from one timed eigh, ∝ d³"))
+                                eigh_seconds(dims, execution.factor_device),
+                                f"{len(dims)} float64, largest {largest}×{largest}; each size timed once"))
     manifest = {"layers": [{"name": layer.name, "type": layer.layer_type.__name__} for layer in layers],
                 "options": asdict(options)}
     disk = {"factors.safetensors": memory.safetensors_bytes(memory.factor_file_shapes(layers, options.strategy,
@@ -135,8 +142,8 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
         return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, execution,
                                 units, top_k)
 
-    measured = measure_pass(loaded.model, layers, tokens, [1] * n, options.batch_size, Labels("data"), make,
-                            execution)
+    measured = measure_pass(loaded.model, layers, PassPlan(tokens, [1] * n, options.batch_size, options.shard_size),
+                            Labels("data"), make, execution)
     weights = memory.weights_bytes(loaded.model)
     widths = sum(layer.shape.in_dim + layer.shape.out_features for layer in layers)
     gradients = n_queries * query_length * widths * size
@@ -159,7 +166,7 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
         Stage("preconditioning", weights + gradients + preconditioned + factor_bytes // max(1, len(layers)), 0.0,
               "one layer's factors at a time" + ("" if rank is None else f"; rank {rank}")),
         Stage("scoring pass", weights + batch + preconditioned + accumulators,
-              measured.seconds_per_sequence * n, _per_sequence(measured, n)),
+              measured.seconds, _per_sequence(measured, n)),
     ]
     if index is not None:
         rescored = min(n, n_queries * options.rescored_per_query)
@@ -219,8 +226,24 @@ def _sequence_row_bytes(tokenizer: object, sequences: list, with_tokens: bool) -
     return sum(len(t.encode()) + 1 for t in text) / len(rows)
 
 
+def _decomposed_sizes(layers: list[TrackedLayer], blocks: int, sample: CovarianceAccumulator) -> list[int]:
+    """The size of every eigendecomposition the fit does: A and S of each layer, block by block, but A once for
+    consecutive layers reading the same input (their sums on the sample are equal, as the fit finds them)."""
+    dims: list[int] = []
+    previous: list[torch.Tensor] | None = None
+    for layer in layers:
+        A, _ = sample.pop(layer.name)
+        if previous is None or len(previous) != len(A) or not all(
+                a.shape == b.shape and torch.equal(a, b) for a, b in zip(previous, A)):
+            dims += block_sizes(layer.shape.in_dim, blocks)
+        previous = A
+        dims += block_sizes(layer.shape.out_features, blocks)
+    return dims
+
+
 def _per_sequence(measured: SampleMeasure, n: int) -> str:
-    return f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence (timed sample) × {n}"
+    return (f"{measured.timed_batches} of its batches timed, scaled by padded tokens: "
+            f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence × {n}")
 
 
 def _notes(passes: int) -> list[str]:
