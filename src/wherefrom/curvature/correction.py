@@ -43,8 +43,9 @@ class CorrectionAccumulator(SummedTensors):
         self._rotated = None
 
     def layer(self, name: str, layer: LayerBatch) -> None:
-        """Add each sequence of the batch for one layer."""
+        """Add each sequence of the batch for one layer (an expert's over its routed tokens only)."""
         Q_A, Q_S = self.bases[name]
+        layer = layer.routed_tokens_only()
         a = layer.inputs
         if self._rotated is None or self._rotated[0] is not a or self._rotated[1] is not Q_A:
             # layers sharing ā and Q_A (gate_proj, up_proj) arrive one after the other and rotate it once

@@ -36,6 +36,20 @@ class LayerBatch:
 
     inputs: torch.Tensor | None  # ā: [B, T, in(+1)], zero at padding; None for consumers that took it in forward
     output_grads: torch.Tensor  # Ds = ∂L/∂s: [B, T, out], zero at padding
+    routed: bool = False  # an expert's: ā and Ds are also zero at every token not routed to it
+
+    def routed_tokens_only(self) -> LayerBatch:
+        """For an expert, the same per-sequence sums Σ_t Ds_t ā_tᵀ over fewer positions: each sequence's routed
+        tokens moved first, cut to the most any sequence of the batch has (the rest are zero rows); else itself."""
+        if not self.routed or self.inputs is None:
+            return self
+        routed = self.inputs.ne(0).any(dim=-1)  # [B, T]
+        width = int(routed.sum(dim=1).max())
+        if width == routed.shape[1]:
+            return self
+        first = torch.argsort((~routed).to(torch.int8), dim=1, stable=True)[:, :width, None]
+        return LayerBatch(self.inputs.gather(1, first.expand(-1, -1, self.inputs.shape[-1])),
+                          self.output_grads.gather(1, first.expand(-1, -1, self.output_grads.shape[-1])), True)
 
 
 @dataclass
@@ -264,7 +278,7 @@ class _Capture:
         shape, dtype = self.pending.pop(name)
         if grad is None:
             grad = torch.zeros(shape, dtype=dtype, device=self._mask.device)
-        self.consumer.layer(name, LayerBatch(self.inputs.pop(name, None), grad))
+        self.consumer.layer(name, LayerBatch(self.inputs.pop(name, None), grad, self.by_name[name].expert is not None))
 
     def _never_ran(self) -> None:
         """Refuse layers whose module never ran in the forward pass: the model multiplies by their weights directly

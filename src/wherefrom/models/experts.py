@@ -138,18 +138,21 @@ class StackedExpertsLayer(LayerType):
 
         def forward(hidden_states: torch.Tensor) -> torch.Tensor:
             x = hidden_states.view(module.gate_up_proj.shape[0], -1, hidden_states.shape[-1])
-            rows = torch.arange(x.shape[1], device=x.device)
             outputs = []
             for expert in range(x.shape[0]):
-                h = x[expert] @ module.gate_up_proj[expert]
+                # Routed tokens have a non-zero score; at the others the copy is 0 and so is the expert's output
+                # (no biases), so only the routed rows are computed.
+                rows = x[expert].detach().ne(0).any(dim=-1).nonzero().squeeze(1)
+                routed = x[expert][rows]
+                h = routed @ module.gate_up_proj[expert]
                 if (expert, "gate_up_proj") in names:
-                    take(names[expert, "gate_up_proj"], x[expert], h, rows)
+                    take(names[expert, "gate_up_proj"], routed, h, rows)
                 gate, up = h.chunk(2, dim=-1)
                 h = up * module.act_fn(gate)
                 y = h @ module.down_proj[expert]
                 if (expert, "down_proj") in names:
                     take(names[expert, "down_proj"], h, y, rows)
-                outputs.append(y)
+                outputs.append(y.new_zeros(x.shape[1], y.shape[-1]).index_add(0, rows, y))
             return torch.cat(outputs).view(-1, outputs[0].shape[-1])
 
         return replace_forward(module, forward)
