@@ -15,10 +15,19 @@ from torch import nn
 
 from wherefrom.errors import WherefromError
 from wherefrom.models.layers import TrackedLayer
-from wherefrom.models.names import ATTENTION, EMBEDDINGS, MLP, NORMS, OUTPUT_HEADS, is_router_name
+from wherefrom.models.names import (
+    ATTENTION,
+    EMBEDDINGS,
+    MLP,
+    NORMS,
+    OTHER_MODALITIES,
+    OUTPUT_HEADS,
+    is_router_name,
+)
 
 _KINDS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("output head", lambda name: name.split(".")[-2] in OUTPUT_HEADS if "." in name else False),
+    ("other modalities' encoders", lambda name: bool(OTHER_MODALITIES.search(name))),
     ("embeddings", lambda name: bool(EMBEDDINGS.search(name))),
     ("norms", lambda name: bool(NORMS.search(name.split(".")[-2].lower())) if "." in name else False),
     ("routers", is_router_name),

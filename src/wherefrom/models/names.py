@@ -17,6 +17,10 @@ OUTPUT_HEADS = ("lm_head", "embed_out", "output")
 # state-space (Mamba) mixers' time-step projection (its bias is subtracted from the output and re-added inside the
 # selective scan, and some paths multiply by its weight directly). Never tracked.
 OUTSIDE_FORWARD = ("dt_proj",)
+# The encoders of other modalities in multimodal models (vision, audio): a text completion never runs them, so no
+# preset tracks them (a regular expression still may).
+OTHER_MODALITIES = re.compile(r"(^|\.)(vision_tower|vision_model|vision_encoder|visual|vision|image_encoder|"
+                              r"audio_tower|audio_model|audio_encoder|speech_encoder|multi_modal_projector)\.")
 EMBEDDINGS = re.compile(r"embed|(^|\.)(wte|wpe)\.")
 NORMS = re.compile(r"norm|^ln_|^ln$")  # matched against the parameter's own module (its last part but one)
 

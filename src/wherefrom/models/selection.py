@@ -17,7 +17,7 @@ from wherefrom.errors import WherefromError
 from wherefrom.models.coverage import check_preset_coverage
 from wherefrom.models.experts import StackedExpertsLayer  # noqa: F401 - registers the experts layer types
 from wherefrom.models.layers import TrackedLayer, layer_type_of
-from wherefrom.models.names import ATTENTION, MLP, OUTPUT_HEADS, OUTSIDE_FORWARD, is_router_name
+from wherefrom.models.names import ATTENTION, MLP, OTHER_MODALITIES, OUTPUT_HEADS, OUTSIDE_FORWARD, is_router_name
 from wherefrom.models.routers import RouterLayer
 
 __all__ = ["PRESETS", "TrackedLayer", "select_layers"]
@@ -61,7 +61,8 @@ def trackable_layers(model: nn.Module) -> list[TrackedLayer]:
 def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
     """The trackable layers of ``model`` matching a preset name or a regular expression, in model order.
 
-    The output head (unembedding) is never part of a preset, as in the paper. When the model carries LoRA
+    The output head (unembedding) is never part of a preset, as in the paper, nor are the encoders of other
+    modalities in multimodal models (a text completion does not run them). When the model carries LoRA
     adapters, only the adapters' own linear layers are tracked (the base weights are frozen). A preset that matches
     nothing, or that leaves out most of the parameters of the kind it names, is refused in one line.
     """
@@ -83,7 +84,8 @@ def select_layers(model: nn.Module, modules: str) -> list[TrackedLayer]:
 
 def _preset_layers(candidates: list[TrackedLayer], preset: str) -> list[TrackedLayer]:
     rule = PRESETS[preset][1]
-    return [layer for layer in candidates if rule(layer) and layer.name.split(".")[-1] not in OUTPUT_HEADS]
+    return [layer for layer in candidates if rule(layer) and layer.name.split(".")[-1] not in OUTPUT_HEADS
+            and not OTHER_MODALITIES.search(layer.name)]
 
 
 def _what_there_is(candidates: list[TrackedLayer]) -> str:
