@@ -112,3 +112,13 @@ def test_the_summary_says_which_experts_carry_each_answer(mixtral):
     assert abs(sum(by_expert.values()) - 1) < 1e-4  # every tracked layer is an expert's here
     text = " ".join(result.output.split())
     assert f"experts carrying it: {top} {by_expert[top]:+.0%}" in text and "(of 8 experts)" in text
+
+
+def test_the_dry_run_says_what_the_experts_cost(mixtral):
+    root, _ = mixtral
+    result = invoke("fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "dry",
+                    "--dry-run", "--batch-size", 4, "--max-length", 32)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "experts: 8 experts in 2 block(s), 16 tracked layers" in text and "(100% of them)" in text
+    assert "2 of 4 experts per token" in text and not (root / "dry").exists()

@@ -15,6 +15,7 @@ import torch
 
 from wherefrom.costs import memory
 from wherefrom.costs.estimate import CostEstimate, Stage
+from wherefrom.costs.experts import experts_note
 from wherefrom.costs.index_plan import index_contraction_stage
 from wherefrom.costs.timing import SampleMeasure, eigh_seconds, measure_pass, sample_rows
 from wherefrom.curvature.blocks import BlockDiagonal, block_sizes, check_factor_blocks
@@ -102,7 +103,7 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
             "manifest.json": len(json.dumps(manifest, indent=2)) + 1024}
     notes = _notes(len(passes)) + ([f"factor sums in host memory ({factors / 2 ** 30:.1f} GiB float32): more than "
                                     "half of the GPU memory left free next to the model"]
-                                   if execution.factors_on_host else [])
+                                   if execution.factors_on_host else []) + experts_note(layers, blocks, summed)
     return CostEstimate("fit", n, sum(len(t) for t in tokens),
                         {name: m.seconds_per_sequence for name, m in measured.items()}, stages, disk,
                         notes, execution.describe())
