@@ -1,6 +1,8 @@
 """The one streaming engine behind every pass: covariance, eigenvalue correction, query gradients, scoring, index.
 
-For each batch it runs one forward pass whose hooks take each tracked layer's input ā, then one backward pass
+For each batch it runs one forward pass whose hooks (each layer type's own, `models/layers.py`: a module hook,
+a routed loop over experts, a watch on a router's linear call) take each tracked layer's input ā and output s
+in the batch's [B, T, ·] layout, then one backward pass
 that computes only activation gradients (weights stay frozen, so no weight gradient is ever formed). A hook on
 each tracked layer's output hands the layer's (ā, Ds = ∂L/∂s) to the pass's consumer the moment the backward
 pass reaches it, and both are released right after: one batch holds Ds of one layer at a time, and ā only
