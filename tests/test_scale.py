@@ -86,19 +86,24 @@ def test_a_killed_index_build_resumes_to_the_identical_index(workspace, tmp_path
 
     subprocess.run(index_args(tmp_path / "reference"), env=ENV, check=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(index_args(killed), env=ENV)
-    checkpoint = killed / ".shards" / "index.rank0-of-1.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and finished_shards(checkpoint) < 5:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "manifest.json").exists(), "the index was finished before it could be killed"
-    assert 5 <= finished_shards(checkpoint) < 300
+    assert 5 <= kill_after_shards(index_args(killed), killed / ".shards" / "index.rank0-of-1.safetensors", 5) < 300
     subprocess.run(index_args(killed), env=ENV, check=True)
     for name in ("gradients.npy", "scales.npy", "projections.safetensors"):
         assert (killed / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
     assert not (killed / ".shards").exists()
+
+
+def kill_after_shards(args: list[str], checkpoint: Path, shards: int) -> int:
+    """Run ``args``, SIGKILL it once ``checkpoint`` holds ``shards`` finished shards (before it finishes); returns
+    how many it holds then."""
+    process = subprocess.Popen(args, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and finished_shards(checkpoint) < shards:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (checkpoint.parent.parent / "manifest.json").exists(), "it finished before it could be killed"
+    return finished_shards(checkpoint)
 
 
 def test_a_killed_scoring_resumes_to_the_identical_scores(workspace, tmp_path):
@@ -111,15 +116,7 @@ def test_a_killed_scoring_resumes_to_the_identical_scores(workspace, tmp_path):
 
     subprocess.run(score_args(tmp_path / "reference"), env=ENV, check=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(score_args(killed), env=ENV)
-    checkpoint = killed / ".shards" / "scores.rank0-of-1.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and finished_shards(checkpoint) < 3:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "manifest.json").exists(), "the scoring finished before it could be killed"
-    assert 3 <= finished_shards(checkpoint) < 60
+    assert 3 <= kill_after_shards(score_args(killed), killed / ".shards" / "scores.rank0-of-1.safetensors", 3) < 60
     subprocess.run(score_args(killed), env=ENV, check=True)
     for name in ("scores.safetensors", "sequences.jsonl", "queries.jsonl", "results.jsonl"):
         assert (killed / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
