@@ -156,3 +156,22 @@ def test_an_expert_no_fitted_token_reached_contributes_nothing_instead_of_nan():
     assert unreached.damping(None) == float("inf")
     assert torch.equal(unreached.precondition(ds, a), torch.zeros(1, 2, 3, dtype=torch.float64))
     assert torch.isfinite(unreached.precondition(ds, a, damping=0.5)).all()  # an absolute λ is used as given
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss"])
+def test_the_gauss_newton_product_of_the_check_goes_through_experts(kind):
+    """`check`'s G v (forward- and reverse-mode autodiff through the model) equals the explicit float64 Gauss-Newton
+    matrix on the experts' slices, whatever kernel transformers is set to (its grouped kernels have no
+    forward-mode derivative)."""
+    from exact import gauss_newton
+
+    from wherefrom.solvers.ggn import GaussNewton
+
+    model = build(kind)
+    layers = select_layers(model, "experts")[:4]
+    G = gauss_newton(model, layers, TOKENS[:2])
+    model.config._experts_implementation = "grouped_mm"
+    V = torch.randn(3, G.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = V @ G  # the softmax Hessian is applied in float32 (the precision policy): agreement to ~1e-7
+    torch.testing.assert_close(GaussNewton(model, layers, TOKENS[:2], batch_size=2)(V), expected, rtol=0,
+                               atol=1e-6 * float(expected.abs().max()))

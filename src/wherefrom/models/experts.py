@@ -23,7 +23,8 @@ same function as every kernel (tests compare it with eager), so nothing depends 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,24 @@ def expert_layers(layer_type: type[LayerType], name: str, module: nn.Module, par
             layers.append(TrackedLayer(f"{name}.{e}.{param}", module, layer_type, LayerShape(n_in, n_out, has_bias),
                                        weight=param, bias=bias, transposed=transposed, expert=e))
     return layers
+
+
+@contextmanager
+def experts_in_one_loop(model: nn.Module) -> Iterator[None]:
+    """While inside, every fused experts module runs :func:`routed_forward` (tapping nothing): the same function,
+    which forward-mode autodiff (the solvers' Jacobian-vector products) can go through, as transformers' grouped
+    kernels cannot."""
+    undo = [replace_forward(module, lambda h, index, weights, m=module: routed_forward(m, h, index, weights, _no_tap))
+            for module in model.modules() if is_fused_experts(module)]
+    try:
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _no_tap(*_: object) -> None:
+    """A tap that takes nothing."""
 
 
 def _project(module: nn.Module, param: str, expert: int, x: torch.Tensor) -> torch.Tensor:

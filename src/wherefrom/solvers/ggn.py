@@ -24,6 +24,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wherefrom.data.batching import Batch, make_batches
+from wherefrom.models.experts import experts_in_one_loop
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.solvers.iterative import solver_dtype
 from wherefrom.solvers.layout import Layout, current_wbar, module_parameters
@@ -71,7 +72,8 @@ class GaussNewton:
         parts = self.layout.split(V.to(self.dtype))
         groups = [[name] for name in self.layout.names] if self.block_diagonal else [list(self.layout.names)]
         out: dict[str, torch.Tensor] = {}
-        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no forward-mode derivative
+        # Neither the fused attention kernels nor transformers' grouped expert kernels have a forward-mode derivative.
+        with sdpa_kernel(SDPBackend.MATH), experts_in_one_loop(self.model):
             for names in groups:
                 product = self._product(batch, {name: parts[name] for name in names})
                 out.update({name: part.to(V.dtype) for name, part in product.items()})
