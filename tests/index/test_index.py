@@ -199,7 +199,7 @@ def test_bad_index_requests_are_refused_clearly(workspace, tmp_path):
     build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32), quiet=True)
     before = (tmp_path / "index" / "gradients.npy").read_bytes()
     with pytest.raises(WherefromError, match="--restart"):
-        build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="7"),
+        build_index(workspace / "run", tmp_path / "index", options=IndexOptions(batch_size=3, max_length=32, budget="2KB"),
                     quiet=True)
     assert (tmp_path / "index" / "gradients.npy").read_bytes() == before
     queries = workspace / "queries.jsonl"

@@ -46,6 +46,11 @@ class RowLayout:
         return self.values // 8 if self.dtype == BITS else self.values
 
 
+def check_budget(budget: str, compression: str = "sketch") -> None:
+    """Refuse, before any work, a budget that no model could use: not a size, or too small for ``compression``."""
+    row_layout(budget, 2 ** 62, compression)  # what remains to check depends on the model's number of entries
+
+
 def row_layout(budget: str, total_entries: int, compression: str = "sketch") -> RowLayout:
     """The row that ``budget`` buys with ``compression`` ('sketch': one-bit buckets, 'entries': float16 kept entries)
     when the model's tracked layers have ``total_entries`` entries in all."""

@@ -31,7 +31,7 @@ from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.folders import claim_output, finished_job
-from wherefrom.index.budget import BITS, RowLayout
+from wherefrom.index.budget import BITS, RowLayout, check_budget
 from wherefrom.index.projection import LayerProjection, choose_projections, layer_columns
 from wherefrom.index.sketch import sign_bits
 from wherefrom.index.store import (
@@ -130,6 +130,8 @@ def build_index(run: str | Path, out: str | Path, corpus: str | Path | None = No
 def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOptions | None,
            model: str | Path | LoadedModel | None, quiet: bool, restart: bool,
            execution_options: ExecutionOptions) -> GradientIndex:
+    if options is not None:
+        check_budget(options.budget, options.compression)
     with phase("loading the model and the run", quiet):
         opened = open_run(run, model, execution_options)
     factors, layers = opened.factors, opened.layers
