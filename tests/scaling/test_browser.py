@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scaling.folders import write_corpus, write_folder
 
 import wherefrom
+from scaling.folders import write_corpus, write_folder
 from wherefrom.outputs.scale_report import write_scale_report
 
 CHROMIUM = Path("/usr/bin/chromium")

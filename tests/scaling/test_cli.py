@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from scaling.folders import QUERIES, write_corpus, write_folder
 from typer.testing import CliRunner
 
+from scaling.folders import QUERIES, write_corpus, write_folder
 from wherefrom.cli.main import app
 
 
@@ -33,7 +33,8 @@ def test_table_json_and_report(workspace):
     written = json.loads((workspace / "c.json").read_text())
     assert written["folders"][1]["measures"]["other_language_share"]["mean"] == pytest.approx(6.1 / 9.1, rel=1e-6)
     page = (workspace / "c.html").read_text()
-    assert 'id="scale"' in page and page.count("data:image/svg+xml;base64,") == 11  # 9 measures (no --truth: no recall) + 2 agreements
+    # 9 measures (no --truth: no recall) + 2 agreements
+    assert 'id="scale"' in page and page.count("data:image/svg+xml;base64,") == 11
 
 
 @pytest.mark.parametrize("case, message", [

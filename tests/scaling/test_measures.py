@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from scaling.folders import write_corpus, write_folder, write_model
 
 import wherefrom
+from scaling.folders import write_corpus, write_folder, write_model
 from wherefrom.analysis.intervals import t_interval
 from wherefrom.analysis.surface import WordBM25, content_words
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo

@@ -11,8 +11,9 @@ from wherefrom.cli.common import app, err, run_action
 
 @app.command()
 def compare(
-    folders: list[Path] = typer.Argument(..., metavar="OUT_A OUT_B [OUT_C ...]", help="Score folders (`wherefrom score --out`) of two or more models "
-                                                   "or checkpoints, over the same corpus and the same queries."),
+    folders: list[Path] = typer.Argument(..., metavar="OUT_A OUT_B [OUT_C ...]",
+                                         help="Score folders (`wherefrom score --out`) of two or more models or "
+                                              "checkpoints, over the same corpus and the same queries."),
     top_k: int = typer.Option(10, "--top-k", help="k of the top-k measures (BM25 of the top, overlap, recall, "
                                                   "layer shares)."),
     truth: Path | None = typer.Option(None, help="TRUTH.jsonl in the `evaluate` format: adds recall@k of the "

@@ -27,7 +27,8 @@ def findings(comparison: ScaleComparison, sizes: Sequence[str]) -> list[str]:
                    for s in order}
         label = MEASURES[name][0].replace("top-k", f"top-{comparison.k}").replace("@k", f"@{comparison.k}")
         values = "; ".join(f"{s} {', '.join(_number(v) for v in by_size[s])}" for s in order)
-        sentences.append(f"{label} (per seed, mean over queries): {values}: {_direction(by_size[order[0]], by_size[order[-1]], order[-1])}.")
+        direction = _direction(by_size[order[0]], by_size[order[-1]], order[-1])
+        sentences.append(f"{label} (per seed, mean over queries): {values}: {direction}.")
     agreement = []
     for a in comparison.agreements:
         first, second = (sizes[[f.label for f in comparison.folders].index(x)] for x in (a.first, a.second))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from wherefrom.api import fit, score
 from wherefrom.demo.recall import demo_truth
-from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, Size, SizedModel, train_sizes, world_directory
 from wherefrom.demo.size_findings import findings
+from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, Size, SizedModel, train_sizes, world_directory
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
 from wherefrom.folders import claim_output
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions

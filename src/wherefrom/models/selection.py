@@ -22,6 +22,7 @@ from wherefrom.models.routers import RouterLayer
 
 __all__ = ["PRESETS", "TrackedLayer", "select_layers"]
 
+
 def _is_router(layer: TrackedLayer) -> bool:
     return layer.layer_type is RouterLayer or is_router_name(layer.name)
 
