@@ -122,3 +122,15 @@ def test_the_dry_run_says_what_the_experts_cost(mixtral):
     text = " ".join(result.output.split())
     assert "experts: 8 experts in 2 block(s), 16 tracked layers" in text and "(100% of them)" in text
     assert "2 of 4 experts per token" in text and not (root / "dry").exists()
+
+
+def test_the_experts_view_on_a_model_without_experts_is_refused_in_one_line(tmp_path):
+    root = write_workspace(tmp_path, tiny_llama())
+    assert invoke("fit", "--model", root / "model", "--corpus", root / "corpus.jsonl", "--out", root / "run",
+                  "-q").exit_code == 0
+    before = hashes(root)
+    result = invoke("score", "--run", root / "run", "--queries", root / "queries.jsonl", "--out", root / "units",
+                    "--per-unit", 3, "--unit-view", "experts", "-q")
+    assert result.exit_code == 2 and "--unit-view experts finds no unit" in " ".join(result.output.split())
+    assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    assert hashes(root) == before

@@ -35,7 +35,7 @@ from wherefrom.models.coverage import coverage
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.positions import cap_max_length
 from wherefrom.models.selection import TrackedLayer, select_layers
-from wherefrom.models.units import find_unit
+from wherefrom.models.units import find_unit, unit_map
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.progress import note
 from wherefrom.scoring.columns import bm25_rows, top_rows
@@ -139,6 +139,8 @@ def _score(run: str | Path | None, queries: str | Path, corpus: str | Path | Non
     _check_score_options(options, index is not None)
     loaded, layers, factors = opened.loaded, opened.layers, opened.factors
     options = replace(options, max_length=cap_max_length(loaded.model, options.max_length, quiet))
+    if options.per_unit:
+        unit_map(loaded.model, layers, options.unit_view)  # a view with no unit is refused before anything is written
     running = start_execution(loaded.model, execution)
     run_dir = opened.folder
     corpus_path = opened.corpus_path(corpus or (gradient_index.manifest["corpus"] if gradient_index else None))

@@ -117,6 +117,10 @@ def unit_map(model: nn.Module, layers: list[TrackedLayer], view: UnitView = "nod
             full[torch.tensor([label is not None for label in labels])] = assignment
             assignment = full
         result[layer.name] = LayerUnits(axis, assignment)
+    if not names:
+        hint = ("no expert is tracked (track experts with --modules mlp or experts)" if view == "experts"
+                else "none of the tracked layers has one")
+        raise WherefromError(f"--unit-view {view} finds no unit: {hint}; choose another --unit-view.")
     return UnitMap(names, result)
 
 
