@@ -134,3 +134,9 @@ def test_the_experts_view_on_a_model_without_experts_is_refused_in_one_line(tmp_
     assert result.exit_code == 2 and "--unit-view experts finds no unit" in " ".join(result.output.split())
     assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
     assert hashes(root) == before
+
+
+def test_demos_that_cannot_combine_are_refused_in_one_line(tmp_path):
+    result = invoke("demo", "--moe", "--sizes", "--out", tmp_path / "demo")
+    assert result.exit_code == 2 and "--sizes and --moe are different demos" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "demo").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import DEVICE, DTYPE, QUIET, app, choice, err, run_action
+from wherefrom.errors import WherefromError
 from wherefrom.options import ExecutionOptions
 
 
@@ -42,6 +43,10 @@ def demo(
         from wherefrom.synthetic.config import DemoConfig, moe_config, reduced_config
 
         execution = ExecutionOptions(device=device, dtype=dtype)
+        chosen = [flag for flag, on in (("--sizes", sizes), ("--checkpoints", checkpoints), ("--moe", moe),
+                                        ("--model smollm2", model == "smollm2")) if on]
+        if len(chosen) > 1:
+            raise WherefromError(f"{' and '.join(chosen)} are different demos; run them one at a time.")
         if sizes or checkpoints:
             _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, threads, quiet, execution, checkpoints)
             return
