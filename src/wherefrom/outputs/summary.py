@@ -41,8 +41,9 @@ def print_summary(result: ScoreResult, top_k: int = 5, console: Console | None =
         captions = []
         if query.completion_logprob is not None:
             captions.append(f"log p(completion | prompt) = {query.completion_logprob:.4g} nats")
-        if result.per_layer is not None and (shares := expert_shares(result.layer_names, result.per_layer,
-                                                                      result.scores, query.index)):
+        shares = [] if result.per_layer is None else expert_shares(result.layer_names, result.per_layer,
+                                                                     result.scores, query.index)
+        if len(shares) > 1:  # one expert alone (`units --unit 3:expert5`) carries all there is: nothing to say
             captions.append("experts carrying it: " + ", ".join(f"{name} {share:+.0%}" for name, share in shares[:3])
                             + f" (of {len(shares)} experts)")
         caption = "\n".join(captions) or None
