@@ -175,3 +175,20 @@ def test_the_gauss_newton_product_of_the_check_goes_through_experts(kind):
     expected = V @ G  # the softmax Hessian is applied in float32 (the precision policy): agreement to ~1e-7
     torch.testing.assert_close(GaussNewton(model, layers, TOKENS[:2], batch_size=2)(V), expected, rtol=0,
                                atol=1e-6 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "gpt_oss", "qwen3_moe"])
+def test_the_routed_loop_computes_what_every_transformers_kernel_computes(kind):
+    """wherefrom's capture runs `routed_forward` in place of the experts' kernel: its output equals the eager loop's,
+    batched_mm's and grouped_mm's (float32, where the grouped kernels run) on the same routing."""
+    from wherefrom.models.experts import routed_forward
+
+    model = build(kind).float()
+    experts = next(m for m in model.modules() if hasattr(m, "gate_up_proj") and hasattr(m, "has_gate"))
+    hidden = torch.randn(12, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    index = torch.stack([torch.randperm(4, generator=torch.Generator().manual_seed(i))[:2] for i in range(12)])
+    weights = torch.softmax(torch.randn(12, 2, generator=torch.Generator().manual_seed(1)), dim=-1)
+    ours = routed_forward(experts, hidden, index, weights, lambda *_: None)
+    for kernel in ("eager", "batched_mm", "grouped_mm"):
+        model.config._experts_implementation = kernel
+        torch.testing.assert_close(ours, experts(hidden, index, weights), rtol=1e-5, atol=1e-6, msg=kernel)
