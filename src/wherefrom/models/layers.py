@@ -128,15 +128,23 @@ def replace_forward(module: nn.Module, forward: Callable[..., object]) -> Callab
     return undo
 
 
-def watch_linear(module: nn.Module, layer: TrackedLayer, take: Take) -> Callable[[], None]:
+def watch_linear(module: nn.Module, layer: TrackedLayer, take: Take, output_is_y: bool = False
+                 ) -> Callable[[], None]:
     """For a module whose forward does more than its linear map (a router returning logits and top-k, an
     nn.Linear subclass returning a tuple): hand ``take`` the input and output of the first F.linear call in the
-    forward whose weight has the layer's shape (routers may cast x and W to float32 first, so not by identity)."""
+    forward whose weight has the layer's shape (routers may cast x and W to float32 first, so not by identity).
+    With ``output_is_y``, an output that is a tensor of the layer's width is y itself, taken with the input."""
     original = module.forward
 
-    def forward(*args: object, **kwargs: object) -> object:
-        with _FirstLinear(tuple(getattr(module, layer.weight).shape), lambda x, s: take(layer.name, x, s, None)):
-            return original(*args, **kwargs)
+    def forward(*args: torch.Tensor, **kwargs: object) -> object:
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with _FirstLinear(tuple(getattr(module, layer.weight).shape), lambda x, s: seen.append((x, s))):
+            output = original(*args, **kwargs)
+        if output_is_y and args and isinstance(output, torch.Tensor) and output.shape[-1] == layer.shape.out_features:
+            take(layer.name, args[0], output, None)
+        elif seen:
+            take(layer.name, *seen[0], None)
+        return output
 
     return replace_forward(module, forward)
 
@@ -190,20 +198,7 @@ class LinearLayer(LayerType):
         F.linear call too: its output is y itself when it is a tensor of the layer's width, else that call's."""
         if type(module).forward is nn.Linear.forward:
             return super().attach(module, layers, take)
-        (layer,) = layers
-        original = module.forward
-
-        def forward(*args: torch.Tensor, **kwargs: object) -> object:
-            seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-            with _FirstLinear(tuple(module.weight.shape), lambda x, s: seen.append((x, s))):
-                output = original(*args, **kwargs)
-            if isinstance(output, torch.Tensor) and output.shape[-1] == layer.shape.out_features and args:
-                take(layer.name, args[0], output, None)
-            elif seen:
-                take(layer.name, *seen[0], None)
-            return output
-
-        return replace_forward(module, forward)
+        return watch_linear(module, layers[0], take, output_is_y=True)
 
 
 def _conv1d_types() -> tuple[type, ...]:
