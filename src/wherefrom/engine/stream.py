@@ -242,14 +242,20 @@ class _Capture:
         shape = (*self._mask.shape[:2], output.shape[-1])
         self.pending[name] = (torch.Size(shape), self.dtypes[name])
         if output.requires_grad:
-            output.register_hook(lambda grad: self._consume(name, self._per_token(name, grad, rows).to(self.dtypes[name])))
+            output.register_hook(lambda grad: self._consume(
+                name, self._per_token(name, grad, rows, summed=True).to(self.dtypes[name])))
 
-    def _per_token(self, name: str, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """``x`` in the batch's [B, T, ·] layout: scattered from the routed ``rows`` (zero elsewhere), or unflattened."""
+    def _per_token(self, name: str, x: torch.Tensor, rows: torch.Tensor | None, summed: bool = False) -> torch.Tensor:
+        """``x`` in the batch's [B, T, ·] layout: scattered from the routed ``rows`` (zero elsewhere), or unflattened.
+        A token can reach one expert twice (LongCat routes its zero-computation experts' slots to real experts with
+        weight 0): its rows of ā are the same, and its rows of Ds are ``summed``, since Σ_r Ds_r āᵀ = (Σ_r Ds_r) āᵀ."""
         B, T = self._mask.shape[:2]
         if rows is not None:
             full = x.new_zeros(B * T, x.shape[-1])
-            full[rows] = x
+            if summed:
+                full.index_add_(0, rows, x)
+            else:
+                full[rows] = x
             return full.view(B, T, -1)
         if x.shape[:-1] == (B, T):
             return x
