@@ -54,7 +54,7 @@ SHRINK: dict[str, int] = {
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size", "d_ff", "hidden_dim",
                      "mlp_dim", "feed_forward_proj_dim", "dense_intermediate_size", "dff", "intermediate_size_mlp"), 64),
     **dict.fromkeys(("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
-                     "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size"), 32),
+                     "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "expert_ffn_hidden_size"), 32),
     **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers"), LAYERS),
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads"), HEADS),
     **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), HEADS),
