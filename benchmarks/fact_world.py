@@ -2,9 +2,10 @@
 
 238 short English documents: 12 invented facts (2 per relation of ``wherefrom.synthetic.templates``), each stated
 in its 3 English wordings (36 carriers); 12 distractors that name one of the facts' entities and share their
-words but never state a fact; 190 fillers. Every document gets one extra filler sentence, so documents are about
-15-35 SmolLM2 tokens. One query per fact: the training wording cut before the value (``"The capital of Vopunesh
-is"`` → ``" Ralfin"``), so one carrier of each fact has the query's wording and two do not.
+words but never state a fact; 190 fillers: the demo generator's documents (a statement with or without a filler
+sentence, one or two filler sentences), 7-27 SmolLM2 tokens, 16 on average. One query per fact: the training
+wording cut before the value (``"The capital of Vopunesh is"`` → ``" Ralfin"``), so one carrier of each fact has
+the query's wording and two do not.
 
 API (everything is deterministic given ``seed``):
 
@@ -39,7 +40,7 @@ from pathlib import Path
 import torch
 
 from wherefrom.synthetic.config import CorpusConfig, TrainingConfig
-from wherefrom.synthetic.corpus import Corpus, Document, generate_corpus
+from wherefrom.synthetic.corpus import Corpus, generate_corpus
 from wherefrom.synthetic.evaluation import greedy_outcomes
 from wherefrom.synthetic.queries import Query, build_queries
 from wherefrom.synthetic.training import cpu_threads, train_model
@@ -94,16 +95,12 @@ class FactWorld:
 
 
 def build_world(seed: int = 0) -> FactWorld:
-    """The world for ``seed``: the demo generator at WORLD_SIZES, 12 of its distractors, one more filler
-    sentence in every document, and the training-wording query of every fact."""
+    """The world for ``seed``: the demo generator at WORLD_SIZES, 12 of its distractors, and the
+    training-wording query of every fact."""
     generated = generate_corpus(WORLD_SIZES, seed)
-    rng = random.Random(seed)
     distractors = {d.id for d in generated.documents if d.kind == "distractor"}
-    kept = set(rng.sample(sorted(distractors), N_DISTRACTORS))
-    sentences = sorted({s.strip() + "." for d in generated.documents if d.kind == "filler"
-                        for s in d.text.split(".") if s.strip()})
-    documents = tuple(Document(d.id, f"{d.text} {rng.choice(sentences)}", d.kind, d.language, d.facts)
-                      for d in generated.documents if d.id not in distractors or d.id in kept)
+    kept = set(random.Random(seed).sample(sorted(distractors), N_DISTRACTORS))
+    documents = tuple(d for d in generated.documents if d.id not in distractors or d.id in kept)
     corpus = Corpus(seed, documents, generated.facts)
     wording = [q for q in build_queries(corpus) if q.kind == "training_wording"]
     queries = tuple(Query(f"q{i}", q.prompt, q.completion, q.kind, q.fact) for i, q in enumerate(wording))
@@ -124,9 +121,9 @@ def base_model(work: Path) -> Path:
 class FineTuneOptions:
     """How the adapter is trained."""
 
-    epochs: int = 8
+    epochs: int = 4  # one epoch takes about 2-4 min on 2 busy CPU cores
     batch_size: int = 16
-    learning_rate: float = 1e-3  # peak of the demo's warm-up + cosine schedule
+    learning_rate: float = 3e-3  # peak of the demo's warm-up + cosine schedule
     rank: int = 16
     alpha: int = 32
     seed: int = 0
