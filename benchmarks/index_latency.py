@@ -7,6 +7,10 @@
    kept entries), generated (a random block of rows repeated:
    the timing depends on the shape, not on the values), memory-mapped from disk as `wherefrom` opens it, and one
    query contracted with every row (`GradientIndex.contract`), first call and best of ``--repeats``.
+   For a sketch, ``--paths`` times the host's two contractions alternated in the same run (the bit planes of
+   index/bitplanes.py, numba, and the unpacked bits through torch's int8 kernel) for 1, 2, 4 and 8 query rows,
+   and measures how far each is from float64 products on the first ``--checked`` rows: largest error over the
+   largest score, and how many of float64's top 100 of those rows each puts in its own top 100.
 2. With ``--run``: the query's side on the real model: its gradient (one forward and backward pass) and its
    rotation, preconditioning and compression into the index's space; and the exact re-scoring of ``--rescore``
    corpus sequences (the default answer of `score --index`).
@@ -26,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wherefrom.index import store
 from wherefrom.index.budget import BITS, RowLayout, row_layout
+from wherefrom.index.sketch import unpack_signs
 from wherefrom.index.store import GradientIndex
 
 BLOCK_ROWS = 4096
@@ -70,6 +76,50 @@ def timed(repeats: int, action: Callable[[], object]) -> dict[str, float]:
         cpu.append(time.process_time() - processor)
     best = min(range(repeats), key=wall.__getitem__)
     return {"first": wall[0], "best": wall[best], "cpu_of_best": cpu[best]}
+
+
+def on_path(path: str, action: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``action`` with the sketch contracted by bit planes ('planes') or by unpacked bits ('unpacked')."""
+    def run() -> torch.Tensor:
+        kept = store.PLANE_QUERY_ROWS
+        store.PLANE_QUERY_ROWS = 10**9 if path == "planes" else 0
+        try:
+            return action()
+        finally:
+            store.PLANE_QUERY_ROWS = kept
+    return run
+
+
+def compare_paths(index: GradientIndex, repeats: int, checked: int) -> dict[str, object]:
+    """Both host contractions of a sketch, alternated, for 1-8 query rows; and their error against float64."""
+    if store.plane_kernel() is None:
+        raise SystemExit("--paths needs numba (pip install 'wherefrom[fast]')")
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randn(8, index.values, generator=generator)
+    on_path("planes", lambda: index.contract(queries[:1]))()  # numba's compilation (or its disk cache) first
+    times: dict[str, dict[str, list[float]]] = {"planes": {}, "unpacked": {}}
+    cpu: dict[str, dict[str, list[float]]] = {"planes": {}, "unpacked": {}}
+    for rows in (1, 2, 4, 8):
+        for _ in range(repeats):
+            for path in times:
+                clock, processor = time.perf_counter(), time.process_time()
+                on_path(path, lambda: index.contract(queries[:rows]))()
+                times[path].setdefault(str(rows), []).append(time.perf_counter() - clock)
+                cpu[path].setdefault(str(rows), []).append(time.process_time() - processor)
+    best = {path: {rows: min(seconds) for rows, seconds in by_rows.items()} for path, by_rows in times.items()}
+    least_cpu = {path: {rows: min(seconds) for rows, seconds in by_rows.items()} for path, by_rows in cpu.items()}
+    exact = torch.cat([queries[:1].double() @ (unpack_signs(torch.from_numpy(index.gradients[lo:lo + 256])).double()
+                                                * 2 - 1).T * torch.from_numpy(index.scales[lo:lo + 256]).double()
+                       for lo in range(0, checked, 256)], 1)  # float64, 256 rows at a time
+    top = set(exact[0].topk(100).indices.tolist())
+    errors = {}
+    for path in times:
+        got = on_path(path, lambda: index.contract(queries[:1]))()[0, 0, :checked].double()
+        errors[path] = {"largest_error_over_largest_score": float((got - exact[0]).abs().max() / exact.abs().max()),
+                        "float64_top100_in_top100": len(top & set(got.topk(100).indices.tolist())) / 100}
+    speedup = {rows: best["unpacked"][rows] / best["planes"][rows] for rows in best["planes"]}
+    return {"best_s": best, "least_cpu_s": least_cpu, "all_s": times, "all_cpu_s": cpu, "planes_speedup": speedup,
+            "against_float64": {"rows": checked, **errors}}
 
 
 def query_side(run: Path, queries: Path, budget: str, compression: str, rescore: int, repeats: int
@@ -119,6 +169,9 @@ def main() -> None:
     parser.add_argument("--queries", type=Path)
     parser.add_argument("--rescore", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--paths", action="store_true", help="a sketch: time both host contractions, alternated")
+    parser.add_argument("--checked", type=int, default=BLOCK_ROWS, help="rows compared with float64 (--paths; at most "
+                        "the generated block, which repeats)")
     parser.add_argument("--work", type=Path, default=Path("bench-work/index-latency"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -132,12 +185,17 @@ def main() -> None:
         "contraction_s": timed(args.repeats, lambda: index.contract(query)),
         "load_average_1min": os.getloadavg()[0], "cpu_threads": torch.get_num_threads(),
     }
+    if args.paths:
+        result["paths"] = compare_paths(index, args.repeats, args.checked)
+        result["load_average_1min_after"] = os.getloadavg()[0]
     if args.run is not None:
         result.update(query_side(args.run, args.queries, args.budget, args.compression, args.rescore, args.repeats))
         result["answer_s"] = (result["query_gradient_s"]["best"] + result["preconditioning_s"]["best"]
                               + result["contraction_s"]["best"])
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"index-latency-{args.compression}-{args.budget}.json"
+    threads = torch.get_num_threads()
+    suffix = (f"-{threads}threads" if threads > 1 else "") + ("-paths" if args.paths else "")
+    path = args.out / f"index-latency-{args.compression}-{args.budget}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

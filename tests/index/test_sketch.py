@@ -4,6 +4,7 @@ float64."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from wherefrom.index.sketch import count_sketch, layer_hashes, sign_bits, unpack_by_shifts, unpack_signs
@@ -79,3 +80,51 @@ def test_int8_rows_are_contracted_like_float64(tmp_path):
     for i, (first, last) in enumerate([(0, 192), (5, 100)]):
         expected = queries[:, first:last].double() @ rows[:, first:last].double().T * scales.double()
         torch.testing.assert_close(got[i].double(), expected, rtol=0, atol=5e-3 * float(expected.abs().max()))
+
+
+def _sketch_index(tmp_path, n: int, buckets: int, generator: torch.Generator) -> tuple[GradientIndex, torch.Tensor]:
+    """An index of random packed sign bits and scales, and its rows' signs ±1 [n, buckets] float64."""
+    packed = torch.randint(0, 256, (n, buckets // 8), generator=generator, dtype=torch.uint8)
+    np.save(tmp_path / "gradients.npy", packed.numpy())
+    scales = torch.rand(n, generator=generator) + 0.5
+    index = GradientIndex(tmp_path, {"compression": "sketch", "values": buckets}, {},
+                          np.load(tmp_path / "gradients.npy", mmap_mode="c"), scales.numpy(), None)
+    signs = unpack_signs(packed).double() * 2 - 1
+    return index, signs * scales.double()[:, None]
+
+
+def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path):
+    """The bit-plane kernel (numba) against float64 products of the query with the signs times the scales: the
+    error is the query's rounding to 16 bits alone (at most half a step per bucket), and nothing when the query
+    lies on that grid; also with several query rows (per-layer scores) in one pass."""
+    pytest.importorskip("numba")
+    generator = torch.Generator().manual_seed(3)
+    index, signed = _sketch_index(tmp_path, 37, 1024, generator)
+    queries = torch.randn(2, 1024, generator=generator) * 3
+    got = index.contract(queries)[0].double()
+    expected = queries.double() @ signed.T
+    step = queries.abs().amax(1, keepdim=True).double() / (2**15 - 1)
+    bound = step / 2 * signed.abs().sum(1) + 1e-6 * expected.abs()  # the query's rounding, then float32's
+    assert ((got - expected).abs() <= bound).all()
+    assert not torch.equal(got, expected)  # the rounding is there, and the test would see a wrong sum
+    on_grid = torch.randint(-(2**15 - 1), 2**15, (2, 1024), generator=generator).double()
+    on_grid[:, 0] = 2**15 - 1  # the largest magnitude: the grid's step is then 1
+    torch.testing.assert_close(index.contract(on_grid.float())[0].double(), on_grid @ signed.T, rtol=1e-7, atol=0)
+    per_layer = torch.stack([queries, -0.5 * queries])  # [n_ranges, Q, values], every range the whole row
+    got = index.contract(per_layer, [(0, 1024), (0, 1024)]).double()
+    assert ((got[0] - expected).abs() <= bound).all() and ((got[1] + 0.5 * expected).abs() <= bound).all()
+
+
+def test_without_numba_or_with_many_queries_the_bits_are_unpacked_for_the_int8_kernel(tmp_path, monkeypatch):
+    """The path without numba (and past PLANE_QUERY_ROWS query rows): unpacked bits, torch's int8 kernel, within
+    its bfloat16 rounding of float64."""
+    from wherefrom.index import store
+
+    generator = torch.Generator().manual_seed(4)
+    index, signed = _sketch_index(tmp_path, 21, 512, generator)
+    queries = torch.randn(store.PLANE_QUERY_ROWS + 1, 512, generator=generator)
+    expected = queries.double() @ signed.T
+    tolerance = 1e-2 * float(expected.abs().max())
+    torch.testing.assert_close(index.contract(queries)[0].double(), expected, rtol=0, atol=tolerance)
+    monkeypatch.setattr(store, "plane_kernel", lambda: None)
+    torch.testing.assert_close(index.contract(queries[:1])[0].double(), expected[:1], rtol=0, atol=tolerance)

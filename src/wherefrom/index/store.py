@@ -18,7 +18,7 @@ INDEX/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +32,7 @@ from wherefrom.curvature.store import FactorRun
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import first_line
 from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
+from wherefrom.index.bitplanes import QUERY_BITS, PlaneKernel, plane_kernel, plane_sums, query_planes
 from wherefrom.index.projection import KeptEntries, LayerProjection, SketchedEntries, layer_columns
 from wherefrom.index.sketch import unpack_signs
 from wherefrom.scoring.query_gradients import QueryGradients
@@ -51,6 +52,7 @@ _REBUILD = "build it again with `wherefrom index ... --restart`."
 _CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float16)
 _SIGN_CHUNK_ELEMENTS = 1 << 24  # a sketch's buckets at a time: 16 MB unpacked, written and read while in cache
 KERNEL_BLOCK = 64  # the host's int8 kernel reads a row's columns in whole blocks of this many (no tail)
+PLANE_QUERY_ROWS = 4  # up to this many query rows a sketch's bit planes beat unpacking the bits (measured: docs/index.md)
 
 
 @dataclass
@@ -174,13 +176,35 @@ class GradientIndex:
 
         Precision policy: each query is scaled to a largest magnitude of 1 first, so that with rows also scaled to 1
         no product or sum can overflow float16, and the scales are multiplied back in float32 (see
-        :func:`_row_products` for the products themselves).
+        :func:`_row_products` for the products themselves). A sketch on the host with numba installed and at most
+        ``PLANE_QUERY_ROWS`` query rows is contracted in exact integers from its packed bits instead (bitplanes.py):
+        the query rounded to 16 bits, the sums exact, the scales multiplied back in float64.
         """
         ranges = column_ranges or [(0, queries.shape[-1])]
         queries = queries.to(self.device).expand(len(ranges), *queries.shape[-2:])
         out = torch.empty(len(ranges), queries.shape[1], self.n_sequences)
         query_scale = queries.abs().amax(2, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         scaled = queries / query_scale
+        signs = self.manifest.get("compression") == "sketch"
+        kernel = plane_kernel() if signs and self.device.type == "cpu" else None
+        if kernel is not None and len(ranges) * queries.shape[1] <= PLANE_QUERY_ROWS and \
+                all(r == (0, self.values) for r in ranges):
+            chunk = self._plane_chunk(kernel, scaled, query_scale)
+        else:
+            chunk = self._product_chunk(scaled, query_scale, ranges)
+        starts = range(0, self.n_sequences, self.chunk_rows)
+        if signs and self.device.type == "cpu":  # unpacking and the bit planes run on one core per call: spread
+            with ThreadPoolExecutor(torch.get_num_threads()) as pool:  # the chunks over the cores
+                done = list(pool.map(chunk, starts))
+        else:
+            done = map(chunk, starts)
+        for lo, products in done:
+            out[:, :, lo:lo + products.shape[-1]] = products
+        return out
+
+    def _product_chunk(self, scaled: torch.Tensor, query_scale: torch.Tensor, ranges: list[tuple[int, int]]
+                       ) -> Callable[[int], tuple[int, torch.Tensor]]:
+        """The products of the rows from ``lo`` on, by :func:`_row_products` ([n_ranges, Q, n] on the host)."""
         signs = self.manifest.get("compression") == "sketch"
 
         def chunk(lo: int) -> tuple[int, torch.Tensor]:
@@ -194,16 +218,22 @@ class GradientIndex:
                     part = 2 * part - scaled[i, :, first:last].sum(1, keepdim=True)
                 products.append(part * query_scale[i] * scale)
             return lo, torch.stack(products).cpu()
+        return chunk
 
-        starts = range(0, self.n_sequences, self.chunk_rows)
-        if signs and self.device.type == "cpu":  # numpy unpacks on one core per call: spread the chunks over them
-            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-                done = list(pool.map(chunk, starts))
-        else:
-            done = map(chunk, starts)
-        for lo, products in done:
-            out[:, :, lo:lo + products.shape[-1]] = products
-        return out
+    def _plane_chunk(self, kernel: PlaneKernel, scaled: torch.Tensor, query_scale: torch.Tensor
+                     ) -> Callable[[int], tuple[int, torch.Tensor]]:
+        """A sketch's products of the rows from ``lo`` on from their packed bits, by bit planes (bitplanes.py):
+        scale · step · Σ q_int·(2b − 1) with the sum exact in int64 ([n_ranges, Q, n] float32)."""
+        planes, integers = query_planes(scaled.flatten(0, 1).cpu())
+        totals = integers.sum(1)  # Σ q_int: the signs 2b − 1 give 2·Σ q_int·b − Σ q_int
+        steps = query_scale.flatten().double().cpu() / (2 ** (QUERY_BITS - 1) - 1)
+
+        def chunk(lo: int) -> tuple[int, torch.Tensor]:
+            sums = torch.from_numpy(plane_sums(kernel, self.gradients[lo:lo + self.chunk_rows], planes))
+            scale = torch.from_numpy(self.scales[lo:lo + sums.shape[0]]).double()
+            products = (2 * sums - totals).T.double() * steps[:, None] * scale
+            return lo, products.float().reshape(*scaled.shape[:2], -1)
+        return chunk
 
 
 _INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
