@@ -11,7 +11,8 @@ from wherefrom.cli.common import app, err, run_action
 
 @app.command()
 def report(
-    out: Path = typer.Argument(..., help="Folder written by `wherefrom score`."),
+    out: Path = typer.Argument(..., help="Folder written by `wherefrom score` (or by `wherefrom validate lds`: the "
+                                         "report of its EK-FAC scores, with an LDS section)."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
     top_k: int = typer.Option(10, "--top-k", help="Sequences shown per query."),
     title: str | None = typer.Option(None, help="Title of the page."),
@@ -20,10 +21,17 @@ def report(
     """Write a self-contained HTML report (token heatmaps, layer heatmap, tail statistics) of a score folder."""
 
     def action() -> None:
+        from wherefrom.errors import WherefromError
+        from wherefrom.outputs.lds_section import read_lds
         from wherefrom.outputs.report import write_report
         from wherefrom.scoring.results import ScoreResult
 
-        path = write_report(ScoreResult.load(out), output, top_k=top_k, title=title, n_bootstrap=bootstraps)
+        lds = read_lds(out)
+        if lds is not None and lds.scores is None:
+            raise WherefromError(f"{out} holds an LDS result without EK-FAC scores; run `wherefrom validate lds` "
+                                 "with ekfac among --methods.")
+        result = ScoreResult.load(lds.scores if lds else out)
+        path = write_report(result, output, top_k=top_k, title=title, n_bootstrap=bootstraps, lds=lds)
         err.print(f"report → [bold]{path}[/]")
 
     run_action(action)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
 
 from wherefrom.data.batching import make_batches
 from wherefrom.data.queries import Query
@@ -28,13 +28,13 @@ def completion_logprobs(model: nn.Module, queries: list[Query], batch_size: int 
     return values
 
 
-def measured_logprobs(folders: list[list[Path]], queries: list[Query], threads: int = 2,
-                      quiet: bool = False) -> np.ndarray:
+def measured_logprobs(folders: list[list[Path]], queries: list[Query], load: Callable[[Path], nn.Module],
+                      threads: int = 2, quiet: bool = False) -> np.ndarray:
     """log p(completion | prompt) [Q, M, S] under the model of each subset m (rows of ``folders``) and training
-    seed s (its columns)."""
+    seed s (its columns), each read by ``load`` (the retraining recipe's)."""
     values = np.zeros((len(queries), len(folders), len(folders[0])))
     jobs = [(m, s, folder) for m, row in enumerate(folders) for s, folder in enumerate(row)]
     with cpu_threads(threads):
         for m, s, folder in track(jobs, len(jobs), "query log-probabilities", quiet):
-            values[:, m, s] = completion_logprobs(AutoModelForCausalLM.from_pretrained(folder), queries)
+            values[:, m, s] = completion_logprobs(load(folder), queries)
     return values

@@ -1,5 +1,5 @@
 """Score providers: each method compared by the LDS, as a name and a way to compute its score matrix [Q, N]
-of the demo's queries against its full training corpus. Adding a method is one entry in :data:`PROVIDERS`."""
+of the queries against the explained model's full training corpus. Adding a method is one entry in :data:`PROVIDERS`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from wherefrom.api import fit, score
 from wherefrom.curvature.store import load_run
 from wherefrom.index import build_index
 from wherefrom.options import ExecutionOptions, FitOptions, IndexOptions, ScoreOptions, Strategy
-from wherefrom.synthetic.config import MAX_LENGTH
-
-BATCH_SIZE = 32  # as the demo pipeline fits and scores
 
 
 @dataclass(frozen=True)
@@ -27,8 +24,15 @@ class ScoringContext:
     corpus: Path
     queries: Path
     work: Path
+    max_length: int  # tokens per training sequence and query
+    batch_size: int = 32  # sequences per pass of fit, index and score (the demo pipeline's)
+    modules: str = "mlp"  # the tracked layers (a LoRA model: its adapters' layers among them)
     quiet: bool = False
     execution: ExecutionOptions = ExecutionOptions()  # where fit, index and score run the model
+
+    def scores_folder(self, label: str, damping: float | None) -> Path:
+        """Where the scores of method ``label`` at ``damping`` (None: its default) are kept."""
+        return self.work / f"scores-{label}-damping-{'default' if damping is None else f'{damping:.6g}'}"
 
 
 ScoreFunction = Callable[[ScoringContext, float | None], np.ndarray]
@@ -45,11 +49,11 @@ class ScoreProvider:
 
 
 def fitted_run(context: ScoringContext, strategy: Strategy) -> Path:
-    """The demo model's curvature for ``strategy`` on its full corpus (fitted once, then reused)."""
+    """The explained model's curvature for ``strategy`` on its full corpus (fitted once, then reused)."""
     run = context.work / f"run-{strategy}"
-    fit(context.model_dir, context.corpus, run, FitOptions(strategy=strategy, max_length=MAX_LENGTH,
-                                                           batch_size=BATCH_SIZE), context.quiet,
-        execution=context.execution)
+    fit(context.model_dir, context.corpus, run, FitOptions(strategy=strategy, max_length=context.max_length,
+                                                           batch_size=context.batch_size, modules=context.modules),
+        context.quiet, execution=context.execution)
     return run
 
 
@@ -64,12 +68,12 @@ def curvature_scores(strategy: Strategy, label: str | None = None, index: bool =
         folder = None
         if index:
             folder = context.work / f"index-{strategy}"
-            build_index(run, folder, options=IndexOptions(max_length=MAX_LENGTH, batch_size=BATCH_SIZE),
+            build_index(run, folder, options=IndexOptions(max_length=context.max_length, batch_size=context.batch_size),
                         quiet=context.quiet, execution_options=context.execution)
-        settings = ScoreOptions(max_length=MAX_LENGTH, batch_size=BATCH_SIZE, damping=damping, **options)
-        out = context.work / f"scores-{label or strategy}-damping-{'default' if damping is None else f'{damping:.6g}'}"
-        return score(run, context.queries, out=out, options=settings, quiet=context.quiet, index=folder,
-                     execution=context.execution).scores.cpu().numpy()
+        settings = ScoreOptions(max_length=context.max_length, batch_size=context.batch_size, damping=damping,
+                                **options)
+        return score(run, context.queries, out=context.scores_folder(label or strategy, damping), options=settings,
+                     quiet=context.quiet, index=folder, execution=context.execution).scores.cpu().numpy()
 
     return compute
 

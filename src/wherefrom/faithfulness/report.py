@@ -39,9 +39,9 @@ def markdown(report: LdsReport) -> str:
     p = report.protocol
     confidence = f"{100 * p['confidence']:g}%"
     kinds = list(report.methods[0].by_kind) if report.methods else []
-    lines = [f"LDS on the {p['config']} demo (config {p['config_hash']}): {p['models']} models retrained on "
+    lines = [f"LDS on {p['subject']}: {p['models']} models retrained on "
              f"{p['subset_size']} of {p['corpus_documents']} documents (fraction {p['fraction']}), "
-             f"{p['training']['seeds_per_subset']} seed(s) each, {len(p['queries'])} queries.", "",
+             f"{p['seeds_per_subset']} seed(s) each, {len(p['queries'])} queries.", "",
              f"| method | damping | mean LDS [{confidence} CI] | minus identity, paired [{confidence} CI] | "
              + " | ".join(kinds) + " |", "| --- | --- | --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
     lines += [f"| {r.method} | {r.damping} | {interval_text(r.estimate)} | {interval_text(r.versus_identity)} | " +
@@ -69,7 +69,7 @@ def plot(report: LdsReport) -> Figure:
     axes[0].bar(names, means, yerr=errors, capsize=4, color="#4c72b0")
     axes[0].set_ylabel(f"mean LDS ({100 * report.protocol['confidence']:g}% CI)")
     p = report.protocol
-    axes[0].set_title(f"{p['models']} subsets × {p['training']['seeds_per_subset']} seed(s), fraction {p['fraction']}")
+    axes[0].set_title(f"{p['models']} subsets × {p['seeds_per_subset']} seed(s), fraction {p['fraction']}")
     axes[0].tick_params(axis="x", rotation=30)
     axes[0].axhline(0, color="black", linewidth=0.8)
     if report.sweep:
@@ -92,8 +92,8 @@ def plot(report: LdsReport) -> Figure:
 def terminal_table(report: LdsReport) -> Table:
     """The methods (and damping sweep) as a rich table for the terminal."""
     p = report.protocol
-    table = Table(title=f"LDS: {p['models']} models × {p['training']['seeds_per_subset']} seed(s), fraction "
-                        f"{p['fraction']}, {len(p['queries'])} queries ({p['config']} demo)")
+    table = Table(title=f"LDS on {p['subject']}: {p['models']} models × {p['seeds_per_subset']} seed(s), fraction "
+                        f"{p['fraction']}, {len(p['queries'])} queries")
     table.add_column("method")
     table.add_column("damping")
     table.add_column(f"mean LDS [{100 * p['confidence']:g}% CI]", justify="right")

@@ -1,26 +1,26 @@
-"""`wherefrom validate lds` end to end: the demo model, its retrainings on random subsets, the measured query
-log-probabilities, each method's scores on the full corpus, and the LDS of every method (and damping)."""
+"""`wherefrom validate lds` end to end: the explained model (the demo's, or a fine-tune trained here), its
+retrainings on random subsets with the same recipe, the measured query log-probabilities, each method's scores on
+the full corpus, and the LDS of every method (and damping)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import AutoTokenizer
 
 from wherefrom.data.queries import read_queries
 from wherefrom.errors import WherefromError
 from wherefrom.faithfulness.lds import Estimate, lds_per_query, linear_datamodeling_score, mean_with_interval
 from wherefrom.faithfulness.logprobs import measured_logprobs
+from wherefrom.faithfulness.problems import EXPLAINED, LdsProblem
 from wherefrom.faithfulness.providers import PROVIDERS, SWEPT, ScoringContext, fitted_run, mean_eigenvalue
-from wherefrom.faithfulness.retraining import lds_cache, retrain_all, training_seeds
-from wherefrom.faithfulness.subsets import membership, sample_subsets
+from wherefrom.faithfulness.retraining import is_cached, retrain, retrain_all, training_seeds
+from wherefrom.faithfulness.subsets import Subset, membership, sample_subsets
 from wherefrom.fileio import read_jsonl
 from wherefrom.options import ExecutionOptions, check_number
-from wherefrom.synthetic.cache import config_hash, load_or_train
-from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
+from wherefrom.progress import phase
 from wherefrom.synthetic.training import cpu_threads
 
 SWEEP_FACTORS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
@@ -29,21 +29,25 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class LdsSettings:
-    """What an LDS run measures: which demo, how many subsets of which size, how many seeds each, which methods."""
+    """What an LDS run measures: how many subsets of which size, how many seeds each, which methods."""
 
-    config: DemoConfig
-    config_name: str = "default"
     models: int = 32
     fraction: float = 0.5
     seeds: int = 1
     methods: tuple[str, ...] = tuple(PROVIDERS)
     damping_sweep: bool = False
     threads: int = 2
-    cache_root: Path | None = None
     execution: ExecutionOptions = ExecutionOptions()  # where the scored methods run the model
 
     def __post_init__(self) -> None:
         check_number("fraction", self.fraction)
+        unknown = [m for m in self.methods if m not in PROVIDERS]
+        if unknown:
+            raise WherefromError(f"unknown method(s) {', '.join(unknown)}; choose among {', '.join(PROVIDERS)}.")
+        if self.seeds < 1:
+            raise WherefromError(f"--seeds must be at least 1; got {self.seeds}.")
+        if self.threads < 1:
+            raise WherefromError(f"--threads must be at least 1; got {self.threads}.")
 
 
 @dataclass
@@ -69,27 +73,22 @@ class LdsReport:
     seed_agreement: Estimate | None = None  # LDS of one training seed's log p against another's: a noise ceiling
 
 
-def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
-    """Retrain (or reuse) the subset models, score every method, and compute each method's LDS."""
-    unknown = [m for m in settings.methods if m not in PROVIDERS]
-    if unknown:
-        raise WherefromError(f"unknown method(s) {', '.join(unknown)}; choose among {', '.join(PROVIDERS)}.")
-    if settings.seeds < 1:
-        raise WherefromError(f"--seeds must be at least 1; got {settings.seeds}.")
-    config = settings.config
-    demo = load_or_train(config, settings.cache_root, settings.threads, quiet)
-    corpus, queries_path = demo / "corpus.jsonl", demo / "queries.jsonl"
-    n_sequences = len(read_jsonl(corpus))
-    query_rows = read_jsonl(queries_path)
-    queries = read_queries(queries_path, AutoTokenizer.from_pretrained(demo), MAX_LENGTH)
+def run_lds(problem: LdsProblem, settings: LdsSettings, quiet: bool = False) -> LdsReport:
+    """Train the explained model if it has to be, retrain (or reuse) the subset models, score every method, and
+    compute each method's LDS."""
+    n_sequences = len(problem.sequences)
+    query_rows = read_jsonl(problem.queries)
+    queries = read_queries(problem.queries, problem.recipe.tokenizer(), problem.max_length)
     subsets = sample_subsets(n_sequences, settings.models, settings.fraction)
-    cache = lds_cache(config, settings.cache_root)
-    seeds = training_seeds(config, settings.seeds)
-    folders = retrain_all(demo, config, subsets, settings.fraction, seeds, cache, settings.threads, quiet)
-    logprobs = measured_logprobs(folders, queries, settings.threads, quiet)  # [Q, M, S]
+    seeds = training_seeds(problem.seed, settings.seeds)
+    explained = problem.explained or explained_model(problem, settings.threads, quiet)
+    folders = retrain_all(problem.recipe, list(problem.sequences), subsets, settings.fraction, seeds, problem.cache,
+                          settings.threads, quiet)
+    logprobs = measured_logprobs(folders, queries, problem.recipe.load, settings.threads, quiet)  # [Q, M, S]
     measured, members = logprobs.mean(axis=2), membership(subsets, n_sequences)
-    kinds = [row["kind"] for row in query_rows]
-    context = ScoringContext(demo, corpus, queries_path, cache / "runs", quiet, settings.execution)
+    kinds = [row.get("kind", "all") for row in query_rows]
+    context = ScoringContext(explained, problem.corpus, problem.queries, problem.work, problem.max_length,
+                             modules=problem.modules, quiet=quiet, execution=settings.execution)
 
     def evaluate(method: str, damping: float | None) -> MethodLds:
         scores = PROVIDERS[method].scores(context, damping)
@@ -111,15 +110,26 @@ def run_lds(settings: LdsSettings, quiet: bool = False) -> LdsReport:
     if settings.seeds > 1:
         agreement = mean_with_interval(lds_per_query(logprobs[:, :, 0], logprobs[:, :, 1]), CONFIDENCE)
     protocol = {
-        "config": settings.config_name, "config_hash": config_hash(config), "demo_folder": str(demo),
-        "training": asdict(config.training) | {"seeds_per_subset": settings.seeds, "training_seeds": seeds},
-        "corpus_documents": n_sequences, "models": settings.models, "fraction": settings.fraction,
-        "subset_size": len(subsets[0].rows), "subset_seeds": [s.seed for s in subsets],
+        "subject": problem.subject, "explained_model": str(explained), "recipe": problem.recipe.describe(),
+        "seeds_per_subset": settings.seeds, "training_seeds": seeds, "retrained_models": str(problem.cache),
+        "corpus": str(problem.corpus), "corpus_documents": n_sequences, "models": settings.models,
+        "fraction": settings.fraction, "subset_size": len(subsets[0].rows), "subset_seeds": [s.seed for s in subsets],
         "queries": [q.id for q in queries], "confidence": CONFIDENCE,
+        "scores": str(context.scores_folder(SWEPT, None)) if SWEPT in settings.methods else None,
         "mean_eigenvalue": scale, "sweep_factors": list(SWEEP_FACTORS) if settings.damping_sweep else [],
         "measured_logprob_spread": float(np.mean(measured.std(axis=1))),
     }
     return LdsReport(protocol, results, sweep, measured.tolist(), agreement)
+
+
+def explained_model(problem: LdsProblem, threads: int, quiet: bool) -> Path:
+    """The model the recipe trains on the whole corpus with the first seed (cached like the retrainings)."""
+    everything = Subset(-1, -1, tuple(range(len(problem.sequences))))
+    folder = problem.cache / f"{EXPLAINED}-{problem.seed}"
+    if not is_cached(folder, everything):
+        with phase("training the explained model on the whole corpus", quiet):
+            retrain(problem.recipe, list(problem.sequences), everything, problem.seed, folder, threads)
+    return folder
 
 
 def _compare_with_identity(rows: list[MethodLds]) -> None:
