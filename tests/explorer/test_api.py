@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from exact import sequence_gradient
-from outputs.page import parse
+from outputs.page import code_scripts, parse, svg_of
 from safetensors.torch import load_file
 
 import wherefrom
@@ -69,7 +69,7 @@ def test_answer_ranks_like_an_independent_float64_computation(client, explorer_d
                 float(restricted_scores(independent[:, shown["row"]], block)), rel=1e-3, abs=1e-2)
     assert answer["ranking"] == "exact" and answer["n_sequences"] == len(sequences)
     assert answer["tail"]["n_scores"] == len(sequences)
-    assert answer["layer_heatmap"].startswith("data:image/svg+xml;base64,")
+    assert svg_of(answer["layer_heatmap"]).tag == "{http://www.w3.org/2000/svg}svg"
     assert answer["completion_logprob"] < 0 and not answer["generated"]
 
 
@@ -232,7 +232,7 @@ def test_corpus_text_is_data_in_json_and_escaped_in_the_report(client, explorer_
     report = client.get(f"/api/questions/{job['id']}/report", params={"bootstraps": 0})
     assert report.status_code == 200 and "attachment" in report.headers["content-disposition"]
     document = parse(report.text)
-    assert len(document.find_all("script")) == 1 and not document.find_all("b")  # the report's own script only
+    assert len(code_scripts(document)) == 1 and not document.find_all("b")  # the report's own script only
     card = document.find_all("li", cls="seq")[0]
     assert card.find_all(cls="rid")[0].text == HOSTILE_ID and SCRIPT in card.find_all(cls="tokens")[0].text
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from urllib.parse import unquote
+from xml.etree import ElementTree
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -62,3 +66,28 @@ def parse(html: str) -> Element:
     builder.close()
     assert builder.stack == [builder.root], "unclosed elements: " + ", ".join(e.tag for e in builder.stack[1:])
     return builder.root
+
+
+DATA = "application/json"
+
+
+def code_scripts(page: Element) -> list[Element]:
+    """The page's scripts that run (not its JSON data blocks)."""
+    return [s for s in page.find_all("script") if s.attrs.get("type") != DATA]
+
+
+def data_blocks(page: Element) -> list[object]:
+    """The page's JSON data blocks, parsed; each must hold no '<' (it could end its <script> element)."""
+    blocks = [s.text for s in page.find_all("script") if s.attrs.get("type") == DATA]
+    assert not [b for b in blocks if "<" in b]
+    return [json.loads(b) for b in blocks]
+
+
+def svg_of(uri: str) -> ElementTree.Element:
+    """The SVG document of a data URI (percent-encoded or base64), parsed as XML."""
+    if uri.startswith("data:image/svg+xml;base64,"):
+        text = base64.b64decode(uri.removeprefix("data:image/svg+xml;base64,")).decode("utf-8")
+    else:
+        assert uri.startswith("data:image/svg+xml,"), uri[:40]
+        text = unquote(uri.removeprefix("data:image/svg+xml,"))
+    return ElementTree.fromstring(text.encode("utf-8"))

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from outputs.page import Element, parse
+from outputs.page import Element, code_scripts, parse, svg_of
 from outputs.synthetic import SPURIOUS_ROW, synthetic_result
 from wherefrom.analysis import spurious_sequences
 from wherefrom.outputs import write_report
 from wherefrom.scoring.results import ScoreResult
 
 POSITIVE, NEGATIVE = (230, 97, 1), (33, 102, 172)
+CLASS_COLOURS = {"p": POSITIVE, "n": NEGATIVE}  # what the stylesheet paints (checked in test_browser)
 
 
 def report_tree(result: ScoreResult, tmp_path, **options) -> Element:
@@ -89,8 +90,8 @@ def test_report_is_self_contained(tiny_run, tmp_path):
     for element in page.iter():
         for name in ("src", "href", "action", "srcset"):
             value = element.attrs.get(name)
-            assert value is None or value.startswith(("#", "data:image/svg+xml;base64,")), (element.tag, value)
-    scripts = page.find_all("script")
+            assert value is None or value.startswith("#") or svg_of(value) is not None, (element.tag, value)
+    scripts = code_scripts(page)
     assert len(scripts) == 1 and "src" not in scripts[0].attrs and scripts[0].text.strip()
     assert page.find_all("style")[0].text.strip()
 
@@ -108,13 +109,14 @@ def test_token_colours_follow_the_sign_and_the_query_wide_scale(tmp_path):
             assert [s.text for s in spans] == result.sequences[row].tokens
             for span, value in zip(spans, values, strict=True):
                 assert float(span.attrs["title"]) == pytest.approx(value, rel=1e-5, abs=1e-30)
-                style = span.attrs.get("style") or ""
+                style, classes = span.attrs.get("style") or "", (span.attrs.get("class") or "").split()
                 if value == 0.0:
-                    assert style == ""
+                    assert style == "" and classes == []
                     continue
-                red, green, blue, opacity = re.search(r"rgba\((\d+), (\d+), (\d+), ([\d.]+)\)", style).groups()
-                assert (int(red), int(green), int(blue)) == (POSITIVE if value > 0 else NEGATIVE)
-                assert float(opacity) == pytest.approx(0.85 * abs(value) / scale, abs=1e-3)
+                opacity = float(re.fullmatch(r"--o:([\d.]+)", style).group(1))
+                assert CLASS_COLOURS[classes[0]] == (POSITIVE if value > 0 else NEGATIVE)
+                assert opacity == pytest.approx(0.85 * abs(value) / scale, abs=1e-3)
+                assert ("w" in classes) == (opacity > 0.6)  # white text on the strongest colours
 
 
 def test_spurious_flags_are_the_calibrated_ones_of_the_analysis(tmp_path):

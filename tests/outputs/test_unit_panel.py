@@ -11,7 +11,7 @@ from chromium import CHROMIUM, browser_context, open_report  # noqa: F401 - the 
 from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
 
 import wherefrom
-from outputs.page import parse
+from outputs.page import data_blocks, parse
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
 from wherefrom.outputs import write_report
 from wherefrom.outputs.unit_panel import unit_panel
@@ -95,7 +95,33 @@ def test_a_click_on_a_unit_lists_its_sequences_with_heatmaps_and_text_stays_iner
     bars.nth(0).click()  # one unit open at a time
     sync_api.expect(detail).to_be_hidden()
     sync_api.expect(page.locator("#query-0-unit-0")).to_be_visible()
-    assert page.evaluate("document.scripts.length") == 1
+    assert page.evaluate("document.querySelectorAll('script:not([type=\"application/json\"])').length") == 1
     assert page.evaluate("document.querySelectorAll('b, i, [onerror]').length") == 0
     page.close()
     assert problems == []
+
+
+def test_the_page_holds_each_units_sequences_values_and_texts(tmp_path):
+    """The data the page draws a unit's sequences from: every sequence of every bar, its influence through the unit,
+    its token values, its text once (the run's, with the hostile record's HTML as a string)."""
+    result = with_hostile_units(synthetic_result(n_sequences=40))
+    page = parse(write_report(result, tmp_path / "units.html", n_bootstrap=0).read_text(encoding="utf-8"))
+    blocks = data_blocks(page)
+    assert len(blocks) == len(result.queries)
+    units = result.units
+    for query, data in enumerate(blocks):
+        rows = units.rows[query].tolist()
+        for k, shown in enumerate(data["units"]):
+            through = units.split[query, :, k].tolist()
+            expected = sorted(range(len(rows)), key=lambda m: -through[m])
+            assert [entry[0] for entry in shown] == [rows[m] for m in expected]
+            for entry, m in zip(shown, expected, strict=True):
+                assert float(entry[1]) == pytest.approx(through[m], rel=1e-3) and entry[2] == int(through[m] > 0)
+                pieces = result.sequences[rows[m]].tokens
+                values = units.tokens[query, m, k, :len(pieces)].tolist()
+                assert entry[3] == pytest.approx(values, rel=1e-5)
+                largest = float(units.tokens[query, :, k].abs().max())
+                assert entry[4] == [None if v == 0 else round(850 * min(abs(v) / largest, 1)) for v in values]
+                assert data["sequences"][str(rows[m])]["pieces"] == pieces
+        assert data["sequences"][str(rows[0])]["id"] == result.sequences[rows[0]].record_id
+    assert HOSTILE_ID in [s["id"] for s in blocks[0]["sequences"].values()]

@@ -1,18 +1,26 @@
 """Plots of the report, drawn with matplotlib (no pyplot, no display) and embedded as SVG data URIs.
 
 An SVG inside an ``<img>`` element never runs scripts, so labels taken from the corpus (record ids) stay inert.
+The SVGs are written compactly: text as text (not glyph outlines), coordinates to a tenth of a point, the points
+of a scatter as one path of dots, at most one per spot they would cover on the figure, and the report's plots
+percent-encoded rather than in base64 (a quarter smaller); none of them holds a character that HTML would escape.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path
 from matplotlib.ticker import NullFormatter
 
 from wherefrom.analysis import PowerLawFit, ccdf
@@ -20,6 +28,14 @@ from wherefrom.analysis.layers import LayerHeatmap
 from wherefrom.outputs.tokens import NEGATIVE_RGB, POSITIVE_RGB
 
 _MAX_POINTS = 2000  # CCDF points drawn; the tail keeps every point, the bulk is thinned evenly in log-rank
+_SPOTS = (600, 400)  # a scatter keeps one point per 1/600 of its x range and 1/400 of its y range (log axes)
+_COORDINATES = re.compile(r' (?:d|x|y|x1|x2|y1|y2|width|height)="[^"]*"')  # attributes holding coordinates only
+_GROUP_IDS = re.compile(r'<g id="[^"]*"')  # nothing refers to a group (references go to defs and clip paths)
+_BETWEEN_ELEMENTS = re.compile(r">\s+<")
+_USE = re.compile(r'(<use xlink:href="#([^"]+)"[^>]*?) style="([^"]*)"')  # a marker (tick, dot) placed once
+_DEFINITION = re.compile(r'(<path id="([^"]+)"[^>]*?) style="([^"]*)"')
+_URI_SAFE = " /:;=,.-_()!*~+@?$[]{}|^`"  # kept as they are in a percent-encoded SVG (never & < > " ' # % or a newline)
+_NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
 _STYLE = {
     "font.family": "DejaVu Sans",
     "font.size": 9,
@@ -29,7 +45,7 @@ _STYLE = {
     "axes.labelcolor": "#222",
     "xtick.color": "#444",
     "ytick.color": "#444",
-    "svg.fonttype": "path",
+    "svg.fonttype": "none",  # text as <text>, drawn with the page's fonts (DejaVu Sans where installed)
     "svg.hashsalt": "wherefrom",  # stable element ids: the same result gives the same file
 }
 DIVERGING = LinearSegmentedColormap.from_list(  # the token heatmap's blue and orange, through near-white at 0
@@ -44,7 +60,7 @@ def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
     with rc_context(_STYLE):
         figure = Figure(figsize=(5.2, 3.4))
         axes = figure.add_subplot()
-        axes.loglog(x[keep], survival[keep], ".", color="#555", markersize=3, label="positive scores")
+        _dots(axes, x[keep], survival[keep], "#555", "positive scores")
         if fit is not None:
             line = np.geomspace(fit.x_min, x[-1], 100)
             in_tail = fit.n_tail / x.size
@@ -56,7 +72,7 @@ def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
         axes.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on a short log range
         axes.legend(frameon=False, loc="lower left")  # a falling CCDF leaves that corner empty
         figure.tight_layout()
-        return _svg_data_uri(figure)
+        return _svg_uri(figure)
 
 
 def layer_heatmap_plot(heatmap: LayerHeatmap, column_labels: Sequence[str]) -> str:
@@ -77,7 +93,23 @@ def layer_heatmap_plot(heatmap: LayerHeatmap, column_labels: Sequence[str]) -> s
             spine.set_visible(False)
         figure.colorbar(image, ax=axes, label="nats per N copies", fraction=0.05, pad=0.03)
         figure.tight_layout()
-        return _svg_data_uri(figure)
+        return _svg_uri(figure)
+
+
+def _dots(axes: Axes, x: np.ndarray, y: np.ndarray, colour: str, label: str) -> None:
+    """Points (x, y) on log-log axes as one path of round dots (a marker per point would repeat its style in the
+    SVG), keeping one point per spot of the figure; a legend entry drawn as the usual marker."""
+    axes.loglog(x, y, linestyle="none")  # sets the log scales and the data limits; draws nothing
+    logs = np.column_stack([np.log10(x), np.log10(y)])
+    spans = np.ptp(logs, axis=0)
+    spans[spans == 0.0] = 1.0
+    spots = np.round((logs - logs.min(axis=0)) / spans * np.array(_SPOTS))
+    _, first = np.unique(spots, axis=0, return_index=True)
+    points = np.column_stack([x, y])[np.sort(first)]
+    path = Path(np.repeat(points, 2, axis=0), np.tile([Path.MOVETO, Path.LINETO], len(points)))
+    path.should_simplify = False  # its segments have length 0: simplification would drop them
+    axes.add_patch(PathPatch(path, facecolor="none", edgecolor=colour, linewidth=2.4, capstyle="round"))
+    axes.plot([], [], ".", color=colour, markersize=3, label=label)
 
 
 def _block_label(first: int, last: int) -> str:
@@ -96,7 +128,50 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
+def _svg_uri(figure: Figure) -> str:
+    """The figure as a percent-encoded SVG data URI."""
+    return "data:image/svg+xml," + quote(_svg(figure), safe=_URI_SAFE)
+
+
 def _svg_data_uri(figure: Figure) -> str:
+    """The figure as a base64 SVG data URI."""
+    return "data:image/svg+xml;base64," + base64.b64encode(_svg(figure).encode("utf-8")).decode("ascii")
+
+
+def _svg(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return compact_svg(buffer.getvalue().decode("utf-8"))
+
+
+def compact_svg(svg: str) -> str:
+    """``svg`` with its coordinates to a tenth of a point, no line breaks inside its paths or between its elements,
+    no ids on its groups, and the style that every placement of a marker repeats written once, on the marker."""
+    svg = _hoist_marker_styles(_GROUP_IDS.sub("<g", _BETWEEN_ELEMENTS.sub("><", svg)))
+    return _COORDINATES.sub(lambda m: _NUMBER.sub(lambda n: f"{round(float(n.group(0)), 1):g}",
+                                                  " " + " ".join(m.group(0).split())), svg)
+
+
+def _hoist_marker_styles(svg: str) -> str:
+    """Move the style of a marker's placements (``<use>``) onto its definition when all its placements share it.
+
+    A placement's style only reaches the marker's properties that its definition leaves unset, so the definition
+    keeps its own and takes the rest: it draws the same.
+    """
+    styles: dict[str, set[str]] = {}
+    for match in _USE.finditer(svg):
+        styles.setdefault(match.group(2), set()).add(match.group(3))
+    shared = {marker: next(iter(found)) for marker, found in styles.items() if len(found) == 1}
+
+    def define(match: re.Match[str]) -> str:
+        if match.group(2) not in shared:
+            return match.group(0)
+        merged = {**_properties(shared[match.group(2)]), **_properties(match.group(3))}
+        return f'{match.group(1)} style="{"; ".join(f"{k}: {v}" for k, v in merged.items())}"'
+
+    svg = _DEFINITION.sub(define, svg)
+    return _USE.sub(lambda m: m.group(1) if m.group(2) in shared else m.group(0), svg)
+
+
+def _properties(style: str) -> dict[str, str]:
+    return dict(tuple(part.strip() for part in item.split(":", 1)) for item in style.split(";") if ":" in item)

@@ -23,6 +23,7 @@ from wherefrom.outputs._text import shorten
 from wherefrom.outputs.comparison import compare_queries
 from wherefrom.outputs.lds_section import LdsSection
 from wherefrom.outputs.sections import NOTABLE_SHARED_CHARS, query_sections
+from wherefrom.outputs.unit_data import unit_data
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.version import __version__
 
@@ -85,7 +86,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(number=_number, signed=_signed, percent=_percent, short=shorten)
+    environment.filters.update(number=_number, signed=_signed, percent=_percent, short=shorten, opacity=_opacity,
+                               unit_data=lambda panel: unit_data(panel, _signed))
+    environment.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False}  # compact data
     environment.tests["nan"] = lambda value: isinstance(value, float) and math.isnan(value)
     return environment
 
@@ -108,4 +111,9 @@ def _signed(value: float | None, digits: int = 4) -> str:
 
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
+
+
+def _opacity(value: float) -> str:
+    """A token colour's opacity as a short CSS number (.42)."""
+    return f"{value:.3f}".removeprefix("0")
 
