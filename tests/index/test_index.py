@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from exact import sequence_gradient
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tiny import QUERIES, TEXTS, char_tokenizer, tiny_llama, write_jsonl, write_workspace
 from typer.testing import CliRunner
 
@@ -116,7 +117,8 @@ def test_sketch_index_scores_equal_brute_force_sketching(workspace, tmp_path, bu
     got = score(None, workspace / "queries.jsonl", index=index.folder, quiet=True,
                 options=ScoreOptions(max_length=32, batch_size=3, rescore=0, per_layer=True))
     expected = brute_force_sketch_scores(workspace, index)
-    # the host's int8 kernel takes the query in bfloat16 and rounds each product sum to bfloat16 (2⁻⁹ relative)
+    # per layer (more query rows than bit planes take) the host's int8 kernel takes the query in bfloat16 and
+    # rounds each product sum to bfloat16 (2⁻⁹ relative); the whole scores go by bit planes (16-bit query)
     torch.testing.assert_close(got.per_layer.double(), expected, rtol=0, atol=5e-3 * float(expected.abs().max()))
     whole = index.scores(_query_gradients(workspace)).double()
     torch.testing.assert_close(whole, expected.sum(0), rtol=0, atol=5e-3 * float(expected.sum(0).abs().max()))
@@ -216,6 +218,55 @@ def test_bad_index_requests_are_refused_clearly(workspace, tmp_path):
         write_jsonl(tmp_path / "other.jsonl", [{"text": "an entirely different corpus."}])
         score(workspace / "run", queries, corpus=tmp_path / "other.jsonl", index=tmp_path / "index", quiet=True,
               options=ScoreOptions(max_length=32))
+
+
+def test_an_index_reads_its_bases_from_its_run_and_refuses_them_changed(workspace, tmp_path):
+    """The index stores no copy of the run's Q_S, Q_A and Λ (only a sketch's seeds in its manifest, or the kept
+    entries); it scores the same from the run moved elsewhere, as an index of format /2 (which held the copies)
+    does; it refuses, in one line, a run that is gone or whose factors were replaced (one eigenvector's sign)."""
+    shutil.copytree(workspace / "run", tmp_path / "run")
+    queries = workspace / "queries.jsonl"
+    for budget, compression in (("1024", "sketch"), ("100", "entries")):
+        folder = tmp_path / f"index-{compression}"
+        build_index(tmp_path / "run", folder, options=IndexOptions(batch_size=3, max_length=32, budget=budget,
+                                                                    compression=compression), quiet=True)
+        stored = load_file(str(folder / "projections.safetensors"))
+        assert all(key.endswith("/entries") for key in stored) and (compression == "entries") == bool(stored)
+        factors = (tmp_path / "run" / "factors.safetensors").stat().st_size
+        assert (folder / "projections.safetensors").stat().st_size + (folder / "manifest.json").stat().st_size \
+            < 0.1 * factors
+        expected = score(None, queries, options=RAW, index=folder, quiet=True).scores
+        old = tmp_path / f"old-{compression}"  # the same index as format /2 wrote it: the bases copied in
+        shutil.copytree(folder, old)
+        index = GradientIndex.open(folder)
+        bases = {f"{name}/{part}": tensor.contiguous() for name, p in index.projections.items()
+                 for part, tensor in (("Q_S", p.Q_S), ("Q_A", p.Q_A), ("eigenvalues", p.eigenvalues))}
+        save_file({**bases, **stored}, str(old / "projections.safetensors"))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        del manifest["run_factors"]
+        (old / "manifest.json").write_text(json.dumps({**manifest, "format": "wherefrom-index/2"}))
+        assert torch.equal(score(None, queries, options=RAW, index=old, quiet=True).scores, expected)
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    runner = CliRunner()
+    for run, message in ((None, "give --run RUN"), (moved, None)):
+        result = runner.invoke(app, ["score", "--queries", str(queries), "--rescore", "0", "--out",
+                                     str(tmp_path / f"s-{message is None}"), "--index", str(tmp_path / "index-sketch"),
+                                     *(["--run", str(run)] if run else []), "-q"])
+        if message is None:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert torch.equal(score(moved, queries, options=RAW, index=tmp_path / "index-sketch", quiet=True).scores,
+                       score(moved, queries, options=RAW, index=tmp_path / "old-sketch", quiet=True).scores)
+    refitted = load_file(str(moved / "factors.safetensors"))
+    key = next(k for k in refitted if k.endswith("/Q_S"))
+    refitted[key][:, 0] *= -1  # an eigenvector of the same eigenvalue, as another fit may return it
+    save_file(refitted, str(moved / "factors.safetensors"))
+    result = runner.invoke(app, ["score", "--queries", str(queries), "--rescore", "0", "--out", str(tmp_path / "s"),
+                                 "--index", str(tmp_path / "index-sketch"), "--run", str(moved), "-q"])
+    assert result.exit_code == 2 and "other factors than its run holds now" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "--restart" in result.output
 
 
 def test_cli_index_then_score_from_it(workspace, tmp_path):

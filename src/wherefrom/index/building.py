@@ -32,7 +32,7 @@ from wherefrom.errors import WherefromError
 from wherefrom.fileio import atomic_write, atomic_write_text
 from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.budget import BITS, RowLayout, check_budget
-from wherefrom.index.projection import LayerProjection, choose_projections, layer_columns
+from wherefrom.index.projection import LayerProjection, choose_projections, factors_digest, layer_columns
 from wherefrom.index.sketch import sign_bits
 from wherefrom.index.store import (
     FORMAT,
@@ -169,8 +169,8 @@ def _build(run: Path, out: Path, corpus: str | Path | None, options: IndexOption
     world.barrier()  # every rank's rows are on disk before rank 0 moves the files into place
     if world.is_main:
         with phase("writing the index", quiet):
-            _finish(out, run.resolve(), layout, projections, factors, corpus_path, corpus_id, len(sequences), options,
-                    job, execution)
+            _finish(out, run.resolve(), layout, projections, factors_digest(curvatures), factors, corpus_path,
+                    corpus_id, len(sequences), options, job, execution)
         checkpoints.finish()
     world.barrier()
     return GradientIndex.open(out)
@@ -218,9 +218,11 @@ def _preallocated_array(path: Path, dtype: np.dtype | type, shape: tuple[int, ..
                 raise
 
 
-def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], factors: FactorRun,
-            corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str, execution: Execution) -> None:
-    """Write the projections, move the filled arrays into place, then write the manifest (last: it marks completion).
+def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, LayerProjection], digest: str,
+            factors: FactorRun, corpus: Path, corpus_id: str, n_sequences: int, options: IndexOptions, job: str,
+            execution: Execution) -> None:
+    """Write what the index keeps of the projections (kept entries; the bases stay in the run, ``digest`` their
+    fingerprint), move the filled arrays into place, then write the manifest (last: it marks completion).
 
     An earlier index's manifest goes first, so that no moment leaves it describing the new files. A finish stopped
     at any point is done again by the same command (see :func:`_take_back_moved_arrays`)."""
@@ -235,7 +237,7 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
     manifest = {
         "format": FORMAT, "kind": "index", "library_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "job": job, "run": str(run_dir), "run_job": factors.manifest["job"],
+        "job": job, "run": str(run_dir), "run_job": factors.manifest["job"], "run_factors": digest,
         "model": factors.manifest["model"], "strategy": factors.strategy,
         "corpus": str(corpus), "corpus_fingerprint": corpus_id,
         "n_sequences": n_sequences, "columns": layout.stored_columns, "values": layout.values, "dtype": layout.dtype,

@@ -18,7 +18,10 @@ the scores are spread over tens of millions of entries, where the sketch finds t
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 
@@ -28,6 +31,7 @@ from wherefrom.errors import WherefromError
 from wherefrom.index.budget import BITS, RowLayout, row_layout
 from wherefrom.index.sketch import count_sketch, layer_hashes
 
+_DIGEST_VALUES = 4096  # values of each factor sampled into factors_digest
 HASHES_KEPT = 1 << 24  # a sketched layer of at most this many entries keeps its hashes (80 MB at 5 bytes an entry)
 
 
@@ -70,8 +74,9 @@ class LayerProjection:
         raise NotImplementedError
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """What projections.safetensors holds of this layer."""
-        return {"Q_S": self.Q_S, "Q_A": self.Q_A, "eigenvalues": self.eigenvalues}
+        """What projections.safetensors holds of this layer: what its run's factors do not (Q_S, Q_A and Λ are read
+        from the run, see :func:`from_run`)."""
+        return {}
 
     def manifest_fields(self) -> dict[str, int]:
         """What the manifest's entry for this layer holds beyond its name, size, columns and damping."""
@@ -112,7 +117,7 @@ class KeptEntries(LayerProjection):
         return preconditioned
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {**super().tensors(), "entries": self.entries}
+        return {"entries": self.entries}
 
 
 @dataclass
@@ -173,18 +178,42 @@ def choose_projections(curvatures: dict[str, LayerCurvature], budget: str,
     importance = [entry_importance(c) for c in curvatures.values()]
     layout = row_layout(budget, sum(i.numel() for i in importance), compression)
     if layout.dtype == BITS:
-        return layout, {name: SketchedEntries(*_basis(c), c.eigenvalues.flatten().float().contiguous(),
-                                              c.damping(None), buckets=layout.values, seed=seed)
+        return layout, {name: from_run(c, {"size": layout.values, "seed": seed}, "sketch", {})
                         for seed, (name, c) in enumerate(curvatures.items())}
     kept = torch.topk(torch.cat(importance), layout.values, sorted=False).indices
     projections, offset = {}, 0
     for (name, curvature), layer_importance in zip(curvatures.items(), importance):
         n = layer_importance.numel()
         entries = kept[(kept >= offset) & (kept < offset + n)].sort().values - offset
-        projections[name] = KeptEntries(*_basis(curvature), curvature.eigenvalues.flatten()[entries].float().contiguous(),
-                                        curvature.damping(None), entries=entries)
+        projections[name] = from_run(curvature, {}, "entries", {"entries": entries})
         offset += n
     return layout, projections
+
+
+def from_run(curvature: LayerCurvature, entry: dict[str, Any], compression: str, stored: dict[str, torch.Tensor]
+             ) -> LayerProjection:
+    """A layer's projection from its run's curvature (Q_S, Q_A, Λ and the default damping), the index manifest's
+    ``entry`` for the layer (a sketch's buckets, ``size``, and hash ``seed``) and what the index ``stored`` of it
+    (the kept entries)."""
+    Q_S, Q_A = _basis(curvature)
+    eigenvalues, damping = curvature.eigenvalues.flatten().float(), curvature.damping(None)
+    if compression == "sketch":
+        return SketchedEntries(Q_S, Q_A, eigenvalues.contiguous(), damping, buckets=entry["size"], seed=entry["seed"])
+    return KeptEntries(Q_S, Q_A, eigenvalues[stored["entries"]].contiguous(), damping, entries=stored["entries"])
+
+
+def factors_digest(curvatures: Mapping[str, LayerCurvature]) -> str:
+    """A fingerprint of the run's factors that the index reads (every layer's Q_S, Q_A and Λ): SHA-256 of their
+    names, shapes and 4,096 evenly spaced values of each. A refitted run differs in nearly every value (an
+    eigenvector's sign alone is arbitrary), so a sample sees it, in milliseconds instead of hashing every byte."""
+    digest = hashlib.sha256()
+    for name, curvature in curvatures.items():
+        for part in (*_basis(curvature), curvature.eigenvalues):
+            flat = part.detach().flatten().float().cpu()
+            sample = flat[torch.linspace(0, flat.numel() - 1, min(flat.numel(), _DIGEST_VALUES)).long()]
+            digest.update(f"{name}{tuple(part.shape)}".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def layer_columns(projections: dict[str, LayerProjection]) -> dict[str, tuple[int, int]]:

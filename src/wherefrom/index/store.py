@@ -28,17 +28,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from wherefrom.curvature.store import FactorRun
+from wherefrom.curvature.store import FactorRun, load_run
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import first_line
 from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.index.bitplanes import QUERY_BITS, PlaneKernel, plane_kernel, plane_sums, query_planes
-from wherefrom.index.projection import KeptEntries, LayerProjection, SketchedEntries, layer_columns
+from wherefrom.index.projection import (
+    KeptEntries,
+    LayerProjection,
+    SketchedEntries,
+    factors_digest,
+    from_run,
+    layer_columns,
+)
 from wherefrom.index.sketch import unpack_signs
 from wherefrom.scoring.query_gradients import QueryGradients
 
-FORMAT = "wherefrom-index/2"
-READABLE_FORMATS = ("wherefrom-index/1", FORMAT)  # /1: kept entries only, before the sketch
+FORMAT = "wherefrom-index/3"
+# /1: kept entries only, before the sketch; /1 and /2 hold copies of the run's Q_S, Q_A and Λ in projections.safetensors
+READABLE_FORMATS = ("wherefrom-index/1", "wherefrom-index/2", FORMAT)
+OWN_BASES = READABLE_FORMATS[:2]
 GRADIENTS, SCALES, PROJECTIONS, MANIFEST = "gradients.npy", "scales.npy", "projections.safetensors", "manifest.json"
 SELF_INFLUENCE = "self_influence.npy"
 INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -57,21 +66,42 @@ PLANE_QUERY_ROWS = 4  # up to this many query rows a sketch's bit planes beat un
 
 @dataclass
 class GradientIndex:
-    """A built index: projections per layer and the memory-mapped compressed gradients of every sequence."""
+    """A built index: the memory-mapped compressed gradients of every sequence, and the projections per layer that
+    queries go through (made from its run's factors when first needed)."""
 
     folder: Path
     manifest: dict[str, Any]
-    projections: dict[str, LayerProjection]
+    layer_projections: dict[str, LayerProjection] | None  # None: not made from the run's factors yet
     gradients: np.ndarray  # [N, D] float16 (or float32), memory-mapped
     scales: np.ndarray  # [N] float32
     self_influence: np.ndarray | None  # [N] float32 at the default damping; None in indexes built without it
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where queries are contracted
+    stored: dict[str, torch.Tensor] = field(default_factory=dict)  # projections.safetensors: the kept entries
+    run: FactorRun | None = None  # the run the projections are made from (default: the manifest's)
 
     def to(self, device: torch.device | str) -> GradientIndex:
-        """The same index answering on ``device`` (the execution's): its projections are moved there once, and
+        """The same index answering on ``device`` (the execution's): its projections live there, and
         :meth:`contract` moves the rows there a chunk at a time (the rows themselves stay on disk)."""
         device = torch.device(device)
-        return replace(self, projections={name: p.to(device) for name, p in self.projections.items()}, device=device)
+        moved = None if self.layer_projections is None else {
+            name: p.to(device) for name, p in self.layer_projections.items()}
+        return replace(self, layer_projections=moved, device=device)
+
+    @property
+    def projections(self) -> dict[str, LayerProjection]:
+        """Each layer's projection: Q_S, Q_A and Λ read from the run's factors (checked against the fingerprint the
+        index recorded of them), the kept entries or a sketch's hash from the index."""
+        if self.layer_projections is None:
+            run = self.run if self.run is not None else load_run(self.run_folder)
+            curvatures = {name: run.curvature.layers[name] for name in self.layer_names}
+            if factors_digest(curvatures) != self.manifest.get("run_factors"):
+                raise WherefromError(f"the index {self.folder} was built from other factors than its run holds now "
+                                     f"(fitted again since?); {_REBUILD}")
+            compression = self.manifest["compression"]
+            self.layer_projections = {
+                entry["name"]: from_run(curvatures[entry["name"]], entry, compression, _layer_part(self.stored, entry))
+                .to(self.device) for entry in self.manifest["layers"]}
+        return self.layer_projections
 
     @classmethod
     def open(cls, folder: str | Path) -> GradientIndex:
@@ -91,7 +121,7 @@ class GradientIndex:
         try:
             tensors = load_file(str(folder / PROJECTIONS))
             projections = {entry["name"]: _layer_projection(entry, tensors, manifest.get("compression", "entries"))
-                           for entry in manifest["layers"]}
+                           for entry in manifest["layers"]} if manifest["format"] in OWN_BASES else None
             # copy-on-write: read-only on disk, a writable view for torch
             gradients, scales = np.load(folder / GRADIENTS, mmap_mode="c"), np.load(folder / SCALES)
             self_influence = np.load(folder / SELF_INFLUENCE) if "self_influence" in manifest else None
@@ -104,7 +134,7 @@ class GradientIndex:
         if self_influence is not None and self_influence.shape != expected[:1]:
             raise WherefromError(f"{folder} is damaged: {SELF_INFLUENCE} has shape "
                                  f"{self_influence.shape}, the manifest says {expected[:1]}; {_REBUILD}")
-        return cls(folder, manifest, projections, gradients, scales, self_influence)
+        return cls(folder, manifest, projections, gradients, scales, self_influence, stored=tensors)
 
     @property
     def run_folder(self) -> Path:
@@ -259,8 +289,15 @@ def _row_products(queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return queries.float() @ rows.float().T
 
 
+def _layer_part(tensors: dict[str, torch.Tensor], entry: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors projections.safetensors holds of the manifest's layer ``entry``, by their names in the layer."""
+    prefix = f"{entry['name']}/"
+    return {key[len(prefix):]: tensor for key, tensor in tensors.items() if key.startswith(prefix)}
+
+
 def _layer_projection(entry: dict[str, Any], tensors: dict[str, torch.Tensor], compression: str) -> LayerProjection:
-    """One layer's projection as the manifest's ``entry`` and projections.safetensors describe it."""
+    """One layer's projection as the manifest's ``entry`` and projections.safetensors of an index of format /1 or /2
+    (which held the run's bases) describe it."""
     name = entry["name"]
     basis = (tensors[f"{name}/Q_S"], tensors[f"{name}/Q_A"], tensors[f"{name}/eigenvalues"], entry["default_damping"])
     if compression == "sketch":
@@ -269,10 +306,12 @@ def _layer_projection(entry: dict[str, Any], tensors: dict[str, torch.Tensor], c
 
 
 def check_index_matches(index: GradientIndex, run: FactorRun, corpus_fingerprint: str) -> None:
-    """Refuse an index built from another fitted run or another corpus than the one being scored."""
+    """Refuse an index built from another fitted run or another corpus than the one being scored; the index then
+    makes its projections from ``run`` (the run given, which may have moved since the index was built)."""
     if index.manifest["run_job"] != run.manifest["job"]:
         raise WherefromError(f"the index {index.folder} was built from another fitted run ({index.manifest['run']}); "
                              "build it again with `wherefrom index --run RUN` for this run.")
     if index.manifest["corpus_fingerprint"] != corpus_fingerprint:
         raise WherefromError(f"the index {index.folder} holds another corpus than {index.manifest['corpus']} gives now "
                              "(other text, or other --max-length/--pack); rebuild the index for this corpus.")
+    index.run = run
