@@ -10,7 +10,8 @@ The measurement itself is one command, run here as a subprocess so that what is 
 runs; its folder (retrained adapters, fits, scores) is cached, so a killed run resumes. The results are copied
 to benchmarks/results/lds-smollm2-lora.{json,md} with the command, its wall time and the machine's load.
 
-Run: flock /tmp/wherefrom-heavy.lock python benchmarks/lds_finetune.py [--models 20] [--dry-run]
+Run: flock /tmp/wherefrom-heavy.lock python benchmarks/lds_finetune.py [--models 20] [--training-minutes 22]
+[--dry-run]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +46,30 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     return files.corpus, queries
 
 
+def cached_prefix(out: Path) -> int:
+    """How many subsets, counted from subset 0, have a finished retrained model (subset k depends only on k, so
+    a run with that many --models reuses them all)."""
+    finished = {p.name.split("-")[1] for p in out.glob("retrained/*/subset-*") if (p / "subset.json").is_file()}
+    count = 0
+    while str(count) in finished:
+        count += 1
+    return count
+
+
+def run(command: list[str], timeout: float | None) -> bool:
+    """Run the command (SIGTERM at ``timeout`` seconds: the CLI keeps what it finished); whether it finished."""
+    process = subprocess.Popen([sys.executable, "-m", "wherefrom", *command[1:]])
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        process.wait()
+        return False
+    if code:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {code}")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=WORK / "lds-finetune")
@@ -51,30 +77,39 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--methods", default="identity,diagonal,kfac,ekfac,index")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--training-minutes", type=float, default=None,
+                        help="stop retraining after this long and measure the LDS on the subsets finished by then")
     parser.add_argument("--dry-run", action="store_true", help="only print the cost estimate")
     args = parser.parse_args()
     corpus, queries = write_inputs(args.work / "world")
     base = base_model(WORK)
-    command = ["wherefrom", "validate", "lds", "--model", str(base), "--corpus", str(corpus), "--queries",
-               str(queries), "--recipe", "lora", "--epochs", str(args.epochs), "--models", str(args.models),
-               "--methods", args.methods, "--threads", str(args.threads), "--out", str(args.work / "lds")]
+    out = args.work / "lds"
+
+    def command(models: int) -> list[str]:
+        return ["wherefrom", "validate", "lds", "--model", str(base), "--corpus", str(corpus), "--queries",
+                str(queries), "--recipe", "lora", "--epochs", str(args.epochs), "--models", str(models),
+                "--methods", args.methods, "--threads", str(args.threads), "--out", str(out)]
+
     if args.dry_run:
-        command.append("--dry-run")
+        run([*command(args.models), "--dry-run"], None)
+        return
     load_before = os.getloadavg()
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "wherefrom", *command[1:]], check=True)
+    models = args.models
+    if not run(command(models), None if args.training_minutes is None else 60 * args.training_minutes):
+        models = cached_prefix(out)
+        print(f"stopped after {args.training_minutes} min of training: measuring on the {models} finished subsets")
+        run(command(models), None)
     seconds = time.perf_counter() - start
-    if args.dry_run:
-        return
-    report = json.loads((args.work / "lds" / "lds.json").read_text())
-    report["benchmark"] = {"command": " ".join(command).replace(str(WORK.parent) + "/", ""), "wall_seconds": seconds,
+    report = json.loads((out / "lds.json").read_text())
+    shown = " ".join(command(models)).replace(str(WORK.parent) + "/", "")
+    report["benchmark"] = {"command": shown, "models_asked": args.models, "wall_seconds": seconds,
                            "load_average_before": load_before, "load_average_after": os.getloadavg(),
                            "cpu_count": os.cpu_count()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lds-smollm2-lora.json").write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
-    table = (args.work / "lds" / "lds.md").read_text()
     (RESULTS / "lds-smollm2-lora.md").write_text(
-        f"{table}\nCommand: `{report['benchmark']['command']}` (via `python benchmarks/lds_finetune.py`), "
+        f"{(out / 'lds.md').read_text()}\nCommand: `{shown}` (via `python benchmarks/lds_finetune.py`), "
         f"{seconds / 60:.1f} min wall on {os.cpu_count()} cores, load average {load_before[0]:.1f} before and "
         f"{report['benchmark']['load_average_after'][0]:.1f} after.\n")
     print(f"written: {RESULTS / 'lds-smollm2-lora.json'}, {RESULTS / 'lds-smollm2-lora.md'}")

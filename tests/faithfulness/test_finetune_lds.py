@@ -193,3 +193,27 @@ def test_dry_run_counts_the_trainings_and_creates_nothing(tmp_path):
     assert f"retrainings to run: {MODELS} (0 cached), 4 optimizer steps each; explained model: 8 steps" in result.output
     assert "one step:" in result.output and "estimated training time" in result.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_the_report_of_an_lds_folder_shows_its_table_beside_the_ekfac_scores(tmp_path):
+    root = write_workspace(tmp_path)
+    out = tmp_path / "lds"
+    assert CliRunner().invoke(app, _args(root, out, "--methods", "identity,ekfac", "-q")).exit_code == 0
+    report = json.loads((out / "lds.json").read_text())
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", str(out), "-o", str(page), "--bootstraps", "0"])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "Faithfulness: linear datamodeling score" in html and 'href="#lds"' in html
+    for row in report["methods"]:
+        e = row["estimate"]
+        assert f"<td>{row['method']}</td><td>default</td><td class=\"num\">{e['mean']:.3f} [{e['low']:.3f}, " \
+               f"{e['high']:.3f}]</td>" in html
+    assert f"<h2><span class=\"kicker\">Query</span> {QUERIES[0]['id']}</h2>" in html  # the EK-FAC scores' report
+    plain = tmp_path / "plain.html"
+    assert CliRunner().invoke(app, ["report", report["protocol"]["scores"], "-o", str(plain), "--bootstraps",
+                                    "0"]).exit_code == 0
+    assert "linear datamodeling" not in plain.read_text()
+    (out / "lds.json").write_text('{"protocol": {}}')
+    damaged = CliRunner().invoke(app, ["report", str(out), "-o", str(tmp_path / "other.html")])
+    assert damaged.exit_code == 2 and "lds.json" in damaged.output and len(damaged.output.strip().splitlines()) == 1

@@ -21,11 +21,9 @@ class LdsRow:
 
     method: str
     damping: str
-    mean: float
-    low: float
-    high: float
+    estimate: str  # "mean [low, high]"
     versus_identity: str  # "mean [low, high]", or "" for identity itself
-    by_kind: list[float]
+    by_kind: list[str]
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,8 @@ def read_lds(folder: Path) -> LdsSection | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         p = data["protocol"]
         kinds = list(data["methods"][0]["by_kind"]) if data["methods"] else []
-        rows = [LdsRow(r["method"], r["damping"], r["estimate"]["mean"], r["estimate"]["low"], r["estimate"]["high"],
-                       interval(r.get("versus_identity")), [r["by_kind"][k] for k in kinds])
+        rows = [LdsRow(r["method"], r["damping"], interval(r["estimate"]), interval(r.get("versus_identity")),
+                       [f"{r['by_kind'][k]:.3f}" for k in kinds])
                 for r in data["methods"] + data.get("sweep", [])]
         summary = (f"{p['subject']}: {p['models']} models retrained on {p['subset_size']} of {p['corpus_documents']} "
                    f"documents (fraction {p['fraction']}), {p['seeds_per_subset']} seed(s) each, "
