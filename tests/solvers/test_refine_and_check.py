@@ -23,9 +23,10 @@ from wherefrom.scoring.scorer import score
 from wherefrom.solvers.damping import check_solver_options, damping_curve, parse_damping
 from wherefrom.solvers.layout import Layout
 from wherefrom.solvers.preconditioned import layer_dampings
+from wherefrom.solvers.reference import Reference, like_with_like
 from wherefrom.solvers.refine import query_preconditioner
 from wherefrom.solvers.sample import as_queries, flat_gradients
-from wherefrom.solvers.trust import CONVERGED, ROUGH, CheckOptions, spread_layers, trust_check
+from wherefrom.solvers.trust import ROUGH, CheckOptions, spread_layers, trust_check
 
 TOKENIZER = char_tokenizer()
 TOKENS = [TOKENIZER(t)["input_ids"][:14] for t in TEXTS[:6]]
@@ -59,10 +60,12 @@ def test_check_calls_ekfac_trustworthy_where_it_is_exact():
     curvature = fit_curvature(model, layers, sequences_of(tokens), FitOptions(fisher="empirical", batch_size=5),
                               quiet=True)
     b = flat_gradients(model, layers, whole_sequence_queries([[4, 2], [1, 6]]), 2)
-    report = trust_check(model, layers, curvature, b, sequences_of(tokens),
-                         CheckOptions(iterations=3, sample=len(tokens), batch_size=7), quiet=True)
-    assert report.verdict == "trustworthy"
-    assert report.overall.cosine > 1 - 1e-10 and report.overall.relative_error < 1e-8
+    reference = like_with_like(model, layers, curvature, FitOptions(fisher="empirical"), sequences_of(tokens),
+                               len(tokens), None, True)
+    report = trust_check(model, layers, reference, b, CheckOptions(iterations=3, batch_size=7), quiet=True)
+    assert report.verdict == "trustworthy" and report.stopped.startswith("settled every layer after 2 iterations")
+    assert report.overall.energy_cosine > 1 - 1e-10 and report.overall.cosine > 1 - 1e-10
+    assert report.overall.relative_error < 1e-8
 
 
 def _exact_blocks(model, layers, tokens, damping: float) -> list[torch.Tensor]:
@@ -93,9 +96,9 @@ def test_check_numbers_are_those_of_an_exact_dense_solve():
     curvature = fit_curvature(model, layers, sequences_of(TOKENS), FitOptions(batch_size=3), quiet=True)
     damping = 1e-3
     b = flat_gradients(model, layers, whole_sequence_queries(QUERIES), 2)
-    report = trust_check(model, layers, curvature, b, sequences_of(TOKENS),
-                         CheckOptions(iterations=60, tolerance=1e-9, sample=len(TOKENS), batch_size=3, layers=0,
-                                      damping=damping), quiet=True)
+    reference = like_with_like(model, layers, curvature, FitOptions(), sequences_of(TOKENS), len(TOKENS), damping, True)
+    report = trust_check(model, layers, reference, b, CheckOptions(iterations=60, tolerance=1e-9, batch_size=3,
+                                                                   layers=0, damping=damping), quiet=True)
     parts = Layout.of(layers).split(b)
     for layer, block, got in zip(layers, _exact_blocks(model, layers, TOKENS, damping), report.layers, strict=True):
         rows = parts[layer.name].flatten(-2)
@@ -105,8 +108,14 @@ def test_check_numbers_are_those_of_an_exact_dense_solve():
         assert got.cosine == pytest.approx(float(_cosine(estimate, exact).mean()), abs=1e-7)
         assert got.relative_error == pytest.approx(
             float(((estimate - exact).norm(dim=-1) / exact.norm(dim=-1)).mean()), rel=1e-6)
-        assert got.residual < 1e-8
-    assert report.stopped.startswith("converged after") and report.iterations < 60
+        assert got.residual < 1e-8 and got.solver_error < 1e-9
+    assert report.stopped.startswith("settled every layer after") and report.iterations < 60
+
+
+def _energy_cosine(block: torch.Tensor, estimate: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """cos_A(x̃, x) with A = block, dense: x̃ᵀAx / (‖x̃‖_A ‖x‖_A), per row."""
+    A_estimate = estimate @ block
+    return (A_estimate * exact).sum(-1) / ((A_estimate * estimate).sum(-1) * ((exact @ block) * exact).sum(-1)).sqrt()
 
 
 def test_check_calls_a_poor_curvature_not_trustworthy_and_an_unconverged_solver_inconclusive():
@@ -116,41 +125,42 @@ def test_check_calls_a_poor_curvature_not_trustworthy_and_an_unconverged_solver_
     b = flat_gradients(model, layers, whole_sequence_queries(QUERIES), 2)
     blocks, parts = _exact_blocks(model, layers, TOKENS, damping), Layout.of(layers).split(b)
     rows = [parts[layer.name].flatten(-2) for layer in layers]
-    exact = torch.cat([torch.linalg.solve(block, r.T).T for block, r in zip(blocks, rows, strict=True)], -1)
-    cosine = float(_cosine(b, exact).mean())  # EK-FAC's answer is b / (1 + λ): its direction is b's
-    assert cosine < ROUGH  # the curvature really is poor here
-    options = CheckOptions(iterations=60, tolerance=1e-8, sample=len(TOKENS), batch_size=3, layers=0, damping=damping)
-    report = trust_check(model, layers, _scaled_identity(layers), b, sequences_of(TOKENS), options, quiet=True)
-    assert report.overall.cosine == pytest.approx(cosine, abs=1e-6)
-    assert report.overall.residual < CONVERGED and report.verdict == "not trustworthy"
+    # EK-FAC's answer is b / (1 + λ): the direction of b, right for the well-conditioned block only
+    exact = [float(_energy_cosine(block, r, torch.linalg.solve(block, r.T).T).mean())
+             for block, r in zip(blocks, rows, strict=True)]
+    assert exact[0] > 0.99 and exact[1] < ROUGH  # measured: 0.998, 0.672
+    reference = Reference(sequences_of(TOKENS), _scaled_identity(layers), {layer.name: damping for layer in layers},
+                          refitted=False)
+    options = CheckOptions(iterations=60, tolerance=1e-8, batch_size=3, layers=0, damping=damping)
+    report = trust_check(model, layers, reference, b, options, quiet=True)
+    assert [a.verdict for a in report.layers] == ["trustworthy", "not trustworthy"]
+    assert report.verdict == "not trustworthy" and report.layers[1].name in report.explanation
+    for got, value in zip(report.layers, exact, strict=True):
+        assert value - 1e-9 <= got.energy_cosine < value + 0.01  # an upper bound, tight once settled
+    assert report.layers[1].solver_error > options.tolerance  # settled by its bound before converging
 
-    # One CG step preconditioned by a scaled identity: x = α_ℓ b_ℓ per layer, α_ℓ = b_ℓᵀb_ℓ / b_ℓᵀ A_ℓ b_ℓ.
-    steps = [r * ((r * r).sum(-1) / (r * (r @ block)).sum(-1))[:, None] for block, r in zip(blocks, rows, strict=True)]
-    residual = torch.cat([r - x @ block for block, r, x in zip(blocks, rows, steps, strict=True)], -1)
-    expected = float((residual.norm(dim=-1) / b.norm(dim=-1)).max())
-    assert expected > CONVERGED
-    one_step = trust_check(model, layers, _scaled_identity(layers), b, sequences_of(TOKENS),
-                           replace(options, iterations=1), quiet=True)
-    assert one_step.overall.residual == pytest.approx(expected, rel=1e-6)
-    assert one_step.verdict == "inconclusive" and one_step.stopped == f"ran all 1 iterations (residual {expected:.2g})"
-    assert f"{one_step.overall.cosine:.3f}" in one_step.explanation
+    one_step = trust_check(model, layers, reference, b, replace(options, iterations=1), quiet=True)
+    assert [a.verdict for a in one_step.layers] == ["inconclusive"] * 2  # after one step the bound is 1
+    assert one_step.verdict == "inconclusive" and one_step.stopped == "ran all 1 iterations"
+    assert f"{one_step.overall.energy_cosine:.3f}" in one_step.explanation
 
 
 def test_a_layer_checked_alone_gets_the_numbers_it_gets_among_all():
     model = prepare_for_influence(tiny_gpt2(dtype=torch.float64, layers=2, hidden=8))
     layers = select_layers(model, "mlp")
     curvature = fit_curvature(model, layers, sequences_of(TOKENS), FitOptions(batch_size=3), quiet=True)
-    options = CheckOptions(iterations=3, tolerance=1e-12, sample=len(TOKENS), batch_size=3)
+    options = CheckOptions(iterations=3, tolerance=1e-12, batch_size=3)
     chosen = spread_layers(layers, 3)
     assert [layer.name for layer in chosen] == [layers[0].name, layers[2].name, layers[3].name]  # 0, 1.5→2, 3
     reports = []
     for subset in (layers, chosen[1:2]):
         b = flat_gradients(model, subset, whole_sequence_queries(QUERIES), 2)
-        reports.append(trust_check(model, subset, curvature, b, sequences_of(TOKENS), options, quiet=True,
-                                   tracked=len(layers)))
+        reference = like_with_like(model, subset, curvature, FitOptions(), sequences_of(TOKENS), len(TOKENS), None,
+                                   True)
+        reports.append(trust_check(model, subset, reference, b, options, quiet=True, tracked=len(layers)))
     together, alone = reports[0].layers[2], reports[1].layers[0]
-    assert (alone.name, alone.cosine, alone.relative_error) == pytest.approx(
-        (together.name, together.cosine, together.relative_error), rel=1e-9)
+    assert (alone.name, alone.energy_cosine, alone.cosine, alone.relative_error) == pytest.approx(
+        (together.name, together.energy_cosine, together.cosine, together.relative_error), rel=1e-9)
     assert reports[1].overall.name == "the 1 checked layers" and reports[0].overall.name == "all layers"
 
 
@@ -167,11 +177,13 @@ def test_check_command_shows_progress_stops_at_its_budget_and_estimates_its_time
     assert estimate.exit_code == 0, estimate.output
     assert "reference solver (cg)" in estimate.output and "at most 30 iterations" in estimate.output
     assert "3 of 6 layers" in estimate.output and "nothing was written" in estimate.output
+    assert "curvature fitted on the sample" in estimate.output  # 4 of the 8 fitted sequences: fitted again
     result = runner.invoke(app, [*args, "--budget", "1e-9"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "CG iteration 1/30" in result.output  # the progress bar names the iteration
     assert "stopped after 1 of 30 iterations: the --budget of 1e-09 s ran out" in result.output
     assert "3 of 6 layers" in result.output and "model.layers.1.mlp.down_proj" in result.output
+    assert "curvature refitted on the sample" in result.output
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
     # Without --budget the check may take as long as the fit took, which the run's manifest records.
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())

@@ -61,13 +61,17 @@ def print_report(report: TrustReport, console: Console | None = None) -> None:
     console = console or Console()
     solver = "CG" if report.solver == "cg" else "LiSSA"
     checked = "" if len(report.layers) == report.tracked else f", {len(report.layers)} of {report.tracked} layers"
+    on = "curvature refitted on the sample" if report.refitted else "the run's curvature, G on its whole corpus"
     table = Table(title=f"EK-FAC against {solver} ({report.iterations} iterations, {report.seconds:.0f} s{checked}) "
-                        "on the damped block-diagonal Gauss-Newton Hessian")
-    for column in ("layer", "cosine", "relative error", "solver residual"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+                        f"on the damped block-diagonal Gauss-Newton Hessian ({on})")
+    columns = ("layer", "energy cosine", "cosine", "relative error", "solver error", "verdict")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("layer", "verdict") else "right")
     for a in [*report.layers, report.overall]:
-        table.add_row(a.name, f"{a.cosine:.3f}", f"{a.relative_error:.3f}", f"{a.residual:.2g}",
-                      style="bold" if a is report.overall else None)
+        table.add_row(a.name, f"{a.energy_cosine:.3f}", f"{a.cosine:.3f}", f"{a.relative_error:.3f}",
+                      f"{a.solver_error:.2g}", a.verdict, style="bold" if a is report.overall else None)
     console.print(table)
-    console.print(f"[dim]{solver} {report.stopped}.[/]", highlight=False)
+    console.print(f"[dim]{solver} {report.stopped}. Energy cosine: cos_A(EK-FAC, exact), A = G + λI (it predicts the "
+                  "agreement of the influence scores); cosine and relative error: Euclidean, against the solver's "
+                  "current x.[/]", highlight=False)
     console.print(f"[bold]verdict: {report.verdict}[/] — {report.explanation}", highlight=False)

@@ -2,8 +2,9 @@
 
 Nothing is written. The model is opened where the check would run it (``--device``, ``--dtype``), so the product
 is timed there, and the plan names that execution. Time = the timed product (all checked layers and queries, one
-batch) scaled to the sample, times the solver's iterations (CG: at most --iterations, plus one product for the
-final residual; LiSSA: one batch per iteration, plus its power iteration).
+batch) scaled to the sample, times the solver's iterations (CG: at most --iterations; LiSSA: one batch per
+iteration, plus its power iteration and two products for its residual and energy cosine). When the check fits the
+curvature again on its sample, that fit is estimated from the run's recorded fit time, scaled by tokens.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Pa
     start = time.perf_counter()  # after a warm-up on one sequence and layer: one batch, every layer and query
     wait_for_device(G.summed_over(G.batches[0], b))
     per_iteration = (time.perf_counter() - start) / G.batches[0].rows.numel() * len(sample)
-    n_products = options.iterations + 1 if options.solver == "cg" else options.iterations / len(G.batches) + POWER_ITERATIONS + 1
+    n_products = options.iterations if options.solver == "cg" else options.iterations / len(G.batches) + POWER_ITERATIONS + 2
     solver_seconds = per_iteration * n_products
     limit = "" if options.budget is None else f"; --budget stops it after about {options.budget:g} s"
     if options.budget is not None:
@@ -59,8 +60,14 @@ def estimate_check(run: str | Path, corpus: str | Path | None, queries: str | Pa
         Stage(f"reference solver ({options.solver})", weights + vectors, solver_seconds,
               f"at most {options.iterations} iterations × {per_iteration:.1f} s (one Gauss-Newton product: "
               f"{len(sample)} sequences × {len(layers)} of {inputs.tracked} layers × {len(padded)} queries, "
-              f"timed on one batch){limit}; CG stops once converged"),
+              f"timed on one batch){limit}; CG stops once every layer is settled"),
     ]
+    if inputs.refits:
+        share = sum(map(len, sample)) / max(1, inputs.curvature.n_tokens)
+        seconds = share * (inputs.fit_seconds or 0.0)
+        stages.insert(2, Stage("curvature fitted on the sample", weights, seconds,
+                               f"{share:.2f} × the run's fit time (its tokens' share)" if inputs.fit_seconds else
+                               "the run did not record its fit time: not estimated"))
     notes = ["memory: weights and the solver's vectors; the activations of one batch's jvp and vjp are not counted",
              f"fewer --layers (now {len(layers)}), --n-queries or --sample make each iteration cheaper in proportion"]
     ran = Execution.of(inputs.model).describe()  # one process; the check keeps no factor sums

@@ -9,27 +9,37 @@ from torch import nn
 
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
-from wherefrom.data.corpus import TrainingSequence
+from wherefrom.data.corpus import TrainingSequence, corpus_fingerprint
 from wherefrom.data.queries import Query, read_queries
 from wherefrom.errors import WherefromError
 from wherefrom.models.selection import TrackedLayer
-from wherefrom.options import ExecutionOptions, ScoreOptions
+from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
 from wherefrom.scoring.generation import complete_queries
+from wherefrom.solvers.reference import fit_options_of, like_with_like
 from wherefrom.solvers.sample import as_queries, flat_gradients, sample_sequences
 from wherefrom.solvers.trust import CheckOptions, TrustReport, spread_layers, trust_check
 
 
 @dataclass
 class CheckInputs:
-    """The model, the checked layers (of ``tracked``), the run's curvature, the corpus sequences and the queries."""
+    """The model, the checked layers (of ``tracked``), the run's curvature and fit options, the corpus sequences
+    (``fitted``: they are the run's own), and the queries."""
 
     model: nn.Module
     layers: list[TrackedLayer]
     tracked: int
     curvature: FittedCurvature
+    fit_options: FitOptions
     sequences: list[TrainingSequence]
+    fitted: bool
     queries: list[Query]
     options: CheckOptions
+    fit_seconds: float | None  # how long the run's fit took (its manifest), None for runs fitted before it was kept
+
+    @property
+    def refits(self) -> bool:
+        """Whether the check fits the curvature again, on its sample (see ``solvers/reference.py``)."""
+        return not self.fitted or self.options.sample < len(self.sequences)
 
 
 def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
@@ -38,8 +48,9 @@ def check_run(run: str | Path, corpus: str | Path | None, queries: str | Path | 
     the model runs where ``execution`` says (dtype 'auto': the run's)."""
     inputs = load_check(run, corpus, queries, options, quiet, execution=execution)
     b = flat_gradients(inputs.model, inputs.layers, inputs.queries, inputs.options.batch_size, quiet)
-    return trust_check(inputs.model, inputs.layers, inputs.curvature, b, inputs.sequences, inputs.options, quiet,
-                       inputs.tracked)
+    reference = like_with_like(inputs.model, inputs.layers, inputs.curvature, inputs.fit_options, inputs.sequences,
+                               inputs.options.sample, inputs.options.damping, inputs.fitted, quiet)
+    return trust_check(inputs.model, inputs.layers, reference, b, inputs.options, quiet, inputs.tracked)
 
 
 def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path | None, options: CheckOptions,
@@ -58,8 +69,9 @@ def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path |
         raise WherefromError(f"the run was fitted with strategy {opened.factors.strategy!r}, which has no curvature "
                              "to check; fit with --strategy ekfac.")
     options = replace(options, **opened.data)
+    fit_seconds = opened.factors.manifest.get("fit_seconds")
     if options.budget is None:  # as long as the fit took (runs fitted before it was recorded: no limit)
-        options = replace(options, budget=opened.factors.manifest.get("fit_seconds"))
+        options = replace(options, budget=fit_seconds)
     loaded, tracked = opened.loaded, opened.layers
     sequences = opened.sequences(corpus, options.max_length, options.pack)
     if queries is None:
@@ -69,5 +81,6 @@ def load_check(run: str | Path, corpus: str | Path | None, queries: str | Path |
         if write_completions:
             query_list = complete_queries(loaded.model, loaded.tokenizer, query_list,
                                           ScoreOptions(max_length=options.max_length), quiet)
+    fitted = corpus_fingerprint(sequences) == opened.factors.manifest.get("corpus_fingerprint")  # the run's own
     return CheckInputs(loaded.model, spread_layers(tracked, options.layers), len(tracked), opened.curvature,
-                       sequences, query_list, options)
+                       fit_options_of(opened.fitted, options.batch_size), sequences, fitted, query_list, options, fit_seconds)

@@ -5,7 +5,9 @@
   independent, and each converges as fast as it can on its own.
 - LiSSA (Agarwal et al. 2017): x_j = b + (I - A/s) x_{j-1} with A = G + λI (G estimated on one batch per
   step), and A⁻¹ b ≈ x_J / s; it converges when s exceeds A's largest eigenvalue.
-Both record the residual ‖b - A x‖ of every row after every iteration (with the exact operator).
+Both record the residual ‖b - A x‖ of every row after every iteration (with the exact operator), and the energy
+bᵀx per row and block. Started from x0 = 0, CG's bᵀx_k = ‖x‖²_A - ‖x - x_k‖²_A (x = A⁻¹b, ‖v‖²_A = vᵀAv) rises
+monotonically to bᵀA⁻¹b, since each step removes α_k r_kᵀz_k of the energy-norm error (Hestenes & Stiefel 1952).
 
 Precision policy (docs/precision.md): the solvers' vectors (x, r, z, d, LiSSA's h), inner products, step sizes
 and residuals are float32 whatever the model's dtype (float64 when b is float64, as in the exactness tests):
@@ -23,15 +25,18 @@ import torch
 from wherefrom.progress import track
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
-Stop = Callable[[int, torch.Tensor], bool]  # (iterations done, relative residuals [Q, blocks]) → stop now?
+Stop = Callable[[int, torch.Tensor, torch.Tensor], bool]  # (iterations done, relative residuals [Q, blocks],
+#                                                          energies bᵀx [iterations + 1, Q, blocks]) → stop now?
 
 
 @dataclass
 class Solution:
-    """x [Q, P] and each row's relative residual ‖b - A x‖ / ‖b‖ after each iteration [iterations + 1, Q]."""
+    """x [Q, P], each row's relative residual ‖b - A x‖ / ‖b‖ after each iteration [iterations + 1, Q], and its
+    energy bᵀx per block after each iteration [iterations + 1, Q, blocks]."""
 
     x: torch.Tensor
     residuals: torch.Tensor
+    energies: torch.Tensor
 
     @property
     def iterations(self) -> int:
@@ -65,7 +70,7 @@ def conjugate_gradient(A: Operator, b: torch.Tensor, iterations: int, preconditi
     d = z.clone()
     rz = _block_dots(r, z, sizes)
     b_norm, b_block_norms = b.norm(dim=-1).clamp_min(tiny), _block_dots(b, b, sizes).sqrt().clamp_min(tiny)
-    residuals = [r.norm(dim=-1) / b_norm]
+    residuals, energies = [r.norm(dim=-1) / b_norm], [_block_dots(b, x, sizes)]
     for step in track(range(iterations), iterations, description, quiet):
         Ad = A(d)
         alpha = rz / _block_dots(d, Ad, sizes).clamp_min(tiny)
@@ -76,9 +81,10 @@ def conjugate_gradient(A: Operator, b: torch.Tensor, iterations: int, preconditi
         d = z + _spread(rz_next / rz.clamp_min(tiny), sizes) * d
         rz = rz_next
         residuals.append(r.norm(dim=-1) / b_norm)
-        if stop is not None and stop(step + 1, _block_dots(r, r, sizes).sqrt() / b_block_norms):
+        energies.append(_block_dots(b, x, sizes))
+        if stop is not None and stop(step + 1, _block_dots(r, r, sizes).sqrt() / b_block_norms, torch.stack(energies)):
             break
-    return Solution(x, torch.stack(residuals))
+    return Solution(x, torch.stack(residuals), torch.stack(energies))
 
 
 def _block_dots(u: torch.Tensor, v: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -96,17 +102,18 @@ def lissa(A_step: Callable[[torch.Tensor, int], torch.Tensor], b: torch.Tensor, 
           stop: Stop | None = None) -> Solution:
     """LiSSA's recursion with the (possibly stochastic) product ``A_step(x, step)``. Residuals are tracked with the
     exact ``A`` when given (one more product per iteration), else left NaN. ``stop`` is asked after every
-    iteration (with the rows' residuals as one block) whether to stop early."""
+    iteration (with the rows' residuals and energies as one block) whether to stop early."""
     b = b.to(solver_dtype(b.dtype))  # precision policy: h, its updates and the residuals in float32
     h = b.clone()
     b_norm = b.norm(dim=-1).clamp_min(torch.finfo(b.dtype).tiny)
-    residuals = [torch.ones_like(b_norm)]
+    residuals, energies = [torch.ones_like(b_norm)], [torch.zeros_like(b_norm)[:, None]]
     for step in track(range(iterations), iterations, description, quiet):
         h = b + h - A_step(h, step) / scale
         residuals.append(torch.full_like(b_norm, float("nan")) if A is None else (b - A(h / scale)).norm(dim=-1) / b_norm)
-        if stop is not None and stop(step + 1, residuals[-1][:, None]):
+        energies.append((b * h).sum(-1, keepdim=True) / scale)
+        if stop is not None and stop(step + 1, residuals[-1][:, None], torch.stack(energies)):
             break
-    return Solution(h / scale, torch.stack(residuals))
+    return Solution(h / scale, torch.stack(residuals), torch.stack(energies))
 
 
 def largest_eigenvalue(A: Operator, size: int, dtype: torch.dtype, iterations: int = 20, seed: int = 0,
