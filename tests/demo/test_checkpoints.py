@@ -30,4 +30,4 @@ def test_checkpoints_demo_end_to_end_on_a_tiny_training(tmp_path):
     english, french = summary.findings
     assert english.startswith("Top 5 sources of training_wording-") and french.startswith("Top 5 sources of french-")
     assert all(f"step {s}:" in english for s in steps)
-    assert "Top 5 sources" in (tmp_path / "out" / "compare.html").read_text()
+    assert "Top 5 sources" in (tmp_path / "out" / "report.html").read_text()

@@ -17,6 +17,9 @@ def report(
     top_k: int = typer.Option(10, "--top-k", help="Sequences shown per query."),
     title: str | None = typer.Option(None, help="Title of the page."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the power-law tail's goodness-of-fit p-value."),
+    compare: Path | None = typer.Option(None, "--compare", help="A comparison JSON (`wherefrom compare --json`, or "
+                                                                "compare.json of `demo --sizes`) of models that "
+                                                                "scored these queries: adds its section."),
 ) -> None:
     """Write a self-contained HTML report (token heatmaps, layer heatmap, tail statistics) of a score folder."""
 
@@ -24,6 +27,7 @@ def report(
         from wherefrom.errors import WherefromError
         from wherefrom.outputs.lds_section import read_lds
         from wherefrom.outputs.report import write_report
+        from wherefrom.outputs.scale_section import read_scale_section
         from wherefrom.scoring.results import ScoreResult
 
         lds = read_lds(out)
@@ -31,7 +35,8 @@ def report(
             raise WherefromError(f"{out} holds an LDS result without EK-FAC scores; run `wherefrom validate lds` "
                                  "with ekfac among --methods.")
         result = ScoreResult.load(lds.scores if lds else out)
-        path = write_report(result, output, top_k=top_k, title=title, n_bootstrap=bootstraps, lds=lds)
+        scale = None if compare is None else read_scale_section(compare, result)
+        path = write_report(result, output, top_k=top_k, title=title, n_bootstrap=bootstraps, lds=lds, scale=scale)
         err.print(f"report → [bold]{path}[/]")
 
     run_action(action)

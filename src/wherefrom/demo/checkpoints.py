@@ -15,11 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from wherefrom.demo.size_models import write_world
-from wherefrom.demo.sizes import TOP_K, SizesSummary, fit_and_score, truth_and_pairs
+from wherefrom.demo.sizes import COMPARISON, TOP_K, SizesSummary, fit_and_score, truth_and_pairs, write_outputs
 from wherefrom.fileio import atomic_write_text, read_jsonl
 from wherefrom.folders import claim_output
 from wherefrom.options import ExecutionOptions
-from wherefrom.outputs.scale_report import write_scale_report
 from wherefrom.scaling.compare import ScaleComparison, compare
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.synthetic.cache import default_cache_root
@@ -86,11 +85,11 @@ def run_checkpoints_demo(out: Path, reduced: bool = False, threads: int = 2, qui
         truth, pairs = truth_and_pairs(world, out)
         comparison = compare(folders, k=TOP_K, truth=truth, pairs=pairs)
         found = top_sources(folders, comparison, read_jsonl(truth))
-        atomic_write_text(out / "compare.json", comparison.to_json())
-        report = write_scale_report(comparison, out / "compare.html", notes=found,
-                                    title="wherefrom demo: influence over training")
         seconds["compare"] = time.perf_counter() - clock
-        summary = SizesSummary(str(out), str(report), str(out / "compare.json"), found, {}, seconds)
+        clock = time.perf_counter()
+        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence over training")
+        seconds["report"] = time.perf_counter() - clock
+        summary = SizesSummary(str(out), str(report), str(out / COMPARISON), found, {}, seconds)
         atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
         return summary, comparison
 

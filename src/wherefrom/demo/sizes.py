@@ -17,16 +17,27 @@ from pathlib import Path
 from wherefrom.api import fit, score
 from wherefrom.demo.recall import demo_truth
 from wherefrom.demo.size_findings import findings
-from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, Size, SizedModel, train_sizes, world_directory
+from wherefrom.demo.size_models import (
+    FULL_SIZES,
+    REDUCED_SIZES,
+    Size,
+    SizedModel,
+    reduced_sizes_config,
+    train_sizes,
+    world_directory,
+)
 from wherefrom.fileio import atomic_write_text, jsonl_text, read_jsonl
 from wherefrom.folders import claim_output
 from wherefrom.options import ExecutionOptions, FitOptions, ScoreOptions
-from wherefrom.outputs.scale_report import write_scale_report
+from wherefrom.outputs.report import write_report
+from wherefrom.outputs.scale_section import scale_section
 from wherefrom.scaling.compare import ScaleComparison, compare
+from wherefrom.scoring.results import ScoreResult
 from wherefrom.synthetic.cache import read_carriers
-from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig, reduced_config
+from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
 
 TOP_K = 10
+COMPARISON = "compare.json"
 
 
 @dataclass
@@ -47,7 +58,7 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
                    ) -> tuple[SizesSummary, ScaleComparison]:
     """Train (or reuse), fit, score and compare every size and seed into ``out`` (locked meanwhile). ``base``
     and ``sizes`` replace the world and the sizes that ``reduced`` chooses."""
-    base = base or (reduced_config() if reduced else DemoConfig())
+    base = base or (reduced_sizes_config() if reduced else DemoConfig())
     sizes = sizes or (REDUCED_SIZES if reduced else FULL_SIZES)
     with claim_output(out, "demo"):
         seconds: dict[str, float] = {}
@@ -64,11 +75,11 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         comparison = compare(folders, k=TOP_K, truth=truth, pairs=pairs)
         accuracy = {m.label: {kind: v["accuracy"] for kind, v in _trained(m)["accuracy"].items()} for m in models}
         found = [_accuracy(accuracy)] + findings(comparison, [m.size.name for m in models]) + [_base_rate(world)]
-        atomic_write_text(out / "compare.json", comparison.to_json())
-        report = write_scale_report(comparison, out / "compare.html", notes=found,
-                                    title="wherefrom demo: influence across model sizes")
         seconds["compare"] = time.perf_counter() - clock
-        summary = SizesSummary(str(out), str(report), str(out / "compare.json"), found, accuracy, seconds)
+        clock = time.perf_counter()
+        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence across model sizes")
+        seconds["report"] = time.perf_counter() - clock
+        summary = SizesSummary(str(out), str(report), str(out / COMPARISON), found, accuracy, seconds)
         atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
         return summary, comparison
 
@@ -83,6 +94,14 @@ def fit_and_score(label: str, model: Path, world: Path, out: Path, quiet: bool, 
     score(run, world / "queries.jsonl", out=scores, quiet=quiet, execution=execution,
           options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
     return scores
+
+
+def write_outputs(comparison: ScaleComparison, findings: list[str], last: Path, out: Path, title: str) -> Path:
+    """``out/compare.json`` (with the findings) and ``out/report.html``: the report of the ``last`` score folder (the
+    largest model or the latest checkpoint) with the comparison's section. Returns the report's path."""
+    atomic_write_text(out / COMPARISON, comparison.to_json(findings))
+    return write_report(ScoreResult.load(last), out / "report.html", TOP_K, f"{title} (report of {last.name})",
+                        scale=scale_section(comparison, findings))
 
 
 def truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:

@@ -22,6 +22,7 @@ from wherefrom.folders import check_output_file
 from wherefrom.outputs._text import shorten
 from wherefrom.outputs.comparison import compare_queries
 from wherefrom.outputs.lds_section import LdsSection
+from wherefrom.outputs.scale_section import ScaleSection
 from wherefrom.outputs.sections import NOTABLE_SHARED_CHARS, query_sections
 from wherefrom.outputs.unit_data import unit_data
 from wherefrom.scoring.results import ScoreResult
@@ -31,13 +32,13 @@ GENERATOR = '<meta name="generator" content="wherefrom'  # in every report's hea
 
 
 def write_report(result: ScoreResult, path: str | os.PathLike[str], top_k: int = 10, title: str | None = None,
-                 *, n_bootstrap: int = 100, lds: LdsSection | None = None) -> Path:
+                 *, n_bootstrap: int = 100, lds: LdsSection | None = None, scale: ScaleSection | None = None) -> Path:
     """Write the HTML report of ``result`` to ``path`` (a file; parent folders are created) and return its path.
 
     Per query it shows the ``top_k`` most positively influential sequences (with token heatmaps when per-token
     scores exist), the layer heatmap (with per-layer scores), the power-law fit of the score tail (goodness of fit
     from ``n_bootstrap`` synthetic sets; 0 skips it), spurious flags and the memorisation check; ``lds`` adds the
-    section of an LDS folder (`wherefrom validate lds`).
+    section of an LDS folder (`wherefrom validate lds`), ``scale`` the comparison across models (`compare`).
     """
     n_queries, n_sequences = result.scores.shape
     if n_queries == 0 or n_sequences == 0:
@@ -50,12 +51,12 @@ def write_report(result: ScoreResult, path: str | os.PathLike[str], top_k: int =
         raise WherefromError(f"{out} is a folder; pass the path of the HTML file to write, e.g. {out / 'report.html'}")
     check_output_file(out, GENERATOR)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, _render(result, top_k, title, n_bootstrap, lds))
+    atomic_write_text(out, _render(result, top_k, title, n_bootstrap, lds, scale))
     return out
 
 
 def _render(result: ScoreResult, top_k: int, title: str | None, n_bootstrap: int,
-            lds: LdsSection | None = None) -> str:
+            lds: LdsSection | None = None, scale: ScaleSection | None = None) -> str:
     """The report of ``result`` as one HTML string (see :func:`write_report`)."""
     script = _static("report.js")
     metadata = result.metadata
@@ -70,6 +71,7 @@ def _render(result: ScoreResult, top_k: int, title: str | None, n_bootstrap: int
         sections=query_sections(result, top_k, n_bootstrap),
         comparison=compare_queries(result),
         lds=lds,
+        scale=scale,
         notable_shared=NOTABLE_SHARED_CHARS,
         style=_static("report.css"),
         script=script,

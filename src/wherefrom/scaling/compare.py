@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +65,14 @@ class ScaleComparison:
         value = {"parameters": folder.parameters, "training step": folder.step}.get(self.axis)
         return float(self.folders.index(folder) + 1 if value is None else value)
 
-    def to_json(self) -> str:
-        """The whole comparison as JSON (means, intervals and per-query values; NaN as null)."""
+    def to_json(self, findings: Sequence[str] = ()) -> str:
+        """The whole comparison as JSON (means, intervals and per-query values; NaN as null), with ``findings``
+        (sentences stating what it found) when given; :func:`wherefrom.scaling.stored.read_comparison` reads it."""
         return json.dumps({
             "generator": GENERATOR, "k": self.k, "interval": INTERVAL, "axis": self.axis,
-            "languages": self.languages, "queries": self.query_ids, "pairs": [p.name for p in self.pairs],
+            "languages": self.languages, "queries": self.query_ids,
+            "pairs": [{"name": p.name, **asdict(p)} for p in self.pairs],
+            **({"findings": list(findings)} if findings else {}),
             "folders": [{"label": f.label, "path": f.path, "model": f.model, "parameters": f.parameters,
                          "step": f.step, **_measured_json(f, [self._keys(name) for name in f.values])}
                         for f in self.folders],

@@ -2,7 +2,7 @@
 
 The folder (default ``~/.cache/wherefrom/demo-<hash>``, the hash of the config and seed) holds:
 - the model and tokenizer (``save_pretrained``; load with ``AutoModelForCausalLM`` / ``AutoTokenizer``),
-- ``corpus.jsonl``: one ``{"id", "text"}`` per document, in training order,
+- ``corpus.jsonl``: one ``{"id", "text", "language"}`` per document, in training order,
 - ``queries.jsonl``: ``{"id", "prompt", "completion", "kind", "fact"}``, ``queries_per_kind`` of each kind,
 - ``ground_truth.json``: every planted fact with its carrier documents, and every document's kind,
 - ``demo.json``: the config, the training run and greedy accuracy per query kind (over every query).
@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers.utils import logging as hf_logging
 
+from wherefrom.fileio import atomic_write_text
 from wherefrom.synthetic.config import DemoConfig
 from wherefrom.synthetic.corpus import generate_corpus
 from wherefrom.synthetic.evaluation import accuracy_by_kind, greedy_outcomes
@@ -64,6 +65,7 @@ def load_or_train(config: DemoConfig | None = None, cache_root: str | os.PathLik
     config = config or DemoConfig()
     directory = demo_directory(config, cache_root)
     if (directory / MANIFEST).is_file():
+        _add_languages(config, directory)
         return directory
     if directory.exists():  # left incomplete by hand: nothing in it can be trusted
         shutil.rmtree(directory)
@@ -113,6 +115,16 @@ def build_demo(config: DemoConfig, directory: Path, num_threads: int = 2, quiet:
     _write_json(directory / "ground_truth.json", corpus.ground_truth())
     _write_json(directory / MANIFEST, manifest)  # last: its presence marks a finished folder
     return manifest
+
+
+def _add_languages(config: DemoConfig, directory: Path) -> None:
+    """Give the records of a folder cached before they carried a ``language`` their language (the same corpus,
+    regenerated from the config; ids, texts and so fits and scores are unchanged)."""
+    path = directory / "corpus.jsonl"
+    with path.open(encoding="utf-8") as lines:
+        if "language" in json.loads(lines.readline()):
+            return
+    atomic_write_text(path, generate_corpus(config.corpus, config.seed).to_jsonl())
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:

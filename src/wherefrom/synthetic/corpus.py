@@ -64,8 +64,10 @@ class Corpus:
         raise ValueError(f"no planted fact {fact_id!r}; facts look like {self.facts[0].id!r}")
 
     def to_jsonl(self) -> str:
-        """The corpus as the CLI reads it: one ``{"id", "text"}`` object per line."""
-        return "".join(json.dumps({"id": d.id, "text": d.text}, ensure_ascii=False) + "\n" for d in self.documents)
+        """The corpus as the CLI reads it: one ``{"id", "text", "language"}`` object per line (the language is
+        what `compare --pairs` counts as another language than the query's)."""
+        return "".join(json.dumps({"id": d.id, "text": d.text, "language": d.language}, ensure_ascii=False) + "\n"
+                       for d in self.documents)
 
     def ground_truth(self) -> dict[str, Any]:
         """Facts with their carriers, and every document's kind, language and facts (JSON-ready)."""
