@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, SEEDS, Size
+from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, SEEDS, Size, reduced_sizes_config
 from wherefrom.demo.sizes import run_sizes_demo
 from wherefrom.synthetic.config import DemoConfig, reduced_config
 
@@ -20,7 +20,7 @@ def parameters(size: Size, vocabulary: int) -> int:
     return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
 
 
-@pytest.mark.parametrize("sizes, base", [(FULL_SIZES, DemoConfig()), (REDUCED_SIZES, reduced_config())])
+@pytest.mark.parametrize("sizes, base", [(FULL_SIZES, DemoConfig()), (REDUCED_SIZES, reduced_sizes_config())])
 def test_four_sizes_spanning_30x_with_3_layers_or_more(sizes, base):
     counts = [parameters(s, base.model.vocab_size) for s in sizes]
     assert len(sizes) == 4 and counts == sorted(counts) and counts[-1] >= 30 * counts[0], counts
@@ -44,7 +44,7 @@ def test_sizes_demo_end_to_end_on_a_tiny_world(tmp_path):
     assert any("lower layers" in s for s in summary.findings) and "training a-seed0 (3 layers, width 8)" in said
     written = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert [f["label"] for f in written["folders"]] == labels
-    assert "What was measured" in (tmp_path / "out" / "compare.html").read_text()
+    assert "What was measured" in (tmp_path / "out" / "report.html").read_text()
     again, _ = run_sizes_demo(tmp_path / "out", quiet=True, say=said.append, cache_root=tmp_path / "cache",
                               base=base, sizes=sizes)
     assert again.findings == summary.findings and said.count("training a-seed0 (3 layers, width 8)") == 1  # cached
