@@ -33,6 +33,7 @@ from benchmarks.workload import WORK
 from wherefrom.synthetic.queries import build_queries
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TERMINATED = 143  # the CLI's exit code after SIGTERM
 
 
 def write_inputs(folder: Path) -> tuple[Path, Path]:
@@ -57,13 +58,16 @@ def cached_prefix(out: Path) -> int:
 
 
 def run(command: list[str], timeout: float | None) -> bool:
-    """Run the command (SIGTERM at ``timeout`` seconds: the CLI keeps what it finished); whether it finished."""
+    """Run the command (SIGTERM at ``timeout`` seconds: the CLI keeps what it finished); whether it finished. A
+    SIGTERM sent to the command by hand (exit code 143) stops it the same way."""
     process = subprocess.Popen([sys.executable, "-m", "wherefrom", *command[1:]])
     try:
         code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)
         process.wait()
+        return False
+    if code == TERMINATED:
         return False
     if code:
         raise SystemExit(f"{' '.join(command)} failed with exit code {code}")
@@ -98,7 +102,7 @@ def main() -> None:
     models = args.models
     if not run(command(models), None if args.training_minutes is None else 60 * args.training_minutes):
         models = cached_prefix(out)
-        print(f"stopped after {args.training_minutes} min of training: measuring on the {models} finished subsets")
+        print(f"retraining stopped: measuring on the {models} subsets finished by then")
         run(command(models), None)
     seconds = time.perf_counter() - start
     report = json.loads((out / "lds.json").read_text())
