@@ -48,7 +48,8 @@ def demo(
         if len(chosen) > 1:
             raise WherefromError(f"{' and '.join(chosen)} are different demos; run them one at a time.")
         if sizes or checkpoints:
-            _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, threads, quiet, execution, checkpoints)
+            _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, threads, quiet, execution, checkpoints,
+                        bootstraps)
             return
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
             report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps, execution)
@@ -65,7 +66,7 @@ def demo(
 
 
 def _sizes_demo(out: Path, reduced: bool, threads: int, quiet: bool, execution: ExecutionOptions,
-                checkpoints: bool) -> None:
+                checkpoints: bool, bootstraps: int) -> None:
     """`demo --sizes` or `--checkpoints`: train, fit, score and compare; print the comparison, what it found and
     where it went."""
     from wherefrom.demo.checkpoints import run_checkpoints_demo
@@ -74,7 +75,8 @@ def _sizes_demo(out: Path, reduced: bool, threads: int, quiet: bool, execution: 
 
     run = run_checkpoints_demo if checkpoints else run_sizes_demo
     summary, comparison = run(out, reduced, threads, quiet, (lambda text: None) if quiet else
-                                         (lambda text: err.print(f"[dim]{text}[/]")), execution)
+                                         (lambda text: err.print(f"[dim]{text}[/]")), execution,
+                             bootstraps=bootstraps)
     print_comparison(comparison)
     for sentence in summary.findings:
         err.print(f"• {sentence}", highlight=False)

@@ -70,8 +70,9 @@ def train_with_checkpoints(base: DemoConfig, cache_root: Path | None = None, thr
 
 def run_checkpoints_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bool = False, say=print,  # type: ignore[no-untyped-def]
                          execution: ExecutionOptions = ExecutionOptions(), cache_root: Path | None = None,
-                         base: DemoConfig | None = None) -> tuple[SizesSummary, ScaleComparison]:
-    """Train (or reuse) the checkpoints, fit, score and compare them into ``out`` (locked meanwhile)."""
+                         base: DemoConfig | None = None, bootstraps: int = 100) -> tuple[SizesSummary, ScaleComparison]:
+    """Train (or reuse) the checkpoints, fit, score and compare them into ``out`` (locked meanwhile); ``bootstraps``:
+    the report's tail fits' bootstrap samples."""
     base = base or (reduced_config() if reduced else DemoConfig())
     with claim_output(out, "demo"):
         seconds: dict[str, float] = {}
@@ -87,7 +88,8 @@ def run_checkpoints_demo(out: Path, reduced: bool = False, threads: int = 2, qui
         found = top_sources(folders, comparison, read_jsonl(truth))
         seconds["compare"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence over training")
+        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence over training",
+                               bootstraps)
         seconds["report"] = time.perf_counter() - clock
         summary = SizesSummary(str(out), str(report), str(out / COMPARISON), found, {}, seconds)
         atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")

@@ -54,10 +54,11 @@ class SizesSummary:
 
 def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bool = False, say=print,  # type: ignore[no-untyped-def]
                    execution: ExecutionOptions = ExecutionOptions(), cache_root: Path | None = None,
-                   base: DemoConfig | None = None, sizes: tuple[Size, ...] | None = None
+                   base: DemoConfig | None = None, sizes: tuple[Size, ...] | None = None, bootstraps: int = 100
                    ) -> tuple[SizesSummary, ScaleComparison]:
     """Train (or reuse), fit, score and compare every size and seed into ``out`` (locked meanwhile). ``base``
-    and ``sizes`` replace the world and the sizes that ``reduced`` chooses."""
+    and ``sizes`` replace the world and the sizes that ``reduced`` chooses; ``bootstraps``: the report's tail fits'
+    bootstrap samples."""
     base = base or (reduced_sizes_config() if reduced else DemoConfig())
     sizes = sizes or (REDUCED_SIZES if reduced else FULL_SIZES)
     with claim_output(out, "demo"):
@@ -77,7 +78,8 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         found = [_accuracy(accuracy)] + findings(comparison, [m.size.name for m in models]) + [_base_rate(world)]
         seconds["compare"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence across model sizes")
+        report = write_outputs(comparison, found, folders[-1], out, "wherefrom demo: influence across model sizes",
+                               bootstraps)
         seconds["report"] = time.perf_counter() - clock
         summary = SizesSummary(str(out), str(report), str(out / COMPARISON), found, accuracy, seconds)
         atomic_write_text(out / "summary.json", json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
@@ -96,12 +98,13 @@ def fit_and_score(label: str, model: Path, world: Path, out: Path, quiet: bool, 
     return scores
 
 
-def write_outputs(comparison: ScaleComparison, findings: list[str], last: Path, out: Path, title: str) -> Path:
+def write_outputs(comparison: ScaleComparison, findings: list[str], last: Path, out: Path, title: str,
+                  bootstraps: int) -> Path:
     """``out/compare.json`` (with the findings) and ``out/report.html``: the report of the ``last`` score folder (the
     largest model or the latest checkpoint) with the comparison's section. Returns the report's path."""
     atomic_write_text(out / COMPARISON, comparison.to_json(findings))
     return write_report(ScoreResult.load(last), out / "report.html", TOP_K, f"{title} (report of {last.name})",
-                        scale=scale_section(comparison, findings))
+                        n_bootstrap=bootstraps, scale=scale_section(comparison, findings))
 
 
 def truth_and_pairs(world: Path, out: Path) -> tuple[Path, Path]:
