@@ -118,7 +118,7 @@ def test_sketch_index_scores_equal_brute_force_sketching(workspace, tmp_path, bu
                 options=ScoreOptions(max_length=32, batch_size=3, rescore=0, per_layer=True))
     expected = brute_force_sketch_scores(workspace, index)
     # per layer (more query rows than bit planes take) the host's int8 kernel takes the query in bfloat16 and
-    # rounds each product sum to bfloat16 (2⁻⁹ relative); the whole scores go by bit planes (16-bit query)
+    # rounds each product sum to bfloat16 (2⁻⁹ relative); the whole scores go by bit planes (12-bit query)
     torch.testing.assert_close(got.per_layer.double(), expected, rtol=0, atol=5e-3 * float(expected.abs().max()))
     whole = index.scores(_query_gradients(workspace)).double()
     torch.testing.assert_close(whole, expected.sum(0), rtol=0, atol=5e-3 * float(expected.sum(0).abs().max()))

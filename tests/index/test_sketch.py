@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from wherefrom.index.bitplanes import QUERY_BITS
 from wherefrom.index.sketch import count_sketch, layer_hashes, sign_bits, unpack_by_shifts, unpack_signs
 from wherefrom.index.store import GradientIndex
 
@@ -95,7 +96,7 @@ def _sketch_index(tmp_path, n: int, buckets: int, generator: torch.Generator) ->
 
 def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path):
     """The bit-plane kernel (numba) against float64 products of the query with the signs times the scales: the
-    error is the query's rounding to 16 bits alone (at most half a step per bucket), and nothing when the query
+    error is the query's rounding to QUERY_BITS bits alone (at most half a step per bucket), and nothing when the query
     lies on that grid; also with several query rows (per-layer scores) in one pass."""
     pytest.importorskip("numba")
     generator = torch.Generator().manual_seed(3)
@@ -103,12 +104,13 @@ def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path):
     queries = torch.randn(2, 1024, generator=generator) * 3
     got = index.contract(queries)[0].double()
     expected = queries.double() @ signed.T
-    step = queries.abs().amax(1, keepdim=True).double() / (2**15 - 1)
+    top = 2 ** (QUERY_BITS - 1) - 1  # the largest integer of the query
+    step = queries.abs().amax(1, keepdim=True).double() / top
     bound = step / 2 * signed.abs().sum(1) + 1e-6 * expected.abs()  # the query's rounding, then float32's
     assert ((got - expected).abs() <= bound).all()
     assert not torch.equal(got, expected)  # the rounding is there, and the test would see a wrong sum
-    on_grid = torch.randint(-(2**15 - 1), 2**15, (2, 1024), generator=generator).double()
-    on_grid[:, 0] = 2**15 - 1  # the largest magnitude: the grid's step is then 1
+    on_grid = torch.randint(-top, top + 1, (2, 1024), generator=generator).double()
+    on_grid[:, 0] = top  # the largest magnitude: the grid's step is then 1
     torch.testing.assert_close(index.contract(on_grid.float())[0].double(), on_grid @ signed.T, rtol=1e-7, atol=0)
     per_layer = torch.stack([queries, -0.5 * queries])  # [n_ranges, Q, values], every range the whole row
     got = index.contract(per_layer, [(0, 1024), (0, 1024)]).double()

@@ -208,7 +208,7 @@ class GradientIndex:
         no product or sum can overflow float16, and the scales are multiplied back in float32 (see
         :func:`_row_products` for the products themselves). A sketch on the host with numba installed and at most
         ``PLANE_QUERY_ROWS`` query rows is contracted in exact integers from its packed bits instead (bitplanes.py):
-        the query rounded to 16 bits, the sums exact, the scales multiplied back in float64.
+        the query rounded to 12-bit integers, the sums exact, the scales multiplied back in float64.
         """
         ranges = column_ranges or [(0, queries.shape[-1])]
         queries = queries.to(self.device).expand(len(ranges), *queries.shape[-2:])
