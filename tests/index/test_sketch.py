@@ -94,14 +94,16 @@ def _sketch_index(tmp_path, n: int, buckets: int, generator: torch.Generator) ->
     return index, signs * scales.double()[:, None]
 
 
-def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path):
+@pytest.mark.parametrize("buckets", [1024, 66048])  # one block of the kernel's words; two, the second short
+def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path, buckets):
     """The bit-plane kernel (numba) against float64 products of the query with the signs times the scales: the
-    error is the query's rounding to QUERY_BITS bits alone (at most half a step per bucket), and nothing when the query
-    lies on that grid; also with several query rows (per-layer scores) in one pass."""
+    error is the query's rounding to QUERY_BITS bits alone (at most half a step per bucket), and nothing when the
+    query lies on that grid; also with several query rows (per-layer scores) in one pass. 37 rows: the kernel's
+    pairs of rows and an odd one."""
     pytest.importorskip("numba")
     generator = torch.Generator().manual_seed(3)
-    index, signed = _sketch_index(tmp_path, 37, 1024, generator)
-    queries = torch.randn(2, 1024, generator=generator) * 3
+    index, signed = _sketch_index(tmp_path, 37, buckets, generator)
+    queries = torch.randn(2, buckets, generator=generator) * 3
     got = index.contract(queries)[0].double()
     expected = queries.double() @ signed.T
     top = 2 ** (QUERY_BITS - 1) - 1  # the largest integer of the query
@@ -109,11 +111,11 @@ def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path):
     bound = step / 2 * signed.abs().sum(1) + 1e-6 * expected.abs()  # the query's rounding, then float32's
     assert ((got - expected).abs() <= bound).all()
     assert not torch.equal(got, expected)  # the rounding is there, and the test would see a wrong sum
-    on_grid = torch.randint(-top, top + 1, (2, 1024), generator=generator).double()
+    on_grid = torch.randint(-top, top + 1, (2, buckets), generator=generator).double()
     on_grid[:, 0] = top  # the largest magnitude: the grid's step is then 1
     torch.testing.assert_close(index.contract(on_grid.float())[0].double(), on_grid @ signed.T, rtol=1e-7, atol=0)
     per_layer = torch.stack([queries, -0.5 * queries])  # [n_ranges, Q, values], every range the whole row
-    got = index.contract(per_layer, [(0, 1024), (0, 1024)]).double()
+    got = index.contract(per_layer, [(0, buckets), (0, buckets)]).double()
     assert ((got[0] - expected).abs() <= bound).all() and ((got[1] + 0.5 * expected).abs() <= bound).all()
 
 
