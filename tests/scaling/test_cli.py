@@ -34,7 +34,7 @@ def test_table_json_and_report(workspace):
     assert written["folders"][1]["measures"]["other_language_share"]["mean"] == pytest.approx(6.1 / 9.1, rel=1e-6)
     page = (workspace / "c.html").read_text()
     # 9 measures (no --truth: no recall) + 2 agreements
-    assert 'id="scale"' in page and page.count("data:image/svg+xml;base64,") == 11
+    assert 'id="scale"' in page and page.count("data:image/svg+xml,") == 11  # the report's compact SVGs
 
 
 @pytest.mark.parametrize("case, message", [

@@ -1,4 +1,5 @@
-"""Plots of the comparison: each measure's mean over queries, with its interval, against model size or step."""
+"""Plots of the comparison: each measure's mean over queries, with its interval, against model size or step (the
+report's compact percent-encoded SVGs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from wherefrom.analysis.intervals import Interval
-from wherefrom.outputs.plots import _STYLE, _svg_data_uri
+from wherefrom.outputs.plots import _STYLE, _svg_uri
 
 _COLOUR = "#c2571a"
 _SPREAD = 0.04  # folders at the same position (seeds of one size) are drawn side by side, this far apart
@@ -43,7 +44,7 @@ def measure_plot(positions: Sequence[float], intervals: Sequence[Interval], labe
         axes.set_ylabel(y_label)
         axes.margins(x=0.12)
         figure.tight_layout()
-        return _svg_data_uri(figure)
+        return _svg_uri(figure)
 
 
 def _side_by_side(positions: Sequence[float], log: bool) -> list[float]:
