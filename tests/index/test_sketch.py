@@ -95,12 +95,15 @@ def _sketch_index(tmp_path, n: int, buckets: int, generator: torch.Generator) ->
 
 
 @pytest.mark.parametrize("buckets", [1024, 66048])  # one block of the kernel's words; two, the second short
-def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path, buckets):
+def test_sign_bits_are_contracted_by_bit_planes_like_float64(tmp_path, monkeypatch, buckets):
     """The bit-plane kernel (numba) against float64 products of the query with the signs times the scales: the
     error is the query's rounding to QUERY_BITS bits alone (at most half a step per bucket), and nothing when the
-    query lies on that grid; also with several query rows (per-layer scores) in one pass. 37 rows: the kernel's
-    pairs of rows and an odd one."""
+    query lies on that grid; also with several query rows (per-layer scores) in one pass. 37 rows read 5 at a time:
+    the kernel's pairs of rows, odd ones, and a short last chunk."""
     pytest.importorskip("numba")
+    from wherefrom.index import store
+
+    monkeypatch.setattr(store, "_PLANE_CHUNK_BYTES", 5 * buckets // 8)
     generator = torch.Generator().manual_seed(3)
     index, signed = _sketch_index(tmp_path, 37, buckets, generator)
     queries = torch.randn(2, buckets, generator=generator) * 3

@@ -60,6 +60,7 @@ INDEX_FIELDS: dict[str, type | tuple[type, ...]] = {
 _REBUILD = "build it again with `wherefrom index ... --restart`."
 _CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float16)
 _SIGN_CHUNK_ELEMENTS = 1 << 24  # a sketch's buckets at a time: 16 MB unpacked, written and read while in cache
+_PLANE_CHUNK_BYTES = 1 << 24  # a sketch's packed bits read at a time by bit planes (nothing is unpacked)
 KERNEL_BLOCK = 64  # the host's int8 kernel reads a row's columns in whole blocks of this many (no tail)
 PLANE_QUERY_ROWS = 4  # up to this many query rows a sketch's bit planes beat unpacking the bits (measured: docs/index.md)
 
@@ -219,10 +220,12 @@ class GradientIndex:
         kernel = plane_kernel() if signs and self.device.type == "cpu" else None
         if kernel is not None and len(ranges) * queries.shape[1] <= PLANE_QUERY_ROWS and \
                 all(r == (0, self.values) for r in ranges):
-            chunk = self._plane_chunk(kernel, scaled, query_scale)
+            rows = max(1, _PLANE_CHUNK_BYTES // self.gradients.shape[1])
+            chunk = self._plane_chunk(kernel, scaled, query_scale, rows)
         else:
+            rows = self.chunk_rows
             chunk = self._product_chunk(scaled, query_scale, ranges)
-        starts = range(0, self.n_sequences, self.chunk_rows)
+        starts = range(0, self.n_sequences, rows)
         if signs and self.device.type == "cpu":  # unpacking and the bit planes run on one core per call: spread
             with ThreadPoolExecutor(torch.get_num_threads()) as pool:  # the chunks over the cores
                 done = list(pool.map(chunk, starts))
@@ -250,16 +253,16 @@ class GradientIndex:
             return lo, torch.stack(products).cpu()
         return chunk
 
-    def _plane_chunk(self, kernel: PlaneKernel, scaled: torch.Tensor, query_scale: torch.Tensor
+    def _plane_chunk(self, kernel: PlaneKernel, scaled: torch.Tensor, query_scale: torch.Tensor, rows: int
                      ) -> Callable[[int], tuple[int, torch.Tensor]]:
-        """A sketch's products of the rows from ``lo`` on from their packed bits, by bit planes (bitplanes.py):
+        """A sketch's products of ``rows`` rows from ``lo`` on from their packed bits, by bit planes (bitplanes.py):
         scale · step · Σ q_int·(2b − 1) with the sum exact in int64 ([n_ranges, Q, n] float32)."""
         planes, integers = query_planes(scaled.flatten(0, 1).cpu())
         totals = integers.sum(1)  # Σ q_int: the signs 2b − 1 give 2·Σ q_int·b − Σ q_int
         steps = query_scale.flatten().double().cpu() / (2 ** (QUERY_BITS - 1) - 1)
 
         def chunk(lo: int) -> tuple[int, torch.Tensor]:
-            sums = torch.from_numpy(plane_sums(kernel, self.gradients[lo:lo + self.chunk_rows], planes))
+            sums = torch.from_numpy(plane_sums(kernel, self.gradients[lo:lo + rows], planes))
             scale = torch.from_numpy(self.scales[lo:lo + sums.shape[0]]).double()
             products = (2 * sums - totals).T.double() * steps[:, None] * scale
             return lo, products.float().reshape(*scaled.shape[:2], -1)
