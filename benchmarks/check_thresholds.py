@@ -127,8 +127,9 @@ def main() -> None:
                 rows += cases(make_model, hidden, seed)
     text = summary(rows)
     print(text)
-    args.out.write_text(json.dumps({"command": "PYTHONPATH=src python benchmarks/check_thresholds.py",
-                                    "summary": text, "cases": rows}, indent=1) + "\n")
+    command = "PYTHONPATH=src python benchmarks/check_thresholds.py"
+    args.out.write_text(json.dumps({"command": command, "summary": text, "cases": rows}, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(f"`{command}`\n\n{text}\n")
 
 
 if __name__ == "__main__":
