@@ -84,7 +84,7 @@ def cases(make_model, hidden: int, seed: int) -> list[dict]:
                         pearson = float(torch.corrcoef(torch.stack([z @ xt, z @ x]))[0, 1])
                         rows.append({"model": make_model.__name__, "hidden": hidden, "seed": seed,
                                      "strategy": strategy, "fisher": fisher, "damping_factor": factor,
-                                     "layer": layer.name, "query": q,
+                                     "layer": layer.name.rpartition(".")[2], "query": q,
                                      "cosine": float(xt @ x / (xt.norm() * x.norm())),
                                      "energy_cosine": float(energy_cosine(xt[None], (A @ xt)[None], b[q][None],
                                                                           (b[q] @ x)[None])[0]),
@@ -133,7 +133,10 @@ def main() -> None:
     text = summary(rows)
     print(text)
     command = f"PYTHONPATH=src python benchmarks/check_thresholds.py --seeds {args.seeds}"
-    args.out.write_text(json.dumps({"command": command, "summary": text, "cases": rows}, indent=1) + "\n")
+    columns = list(rows[0])
+    compact = [[round(v, 4) if isinstance(v, float) else v for v in row.values()] for row in rows]
+    args.out.write_text(json.dumps({"command": command, "summary": text, "columns": columns, "cases": compact},
+                                   separators=(",", ":")) + "\n")
     args.out.with_suffix(".md").write_text(f"`{command}`\n\n{text}\n")
 
 
