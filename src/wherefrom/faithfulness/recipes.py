@@ -11,6 +11,7 @@ linear warmup then cosine decay, loss on every token after the first); they diff
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # torch and transformers are imported where a model is built:
     from wherefrom.synthetic.training import TrainingReport
 
 RecipeKind = Literal["lora", "full"]
+EpochHook = Callable[[int, int], None]  # (epochs done, optimizer steps done), called after each epoch
 RECIPE_KINDS: tuple[str, ...] = ("lora", "full")
 
 
@@ -40,9 +42,10 @@ class Recipe(Protocol):
     def steps(self, n_sequences: int) -> int:
         """Optimizer steps of one training on ``n_sequences`` sequences."""
 
-    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None
-              ) -> tuple[nn.Module, TrainingReport]:
-        """A model trained on ``sequences`` from ``seed`` (``epochs`` overrides the recipe's, for timing)."""
+    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None,
+              after_epoch: EpochHook | None = None) -> tuple[nn.Module, TrainingReport]:
+        """A model trained on ``sequences`` from ``seed`` (``epochs`` overrides the recipe's, for timing);
+        ``after_epoch(epoch, steps so far)`` runs after each epoch (progress)."""
 
     def save(self, model: nn.Module, folder: Path) -> None:
         """Write a trained model into ``folder`` (the caller makes the write atomic)."""
@@ -73,15 +76,16 @@ class SyntheticRecipe:
     def steps(self, n_sequences: int) -> int:
         return _steps(n_sequences, self.config.training)
 
-    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None
-              ) -> tuple[nn.Module, TrainingReport]:
+    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None,
+              after_epoch: EpochHook | None = None) -> tuple[nn.Module, TrainingReport]:
         from wherefrom.synthetic.model import build_model
         from wherefrom.synthetic.training import train_model
 
         tokenizer = self.tokenizer()
         training = self.config.training if epochs is None else replace(self.config.training, epochs=epochs)
         model = build_model(self.config.model, tokenizer, seed)
-        return model, train_model(model, sequences, training, tokenizer.pad_token_id, seed, quiet=True)
+        return model, train_model(model, sequences, training, tokenizer.pad_token_id, seed, quiet=True,
+                                  after_epoch=after_epoch)
 
     def save(self, model: nn.Module, folder: Path) -> None:
         model.save_pretrained(folder)
@@ -150,8 +154,8 @@ class FinetuneRecipe:
     def steps(self, n_sequences: int) -> int:
         return _steps(n_sequences, self.options.training)
 
-    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None
-              ) -> tuple[nn.Module, TrainingReport]:
+    def train(self, sequences: list[tuple[int, ...]], seed: int, epochs: int | None = None,
+              after_epoch: EpochHook | None = None) -> tuple[nn.Module, TrainingReport]:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -172,7 +176,8 @@ class FinetuneRecipe:
         training = self.options.training if epochs is None else replace(self.options.training, epochs=epochs)
         pad = self.tokenizer().pad_token_id
         pad = model.config.eos_token_id if pad is None else pad  # labels ignore the padding; any id will do
-        return model, train_model(model, sequences, training, int(pad or 0), seed, quiet=True)
+        return model, train_model(model, sequences, training, int(pad or 0), seed, quiet=True,
+                                  after_epoch=after_epoch)
 
     def save(self, model: nn.Module, folder: Path) -> None:
         model.save_pretrained(folder)  # a peft model writes only its adapter, naming the base folder

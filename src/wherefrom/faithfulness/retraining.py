@@ -14,9 +14,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from wherefrom.faithfulness.recipes import Recipe
+from wherefrom.faithfulness.recipes import EpochHook, Recipe
 from wherefrom.faithfulness.subsets import Subset
-from wherefrom.progress import track
+from wherefrom.progress import progress_bar
 from wherefrom.synthetic.cache import config_hash, default_cache_root
 from wherefrom.synthetic.config import DemoConfig
 from wherefrom.synthetic.training import cpu_threads
@@ -57,17 +57,30 @@ def retrain_all(recipe: Recipe, sequences: list[tuple[int, ...]], subsets: list[
     """The retrained model folder of every subset (rows) and training seed (columns), training the missing ones."""
     missing = missing_models(subsets, fraction, seeds, cache)
     if missing:
-        description = f"retraining on subsets ({len(subsets) * len(seeds) - len(missing)} cached)"
-        for subset, seed, folder in track(missing, len(missing), description, quiet):
-            retrain(recipe, sequences, subset, seed, folder, threads)
+        cached = len(subsets) * len(seeds) - len(missing)
+        train_missing(recipe, sequences, missing, f"retraining on subsets ({cached} cached)", threads, quiet)
     return [[model_folder(cache, subset, fraction, seed) for seed in seeds] for subset in subsets]
 
 
+def train_missing(recipe: Recipe, sequences: list[tuple[int, ...]], jobs: list[tuple[Subset, int, Path]],
+                  description: str, threads: int, quiet: bool) -> None:
+    """Train each (subset, seed, folder) job in turn, with one bar counting every job's optimizer steps."""
+    with progress_bar(sum(recipe.steps(len(subset.rows)) for subset, _, _ in jobs), description, quiet) as bar:
+        for subset, seed, folder in jobs:
+            done = [0]
+
+            def advance(epoch: int, steps: int, done: list[int] = done) -> None:
+                bar.advance(steps - done[0])
+                done[0] = steps
+
+            retrain(recipe, sequences, subset, seed, folder, threads, advance)
+
+
 def retrain(recipe: Recipe, sequences: list[tuple[int, ...]], subset: Subset, seed: int, folder: Path,
-            threads: int) -> None:
+            threads: int, after_epoch: EpochHook | None = None) -> None:
     """Train with ``recipe`` on the subset's sequences from ``seed``; save the model atomically into ``folder``."""
     with cpu_threads(threads):
-        model, report = recipe.train([sequences[r] for r in subset.rows], seed)
+        model, report = recipe.train([sequences[r] for r in subset.rows], seed, after_epoch=after_epoch)
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)

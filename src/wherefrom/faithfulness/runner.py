@@ -16,11 +16,10 @@ from wherefrom.faithfulness.lds import Estimate, lds_per_query, linear_datamodel
 from wherefrom.faithfulness.logprobs import measured_logprobs
 from wherefrom.faithfulness.problems import EXPLAINED, LdsProblem
 from wherefrom.faithfulness.providers import PROVIDERS, SWEPT, ScoringContext, fitted_run, mean_eigenvalue
-from wherefrom.faithfulness.retraining import is_cached, retrain, retrain_all, training_seeds
+from wherefrom.faithfulness.retraining import is_cached, retrain_all, train_missing, training_seeds
 from wherefrom.faithfulness.subsets import Subset, membership, sample_subsets
 from wherefrom.fileio import read_jsonl
 from wherefrom.options import ExecutionOptions, check_number
-from wherefrom.progress import phase
 from wherefrom.synthetic.training import cpu_threads
 
 SWEEP_FACTORS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # absolute λ = factor × mean over layers of mean(Λ_ℓ)
@@ -127,8 +126,8 @@ def explained_model(problem: LdsProblem, threads: int, quiet: bool) -> Path:
     everything = Subset(-1, -1, tuple(range(len(problem.sequences))))
     folder = problem.cache / f"{EXPLAINED}-{problem.seed}"
     if not is_cached(folder, everything):
-        with phase("training the explained model on the whole corpus", quiet):
-            retrain(problem.recipe, list(problem.sequences), everything, problem.seed, folder, threads)
+        train_missing(problem.recipe, list(problem.sequences), [(everything, problem.seed, folder)],
+                      "training the explained model on the whole corpus", threads, quiet)
     return folder
 
 
