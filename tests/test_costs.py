@@ -134,8 +134,9 @@ def test_a_dry_run_refuses_a_block_count_the_layers_cannot_hold(workspace):
 
 
 def test_the_timed_batches_are_the_ones_the_pass_forms(workspace):
-    """The dry run times batches cut as run_pass cuts them (by shard, then batch size), padding included."""
-    from wherefrom.costs.timing import padded_tokens, run_batches, strata
+    """The dry run times parts of a batch cut as run_pass cuts them (by shard, then batch size), padding included:
+    the batch of median padded size."""
+    from wherefrom.costs.timing import median_batch, padded_tokens, run_batches
     from wherefrom.data.batching import make_batches
     from wherefrom.engine.passes import PassPlan
 
@@ -145,9 +146,20 @@ def test_the_timed_batches_are_the_ones_the_pass_forms(workspace):
     assert [list(rows) for rows in run_batches(plan)] == [batch.rows.tolist() for batch in formed]
     sizes = [padded_tokens(plan, rows) for rows in run_batches(plan)]
     assert sizes == [batch.input_ids.numel() for batch in formed]
-    groups = strata(sizes, 4)
-    assert sorted(i for group in groups for i in group) == list(range(len(formed)))
-    assert all(max(sizes[i] for i in a) <= min(sizes[i] for i in b) for a, b in zip(groups, groups[1:]))
+    median = padded_tokens(plan, median_batch(plan))
+    assert sum(s < median for s in sizes) <= len(sizes) // 2 <= sum(s <= median for s in sizes) - 1
+
+
+def test_the_cost_line_goes_through_its_two_samples():
+    """Seconds per batch and per token from two samples, by hand; all per token when the samples cannot separate
+    them (equal sizes) or noise makes a part negative."""
+    from wherefrom.costs.timing import fit_cost_line
+
+    per_batch, per_token = fit_cost_line((10, 0.5 + 10 * 0.1), (40, 0.5 + 40 * 0.1))
+    assert per_batch == pytest.approx(0.5) and per_token == pytest.approx(0.1)
+    assert fit_cost_line((12, 3.0), (12, 3.6)) == (0.0, pytest.approx(0.3))
+    assert fit_cost_line((10, 5.0), (40, 4.0)) == (0.0, pytest.approx(0.1))  # slower small sample: noise
+    assert fit_cost_line((10, 0.1), (40, 4.0)) == (0.0, pytest.approx(0.1))  # negative fixed cost: noise
 
 
 def test_the_eigendecompositions_counted_are_the_ones_the_fit_does(workspace, tmp_path, monkeypatch):

@@ -57,9 +57,7 @@ def estimate_index(run: str | Path, corpus: str | Path | None, options: IndexOpt
         layers, options.batch_size, longest, dtype)
     stages = [Stage("model", weights, 0.0, "parameters and buffers"),
               Stage("indexing pass", weights + bases + batch + rotated + rows, measured.seconds,
-                    f"{measured.timed_batches} of its batches timed, scaled by padded tokens: "
-                    f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence × {n}; rows go straight to the "
-                    "memory-mapped file")]
+                    f"{measured.describe()}; rows go straight to the memory-mapped file")]
     disk = {"gradients.npy": n * (layout.bytes_per_sequence - 4) + _NPY_HEADER,
             "scales.npy": n * 4 + _NPY_HEADER, "self_influence.npy": n * 4 + _NPY_HEADER,
             "projections.safetensors": memory.safetensors_bytes(

@@ -70,11 +70,8 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
               "identity": []}[options.strategy]
     plan = PassPlan(tokens, [1] * len(tokens), options.batch_size, options.shard_size)
     measured: dict[str, SampleMeasure] = {}
-    for name in passes:  # the first pass warms the model up; the next ones reuse it and its graph's size
-        first = next(iter(measured.values()), None)
-        measured[name] = measure_pass(loaded.model, layers, plan, labels, makers[name], execution,
-                                      warm_up=first is None, graph_bytes_per_token=first.graph_bytes_per_token
-                                      if first else 0.0)
+    for name in passes:
+        measured[name] = measure_pass(loaded.model, layers, plan, labels, makers[name], execution)
     weights = memory.weights_bytes(loaded.model)
     n, longest = len(sequences), max(len(t) for t in tokens)
     factors = memory.factor_sum_bytes(layers, blocks, summed)
@@ -89,7 +86,7 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
         held = {"covariance": on_device, "correction": on_device + eigenvalues + scratch,
                 "diagonal": eigenvalues + scratch}[name]
         stages.append(Stage(f"{name} pass", weights + batch + held, measured[name].seconds,
-                            _per_sequence(measured[name], n)))
+                            measured[name].describe()))
         if name == "covariance":
             largest = memory.largest_block(layers, blocks)
             dims = _decomposed_sizes(layers, blocks, covariances[0])
@@ -167,7 +164,7 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
         Stage("preconditioning", weights + gradients + preconditioned + factor_bytes // max(1, len(layers)), 0.0,
               "one layer's factors at a time" + ("" if rank is None else f"; rank {rank}")),
         Stage("scoring pass", weights + batch + preconditioned + accumulators,
-              measured.seconds, _per_sequence(measured, n)),
+              measured.seconds, measured.describe()),
     ]
     if index is not None:
         rescored = min(n, n_queries * options.rescored_per_query)
@@ -240,11 +237,6 @@ def _decomposed_sizes(layers: list[TrackedLayer], blocks: int, sample: Covarianc
         previous = A
         dims += block_sizes(layer.shape.out_features, blocks)
     return dims
-
-
-def _per_sequence(measured: SampleMeasure, n: int) -> str:
-    return (f"{measured.timed_batches} of its batches timed, scaled by padded tokens: "
-            f"{measured.seconds_per_sequence * 1000:.2f} ms/sequence × {n}")
 
 
 def _notes(passes: int) -> list[str]:

@@ -1,19 +1,18 @@
-"""Measure a pass on a few of its own batches through the real engine: its time and the autograd graph's size.
+"""Measure a pass on a few of its own rows through the real engine: its time and the autograd graph's size.
 
-The run's batches are formed exactly as the pass will form them (corpus order, cut at shard boundaries), so their
-padding is the run's. They are ranked by padded tokens and cut into ``strata`` groups of equal count; the median
-batch of each group is timed and its time scaled by the group's padded tokens over its own. A long outlier is
-thus counted where it lies, and never stands for the whole corpus. A warm-up batch runs first and is not timed
-(allocations, kernels, caches: one-off costs); while it runs, the tensors autograd saves for the backward pass are
-counted, the part of a batch's memory that shapes alone do not tell; the smallest batch runs before it, so the
-pass's own accumulator is warm too. A pass measured after another on the same model (``warm_up=False``) runs only
-the smallest batch untimed, and reuses the graph's size. Timing stops after ``budget_seconds``; groups not timed then use
-the timed batches' seconds per padded token.
+A pass's time is modelled as ``a`` seconds per batch (the fixed costs: Python, hooks, kernel launches, the
+accumulator's per-batch work) plus ``b`` seconds per padded token, summed over the batches the pass will form
+(corpus order, cut at shard boundaries, so their padding is the run's). ``a`` and ``b`` come from two sizes of
+the pass's median batch, timed through the real engine and accumulator: its first row alone, and its first half
+(at least two rows). A warm-up of the one-row sample runs first, untimed (allocations, kernels, caches: one-off
+costs), while the tensors autograd saves for the backward pass are counted (the part of a batch's memory that
+shapes alone do not tell). The pair is timed again while the timing has taken less than ``budget_seconds``, at
+most ``max_repeats`` times, and the fastest time of each size kept. Timing a fraction of one batch, not whole
+batches, keeps the dry run of a large model to seconds.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,16 +33,23 @@ _EIGH_TIMED_UP_TO = 2048  # larger factors are timed at this size and scaled by 
 
 @dataclass(frozen=True)
 class SampleMeasure:
-    """What one pass did on its timed batches."""
+    """What one pass did on its timed samples, and the whole pass it predicts."""
 
-    seconds: float  # the whole pass, estimated
+    seconds: float  # the whole pass, estimated: seconds_per_batch × batches + seconds_per_token × padded tokens
     n_sequences: int
-    graph_bytes_per_token: float  # tensors saved for backward, per padded token of the warm-up batch
-    timed_batches: int
+    graph_bytes_per_token: float  # tensors saved for backward, per padded token of the warm-up sample
+    seconds_per_batch: float
+    seconds_per_token: float
 
     @property
     def seconds_per_sequence(self) -> float:
         return self.seconds / max(1, self.n_sequences)
+
+    def describe(self) -> str:
+        """How the time was found, for the stage's note."""
+        return (f"{self.seconds_per_batch * 1000:.1f} ms per batch + {self.seconds_per_token * 1e6:.1f} µs per "
+                f"padded token, timed on parts of a median batch: {self.seconds_per_sequence * 1000:.2f} "
+                f"ms/sequence × {self.n_sequences}")
 
 
 def sample_rows(n: int, count: int) -> list[int]:
@@ -59,58 +65,64 @@ def run_batches(plan: PassPlan) -> list[range]:
             for lo in range(shard.start, shard.stop, plan.batch_size)]
 
 
-def padded_tokens(plan: PassPlan, rows: range) -> int:
+def padded_tokens(plan: PassPlan, rows: Sequence[int]) -> int:
     """Tokens of one batch with its padding: rows × the longest row."""
     return len(rows) * max(len(plan.token_lists[r]) for r in rows)
 
 
-def strata(sizes: list[int], count: int) -> list[list[int]]:
-    """Batch indices ranked by size and cut into at most ``count`` groups of (nearly) equal count."""
-    ranked = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
-    count = max(1, min(count, len(ranked)))
-    return [ranked[g * len(ranked) // count:(g + 1) * len(ranked) // count] for g in range(count)]
+def median_batch(plan: PassPlan) -> range:
+    """The pass's batch of median padded size (the earlier one of equal sizes)."""
+    batches = run_batches(plan)
+    ranked = sorted(range(len(batches)), key=lambda i: (padded_tokens(plan, batches[i]), i))
+    return batches[ranked[len(ranked) // 2]]
+
+
+def fit_cost_line(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
+    """Seconds per batch and per padded token through two (padded tokens, seconds) samples; all per token when
+    the two sizes are equal or noise makes either part negative."""
+    (n_small, t_small), (n_large, t_large) = small, large
+    if n_large > n_small:
+        per_token = (t_large - t_small) / (n_large - n_small)
+        per_batch = t_small - per_token * n_small
+        if per_token > 0 and per_batch >= 0:
+            return per_batch, per_token
+    return 0.0, t_large / n_large
 
 
 def measure_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, labels: Labels,
-                 make: Callable[[list[int]], Accumulator], execution: Execution, n_strata: int = 4,
-                 budget_seconds: float = 30.0, warm_up: bool = True, graph_bytes_per_token: float = 0.0
-                 ) -> SampleMeasure:
-    """Time the median batch of each of ``n_strata`` size groups of the pass's batches (after a warm-up batch)
-    streamed into ``make(sample_lengths)``, and scale each to its group."""
+                 make: Callable[[list[int]], Accumulator], execution: Execution, budget_seconds: float = 2.0,
+                 max_repeats: int = 3) -> SampleMeasure:
+    """Time the first row and the first half of the pass's median batch, streamed into ``make(sample_lengths)``
+    (after an untimed warm-up of the first row), and scale the cost line through them to every batch."""
     batches = run_batches(plan)
-    sizes = [padded_tokens(plan, rows) for rows in batches]
-    groups = strata(sizes, n_strata)
-    chosen = [group[len(group) // 2] for group in groups]
-    smallest = groups[0][0]  # a cheap warm-up of the pass's own accumulator; the model's, at a real size, first
-    warm = [smallest, chosen[len(chosen) // 2]] if warm_up else [smallest]
-    order = warm + chosen
-    sample_rows_ = [r for b in order for r in batches[b]]
-    sample = [plan.token_lists[r] for r in sample_rows_]
-    accumulator = make([len(t) for t in sample])
-    items = stream(model, layers, _sample_batches(sample, [plan.first_targets[r] for r in sample_rows_],
-                                                  [len(batches[b]) for b in order], execution.device),
-                   len(order), labels, accumulator, "timing sample", quiet=True)
-    wait_for_device(next(items).loss)
-    if warm_up:
-        counter = _SavedTensorBytes(model)
-        with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda tensor: tensor):
-            second = next(items)
-        wait_for_device(second.loss)
-        graph_bytes_per_token = counter.total / second.batch.input_ids.numel()
-    timed: list[float] = []
+    median = median_batch(plan)
+    small, large = median[:1], median[:max(2, len(median) // 2)]
+    samples = [small] + [small, large] * max_repeats
+    rows = [r for sample in samples for r in sample]
+    accumulator = make([len(plan.token_lists[r]) for r in rows])
+    items = stream(model, layers, _sample_batches([plan.token_lists[r] for r in rows],
+                                                  [plan.first_targets[r] for r in rows],
+                                                  [len(sample) for sample in samples], execution.device),
+                   len(samples), labels, accumulator, "timing sample", quiet=True)
+    counter = _SavedTensorBytes(model)
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda tensor: tensor):
+        first = next(items)
+    wait_for_device(first.loss)
+    graph_bytes_per_token = counter.total / first.batch.input_ids.numel()
+    fastest = {id(small): float("inf"), id(large): float("inf")}
     begin = start = time.perf_counter()
-    for item in items:
+    for sample, item in zip(samples[1:], items):
         wait_for_device(item.loss)
         now = time.perf_counter()
-        timed.append(now - start)
-        if now - begin > budget_seconds:
+        fastest[id(sample)] = min(fastest[id(sample)], now - start)
+        if sample is large and now - begin > budget_seconds:
             break
         start = time.perf_counter()
     items.close()  # removes the hooks when timing stopped early
-    per_token = statistics.median(t / sizes[b] for t, b in zip(timed, chosen))
-    seconds = sum(timed[g] * sum(sizes[b] for b in group) / sizes[chosen[g]] if g < len(timed)
-                  else per_token * sum(sizes[b] for b in group) for g, group in enumerate(groups))
-    return SampleMeasure(seconds, len(plan.token_lists), graph_bytes_per_token, len(timed))
+    per_batch, per_token = fit_cost_line((padded_tokens(plan, small), fastest[id(small)]),
+                                         (padded_tokens(plan, large), fastest[id(large)]))
+    seconds = per_batch * len(batches) + per_token * sum(padded_tokens(plan, rows) for rows in batches)
+    return SampleMeasure(seconds, len(plan.token_lists), graph_bytes_per_token, per_batch, per_token)
 
 
 def _sample_batches(sample: list, first_targets: list[int], counts: list[int], device: torch.device):  # noqa: ANN202
