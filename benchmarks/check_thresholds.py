@@ -11,7 +11,8 @@ query gradient b is solved exactly, x = (G_ℓℓ + λI)⁻¹ b, and by the fitt
   they predict (what a user reads).
 
 Prints how well each cosine predicts the Pearson (rank correlation over all cases, and the smallest Pearson
-among cases at or above each candidate threshold), and writes the cases to a JSON file.
+among cases at or above each candidate threshold), and writes the cases to a JSON file. Also measures how far
+CG's true energy-norm error is from its delay-1 estimate (the last step's gain), which `check` doubles.
 
     PYTHONPATH=src python benchmarks/check_thresholds.py [--seeds 4] [--out benchmarks/results/check-thresholds.json]
 """
@@ -37,8 +38,9 @@ from wherefrom.data.corpus import TrainingSequence  # noqa: E402
 from wherefrom.models.loading import prepare_for_influence  # noqa: E402
 from wherefrom.models.selection import select_layers  # noqa: E402
 from wherefrom.options import FitOptions  # noqa: E402
+from wherefrom.solvers.iterative import conjugate_gradient  # noqa: E402
 from wherefrom.solvers.layout import Layout  # noqa: E402
-from wherefrom.solvers.preconditioned import layer_dampings  # noqa: E402
+from wherefrom.solvers.preconditioned import curvature_inverse, layer_dampings  # noqa: E402
 from wherefrom.solvers.trust import energy_cosine  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -93,6 +95,34 @@ def cases(make_model, hidden: int, seed: int) -> list[dict]:
     return rows
 
 
+def error_ratios(make_model, hidden: int, seed: int, iterations: int = 20) -> list[float]:
+    """CG's true energy-norm error ‖x - x_k‖_A / ‖x‖_A over its delay-1 estimate √((bᵀx_k - bᵀx_{k-1}) / bᵀx_k),
+    for every EK-FAC-preconditioned layer, query and iteration k ≥ 2 where the error is above 1e-3."""
+    model = prepare_for_influence(make_model(seed=seed, dtype=torch.float64, layers=1, hidden=hidden))
+    layers = select_layers(model, "mlp")
+    layout = Layout.of(layers)
+    fitted = corpus(12, seed)
+    sequences = [TrainingSequence(i, str(i), 0, len(t), tuple(t)) for i, t in enumerate(fitted)]
+    curvature = fit_curvature(model, layers, sequences, FitOptions(batch_size=4, seed=seed), quiet=True)
+    dampings = layer_dampings(curvature.layers, layout, None)
+    G = gauss_newton(model, layers, fitted)
+    b = torch.stack([sequence_gradient(model, layers, t) for t in corpus(16, seed + 200)[12:]])
+    A = layout.expand(dampings, torch.float64) * torch.eye(layout.size, dtype=torch.float64) + G
+    M = curvature_inverse(curvature.layers, layout, dampings)
+    solution = conjugate_gradient(lambda v: v @ A, b, iterations, preconditioner=M, quiet=True, blocks=layout.sizes)
+    ratios, lo = [], 0
+    for i, n in enumerate(layout.sizes):
+        exact = torch.linalg.solve(A[lo:lo + n, lo:lo + n], b[:, lo:lo + n].T).T
+        total = (b[:, lo:lo + n] * exact).sum(-1)
+        energies = solution.energies[:, :, i]
+        true = ((total - energies) / total).clamp_min(0).sqrt()
+        gain = ((energies[1:] - energies[:-1]).clamp_min(0) / energies[1:].clamp_min(1e-300)).sqrt()
+        ratios += [float(true[k, q] / gain[k - 1, q]) for k in range(2, iterations + 1) for q in range(b.shape[0])
+                   if true[k, q] > 1e-3 and gain[k - 1, q] > 0]
+        lo += n
+    return ratios
+
+
 def spearman(x: list[float], y: list[float]) -> float:
     rank = [torch.tensor(v).argsort().argsort().double() for v in (x, y)]
     return float(torch.corrcoef(torch.stack(rank))[0, 1])
@@ -130,7 +160,12 @@ def main() -> None:
         for hidden in (8, 12):
             for seed in range(args.seeds):
                 rows += cases(make_model, hidden, seed)
-    text = summary(rows)
+    ratios = torch.tensor([r for make_model in (tiny_llama, tiny_gpt2) for hidden in (8, 12)
+                           for seed in range(args.seeds) for r in error_ratios(make_model, hidden, seed)])
+    quantiles = ratios.quantile(torch.tensor([0.5, 0.9, 0.95], dtype=ratios.dtype)).tolist()
+    text = summary(rows) + (f"\n\nCG's energy-norm error against its delay-1 estimate (EK-FAC preconditioner, default "
+                            f"damping, {len(ratios)} iterations with error > 1e-3): ratio median {quantiles[0]:.2f}, "
+                            f"90th percentile {quantiles[1]:.2f}, 95th {quantiles[2]:.2f}, max {float(ratios.max()):.2f}")
     print(text)
     command = f"PYTHONPATH=src python benchmarks/check_thresholds.py --seeds {args.seeds}"
     columns = list(rows[0])
