@@ -88,21 +88,31 @@ class GradientIndex:
             name: p.to(device) for name, p in self.layer_projections.items()}
         return replace(self, layer_projections=moved, device=device)
 
+    def attach(self, run: FactorRun) -> None:
+        """Make the projections from ``run`` now (the run given, which may have moved since the index was built),
+        so that factors changed since the build are refused before any work."""
+        self.run = run
+        if self.manifest["format"] not in OWN_BASES:
+            self.layer_projections = self._projections_from_run()
+
     @property
     def projections(self) -> dict[str, LayerProjection]:
-        """Each layer's projection: Q_S, Q_A and Λ read from the run's factors (checked against the fingerprint the
-        index recorded of them), the kept entries or a sketch's hash from the index."""
+        """Each layer's projection (made from the run's factors when first needed, unless :meth:`attach` did)."""
         if self.layer_projections is None:
-            run = self.run if self.run is not None else load_run(self.run_folder)
-            curvatures = {name: run.curvature.layers[name] for name in self.layer_names}
-            if factors_digest(curvatures) != self.manifest.get("run_factors"):
-                raise WherefromError(f"the index {self.folder} was built from other factors than its run holds now "
-                                     f"(fitted again since?); {_REBUILD}")
-            compression = self.manifest["compression"]
-            self.layer_projections = {
-                entry["name"]: from_run(curvatures[entry["name"]], entry, compression, _layer_part(self.stored, entry))
-                .to(self.device) for entry in self.manifest["layers"]}
+            self.layer_projections = self._projections_from_run()
         return self.layer_projections
+
+    def _projections_from_run(self) -> dict[str, LayerProjection]:
+        """Q_S, Q_A and Λ read from the run's factors (checked against the fingerprint the index recorded of them),
+        with the kept entries or a sketch's hash from the index."""
+        run = self.run if self.run is not None else load_run(self.run_folder)
+        curvatures = {name: run.curvature.layers[name] for name in self.layer_names}
+        if factors_digest(curvatures) != self.manifest.get("run_factors"):
+            raise WherefromError(f"the index {self.folder} was built from other factors than its run holds now "
+                                 f"(fitted again since?); {_REBUILD}")
+        return {entry["name"]: from_run(curvatures[entry["name"]], entry, self.manifest["compression"],
+                                        _layer_part(self.stored, entry)).to(self.device)
+                for entry in self.manifest["layers"]}
 
     @classmethod
     def open(cls, folder: str | Path) -> GradientIndex:
@@ -309,12 +319,12 @@ def _layer_projection(entry: dict[str, Any], tensors: dict[str, torch.Tensor], c
 
 
 def check_index_matches(index: GradientIndex, run: FactorRun, corpus_fingerprint: str) -> None:
-    """Refuse an index built from another fitted run or another corpus than the one being scored; the index then
-    makes its projections from ``run`` (the run given, which may have moved since the index was built)."""
+    """Refuse an index built from another fitted run or another corpus than the one being scored, or from factors
+    the run no longer holds; the index then has its projections from ``run`` (:meth:`GradientIndex.attach`)."""
     if index.manifest["run_job"] != run.manifest["job"]:
         raise WherefromError(f"the index {index.folder} was built from another fitted run ({index.manifest['run']}); "
                              "build it again with `wherefrom index --run RUN` for this run.")
     if index.manifest["corpus_fingerprint"] != corpus_fingerprint:
         raise WherefromError(f"the index {index.folder} holds another corpus than {index.manifest['corpus']} gives now "
                              "(other text, or other --max-length/--pack); rebuild the index for this corpus.")
-    index.run = run
+    index.attach(run)
