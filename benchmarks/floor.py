@@ -6,13 +6,27 @@ This script times exactly that, with nothing else:
 - pass: one forward and one backward per batch, the backward computing gradients with respect to the tracked
   MLP layers' outputs only (parameters frozen, the embedding output requires grad so autograd walks the whole
   network, no weight gradient is formed);
-- eigh: torch.linalg.eigh in float64 of a random symmetric matrix of each factor's shape (A: in x in per distinct
+- eigh: float64 LAPACK dsyevd (scipy's on the CPU, the fastest float64 route measured there; torch's on a GPU)
+  of a random symmetric matrix of each factor's shape (A: in x in per distinct
   layer input, so gate_proj and up_proj share one; S: out x out per layer).
 Writes a JSON with the timings: fit_s = 2 passes + eigh, score_s = 1 pass, total_s = 3 passes + eigh, the same
 in CPU seconds of the process (fit_cpu_s, score_cpu_s, total_cpu_s), and the tokens per second of one pass.
 
+The passes and eigh are not all of EK-FAC's arithmetic: it must also form the covariance products, rotate every
+token's ā and Ds into the eigenbases for the correction, precondition the queries and contract them with the
+training gradients. With --products (the default) these are timed too, on random tensors of the workload's shapes
+(batch by batch, as many batches as the corpus has), and reported as ekfac_fit_s / ekfac_score_s /
+ekfac_total_s = the floor above plus them (products_s per kind), the line "floor + EK-FAC products":
+- covariance: per batch, ā āᵀ once per distinct layer input and Ds Dsᵀ per layer, [B·T, d] by [B·T, d] (the
+  symmetric rank-k product, half a matrix product's work, on the CPU; a matrix product on a GPU);
+- correction: per batch and layer, ā Q_A (once per distinct input) and Ds Q_S, the per-sequence products
+  (Ds Q_S)ᵀ (ā Q_A) [B, out, in], and their squares summed;
+- precondition: per layer, Q_S R Q_Aᵀ for the queries' [Q, out, in] (R: the damped rotated query gradients);
+- contraction: per batch and layer, the per-sequence products Dsᵀ ā [B, out, in] and their inner products
+  with the Q preconditioned queries.
+
   python benchmarks/floor.py --model DIR --corpus corpus.jsonl --out floor.json [--batch-size 8]
-      [--device cuda --dtype bfloat16] [--passes 3] [--eigh-once-per-size]
+      [--device cuda --dtype bfloat16] [--passes 3] [--eigh-once-per-size] [--no-products] [--queries 4]
 
 On a GPU every timing synchronises the device first, and one untimed batch warms the kernels up. With
 --eigh-once-per-size each distinct factor size is decomposed once and its time counted for every factor of
@@ -26,8 +40,11 @@ import json
 import time
 from pathlib import Path
 
+import scipy.linalg
 import torch
 import torch.nn.functional as F
+from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 from transformers import AutoModelForCausalLM
 
 from benchmarks.workload import corpus_token_ids, mlp_linear_names
@@ -83,6 +100,14 @@ def factor_sizes(model: torch.nn.Module, names: list[str]) -> list[int]:
     return sizes
 
 
+def eigh(matrix: torch.Tensor) -> None:
+    """Float64 eigendecomposition, eigenvectors included: scipy's dsyevd on the CPU, torch's on a GPU."""
+    if matrix.device.type == "cpu":
+        scipy.linalg.eigh(matrix.numpy(), driver="evd", check_finite=False)
+    else:
+        torch.linalg.eigh(matrix)
+
+
 def timed_eigendecompositions(
     sizes: list[int], device: torch.device, once_per_size: bool, seed: int = 0
 ) -> tuple[float, float]:
@@ -100,11 +125,84 @@ def timed_eigendecompositions(
         matrix = half @ half.T / size
         synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        torch.linalg.eigh(matrix)
+        eigh(matrix)
         synchronize(device)
         total += (time.perf_counter() - start) * (counts[size] if counts else 1)
         total_cpu += (time.process_time() - cpu_start) * (counts[size] if counts else 1)
     return total, total_cpu
+
+
+def layer_shapes(model: torch.nn.Module, names: list[str]) -> list[tuple[int, int, bool]]:
+    """(in, out, shares its input with the layer before) per tracked layer: gate_proj and up_proj read one ā."""
+    modules = dict(model.named_modules())
+    shapes, seen_blocks = [], set()
+    for name in names:
+        block, projection = name.rsplit(".", 1)
+        shared = projection in ("gate_proj", "up_proj") and block in seen_blocks
+        if projection in ("gate_proj", "up_proj"):
+            seen_blocks.add(block)
+        shapes.append((modules[name].in_features, modules[name].out_features, shared))
+    return shapes
+
+
+def add_gram(total: torch.Tensor, x: torch.Tensor) -> None:
+    """total += xᵀx: the symmetric rank-k update (BLAS syrk, upper triangle only) on the CPU, a product on a GPU."""
+    if x.device.type == "cpu":
+        syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
+        syrk(1.0, x.numpy().T, beta=1.0, c=total.numpy().T, trans=0, lower=1, overwrite_c=1)
+    else:
+        total.addmm_(x.T, x)
+
+
+def timed_products(shapes: list[tuple[int, int, bool]], n_batches: int, batch: int, length: int, queries: int,
+                   device: torch.device, dtype: torch.dtype) -> dict[str, tuple[float, float]]:
+    """Wall and CPU seconds of the EK-FAC products beyond the passes (module docstring), on random tensors of the
+    workload's shapes: each kind is timed on one batch and counted ``n_batches`` times (precondition: once)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*size: int, kind: torch.dtype = dtype) -> torch.Tensor:
+        return torch.randn(*size, generator=generator).to(device, kind)
+
+    accumulate = torch.float32 if dtype != torch.float64 else torch.float64
+    a = {n_in: rand(batch, length, n_in) for n_in, _, _ in shapes}
+    ds = {n_out: rand(batch, length, n_out) for _, n_out, _ in shapes}
+    bases = {d: torch.linalg.qr(rand(d, d, kind=torch.float64))[0].to(dtype) for d in {*a, *ds}}
+    sums = {(n_in, n_out): torch.zeros(n_out, n_in, dtype=accumulate, device=device) for n_in, n_out, _ in shapes}
+    grams = {d: torch.zeros(d, d, dtype=accumulate, device=device) for d in {*a, *ds}}
+    V = {(n_in, n_out): rand(queries, n_out, n_in) for n_in, n_out, _ in shapes}
+
+    def covariance() -> None:
+        for n_in, n_out, shared in shapes:
+            if not shared:
+                add_gram(grams[n_in], a[n_in].reshape(-1, n_in).to(accumulate))
+            add_gram(grams[n_out], ds[n_out].reshape(-1, n_out).to(accumulate))
+
+    def correction() -> None:
+        rotated_a = None
+        for n_in, n_out, shared in shapes:
+            rotated_a = rotated_a if shared else a[n_in] @ bases[n_in]
+            DW = torch.bmm((ds[n_out] @ bases[n_out]).transpose(1, 2), rotated_a)
+            sums[n_in, n_out] += DW.square().sum(0, dtype=accumulate)
+
+    def precondition() -> None:
+        for n_in, n_out, _ in shapes:
+            bases[n_out] @ V[n_in, n_out] @ bases[n_in].T
+
+    def contraction() -> None:
+        for n_in, n_out, _ in shapes:
+            DW = torch.bmm(ds[n_out].transpose(1, 2), a[n_in])
+            V[n_in, n_out].reshape(queries, -1) @ DW.reshape(batch, -1).T
+
+    timings = {}
+    for name, work, repeats in (("covariance", covariance, n_batches), ("correction", correction, n_batches),
+                                ("precondition", precondition, 1), ("contraction", contraction, n_batches)):
+        work()  # warm-up
+        synchronize(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        work()
+        synchronize(device)
+        timings[name] = ((time.perf_counter() - start) * repeats, (time.process_time() - cpu_start) * repeats)
+    return timings
 
 
 def fit_and_score(passes: list[float], eigh: float) -> tuple[float, float]:
@@ -123,10 +221,14 @@ def main() -> None:
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--passes", type=int, default=3, help="timed passes (fit = the first two, score = the third)")
     parser.add_argument("--eigh-once-per-size", action="store_true", help="time each distinct factor size once")
+    parser.add_argument("--no-products", dest="products", action="store_false",
+                        help="leave out the EK-FAC products (covariances, rotations, preconditioning, contraction)")
+    parser.add_argument("--queries", type=int, default=4, help="queries the products' scoring part assumes")
     args = parser.parse_args()
     if args.passes < 1:
         parser.error("--passes must be at least 1")
     device = torch.device(args.device)
+    threadpool_limits(torch.get_num_threads(), user_api="blas")  # scipy's BLAS with torch's thread count
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype]).to(device).eval()
     model.requires_grad_(False)
@@ -164,6 +266,22 @@ def main() -> None:
         "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(),
     }
+    if args.products:
+        products = timed_products(layer_shapes(model, names), len(batches), args.batch_size, int(ids.shape[1]),
+                                  args.queries, device, DTYPES[args.dtype])
+        fit_products = [products[k] for k in ("covariance", "correction")]
+        score_products = [products[k] for k in ("precondition", "contraction")]
+        result.update({
+            "products_s": {k: wall for k, (wall, _) in products.items()},
+            "products_cpu_s": {k: cpu for k, (_, cpu) in products.items()},
+            "ekfac_fit_s": fit_s + sum(wall for wall, _ in fit_products),
+            "ekfac_score_s": score_s + sum(wall for wall, _ in score_products),
+            "ekfac_fit_cpu_s": fit_cpu_s + sum(cpu for _, cpu in fit_products),
+            "ekfac_score_cpu_s": score_cpu_s + sum(cpu for _, cpu in score_products),
+            "queries": args.queries,
+        })
+        result["ekfac_total_s"] = result["ekfac_fit_s"] + result["ekfac_score_s"]
+        result["ekfac_total_cpu_s"] = result["ekfac_fit_cpu_s"] + result["ekfac_score_cpu_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

