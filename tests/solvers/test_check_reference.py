@@ -19,7 +19,7 @@ from wherefrom.solvers.layout import Layout
 from wherefrom.solvers.preconditioned import curvature_inverse
 from wherefrom.solvers.reference import like_with_like
 from wherefrom.solvers.sample import flat_gradients
-from wherefrom.solvers.trust import CheckOptions, energy_cosine, trust_check
+from wherefrom.solvers.trust import CheckOptions, cg_verdict, energy_cosine, trust_check
 
 TOKENIZER = char_tokenizer()
 TOKENS = [TOKENIZER(t)["input_ids"][:14] for t in TEXTS[:6]]
@@ -141,3 +141,14 @@ def test_the_energy_cosine_is_that_of_the_exact_solution_and_a_bound_before():
             pytest.approx(float(expected.mean()), abs=1e-10)
         assert bound.energy_cosine >= got.energy_cosine - 1e-12  # two iterations: an upper bound
         assert got.verdict != "inconclusive" and got.solver_error < 1e-6
+
+
+@pytest.mark.parametrize(("bound", "error", "word"), [
+    (0.65, 1.0, "not trustworthy"),  # the bound alone settles it: cos_A ≤ 0.65 whatever CG does next
+    (0.80, 0.05, "roughly right"),  # converged (error ≤ tolerance 0.1)
+    (0.95, 0.30, "trustworthy"),  # unconverged, but cos_A ∈ [0.95 √(1 - 0.09), 0.95] = [0.906, 0.95]
+    (0.93, 0.30, "inconclusive"),  # cos_A ∈ [0.887, 0.93] straddles 0.9
+    (0.75, 0.30, "roughly right"),  # [0.715, 0.75]
+])
+def test_a_stopped_solver_gives_the_verdict_its_interval_allows(bound, error, word):
+    assert cg_verdict(bound, error, 0.1) == word
