@@ -243,7 +243,7 @@ def test_the_api_is_described_by_an_openapi_schema(client):
             "/api/questions/{job_id}/report", "/api/answer"} <= set(schema["paths"])
     assert {"AskRequest", "AnswerView", "JobView", "ErrorReply"} <= set(schema["components"]["schemas"])
     info = client.get("/api/info").json()
-    assert info["n_sequences"] == len(client.app.state.session.sequences) and "nats" in info["units"]
+    assert info["n_sequences"] == len(client.app.state.loader.get().sequences) and "nats" in info["units"]
 
 
 def test_with_a_full_size_index_the_answer_ranks_like_the_exact_scan(explorer_demo, independent, tmp_path_factory):

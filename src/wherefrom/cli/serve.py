@@ -35,7 +35,9 @@ def serve(
         import torch
         import uvicorn
 
-        from wherefrom.explorer import ExplorerSession, create_app
+        from wherefrom.explorer.app import create_app
+        from wherefrom.explorer.demo_folder import demo_sources
+        from wherefrom.explorer.loading import SessionLoader
 
         if not 0 <= port <= 65535:
             raise WherefromError(f"--port must be between 0 and 65535, got {port}.")
@@ -45,12 +47,25 @@ def serve(
             err.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine can ask "
                       "questions and read the training corpus. Use --host 127.0.0.1 to keep it local.")
         torch.set_num_threads(threads)
-        err.print("loading the model, curvature and corpus…")
         execution = ExecutionOptions(device=device, dtype=dtype)
-        session = ExplorerSession.open(run, corpus, index, execution) if (run or index) else \
-            ExplorerSession.from_demo(demo, execution)
-        err.print(f"wherefrom explorer: [bold]http://{_url_host(host)}:{port}/[/] (API docs at /docs; Ctrl+C stops)")
-        uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
+        sources = (run, index) if (run or index) else demo_sources(demo)  # no demo there: refused before serving
+
+        def open_session():  # noqa: ANN202 - in the loader's thread, while the page is served
+            from wherefrom.explorer.session import ExplorerSession
+
+            return ExplorerSession.open(sources[0], corpus, sources[1], execution)
+
+        servers: list[uvicorn.Server] = []  # the page is served while the session opens; a failure stops it
+        loader = SessionLoader(open_session, on_failure=lambda error: [setattr(s, "should_exit", True) for s in servers])
+        server = uvicorn.Server(uvicorn.Config(create_app(loader), host=host, port=port, log_level="warning"))
+        servers.append(server)
+        if loader.ready:
+            loader.get()  # it failed before the server existed
+        err.print(f"wherefrom explorer: [bold]http://{_url_host(host)}:{port}/[/] (API docs at /docs; Ctrl+C stops); "
+                  "loading the model, curvature and corpus…")
+        server.run()
+        if loader.ready:
+            loader.get()  # the one-line reason the session could not open (exit 2)
 
     run_action(action)
 

@@ -2,6 +2,8 @@
 /openapi.json, interactive docs at /docs).
 
 Questions become jobs answered one after the other; the page polls a job for progress and the streamed answer.
+Given a :class:`SessionLoader`, the page and its static files are served while the session opens; the API waits
+for it.
 Every error reply is JSON ``{"error": message}`` with a 4xx status for a bad request, never a traceback.
 """
 
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,13 +24,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wherefrom.errors import WherefromError
-from wherefrom.explorer.answer import Answer, answer
 from wherefrom.explorer.jobs import Job, JobQueue
+from wherefrom.explorer.loading import SessionLoader
 from wherefrom.explorer.schemas import AnswerView, AskRequest, ErrorReply, Info, JobView
-from wherefrom.explorer.session import ExplorerSession
-from wherefrom.outputs.report import write_report
 from wherefrom.scoring.results import SIGN_AND_UNITS
 from wherefrom.version import __version__
+
+if TYPE_CHECKING:  # both import the model's whole stack: the page is served before they are loaded
+    from wherefrom.explorer.answer import Answer
+    from wherefrom.explorer.session import ExplorerSession
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -36,9 +41,11 @@ ERRORS = {400: {"model": ErrorReply}, 404: {"model": ErrorReply}, 409: {"model":
           422: {"model": ErrorReply}}
 
 
-def create_app(session: ExplorerSession) -> FastAPI:
-    """The app serving ``session``: one worker answers the questions in the order they come."""
+def create_app(session: ExplorerSession | SessionLoader) -> FastAPI:
+    """The app serving ``session`` (or the session a loader is opening): one worker answers the questions in the
+    order they come."""
     jobs = JobQueue()
+    loader = session if isinstance(session, SessionLoader) else SessionLoader.loaded(session)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +55,7 @@ def create_app(session: ExplorerSession) -> FastAPI:
     app = FastAPI(title="wherefrom explorer", version=__version__, responses=ERRORS, lifespan=lifespan,
                   description="Ask a question of the model and see which training sequences influenced its answer. "
                               "Scores: " + SIGN_AND_UNITS + ".")
-    app.state.session, app.state.jobs = session, jobs
+    app.state.loader, app.state.jobs = loader, jobs
     app.mount("/static", StaticFiles(directory=str(files("wherefrom.explorer") / "static")), name="static")
     _add_error_handlers(app)
     page = _environment().get_template("explorer.html.j2")
@@ -67,11 +74,11 @@ def create_app(session: ExplorerSession) -> FastAPI:
 
     @app.get("/api/info", response_model=Info, summary="What the server serves")
     def info() -> Info:
-        return Info(**session.describe(), units=SIGN_AND_UNITS)
+        return Info(**loader.get().describe(), units=SIGN_AND_UNITS)
 
     @app.post("/api/questions", response_model=JobView, status_code=202, summary="Ask a question (returns a job)")
     def ask(request: AskRequest) -> JobView:
-        job = jobs.submit(_work(session, request))
+        job = jobs.submit(_work(loader.get(), request))
         return _job_view(jobs, job, 0)
 
     @app.get("/api/questions/{job_id}", response_model=JobView, summary="Progress, streamed answer and result")
@@ -91,6 +98,8 @@ def create_app(session: ExplorerSession) -> FastAPI:
         job = _job(jobs, job_id)
         if job.status != "done":
             raise HTTPException(409, f"question {job_id} is {job.status}; a report exists once it is done.")
+        from wherefrom.outputs.report import write_report
+
         with tempfile.TemporaryDirectory() as folder:
             path = write_report(job.result.result, Path(folder) / "report.html", top_k=len(job.result.view.top),
                                 title=f"wherefrom explorer: {job.result.view.prompt}", n_bootstrap=bootstraps)
@@ -99,7 +108,7 @@ def create_app(session: ExplorerSession) -> FastAPI:
 
     @app.post("/api/answer", response_model=AnswerView, summary="Ask and wait for the answer (for scripts)")
     def answer_now(request: AskRequest) -> AnswerView:
-        job = jobs.submit(_work(session, request))
+        job = jobs.submit(_work(loader.get(), request))
         job.finished.wait()
         if job.status == "failed":
             raise HTTPException(422, job.error)
@@ -124,6 +133,8 @@ def _work(session: ExplorerSession, request: AskRequest):  # noqa: ANN202 - a jo
         query = session.make_query(request.prompt, request.completion)
     except WherefromError as error:
         raise HTTPException(400, str(error)) from None
+
+    from wherefrom.explorer.answer import answer  # loaded with the session (SessionLoader), not with the page
 
     def work(job: Job) -> Answer:
         return answer(session, query, request, job)

@@ -14,15 +14,13 @@ from wherefrom.data.corpus import TrainingSequence, corpus_fingerprint
 from wherefrom.data.queries import Query, parse_query
 from wherefrom.engine.execution import Execution
 from wherefrom.errors import WherefromError
+from wherefrom.explorer.demo_folder import DEMO_FOLDER, demo_sources
 from wherefrom.index import GradientIndex
 from wherefrom.index.store import check_index_matches
 from wherefrom.models.loading import LoadedModel
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.options import ExecutionOptions, ScoreOptions
 
-DEMO_FOLDER = "wherefrom-demo"  # where `wherefrom demo` writes by default
-DEMO_RUN = "run-ekfac"
-DEMO_INDEX = "index"
 BLOCK_NAMES = {3: ("lower", "middle", "upper"), 2: ("lower", "upper"), 1: ()}
 
 
@@ -68,8 +66,9 @@ class ExplorerSession:
         curvature = FittedCurvature({layer.name: opened.curvature.layers[layer.name] for layer in layers},
                                     opened.curvature.n_sequences, opened.curvature.n_tokens)
         texts = loaded.tokenizer.batch_decode([list(s.input_ids) for s in sequences])
-        flat = iter(loaded.tokenizer.batch_decode([[t] for s in sequences for t in s.input_ids]))
-        pieces = [[next(flat) for _ in s.input_ids] for s in sequences]
+        ids = sorted({t for s in sequences for t in s.input_ids})  # each token is decoded alone: once per id
+        piece_of = dict(zip(ids, loaded.tokenizer.batch_decode([[t] for t in ids]), strict=True))
+        pieces = [[piece_of[t] for t in s.input_ids] for s in sequences]
         sources = {"model": loaded.source, "run": str(run), "corpus": str(corpus_path),
                    "index": "" if index is None else str(index), "strategy": opened.factors.strategy}
         return cls(loaded, layers, curvature, sequences, texts, pieces, options, layer_thirds([x.name for x in layers]),
@@ -79,13 +78,8 @@ class ExplorerSession:
     def from_demo(cls, folder: str | Path = DEMO_FOLDER, execution: ExecutionOptions = ExecutionOptions()
                   ) -> ExplorerSession:
         """The model and corpus of a folder written by `wherefrom demo` (its EK-FAC run; its index if built)."""
-        folder = Path(folder)
-        run = folder / DEMO_RUN
-        if not (run / "manifest.json").is_file():
-            raise WherefromError(f"{folder} holds no demo run ({run} is missing): run `wherefrom demo` first, or "
-                                 "give --index INDEX or --run RUN --corpus CORPUS.")
-        index = folder / DEMO_INDEX
-        return cls.open(run, index=index if (index / "manifest.json").is_file() else None, execution=execution)
+        run, index = demo_sources(folder)
+        return cls.open(run, index=index, execution=execution)
 
     def make_query(self, prompt: str, completion: str | None) -> Query:
         """A query from the page's text (``completion`` None: the model will write it); WherefromError if unusable."""
