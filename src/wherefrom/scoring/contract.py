@@ -23,7 +23,7 @@ from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
-from wherefrom.scoring.units import layer_split, to_units, token_products
+from wherefrom.scoring.units import layer_split, to_units, token_terms
 
 
 class ScoreAccumulator(Accumulator):
@@ -175,7 +175,7 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
         left = torch.einsum("bto,qor->qbtr", ds, V.U)
         right = torch.einsum("bti,qir->qbtr", a, V.W)
         return (left * right).sum(-1)
-    return torch.cat([product.sum(-1) for product in token_products(V, layer, "row")])
+    return token_terms(V, layer)
 
 
 def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.Tensor, a: torch.Tensor

