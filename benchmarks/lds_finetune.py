@@ -84,7 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=WORK / "lds-finetune")
     parser.add_argument("--models", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--learning-rate", default="2e-3")
     parser.add_argument("--methods", default="identity,ekfac")  # each further method costs passes over the corpus
     parser.add_argument("--fillers", type=int, default=72, help="filler documents kept (the world has 190)")
     parser.add_argument("--threads", type=int, default=2)
@@ -98,7 +99,8 @@ def main() -> None:
 
     def command(models: int) -> list[str]:
         return ["wherefrom", "validate", "lds", "--model", str(base), "--corpus", str(corpus), "--queries",
-                str(queries), "--recipe", "lora", "--epochs", str(args.epochs), "--models", str(models),
+                str(queries), "--recipe", "lora", "--epochs", str(args.epochs),
+                "--learning-rate", args.learning_rate, "--models", str(models),
                 "--methods", args.methods, "--threads", str(args.threads), "--out", str(out)]
 
     if args.dry_run:
