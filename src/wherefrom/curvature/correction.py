@@ -56,12 +56,9 @@ class CorrectionAccumulator(SummedTensors):
         DW = self.workspace.get("DW", (ds.shape[0], ds.shape[2], rotated_a.shape[2]), ds.dtype)
         torch.bmm(ds.transpose(1, 2), rotated_a, out=DW)  # rotated per-sequence gradients
         total = self.sums[name]
-        if DW.dtype == total.dtype:  # square the scratch in place and sum the batch in one reduction
-            squares = torch.sum(DW.square_(), dim=0)
-        else:  # a half-precision model: each square formed in the sums' float32, in place
-            squares = total if not self.on_host else self.workspace.get("squares", total.shape, total.dtype).zero_()
-            for sequence in DW:
-                squares.addcmul_(sequence, sequence)
+        squares = total if not self.on_host else self.workspace.get("squares", total.shape, total.dtype).zero_()
+        for sequence in DW:  # in place: no [B, out, in] temporary for the squares
+            squares.addcmul_(sequence, sequence)
         if squares is not total:
             total += squares.to(total.device)
 
