@@ -38,6 +38,6 @@ def _eigh(symmetric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ascending eigenvalues and orthonormal eigenvectors (columns) of a float64 symmetric matrix."""
     if symmetric.device.type != "cpu":
         return torch.linalg.eigh(symmetric)
-    with scipy_threads_like_torch():
-        values, vectors = scipy.linalg.eigh(symmetric.numpy(), driver="evd", check_finite=False, overwrite_a=True)
+    with scipy_threads_like_torch():  # the transpose is the same symmetric matrix, column-major: LAPACK copies nothing
+        values, vectors = scipy.linalg.eigh(symmetric.numpy().T, driver="evd", check_finite=False, overwrite_a=True)
     return torch.from_numpy(values), torch.from_numpy(vectors).contiguous()
