@@ -27,7 +27,9 @@ def demo(
     moe: bool = typer.Option(False, "--moe", help="The built-in world on a mixture-of-experts model (8 experts, "
                                                   "top-2, the dense model's active width; 4 experts with --reduced), "
                                                   "into OUT/moe: which experts carry the facts, in English and French."),
-    threads: int = typer.Option(2, help="CPU threads for training the demo model."),
+    threads: int | None = typer.Option(None, help="CPU threads for training the demo model (default 2; 1 with --sizes "
+                                                  "and --checkpoints, whose models are so small that a second "
+                                                  "thread gains little and, on a busy machine, costs 5-40x)."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
     device: str = DEVICE,
     dtype: str = DTYPE,
@@ -48,8 +50,8 @@ def demo(
         if len(chosen) > 1:
             raise WherefromError(f"{' and '.join(chosen)} are different demos; run them one at a time.")
         if sizes or checkpoints:
-            _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, threads, quiet, execution, checkpoints,
-                        bootstraps)
+            _sizes_demo(out / ("sizes" if sizes else "checkpoints"), reduced, 1 if threads is None else threads, quiet,
+                        execution, checkpoints, bootstraps)
             return
         if choice(model, ("builtin", "smollm2"), "--model") == "smollm2":
             report_path, result = run_smollm2_demo(out, default_cache_root(), quiet, bootstraps, execution)
@@ -59,7 +61,8 @@ def demo(
         config = reduced_config() if reduced else DemoConfig()
         if moe:
             config = moe_config(config, experts=4 if reduced else 8)
-        summary = run_demo(out / "moe" if moe else out, config, threads, quiet, bootstraps, execution)
+        summary = run_demo(out / "moe" if moe else out, config, 2 if threads is None else threads, quiet, bootstraps,
+                           execution)
         print_demo_summary(summary)
 
     run_action(action)
