@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 from collections.abc import Sequence
 from urllib.parse import quote
@@ -21,7 +22,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from wherefrom.analysis import PowerLawFit, ccdf
 from wherefrom.analysis.layers import LayerHeatmap
@@ -35,6 +36,7 @@ _BETWEEN_ELEMENTS = re.compile(r">\s+<")
 _USE = re.compile(r'(<use xlink:href="#([^"]+)"[^>]*?) style="([^"]*)"')  # a marker (tick, dot) placed once
 _DEFINITION = re.compile(r'(<path id="([^"]+)"[^>]*?) style="([^"]*)"')
 _URI_SAFE = " /:;=,.-_()!*~+@?$[]{}|^`"  # kept as they are in a percent-encoded SVG (never & < > " ' # % or a newline)
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
 _STYLE = {
     "font.family": "DejaVu Sans",
@@ -70,6 +72,8 @@ def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
         axes.set_xlabel("influence (nats per N copies)")
         axes.set_ylabel("1 - CDF  (share of positive scores >= x)")
         axes.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on a short log range
+        for axis in (axes.xaxis, axes.yaxis):  # plain text: laying out mathtext labels took most of the plot's time
+            axis.set_major_formatter(FuncFormatter(_power_of_ten))
         axes.legend(frameon=False, loc="lower left")  # a falling CCDF leaves that corner empty
         figure.tight_layout()
         return _svg_uri(figure)
@@ -110,6 +114,14 @@ def _dots(axes: Axes, x: np.ndarray, y: np.ndarray, colour: str, label: str) -> 
     path.should_simplify = False  # its segments have length 0: simplification would drop them
     axes.add_patch(PathPatch(path, facecolor="none", edgecolor=colour, linewidth=2.4, capstyle="round"))
     axes.plot([], [], ".", color=colour, markersize=3, label=label)
+
+
+def _power_of_ten(value: float, _position: int) -> str:
+    """A log axis's major tick as text: 10 with a Unicode exponent for a power of ten, else the number."""
+    exponent = math.log10(value) if value > 0 else math.nan
+    if math.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9:
+        return "10" + str(round(exponent)).translate(_SUPERSCRIPTS)
+    return f"{value:g}"
 
 
 def _block_label(first: int, last: int) -> str:
