@@ -8,7 +8,7 @@
    the timing depends on the shape, not on the values), memory-mapped from disk as `wherefrom` opens it, and one
    query contracted with every row (`GradientIndex.contract`), first call and best of ``--repeats``.
    For a sketch, ``--paths`` times the host's two contractions alternated in the same run (the bit planes of
-   index/bitplanes.py, numba, and the unpacked bits through torch's int8 kernel) for 1, 2, 4 and 8 query rows,
+   index/bitplanes.py, numba, and the unpacked bits through torch's int8 kernel) for 1, 2, 4 and 8 query rows (``--rows``),
    and measures how far each is from float64 products on the first ``--checked`` rows: largest error over the
    largest score, and how many of float64's top 100 of those rows each puts in its own top 100.
 2. With ``--run``: the query's side on the real model: its gradient (one forward and backward pass) and its
@@ -90,16 +90,17 @@ def on_path(path: str, action: Callable[[], torch.Tensor]) -> Callable[[], torch
     return run
 
 
-def compare_paths(index: GradientIndex, repeats: int, checked: int) -> dict[str, object]:
-    """Both host contractions of a sketch, alternated, for 1-8 query rows; and their error against float64."""
+def compare_paths(index: GradientIndex, repeats: int, checked: int, row_counts: list[int]) -> dict[str, object]:
+    """Both host contractions of a sketch, alternated, for each of ``row_counts`` query rows; and their error
+    against float64."""
     if store.plane_kernel() is None:
         raise SystemExit("--paths needs numba (pip install 'wherefrom[fast]')")
     generator = torch.Generator().manual_seed(1)
-    queries = torch.randn(8, index.values, generator=generator)
+    queries = torch.randn(max(row_counts), index.values, generator=generator)
     on_path("planes", lambda: index.contract(queries[:1]))()  # numba's compilation (or its disk cache) first
     times: dict[str, dict[str, list[float]]] = {"planes": {}, "unpacked": {}}
     cpu: dict[str, dict[str, list[float]]] = {"planes": {}, "unpacked": {}}
-    for rows in (1, 2, 4, 8):
+    for rows in row_counts:
         for _ in range(repeats):
             for path in times:
                 clock, processor = time.perf_counter(), time.process_time()
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--paths", action="store_true", help="a sketch: time both host contractions, alternated")
     parser.add_argument("--checked", type=int, default=BLOCK_ROWS, help="rows compared with float64 (--paths; at most "
                         "the generated block, which repeats)")
+    parser.add_argument("--rows", default="1,2,4,8", help="numbers of query rows timed (--paths)")
     parser.add_argument("--work", type=Path, default=Path("bench-work/index-latency"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -186,7 +188,7 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0], "cpu_threads": torch.get_num_threads(),
     }
     if args.paths:
-        result["paths"] = compare_paths(index, args.repeats, args.checked)
+        result["paths"] = compare_paths(index, args.repeats, args.checked, [int(n) for n in args.rows.split(",")])
         result["load_average_1min_after"] = os.getloadavg()[0]
     if args.run is not None:
         result.update(query_side(args.run, args.queries, args.budget, args.compression, args.rescore, args.repeats))

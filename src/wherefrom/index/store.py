@@ -62,7 +62,7 @@ _CHUNK_ELEMENTS = 1 << 26  # index values contracted at a time (128 MB of float1
 _SIGN_CHUNK_ELEMENTS = 1 << 24  # a sketch's buckets at a time: 16 MB unpacked, written and read while in cache
 _PLANE_CHUNK_BYTES = 1 << 24  # a sketch's packed bits read at a time by bit planes (nothing is unpacked)
 KERNEL_BLOCK = 64  # the host's int8 kernel reads a row's columns in whole blocks of this many (no tail)
-PLANE_QUERY_ROWS = 4  # up to this many query rows a sketch's bit planes beat unpacking the bits (measured: docs/index.md)
+PLANE_QUERY_ROWS = 8  # up to this many query rows a sketch's bit planes beat unpacking the bits (measured: docs/index.md)
 
 
 @dataclass
