@@ -1,8 +1,9 @@
 """The disk an index takes beside its run: every file of both folders, measured after a real build.
 
-    python benchmarks/index_disk.py --run RUN --out INDEX [--budget 64KB] [--compression sketch]
+    python benchmarks/index_disk.py --run RUN --out INDEX [--budget 64KB] [--compression sketch] [--corpus C]
 
-Builds the index of ``--run`` (its own corpus) with `wherefrom index`'s API, then lists the size of every file in
+Builds the index of ``--run`` (its own corpus, or ``--corpus``: the fixed part does not depend on the number of
+sequences, so a few of them measure it) with `wherefrom index`'s API, then lists the size of every file in
 the run and in the index, and the index's fixed part (everything but the per-sequence arrays gradients.npy,
 scales.npy and self_influence.npy) as a share of the run folder, and the size projections.safetensors had
 in format /2 (a copy of the run's bases). Writes benchmarks/results/index-disk-NAME.json
@@ -42,10 +43,11 @@ def main() -> None:
     parser.add_argument("--budget", default="64KB")
     parser.add_argument("--compression", default="sketch", choices=["sketch", "entries"])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--corpus", type=Path, help="another corpus than the run's (default: the run's)")
     parser.add_argument("--name", help="results file name (default: the run folder's parent's name)")
     args = parser.parse_args()
     clock = time.perf_counter()
-    index = build_index(args.run, args.out, quiet=True, options=_options(args))
+    index = build_index(args.run, args.out, args.corpus, quiet=True, options=_options(args))
     seconds = time.perf_counter() - clock
     run, built = file_sizes(args.run), file_sizes(args.out)
     fixed = sum(size for name, size in built.items() if name not in PER_SEQUENCE)
