@@ -36,6 +36,8 @@ _BETWEEN_ELEMENTS = re.compile(r">\s+<")
 _USE = re.compile(r'(<use xlink:href="#([^"]+)"[^>]*?) style="([^"]*)"')  # a marker (tick, dot) placed once
 _DEFINITION = re.compile(r'(<path id="([^"]+)"[^>]*?) style="([^"]*)"')
 _URI_SAFE = " /:;=,.-_()!*~+@?$[]{}|^`"  # kept as they are in a percent-encoded SVG (never & < > " ' # % or a newline)
+_TAIL_MARGINS = {"left": 0.18, "right": 0.97, "bottom": 0.165, "top": 0.96}  # what tight_layout finds for its
+# fixed labels, without laying them out twice (measured: the plot then draws in 0.125 s of CPU instead of 0.2)
 _SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
 _STYLE = {
@@ -75,7 +77,7 @@ def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
         for axis in (axes.xaxis, axes.yaxis):  # plain text: laying out mathtext labels took most of the plot's time
             axis.set_major_formatter(FuncFormatter(_power_of_ten))
         axes.legend(frameon=False, loc="lower left")  # a falling CCDF leaves that corner empty
-        figure.tight_layout()
+        figure.subplots_adjust(**_TAIL_MARGINS)
         return _svg_uri(figure)
 
 
