@@ -9,11 +9,14 @@ INDEX/
 - ``self_influence.npy``: [N] float32, each sequence's full (uncompressed) gradient's ∇Lᵀ(G + λI)⁻¹∇L summed
   over layers at each layer's default damping: the training-side norm of normalised scores (optional: read when
   the manifest names it under ``"self_influence"``; indexes built before it existed lack it);
-- ``projections.safetensors``: per layer Q_S, Q_A and Λ (every entry for a sketch; the kept entries and Λ on them
-  otherwise; see projection.py); a sketch's per-layer hash seeds are in the manifest;
-- ``manifest.json``: the run, corpus and options it was built from, the compression, the layers and their column
-  slices, the row's type, its number of values and its bytes per sequence. Readers ignore keys they do not know,
-  so later versions can add arrays (say a per-sequence ``norms.npy``) without a new format.
+- ``projections.safetensors``: what the run does not hold: per layer its kept entries (``entries``), nothing for a
+  sketch (its per-layer hash seeds are in the manifest). Q_S, Q_A and Λ are read from the run's factors when the
+  first query needs them, checked against ``run_factors``, the fingerprint the manifest recorded of them (formats
+  /1 and /2 held a copy of them here);
+- ``manifest.json``: the run (folder, job, ``run_factors``), corpus and options it was built from, the compression,
+  the layers and their column slices, the row's type, its number of values and its bytes per sequence. Readers
+  ignore keys they do not know, so later versions can add arrays (say a per-sequence ``norms.npy``) without a new
+  format.
 """
 
 from __future__ import annotations
