@@ -94,7 +94,7 @@ def compare_paths(index: GradientIndex, repeats: int, checked: int, row_counts: 
     """Both host contractions of a sketch, alternated, for each of ``row_counts`` query rows; and their error
     against float64."""
     if store.plane_kernel() is None:
-        raise SystemExit("--paths needs numba (pip install 'wherefrom[fast]')")
+        raise SystemExit("--paths needs numba (pip install numba)")
     generator = torch.Generator().manual_seed(1)
     queries = torch.randn(max(row_counts), index.values, generator=generator)
     on_path("planes", lambda: index.contract(queries[:1]))()  # numba's compilation (or its disk cache) first

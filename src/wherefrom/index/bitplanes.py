@@ -7,8 +7,8 @@ each plane is an AND and a population count over the packed row's 64-bit words, 
 time (numba compiles the loop to its vector popcount), with no unpacked copy of the row. The integer sum is exact;
 what differs from the float query is only its rounding, at most 1/(2m) per bucket (m = 2047).
 
-numba is optional (``pip install 'wherefrom[fast]'``): without it :func:`plane_kernel` is None and the index uses
-the int8 kernel. The planes are packed as sketch.py packs the rows (8 buckets a byte, most significant first),
+numba is a dependency; where it cannot be imported (or compile), :func:`plane_kernel` is None and the index
+uses the int8 kernel. The planes are packed as sketch.py packs the rows (8 buckets a byte, most significant first),
 so the same bytes viewed as 64-bit words line up bucket for bucket.
 """
 
