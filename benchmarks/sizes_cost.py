@@ -1,0 +1,102 @@
+"""Where the time of `wherefrom demo --sizes` goes, and what the whole run costs, from a few measured steps.
+
+    python benchmarks/sizes_cost.py [--reduced] [--steps 16] [--fit] [--out benchmarks/results]
+
+For each size of the demo (full, or `--reduced`), trains ``--steps`` steps of its recipe with 1 and with 2 torch
+threads, alternated (1, 2, 1, 2: the load of a shared machine drifts), and reports the milliseconds per step of
+each. With ``--fit``, also fits EK-FAC and scores the shipped queries per layer (as the demo does) for one model
+of each size, trained for one epoch only (the cost of a fit does not depend on how well the model is trained).
+The estimate of the whole run: 2 seeds x (steps of the recipe x the faster thread count's time per step + fit and
+score). Writes sizes-cost[-reduced].json and .md. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from wherefrom.api import fit, score
+from wherefrom.demo.size_models import FULL_SIZES, REDUCED_SIZES, SEEDS, reduced_sizes_config, write_world
+from wherefrom.options import FitOptions, ScoreOptions
+from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
+from wherefrom.synthetic.model import build_model
+from wherefrom.synthetic.tokenizer import train_tokenizer
+from wherefrom.synthetic.training import cpu_threads, train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reduced", action="store_true")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    base = reduced_sizes_config() if args.reduced else DemoConfig()
+    sizes = REDUCED_SIZES if args.reduced else FULL_SIZES
+    work = Path(tempfile.mkdtemp(prefix="sizes-cost-"))
+    corpus = write_world(base, work)
+    texts = [d.text for d in corpus.documents]
+    tokenizer = train_tokenizer(texts, base.model.vocab_size, base.model.context_length)
+    sequences = tokenizer(texts)["input_ids"]
+    steps_per_epoch = -(-len(sequences) // base.training.batch_size)
+    recipe_steps = base.training.epochs * steps_per_epoch
+    load = os.getloadavg()
+    rows = []
+    for size in sizes:
+        config = replace(base.model, hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
+                         num_layers=size.num_layers, num_heads=size.num_heads)
+        timed: dict[int, list[float]] = {1: [], 2: []}
+        for threads in (1, 2, 1, 2):
+            with cpu_threads(threads):
+                model = build_model(config, tokenizer, 0)
+                subset = sequences[:args.steps * base.training.batch_size]
+                report = train_model(model, subset, replace(base.training, epochs=1), tokenizer.pad_token_id, 0,
+                                     quiet=True)
+            timed[threads].append(report.seconds / report.steps)
+        row = {"size": asdict(size), "parameters": sum(p.numel() for p in model.parameters()),
+               "ms_per_step": {t: 1000 * statistics.median(v) for t, v in timed.items()}}
+        if args.fit:
+            folder = work / size.name
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            clock = time.perf_counter()
+            fit(folder, work / "corpus.jsonl", work / f"run-{size.name}",
+                FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32), quiet=True)
+            row["fit_s"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            score(work / f"run-{size.name}", work / "queries.jsonl", out=work / f"scores-{size.name}", quiet=True,
+                  options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
+            row["score_s"] = time.perf_counter() - clock
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    best = {t: sum(len(SEEDS) * recipe_steps * r["ms_per_step"][t] / 1000 for r in rows) for t in (1, 2)}
+    fitting = sum(len(SEEDS) * (r["fit_s"] + r["score_s"]) for r in rows) if args.fit else None
+    result = {"reduced": args.reduced, "documents": len(texts), "recipe_steps": recipe_steps, "timed_steps": args.steps,
+              "load_before": load, "load_after": os.getloadavg(), "sizes": rows,
+              "training_estimate_s": best, "fit_and_score_estimate_s": fitting}
+    name = "sizes-cost" + ("-reduced" if args.reduced else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    lines = [f"# `demo --sizes{' --reduced' if args.reduced else ''}`: where the time goes", "",
+             f"`python benchmarks/sizes_cost.py{' --reduced' if args.reduced else ''} --steps {args.steps}"
+             f"{' --fit' if args.fit else ''}`; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after. "
+             f"{len(texts)} documents, {recipe_steps} training steps per model, {len(SEEDS)} seeds per size.", "",
+             "| size | parameters | ms/step, 1 thread | ms/step, 2 threads |" + (" fit s | score s |" if args.fit else ""),
+             "| --- | --- | --- | --- |" + (" --- | --- |" if args.fit else "")]
+    for r in rows:
+        lines.append(f"| {r['size']['name']} | {r['parameters']:,} | {r['ms_per_step'][1]:.0f} | "
+                     f"{r['ms_per_step'][2]:.0f} |" + (f" {r['fit_s']:.1f} | {r['score_s']:.1f} |" if args.fit else ""))
+    lines += ["", f"Training all {len(SEEDS) * len(rows)} models: {best[1]:.0f} s with 1 thread, {best[2]:.0f} s with 2"
+              + (f"; fitting and scoring them: {fitting:.0f} s." if fitting is not None else ".")]
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
