@@ -198,28 +198,34 @@ def autograd_scores(opened, result, sequences: list) -> dict[str, torch.Tensor]:
     return scores
 
 
-def finite_difference(opened, query, ids: list[int], relative_steps: tuple[float, ...] = (1e-2, 1e-3)) -> list[float]:
-    """d/dε log p(completion | prompt) along θ + ε (G + λI)⁻¹ ∇log p(z) (EK-FAC's default damping), by central
-    differences with the largest weight change equal to each relative step; the model must be float64."""
+def finite_difference(opened, query, ids: list[int], relative_steps: tuple[float, ...] = (1e-3, 1e-2)) -> list[float]:
+    """d/dε log p(completion | prompt) along θ + ε (G + λI)⁻¹ ∇log p(z) (EK-FAC's default damping), by 4-point
+    central differences with ‖Δθ‖ = each relative step × ‖θ‖ of the tracked weights; the model must be float64."""
     layers = opened.layers
     curvature = {layer.name: opened.curvature.layers[layer.name] for layer in layers}
+    weights = [getattr(layer.module, layer.weight) for layer in layers]
     grads = log_prob_gradients(opened.loaded.model, layers, ids, 1)
-    direction = [curvature[layer.name].solve(g) for layer, g in zip(layers, grads, strict=True)]
-    largest = max(float(d.abs().max()) for d in direction)
+    direction = [curvature[layer.name].solve(g).reshape(w.shape) for layer, g, w in zip(layers, grads, weights,
+                                                                                        strict=True)]
+    size = float(torch.cat([d.reshape(-1) for d in direction]).norm())
+    scale = float(torch.cat([w.detach().reshape(-1) for w in weights]).norm())
     prompt, completion = list(query.prompt_ids), list(query.completion_ids)
+
+    def at(t: float) -> float:
+        with torch.no_grad():
+            for w, d in zip(weights, direction, strict=True):
+                w.add_(t * d)
+        value = query_log_prob(opened.loaded.model, prompt, completion)
+        with torch.no_grad():
+            for w, d in zip(weights, direction, strict=True):
+                w.sub_(t * d)
+        return value
+
     slopes = []
     for relative in relative_steps:
-        eps = relative / largest
-        values = []
-        for sign in (1, -1):
-            with torch.no_grad():
-                for layer, d in zip(layers, direction, strict=True):
-                    getattr(layer.module, layer.weight).add_(sign * eps * d)
-            values.append(query_log_prob(opened.loaded.model, prompt, completion))
-            with torch.no_grad():
-                for layer, d in zip(layers, direction, strict=True):
-                    getattr(layer.module, layer.weight).sub_(sign * eps * d)
-        slopes.append((values[0] - values[1]) / (2 * eps))
+        eps = relative * scale / size
+        f = [at(k * eps) for k in (2, 1, -1, -2)]
+        slopes.append((-f[0] + 8 * f[1] - 8 * f[2] + f[3]) / (12 * eps))
     return slopes
 
 
@@ -353,10 +359,10 @@ def analyse(out: Path, world: FactWorld, threads: int) -> dict:
         slopes = finite_difference(opened, query, list(sequences[column[row["record"]]].input_ids))
         checks.append({"query": row["query"], "record": row["record"], "influence": row["score"],
                        "finite_difference": slopes})
-    signs = sum(np.sign(c["influence"]) == np.sign(c["finite_difference"][-1]) for c in checks)
+    signs = sum(np.sign(c["influence"]) == np.sign(c["finite_difference"][0]) for c in checks)
     fd = {"pairs": checks, "sign_agreements": int(signs),
           "pearson": float(np.corrcoef([c["influence"] for c in checks],
-                                       [c["finite_difference"][-1] for c in checks])[0, 1])}
+                                       [c["finite_difference"][0] for c in checks])[0, 1])}
     return {"summary": summarise(rows), "autograd_agreement": agreement, "variants": variants,
             "finite_difference": fd, "carriers": rows}
 
