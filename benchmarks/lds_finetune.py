@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--training-minutes", type=float, default=None,
                         help="stop retraining after this long and measure the LDS on the subsets finished by then")
+    parser.add_argument("--results", default="lds-smollm2-lora", help="name of the files in benchmarks/results/")
     parser.add_argument("--dry-run", action="store_true", help="only print the cost estimate")
     args = parser.parse_args()
     corpus, queries = write_inputs(args.work / "world", args.fillers)
@@ -120,12 +121,12 @@ def main() -> None:
                            "load_average_before": load_before, "load_average_after": os.getloadavg(),
                            "cpu_count": os.cpu_count()}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lds-smollm2-lora.json").write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
-    (RESULTS / "lds-smollm2-lora.md").write_text(
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
+    (RESULTS / f"{args.results}.md").write_text(
         f"{(out / 'lds.md').read_text()}\nCommand: `{shown}` (via `python benchmarks/lds_finetune.py`), "
         f"{seconds / 60:.1f} min wall on {os.cpu_count()} cores, load average {load_before[0]:.1f} before and "
         f"{report['benchmark']['load_average_after'][0]:.1f} after.\n")
-    print(f"written: {RESULTS / 'lds-smollm2-lora.json'}, {RESULTS / 'lds-smollm2-lora.md'}")
+    print(f"written: {RESULTS / args.results}.json, .md")
 
 
 if __name__ == "__main__":
