@@ -80,7 +80,7 @@ def run_checkpoints_demo(out: Path, reduced: bool = False, threads: int = 2, qui
         world, checkpoints = train_with_checkpoints(base, cache_root, threads, quiet, say)
         seconds["train"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        folders = [fit_and_score(c.name, c, world, out, quiet, say, execution) for c in checkpoints]
+        folders = [fit_and_score(c.name, c, world, out, quiet, say, execution, threads) for c in checkpoints]
         seconds["fit and score"] = time.perf_counter() - clock
         clock = time.perf_counter()
         truth, pairs = truth_and_pairs(world, out)

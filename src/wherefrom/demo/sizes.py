@@ -35,6 +35,7 @@ from wherefrom.scaling.compare import ScaleComparison, compare
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.synthetic.cache import read_carriers
 from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
+from wherefrom.synthetic.training import cpu_threads
 
 TOP_K = 10
 COMPARISON = "compare.json"
@@ -68,7 +69,8 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
         seconds["train"] = time.perf_counter() - clock
         world = world_directory(base, sizes, cache_root)
         clock = time.perf_counter()
-        folders = [fit_and_score(model.label, model.folder, world, out, quiet, say, execution) for model in models]
+        folders = [fit_and_score(model.label, model.folder, world, out, quiet, say, execution, threads)
+                   for model in models]
         seconds["fit and score"] = time.perf_counter() - clock
         clock = time.perf_counter()
         truth, pairs = truth_and_pairs(world, out)
@@ -87,14 +89,16 @@ def run_sizes_demo(out: Path, reduced: bool = False, threads: int = 2, quiet: bo
 
 
 def fit_and_score(label: str, model: Path, world: Path, out: Path, quiet: bool, say,  # type: ignore[no-untyped-def]
-                  execution: ExecutionOptions) -> Path:
-    """Fit EK-FAC for ``model`` on the world's corpus and score its queries per layer: ``out/scores/label``."""
+                  execution: ExecutionOptions, threads: int) -> Path:
+    """Fit EK-FAC for ``model`` on the world's corpus and score its queries per layer, with ``threads`` CPU threads
+    (as the model was trained): ``out/scores/label``."""
     say(f"fitting and scoring {label}")
     run, scores = out / "runs" / label, out / "scores" / label
-    fit(model, world / "corpus.jsonl", run, FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32),
-        quiet, execution=execution)
-    score(run, world / "queries.jsonl", out=scores, quiet=quiet, execution=execution,
-          options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
+    with cpu_threads(threads):
+        fit(model, world / "corpus.jsonl", run, FitOptions(strategy="ekfac", max_length=MAX_LENGTH, batch_size=32),
+            quiet, execution=execution)
+        score(run, world / "queries.jsonl", out=scores, quiet=quiet, execution=execution,
+              options=ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=True))
     return scores
 
 
