@@ -1,13 +1,14 @@
 """Where the time of `wherefrom demo --sizes` goes, and what the whole run costs, from a few measured steps.
 
-    python benchmarks/sizes_cost.py [--reduced] [--steps 16] [--fit] [--out benchmarks/results]
+    python benchmarks/sizes_cost.py [--reduced] [--steps 16] [--fit] [--threads 1 2] [--only l] [--out DIR]
 
-For each size of the demo (full, or `--reduced`), trains ``--steps`` steps of its recipe with 1 and with 2 torch
-threads, alternated (1, 2, 1, 2: the load of a shared machine drifts), and reports the milliseconds per step of
-each. With ``--fit``, also fits EK-FAC and scores the shipped queries per layer (as the demo does), with 1 and then
-2 threads, for one model of each size trained for those few steps only (the cost of a fit does not depend on how
-well the model is trained). The estimate of the whole run, per thread count: 2 seeds x (steps of the recipe x time
-per step + fit and score). Writes sizes-cost[-reduced].json and .md. A benchmark, not a test.
+For each size of the demo (full, or `--reduced`; ``--only`` some), trains ``--steps`` steps of its recipe with
+each of ``--threads`` torch thread counts, alternated (1, 2, 1, 2: the load of a shared machine drifts), and
+reports the milliseconds per step of each. With ``--fit``, also fits EK-FAC and scores the shipped queries per
+layer (as the demo does) with each thread count, for one model of each size trained for those few steps only
+(the cost of a fit does not depend on how well the model is trained). The estimate of the whole run, per thread
+count: 2 seeds x (steps of the recipe x time per step + fit and score). Writes sizes-cost[-reduced].json and .md.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ def main() -> None:
     parser.add_argument("--reduced", action="store_true")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to time")
+    parser.add_argument("--only", nargs="+", help="size names to time (default: all)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     base = reduced_sizes_config() if args.reduced else DemoConfig()
-    sizes = REDUCED_SIZES if args.reduced else FULL_SIZES
+    sizes = [s for s in (REDUCED_SIZES if args.reduced else FULL_SIZES) if not args.only or s.name in args.only]
+    counts = tuple(args.threads)
     work = Path(tempfile.mkdtemp(prefix="sizes-cost-"))
     corpus = write_world(base, work)
     texts = [d.text for d in corpus.documents]
@@ -51,8 +55,8 @@ def main() -> None:
     for size in sizes:
         config = replace(base.model, hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
                          num_layers=size.num_layers, num_heads=size.num_heads)
-        timed: dict[int, list[float]] = {1: [], 2: []}
-        for threads in (1, 2, 1, 2):
+        timed: dict[int, list[float]] = {t: [] for t in counts}
+        for threads in counts + counts:
             with cpu_threads(threads):
                 model = build_model(config, tokenizer, 0)
                 subset = sequences[:args.steps * base.training.batch_size]
@@ -66,7 +70,7 @@ def main() -> None:
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             row["fit_s"], row["score_s"] = {}, {}
-            for threads in (1, 2):
+            for threads in counts:
                 with cpu_threads(threads):
                     clock = time.perf_counter()
                     fit(folder, work / "corpus.jsonl", work / f"run-{size.name}-{threads}",
@@ -79,8 +83,8 @@ def main() -> None:
                     row["score_s"][threads] = time.perf_counter() - clock
         rows.append(row)
         print(json.dumps(row), flush=True)
-    best = {t: sum(len(SEEDS) * recipe_steps * r["ms_per_step"][t] / 1000 for r in rows) for t in (1, 2)}
-    fitting = ({t: sum(len(SEEDS) * (r["fit_s"][t] + r["score_s"][t]) for r in rows) for t in (1, 2)} if args.fit
+    best = {t: sum(len(SEEDS) * recipe_steps * r["ms_per_step"][t] / 1000 for r in rows) for t in counts}
+    fitting = ({t: sum(len(SEEDS) * (r["fit_s"][t] + r["score_s"][t]) for r in rows) for t in counts} if args.fit
                else None)
     result = {"reduced": args.reduced, "documents": len(texts), "recipe_steps": recipe_steps, "timed_steps": args.steps,
               "load_before": load, "load_after": os.getloadavg(), "sizes": rows,
@@ -88,20 +92,21 @@ def main() -> None:
     name = "sizes-cost" + ("-reduced" if args.reduced else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    flags = " ".join(["--reduced"] * args.reduced + [f"--steps {args.steps}"] + ["--fit"] * args.fit
+                     + [f"--threads {' '.join(map(str, counts))}"] + ([f"--only {' '.join(args.only)}"] if args.only else []))
     lines = [f"# `demo --sizes{' --reduced' if args.reduced else ''}`: where the time goes", "",
-             f"`python benchmarks/sizes_cost.py{' --reduced' if args.reduced else ''} --steps {args.steps}"
-             f"{' --fit' if args.fit else ''}`; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after. "
-             f"{len(texts)} documents, {recipe_steps} training steps per model, {len(SEEDS)} seeds per size.", "",
-             "| size | parameters | ms/step, 1 thread | ms/step, 2 threads |"
-             + (" fit + score s, 1 thread | fit + score s, 2 threads |" if args.fit else ""),
-             "| --- | --- | --- | --- |" + (" --- | --- |" if args.fit else "")]
+             f"`python benchmarks/sizes_cost.py {flags}`; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} "
+             f"after. {len(texts)} documents, {recipe_steps} training steps per model, {len(SEEDS)} seeds per size.", "",
+             "| size | parameters |" + "".join(f" ms/step, {t} thread(s) |" for t in counts)
+             + "".join(f" fit + score s, {t} thread(s) |" for t in counts if args.fit),
+             "| --- | --- |" + " --- |" * (len(counts) * (2 if args.fit else 1))]
     for r in rows:
-        lines.append(f"| {r['size']['name']} | {r['parameters']:,} | {r['ms_per_step'][1]:.0f} | "
-                     f"{r['ms_per_step'][2]:.0f} |" + "".join(f" {r['fit_s'][t]:.1f} + {r['score_s'][t]:.1f} |"
-                                                              for t in (1, 2) if args.fit))
-    lines += ["", f"Training all {len(SEEDS) * len(rows)} models: {best[1]:.0f} s with 1 thread, {best[2]:.0f} s with 2"
-              + (f"; fitting and scoring them: {fitting[1]:.0f} s with 1 thread, {fitting[2]:.0f} s with 2."
-                 if fitting is not None else ".")]
+        lines.append(f"| {r['size']['name']} | {r['parameters']:,} |" + "".join(f" {r['ms_per_step'][t]:.0f} |" for t in counts)
+                     + "".join(f" {r['fit_s'][t]:.1f} + {r['score_s'][t]:.1f} |" for t in counts if args.fit))
+    lines += ["", f"Training all {len(SEEDS) * len(rows)} models: "
+              + ", ".join(f"{best[t]:.0f} s with {t} thread(s)" for t in counts)
+              + ("; fitting and scoring them: " + ", ".join(f"{fitting[t]:.0f} s with {t} thread(s)" for t in counts)
+                 if fitting is not None else "") + "."]
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -30,7 +30,7 @@ def demo(
     threads: int | None = typer.Option(None, help="CPU threads for training the demo model (default 2), and with "
                                                   "--sizes and --checkpoints (default 1) for fitting and scoring "
                                                   "too: their models are so small that a second thread gains "
-                                                  "little and, on a busy machine, costs 5-40x."),
+                                                  "little and, on a busy machine, costs 7-80x."),
     bootstraps: int = typer.Option(100, help="Bootstrap samples for the tail fits' p-values in the report."),
     device: str = DEVICE,
     dtype: str = DTYPE,
