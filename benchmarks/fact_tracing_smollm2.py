@@ -5,8 +5,9 @@ carriers of the 12 facts.
 Stages (each skipped when its output exists under --out, default bench-work/fact-tracing):
   1. the world and the LoRA fine-tune (fact_world.fine_tune), with greedy completion accuracy before/after;
   2. `wherefrom fit` on the adapter folder; `score --normalize --per-layer --per-token --self-influence`;
-     `index` and `score --index --rescore 0 --normalize` (the index alone); `score --refine cg` (EK-FAC refined
-     towards the true damped Gauss-Newton Hessian); `evaluate` of all of them against truth.jsonl;
+     with --index, `index` and `score --index --rescore 0 --normalize` (the index alone); with --refine,
+     `score --refine cg` (EK-FAC refined towards the true damped Gauss-Newton Hessian); with --all-linear, a fit
+     and score tracking the attention's adapters too; `evaluate` of all of them against truth.jsonl;
   3. the analysis: every carrier's rank and its split per token (the answer's tokens, the subject's tokens, the
      rest), per module, its fit (log p of its answer tokens) and wording; an independent autograd recomputation
      of the EK-FAC scores at five dampings and of the gradient dot product; a finite-difference check of the
@@ -52,10 +53,11 @@ def cli(log: list[dict], *args: str) -> None:
     print(f"{log[-1]['seconds']:7.1f} s  {log[-1]['command']}", flush=True)
 
 
-def pipeline(out: Path, world: FactWorld, options: FineTuneOptions, refine: bool, all_linear: bool) -> dict:
-    """Stages 1 and 2 (``refine``: also `score --refine cg`; ``all_linear``: also a fit and score tracking the
-    attention's adapters too, `--modules all-linear`); returns the fine-tune report and the commands with
-    their times."""
+def pipeline(out: Path, world: FactWorld, options: FineTuneOptions, index: bool, refine: bool, all_linear: bool
+             ) -> dict:
+    """Stages 1 and 2 (``index``: also the gradient index and its scores; ``refine``: also `score --refine cg`;
+    ``all_linear``: also a fit and score tracking the attention's adapters too, `--modules all-linear`); returns
+    the fine-tune report and the commands with their times."""
     files = world.write(out)
     adapter = out / "adapter"
     report_path = out / "fine-tune.json"
@@ -68,11 +70,12 @@ def pipeline(out: Path, world: FactWorld, options: FineTuneOptions, refine: bool
         (run / "manifest.json", ("fit", "--model", str(adapter), "--corpus", str(files.corpus), "--out", str(run))),
         (scores / "scores.safetensors", ("score", "--run", str(run), "--queries", str(files.queries), "--out",
                                          str(scores), "--normalize", "--per-layer", "--per-token", "--self-influence")),
-        (out / "index" / "manifest.json", ("index", "--run", str(run), "--out", str(out / "index"))),
-        (out / "scores-index" / "scores.safetensors", ("score", "--index", str(out / "index"), "--queries",
-                                                       str(files.queries), "--out", str(out / "scores-index"),
-                                                       "--rescore", "0", "--normalize")),
     ]
+    if index:
+        steps += [(out / "index" / "manifest.json", ("index", "--run", str(run), "--out", str(out / "index"))),
+                  (out / "scores-index" / "scores.safetensors", ("score", "--index", str(out / "index"), "--queries",
+                                                                 str(files.queries), "--out", str(out / "scores-index"),
+                                                                 "--rescore", "0", "--normalize"))]
     if refine:
         steps.append((out / "scores-cg" / "scores.safetensors", (
             "score", "--run", str(run), "--queries", str(files.queries), "--out", str(out / "scores-cg"),
@@ -86,7 +89,7 @@ def pipeline(out: Path, world: FactWorld, options: FineTuneOptions, refine: bool
     for done, args in steps:
         if not done.exists():
             cli(log, *args)
-    folders = [scores, out / "scores-index"] + ([out / "scores-cg"] if refine else []) + \
+    folders = [scores] + ([out / "scores-index"] if index else []) + ([out / "scores-cg"] if refine else []) + \
         ([out / "scores-all"] if all_linear else [])
     cli(log, "evaluate", *(a for f in folders for a in ("--scores", str(f))), "--truth", str(files.truth),
         "--k", "1", "--k", "5", "--k", "10", "--json", str(out / "evaluation.json"))
@@ -442,6 +445,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=FineTuneOptions.epochs)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index", action="store_true", help="also build the gradient index and score with it alone")
     parser.add_argument("--refine", action="store_true", help="also score with --refine cg (32 sequences, 5 steps)")
     parser.add_argument("--all-linear", action="store_true", help="also fit and score with --modules all-linear")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the .json and .md go")
@@ -449,7 +453,7 @@ def main() -> None:
     os.environ["WHEREFROM_THREADS"] = str(args.threads)
     world = build_world(args.seed)
     options = FineTuneOptions(epochs=args.epochs, seed=args.seed, threads=args.threads)
-    pipeline_report = pipeline(args.out, world, options, args.refine, args.all_linear)
+    pipeline_report = pipeline(args.out, world, options, args.index, args.refine, args.all_linear)
     evaluation = json.loads((args.out / "evaluation.json").read_text())
     report = {
         "command": "PYTHONPATH=src python benchmarks/fact_tracing_smollm2.py " + " ".join(sys.argv[1:]),
