@@ -71,10 +71,10 @@ def test_full_size_holds_a_few_thousand_documents_of_every_kind(full: Corpus) ->
     assert all(re.fullmatch(r"[a-z]+-\d{4}", i) for i in ids)
 
 
-def test_corpus_jsonl_lines_are_id_and_text(full: Corpus) -> None:
+def test_corpus_jsonl_lines_are_id_text_and_language(full: Corpus) -> None:
     rows = [json.loads(line) for line in full.to_jsonl().splitlines()]
-    assert [r["id"] for r in rows] == [d.id for d in full.documents]
-    assert all(set(r) == {"id", "text"} and r["text"] for r in rows)
+    assert [(r["id"], r["language"]) for r in rows] == [(d.id, d.language) for d in full.documents]
+    assert all(set(r) == {"id", "text", "language"} and r["text"] for r in rows)
 
 
 @pytest.mark.parametrize("corpus_config", [SMALL, DemoConfig().corpus], ids=["reduced", "full"])
