@@ -179,6 +179,8 @@ def test_threads_are_set_by_the_option_or_the_environment_and_a_bad_count_is_one
             assert torch.get_num_threads() == int(args[1] if args else env["WHEREFROM_THREADS"])
         line = one_line(runner.invoke(app, ["--threads", "0", "report", str(ws / "out")]))
         assert "--threads" in line and "at least 1" in line
+        demo = runner.invoke(app, ["demo", "--threads", "0", "--out", str(tmp_path / "demo")])
+        assert demo.exit_code == 2 and "--threads" in demo.output and not (tmp_path / "demo").exists()
     finally:
         torch.set_num_threads(before)
 

@@ -27,7 +27,7 @@ def demo(
     moe: bool = typer.Option(False, "--moe", help="The built-in world on a mixture-of-experts model (8 experts, "
                                                   "top-2, the dense model's active width; 4 experts with --reduced), "
                                                   "into OUT/moe: which experts carry the facts, in English and French."),
-    threads: int | None = typer.Option(None, help="CPU threads for training the demo model (default 2), and with "
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for training the demo model (default 2), and with "
                                                   "--sizes and --checkpoints (default 1) for fitting and scoring "
                                                   "too: their models are so small that a second thread gains "
                                                   "little and, on a busy machine, costs 7-80x."),
