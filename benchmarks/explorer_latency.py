@@ -1,12 +1,13 @@
 """How soon `wherefrom serve` shows its page on the demo, and how long each question takes.
 
-    python benchmarks/explorer_latency.py --demo wherefrom-demo [--before OLD_SRC] [--starts 3] [--out benchmarks/results]
+    python benchmarks/explorer_latency.py --demo wherefrom-demo [--before OLD_SRC] [--starts 3] [--questions 12] \
+        [--out benchmarks/results]
 
 Each start runs `wherefrom serve --demo DEMO` in a fresh process (``--threads 2``) and records the seconds until the
 page (``/``) is served and until ``/api/info`` answers (the model, curvature, corpus and index are loaded), and the
 server's CPU seconds (user + system, from /proc) by then. Then it
-asks questions through ``POST /api/answer``: the demo's first queries of each kind with their completions, and
-the same prompts without a completion (the model writes it), and records each answer's wall time and the server's
+asks questions through ``POST /api/answer``: the demo's first query of each kind with its completion, then the
+same prompt without one (the model writes it), and records each answer's wall time and the server's
 own split (completion, ranking, re-scoring, figures), and the CPU seconds the server spent on it: on a busy machine
 the wall time measures the machine's other work too, while the CPU time does not (on two idle cores an answer's wall
 time lies between half its CPU time and its CPU time). With ``--before`` (the ``src`` folder of an earlier
@@ -67,7 +68,7 @@ def ask(base: str, pid: int, question: dict[str, object]) -> dict[str, object]:
 
 
 def questions(demo: Path) -> list[dict[str, object]]:
-    """The demo's first queries of each kind, with their completions, then the same prompts without one."""
+    """The demo's first query of each kind with its completion, each followed by its prompt alone."""
     model_dir = Path(json.loads((demo / "summary.json").read_text())["model_dir"])
     rows = [json.loads(line) for line in (model_dir / "queries.jsonl").read_text().splitlines() if line.strip()]
     chosen, seen = [], {}
@@ -75,8 +76,8 @@ def questions(demo: Path) -> list[dict[str, object]]:
         if seen.get(row["kind"], 0) < QUESTIONS_PER_KIND:
             seen[row["kind"]] = seen.get(row["kind"], 0) + 1
             chosen.append(row)
-    return ([{"prompt": r["prompt"], "completion": r["completion"]} for r in chosen]
-            + [{"prompt": r["prompt"]} for r in chosen])
+    return [question for r in chosen for question in ({"prompt": r["prompt"], "completion": r["completion"]},
+                                                      {"prompt": r["prompt"]})]
 
 
 def one_start(src: Path, demo: Path, asked: list[dict[str, object]]) -> dict[str, object]:
@@ -105,9 +106,10 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("wherefrom-demo"), help="a folder written by wherefrom demo")
     parser.add_argument("--before", type=Path, help="the src folder of an earlier wherefrom, to compare with")
     parser.add_argument("--starts", type=int, default=3, help="server starts per version")
+    parser.add_argument("--questions", type=int, default=12, help="questions asked per start (at most 12)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    asked = questions(args.demo)
+    asked = questions(args.demo)[:args.questions]
     versions = {"after": SRC} if args.before is None else {"before": args.before.resolve(), "after": SRC}
     runs: dict[str, list[dict[str, object]]] = {name: [] for name in versions}
     for _ in range(args.starts):
@@ -115,7 +117,8 @@ def main() -> None:
             runs[name].append(one_start(src, args.demo.resolve(), asked))
             print(name, json.dumps({k: v for k, v in runs[name][-1].items() if k != "answers"}), "answers (wall, cpu):",
                   [(round(a["wall"], 2), round(a["cpu"], 2)) for a in runs[name][-1]["answers"]], flush=True)
-    record = {"demo": str(args.demo), "starts": args.starts, "load_average": os.getloadavg(), "versions": {}}
+    record = {"demo": str(args.demo), "starts": args.starts, "questions": len(asked), "load_average": os.getloadavg(),
+              "versions": {}}
     for name, starts in runs.items():
         walls = [a["wall"] for s in starts for a in s["answers"]]
         cpus = [a["cpu"] for s in starts for a in s["answers"]]

@@ -32,6 +32,8 @@ def serve(
     influenced its answer, token by token (JSON API documented at /docs)."""
 
     def action() -> None:
+        import threading
+
         import torch
         import uvicorn
 
@@ -50,22 +52,26 @@ def serve(
         execution = ExecutionOptions(device=device, dtype=dtype)
         sources = (run, index) if (run or index) else demo_sources(demo)  # no demo there: refused before serving
 
-        def open_session():  # noqa: ANN202 - in the loader's thread, while the page is served
+        def open_session():  # noqa: ANN202 - in the main thread, while the page is served
             from wherefrom.explorer.session import ExplorerSession
 
             return ExplorerSession.open(sources[0], corpus, sources[1], execution)
 
-        servers: list[uvicorn.Server] = []  # the page is served while the session opens; a failure stops it
-        loader = SessionLoader(open_session, on_failure=lambda error: [setattr(s, "should_exit", True) for s in servers])
+        loader = SessionLoader()
         server = uvicorn.Server(uvicorn.Config(create_app(loader), host=host, port=port, log_level="warning"))
-        servers.append(server)
-        if loader.ready:
-            loader.get()  # it failed before the server existed
+        serving = threading.Thread(target=server.run, name="wherefrom-server", daemon=True)
+        serving.start()  # the page is served while the session opens here, in the main thread (see loading.py)
         err.print(f"wherefrom explorer: [bold]http://{_url_host(host)}:{port}/[/] (API docs at /docs; Ctrl+C stops); "
                   "loading the model, curvature and corpus…")
-        server.run()
-        if loader.ready:
-            loader.get()  # the one-line reason the session could not open (exit 2)
+        try:
+            loader.open(open_session)
+            serving.join()
+        except BaseException:
+            server.should_exit = True
+            serving.join()
+            raise
+        if not server.started:
+            raise WherefromError(f"could not listen on {host}:{port} (is the port in use?): pick another with --port.")
 
     run_action(action)
 

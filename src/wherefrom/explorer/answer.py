@@ -39,15 +39,6 @@ class Answer:
     result: ScoreResult
 
 
-WARM_UP = AskRequest(prompt="The", completion=" end")  # any short question: only the passes' first costs matter
-
-
-def warm_up(session: ExplorerSession) -> None:
-    """Answer one short question and drop the answer, so that the one-time costs of the first passes (memory,
-    kernel choices) are paid while the server starts, not by the first question asked."""
-    answer(session, session.make_query(WARM_UP.prompt, WARM_UP.completion), WARM_UP, Job("warm-up", lambda job: None))
-
-
 def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job) -> Answer:
     """Run every step for ``query``, reporting progress on ``job`` (which may be cancelled between steps)."""
     seconds: dict[str, float] = {}

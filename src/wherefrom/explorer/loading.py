@@ -1,6 +1,9 @@
-"""The explorer's session opened in a background thread, so that `wherefrom serve` shows its page at once while
-the model, curvature, corpus and index load and one question is answered to warm them up; what needs the session
-waits for it."""
+"""The explorer's session, opened while the page is already served: `wherefrom serve` starts the web server first
+and then opens the session in its main thread; what needs the session waits for it.
+
+The session is opened in the main thread on purpose: with the model loaded in another thread, every answer took
+10-20 times the CPU time (measured on the demo, alternated in one run: 0.8-1.6 s against 2.7-22 s).
+"""
 
 from __future__ import annotations
 
@@ -14,33 +17,31 @@ if TYPE_CHECKING:
 
 
 class SessionLoader:
-    """Opens a session in a daemon thread (and with ``warm_up`` answers a first question, dropped); :meth:`get`
-    waits for it and re-raises what opening it raised."""
+    """A session that :meth:`open` opens (in the calling thread); :meth:`get` waits for it from any thread and
+    re-raises what opening it raised."""
 
-    def __init__(self, open_session: Callable[[], ExplorerSession],
-                 on_failure: Callable[[BaseException], None] = lambda error: None, warm_up: bool = True) -> None:
+    def __init__(self) -> None:
         self._session: ExplorerSession | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
-        self._on_failure = on_failure
-        self._warm_up = warm_up
-        threading.Thread(target=self._open, args=(open_session,), name="wherefrom-session", daemon=True).start()
 
     @classmethod
     def loaded(cls, session: ExplorerSession) -> SessionLoader:
         """A loader whose session is already open."""
-        return cls(lambda: session, warm_up=False)
+        loader = cls()
+        loader.open(lambda: session)
+        return loader
 
-    def _open(self, open_session: Callable[[], ExplorerSession]) -> None:
+    def open(self, open_session: Callable[[], ExplorerSession]) -> ExplorerSession:
+        """Open the session; what it raises is also kept for :meth:`get`."""
         try:
             session = open_session()
-            answering = import_module("wherefrom.explorer.answer")  # loaded before the first question, not by it
-            if self._warm_up:
-                answering.warm_up(session)
+            import_module("wherefrom.explorer.answer")  # what answering needs, loaded before the first question
             self._session = session
-        except BaseException as error:  # noqa: BLE001 - handed to whoever waits, and to on_failure
+            return session
+        except BaseException as error:
             self._error = error
-            self._on_failure(error)
+            raise
         finally:
             self._done.set()
 
