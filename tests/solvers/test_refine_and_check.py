@@ -199,7 +199,7 @@ def test_damping_auto_agreements_are_those_of_exact_scores():
     layers = select_layers(model, "mlp")
     curvature = fit_curvature(model, layers, sequences_of(TOKENS), FitOptions(batch_size=3), quiet=True)
     curve = damping_curve(model, layers, curvature, as_queries(sequences_of(QUERIES)), sequences_of(TOKENS),
-                          ScoreOptions(batch_size=3, refine_iterations=30, refine_sample=len(TOKENS)), quiet=True)
+                          ScoreOptions(batch_size=3, refine_iterations=60, refine_sample=len(TOKENS)), quiet=True)
     assert len(curve.candidates) == 7 and curve.candidates[0] is None
     # Independently: the reference is the exact full-G influence at the smallest candidate λ; each candidate's
     # scores are EK-FAC's (G̃ + λI)⁻¹ applied to autograd gradients; agreement is the mean Pearson over queries.
