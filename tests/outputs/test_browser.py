@@ -13,7 +13,7 @@ import pytest
 from chromium import NEEDS_BROWSER, artifacts, browser_context, open_report  # noqa: F401 - fixtures
 
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
-from wherefrom.outputs import write_report
+from wherefrom.outputs.report import write_report
 
 pytestmark = NEEDS_BROWSER
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package: run .ci/install-browser.sh",

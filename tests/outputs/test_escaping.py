@@ -8,7 +8,7 @@ import re
 
 from outputs.page import code_scripts, parse, svg_of
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
-from wherefrom.outputs import write_report
+from wherefrom.outputs.report import write_report
 
 # Every element the report itself writes; a corpus text that became markup would add others (b, i, ...).
 REPORT_TAGS = {

@@ -12,7 +12,7 @@ import torch
 from outputs.page import Element, code_scripts, parse, svg_of
 from outputs.synthetic import SPURIOUS_ROW, synthetic_result
 from wherefrom.analysis import spurious_sequences
-from wherefrom.outputs import write_report
+from wherefrom.outputs.report import write_report
 from wherefrom.scoring.results import ScoreResult
 
 POSITIVE, NEGATIVE = (230, 97, 1), (33, 102, 172)

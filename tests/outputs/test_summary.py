@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 
 from outputs.synthetic import synthetic_result
-from wherefrom.outputs import print_summary
+from wherefrom.outputs.summary import print_summary
 
 
 def summary_text(result, top_k: int) -> str:

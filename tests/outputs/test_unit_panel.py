@@ -13,7 +13,7 @@ from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
 import wherefrom
 from outputs.page import data_blocks, parse
 from outputs.synthetic import BOLD, HOSTILE_ID, SCRIPT, synthetic_result
-from wherefrom.outputs import write_report
+from wherefrom.outputs.report import write_report
 from wherefrom.outputs.unit_panel import unit_panel
 from wherefrom.scoring.results import ScoreResult
 from wherefrom.scoring.unit_results import UnitInfluence

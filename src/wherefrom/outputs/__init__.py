@@ -1,6 +1,3 @@
-"""What wherefrom shows people: the self-contained HTML report and the terminal summary."""
-
-from wherefrom.outputs.report import write_report
-from wherefrom.outputs.summary import print_summary
-
-__all__ = ["print_summary", "write_report"]
+"""What wherefrom shows people: the self-contained HTML report (`report.write_report`) and the terminal summary
+(`summary.print_summary`). Import them from their modules: a command that only prints does not load the report's
+plotting stack."""
