@@ -51,6 +51,7 @@ def serve(
         torch.set_num_threads(threads)
         execution = ExecutionOptions(device=device, dtype=dtype)
         sources = (run, index) if (run or index) else demo_sources(demo)  # no demo there: refused before serving
+        _check_inputs(*sources)
 
         def open_session():  # noqa: ANN202 - in the main thread, while the page is served
             from wherefrom.explorer.session import ExplorerSession
@@ -74,6 +75,19 @@ def serve(
             raise WherefromError(f"could not listen on {host}:{port} (is the port in use?): pick another with --port.")
 
     run_action(action)
+
+
+def _check_inputs(run: Path | None, index: Path | None) -> None:
+    """Refuse a run or index folder of the wrong kind (or an unreadable index) before the page is served; the
+    session opens them fully afterwards."""
+    from wherefrom.folders import describe, folder_kind
+    from wherefrom.index.store import GradientIndex
+
+    if index is not None:
+        GradientIndex.open(index)
+    if run is not None and (found := folder_kind(Path(run))) != "run":
+        raise WherefromError(f"{run} is {describe(found)}, not {describe('run')}: give the folder that "
+                             "`wherefrom fit --out` wrote.")
 
 
 def _loopback(host: str) -> bool:
