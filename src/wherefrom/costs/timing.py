@@ -6,9 +6,10 @@ accumulator's per-batch work) plus ``b`` seconds per padded token, summed over t
 the pass's median batch, timed through the real engine and accumulator: its first row alone, and its first half
 (at least two rows). A warm-up of the one-row sample runs first, untimed (allocations, kernels, caches: one-off
 costs), while the tensors autograd saves for the backward pass are counted (the part of a batch's memory that
-shapes alone do not tell). The pair is timed again while the timing has taken less than ``budget_seconds``, at
-most ``max_repeats`` times, and the fastest time of each size kept. Timing a fraction of one batch, not whole
-batches, keeps the dry run of a large model to seconds.
+shapes alone do not tell). The pair is timed at least twice, and again while the timing has taken less than
+``budget_seconds``, at most ``max_repeats`` times; the fastest time of each size is kept, so one moment when
+another process held the core does not become the estimate. Timing a fraction of one batch, not whole batches,
+keeps the dry run of a large model to seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from wherefrom.engine.stream import Labels, stream
 from wherefrom.models.selection import TrackedLayer
 
 _EIGH_TIMED_UP_TO = 2048  # larger factors are timed at this size and scaled by d³
+_MIN_REPEATS = 2  # the (one row, half batch) pair is timed at least this often
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,11 @@ def measure_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, l
     graph_bytes_per_token = counter.total / first.batch.input_ids.numel()
     fastest = {id(small): float("inf"), id(large): float("inf")}
     begin = start = time.perf_counter()
-    for sample, item in zip(samples[1:], items):
+    for timed, (sample, item) in enumerate(zip(samples[1:], items), start=1):
         wait_for_device(item.loss)
         now = time.perf_counter()
         fastest[id(sample)] = min(fastest[id(sample)], now - start)
-        if sample is large and now - begin > budget_seconds:
+        if sample is large and timed >= 2 * _MIN_REPEATS and now - begin > budget_seconds:
             break
         start = time.perf_counter()
     items.close()  # removes the hooks when timing stopped early
