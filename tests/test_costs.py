@@ -172,9 +172,12 @@ def test_the_eigendecompositions_counted_are_the_ones_the_fit_does(workspace, tm
     model = tiny_llama(layers=2, hidden=16)
     save_model_dir(model, tmp_path / "model")
     decomposed, counted = [], []
-    real_eigendecompose, real_eigh_seconds = fitting.eigendecompose, plans.eigh_seconds
-    monkeypatch.setattr(fitting, "eigendecompose", lambda name, factor, matrix: (
-        decomposed.append(matrix.shape[0]), real_eigendecompose(name, factor, matrix))[1])
+    real_eigendecompose_each, real_eigh_seconds = fitting.eigendecompose_each, plans.eigh_seconds
+
+    def recorded(factors, dtype):  # noqa: ANN001, ANN202
+        return real_eigendecompose_each(((decomposed.append(f[2].shape[0]), f)[1] for f in factors), dtype)
+
+    monkeypatch.setattr(fitting, "eigendecompose_each", recorded)
     monkeypatch.setattr(plans, "eigh_seconds", lambda dims, device: (counted.extend(dims),
                                                                       real_eigh_seconds(dims, device))[1])
     estimate_fit(tmp_path / "model", workspace / "corpus.jsonl", options)

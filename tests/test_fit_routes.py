@@ -1,4 +1,4 @@
-"""The fit's faster routes against independent computations: the CPU eigendecomposition (scipy's dsyevd), the
+"""The fit's faster routes against independent computations: the CPU eigendecomposition (LAPACK dsyevd, several at once), the
 finiteness check from the minimum and maximum, and scipy's BLAS thread count."""
 
 from __future__ import annotations
@@ -7,16 +7,17 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from wherefrom.curvature.eigen import eigendecompose
+from wherefrom.curvature.eigen import eigendecompose_each
 from wherefrom.engine.stream import all_finite
-from wherefrom.engine.threads import scipy_threads_like_torch
+from wherefrom.engine.threads import scipy_threads
+from wherefrom.errors import WherefromError
 
 
 def test_cpu_eigendecomposition_reconstructs_the_factor_in_float64():
     generator = torch.Generator().manual_seed(0)
     half = torch.randn(300, 40, dtype=torch.float64, generator=generator)
     factor = (half.T @ half / 300).float()  # kept in float32 like the sums
-    values, vectors = eigendecompose("layer", "A", factor)
+    [(values, vectors)] = eigendecompose_each([("layer", "A", factor)], torch.float64)
     exact = factor.double()
     assert values.dtype == vectors.dtype == torch.float64 and vectors.is_contiguous()
     assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, exact, atol=1e-13, rtol=0)
@@ -32,17 +33,72 @@ def test_all_finite_sees_every_non_finite_value(bad: float):
     assert not all_finite(logits) and not torch.isfinite(logits).all()
 
 
-def test_scipy_blas_runs_with_torchs_thread_count():
+def test_scipy_blas_runs_with_the_threads_it_is_given():
     def blas_threads() -> set[int]:
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
-    previous = torch.get_num_threads()
     with threadpool_limits(limits=3, user_api="blas"):  # scipy's pool sized apart from torch's
+        assert blas_threads() == {3}
+        with scipy_threads(1):
+            assert blas_threads() == {1}
+        assert blas_threads() == {3}
+
+
+def test_factors_decomposed_side_by_side_come_back_in_order_and_equal_to_one_at_a_time():
+    """Several threads: each factor's own decomposition (checked against torch's float64 eigh), in the order given,
+    bit for bit what one thread computes; the factors are read lazily, a few ahead of the results."""
+    generator = torch.Generator().manual_seed(1)
+    factors = []
+    for i, dim in enumerate([40, 7, 40, 23, 1, 40, 9]):
+        half = torch.randn(3 * dim, dim, dtype=torch.float64, generator=generator)
+        factors.append((f"layer{i}", "S", half.T @ half / dim))
+    read = []
+
+    def lazily():  # noqa: ANN202
+        for factor in factors:
+            read.append(factor[0])
+            yield factor
+
+    previous = torch.get_num_threads()
+    try:
         torch.set_num_threads(1)
-        try:
-            assert blas_threads() == {3}
-            with scipy_threads_like_torch():
-                assert blas_threads() == {1}
-            assert blas_threads() == {3}
-        finally:
-            torch.set_num_threads(previous)
+        one_at_a_time = list(eigendecompose_each(factors, torch.float64))
+        torch.set_num_threads(3)
+        results = eigendecompose_each(lazily(), torch.float32)
+        first = next(results)
+        assert len(read) <= 4  # the first result waits for at most 3 more factors to be in flight
+        side_by_side = [first, *results]
+    finally:
+        torch.set_num_threads(previous)
+    assert len(side_by_side) == len(factors)
+    for (_, _, matrix), (values, vectors), (values_1, vectors_1) in zip(factors, side_by_side, one_at_a_time):
+        assert vectors.dtype == torch.float32 and values.dtype == torch.float64
+        assert torch.equal(values, values_1) and torch.equal(vectors, vectors_1.float())
+        assert torch.allclose(values, torch.linalg.eigvalsh(matrix).clamp_min(0), atol=1e-12, rtol=1e-12)
+        assert torch.allclose(vectors_1 @ torch.diag(values_1) @ vectors_1.T, matrix, atol=1e-11, rtol=0)
+
+
+def test_a_factor_that_fails_among_others_names_its_layer():
+    bad = torch.eye(5, dtype=torch.float64)
+    bad[0, 0] = float("inf")
+    factors = [("good", "A", torch.eye(5, dtype=torch.float64))] * 3 + [("model.layers.3.mlp", "S block 1", bad)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(WherefromError, match=r"layer model\.layers\.3\.mlp: factor S block 1 holds NaN or inf"):
+            list(eigendecompose_each(factors, torch.float32))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_only_the_upper_triangle_of_a_factor_is_read():
+    """The covariance sums' upper triangles are what the fit decomposes (shards of earlier versions summed
+    nothing below them): whatever lies below the diagonal, the decomposition is the symmetric matrix's."""
+    generator = torch.Generator().manual_seed(2)
+    half = torch.randn(60, 20, dtype=torch.float64, generator=generator)
+    symmetric = half.T @ half / 60
+    upper_only = torch.triu(symmetric)
+    upper_only[5, 2] = 1e6  # garbage below the diagonal
+    [(values, vectors)] = eigendecompose_each([("layer", "A", upper_only)], torch.float64)
+    assert torch.allclose(values, torch.linalg.eigvalsh(symmetric), atol=1e-12, rtol=0)
+    assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, symmetric, atol=1e-12, rtol=0)

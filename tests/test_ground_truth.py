@@ -197,8 +197,11 @@ def test_a_factor_with_nan_stops_with_an_error_naming_the_layer():
 
 
 def test_eigendecomposition_refuses_a_non_finite_factor():
-    from wherefrom.curvature.eigen import eigendecompose
+    from wherefrom.curvature.eigen import eigendecompose_each
     from wherefrom.errors import WherefromError
+
+    def eigendecompose(name: str, factor: str, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(eigendecompose_each([(name, factor, matrix)], torch.float64))
 
     bad = torch.eye(3, dtype=torch.float64)
     bad[1, 2] = float("nan")

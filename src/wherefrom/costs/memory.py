@@ -46,9 +46,10 @@ def largest_block(layers: list[TrackedLayer], blocks: int) -> int:
     return max(block_sizes(dim, blocks)[0] for layer in layers for dim in (layer.shape.in_dim, layer.shape.out_features))
 
 
-def eigen_work_bytes(layers: list[TrackedLayer], blocks: int) -> int:
-    """float64 working memory of the largest eigendecomposition."""
-    return _EIGH_COPIES * largest_block(layers, blocks) ** 2 * 8
+def eigen_work_bytes(layers: list[TrackedLayer], blocks: int, at_once: int) -> int:
+    """float64 working memory of ``at_once`` of the largest eigendecompositions (the CPU runs one per thread,
+    curvature/eigen.py), with one more factor read ahead."""
+    return (_EIGH_COPIES * at_once + 1) * largest_block(layers, blocks) ** 2 * 8
 
 
 def per_sequence_gradient_bytes(layers: list[TrackedLayer], batch_size: int, dtype: torch.dtype) -> int:

@@ -90,7 +90,9 @@ def estimate_fit(model: str | Path | LoadedModel, corpus: str | Path, options: F
         if name == "covariance":
             largest = memory.largest_block(layers, blocks)
             dims = _decomposed_sizes(layers, blocks, covariances[0])
-            stages.append(Stage("eigendecompositions", weights + factors + memory.eigen_work_bytes(layers, blocks),
+            at_once = torch.get_num_threads() if execution.factor_device.type == "cpu" else 1
+            stages.append(Stage("eigendecompositions",
+                                weights + factors + memory.eigen_work_bytes(layers, blocks, at_once),
                                 eigh_seconds(dims, execution.factor_device),
                                 f"{len(dims)} float64, largest {largest}×{largest}; each size timed once"))
     manifest = {"layers": [{"name": layer.name, "type": layer.layer_type.__name__} for layer in layers],
@@ -227,16 +229,10 @@ def _sequence_row_bytes(tokenizer: object, sequences: list, with_tokens: bool) -
 def _decomposed_sizes(layers: list[TrackedLayer], blocks: int, sample: CovarianceAccumulator) -> list[int]:
     """The size of every eigendecomposition the fit does: A and S of each layer, block by block, but A once for
     consecutive layers reading the same input (their sums on the sample are equal, as the fit finds them)."""
-    dims: list[int] = []
-    previous: list[torch.Tensor] | None = None
-    for layer in layers:
-        A, _ = sample.pop(layer.name)
-        if previous is None or len(previous) != len(A) or not all(
-                a.shape == b.shape and torch.equal(a, b) for a, b in zip(previous, A)):
-            dims += block_sizes(layer.shape.in_dim, blocks)
-        previous = A
-        dims += block_sizes(layer.shape.out_features, blocks)
-    return dims
+    shares_A = sample.shared_inputs([layer.name for layer in layers])
+    return [dim for layer in layers
+            for dim in [*([] if layer.name in shares_A else block_sizes(layer.shape.in_dim, blocks)),
+                        *block_sizes(layer.shape.out_features, blocks)]]
 
 
 def _notes(passes: int) -> list[str]:

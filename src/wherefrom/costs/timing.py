@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wherefrom.curvature.covariance import symmetric_from_upper
-from wherefrom.curvature.eigen import eigendecompose
+from wherefrom.curvature.eigen import eigendecompose_each
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Accumulator, PassPlan
@@ -137,9 +136,12 @@ def _sample_batches(sample: list, first_targets: list[int], counts: list[int], d
 
 def eigh_seconds(dims: Sequence[int], device: torch.device = torch.device("cpu")) -> float:
     """Seconds of the fit's float64 eigendecompositions of these sizes on ``device``: each distinct size timed
-    once on a random symmetric matrix (after a warm-up), sizes beyond 2048 timed at 2048 and scaled by d³."""
+    once, as the fit runs it (as many factors at once as it decomposes side by side), after a warm-up; sizes
+    beyond 2048 timed at 2048 and scaled by d³."""
     generator = torch.Generator().manual_seed(0)
-    torch.linalg.eigh(torch.eye(32, dtype=torch.float64, device=device))  # warm-up: the solver's first call
+    at_once = torch.get_num_threads() if device.type == "cpu" else 1
+    list(eigendecompose_each([("timing", "warm-up", torch.eye(32, dtype=torch.float64, device=device))] * at_once,
+                             torch.float32))  # the solver's first call (on the CPU: compiling it, or loading it)
     seconds: dict[int, float] = {}
     for dim in sorted(set(dims)):
         size = min(dim, _EIGH_TIMED_UP_TO)
@@ -147,9 +149,10 @@ def eigh_seconds(dims: Sequence[int], device: torch.device = torch.device("cpu")
         covariance = (matrix @ matrix.T).float()  # as the sums are kept
         wait_for_device(covariance)
         start = time.perf_counter()  # the fit's steps per factor: the sum made whole, decomposed, the basis kept
-        values, basis = eigendecompose("timing", "A", symmetric_from_upper(covariance.double()) / 2.0)
-        wait_for_device(basis.float())
-        seconds[dim] = (time.perf_counter() - start) * (dim / size) ** 3
+        factors = (("timing", "A", covariance.double().div_(2.0)) for _ in range(at_once))
+        for _, basis in eigendecompose_each(factors, torch.float32):
+            wait_for_device(basis)
+        seconds[dim] = (time.perf_counter() - start) / at_once * (dim / size) ** 3
     return sum(seconds[dim] for dim in dims)
 
 

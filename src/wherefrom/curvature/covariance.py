@@ -16,7 +16,6 @@ diagonal blocks of A and S are summed (the block-diagonal approximation of appen
 from __future__ import annotations
 
 import torch
-from scipy.linalg import blas
 
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.blocks import block_slices
@@ -24,33 +23,21 @@ from wherefrom.data.batching import Batch
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import LayerBatch
-from wherefrom.engine.threads import scipy_threads_like_torch
 from wherefrom.models.selection import TrackedLayer
 
 
-def add_gram_upper(total: torch.Tensor, x: torch.Tensor) -> None:
-    """total += xᵀx for x [n, d], filling at least the upper triangle of ``total`` [d, d].
+def add_gram(total: torch.Tensor, x: torch.Tensor) -> None:
+    """total += xᵀx for x [n, d], in place, on torch's own threads.
 
-    On CPU this is BLAS syrk into ``total`` itself: half the work of a matmul and no temporary, with torch's
-    thread count (`engine/threads.py`).
+    Not BLAS syrk through scipy (half the arithmetic): its OpenBLAS threads and torch's OpenMP threads, each pool
+    busy-waiting between calls, took turns on the cores, and the covariance pass of SmolLM2-135M took 64 s
+    against 31 s this way (2 cores; benchmarks/results/profile-fit.md).
     """
-    if x.device.type == "cpu" and x.dtype == total.dtype and x.dtype in (torch.float32, torch.float64):
-        syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
-        # Row-major [n, d] is column-major [d, n], so syrk sees xᵀ without a copy; the row-major total seen
-        # column-major is its transpose, whose lower triangle is total's upper one.
-        with scipy_threads_like_torch():
-            syrk(1.0, x.contiguous().numpy().T, beta=1.0, c=total.numpy().T, trans=0, lower=1, overwrite_c=1)
-    else:
-        total += x.T @ x
-
-
-def symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
-    """A symmetric matrix from its upper triangle."""
-    return torch.triu(upper) + torch.triu(upper, diagonal=1).T
+    total.addmm_(x.T, x)
 
 
 class CovarianceAccumulator(SummedTensors):
-    """Sums ā āᵀ (forward pass) and Ds Dsᵀ (backward pass) per layer (upper triangles), in ``blocks`` diagonal
+    """Sums ā āᵀ (forward pass) and Ds Dsᵀ (backward pass) per layer (their upper triangles read back), in ``blocks`` diagonal
     blocks, in the execution's accumulation dtype, on its factor device."""
 
     inputs_in_forward = True
@@ -109,7 +96,7 @@ class CovarianceAccumulator(SummedTensors):
             if self.on_host:  # this batch's block formed on the device, added to the host's sum
                 total += (x[:, cut].T @ x[:, cut]).to(total.device)
             else:
-                add_gram_upper(total, x[:, cut])
+                add_gram(total, x[:, cut])
 
     @property
     def n_tokens(self) -> int:
@@ -121,7 +108,22 @@ class CovarianceAccumulator(SummedTensors):
 
     def pop(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Layer ``name``'s diagonal blocks of A and of S in float64, each divided by the number of predicting
-        tokens (one block each without the block-diagonal approximation); frees the sums."""
+        tokens (one block each without the block-diagonal approximation); frees the sums. Only the upper
+        triangles are read afterwards (shards written by earlier versions summed nothing below them)."""
         n = float(self.sums["n_tokens"])
-        return tuple([symmetric_from_upper(self.sums.pop(f"{factor}/{name}/{i}").double()) / n
+        return tuple([self.sums.pop(f"{factor}/{name}/{i}").double().div_(n)
                       for i in range(len(self.slices[f"{factor}/{name}"]))] for factor in ("A", "S"))
+
+    def shared_inputs(self, names: list[str]) -> dict[str, str]:
+        """Layer → the earlier of ``names`` whose A it equals, whose basis Q_A it reuses (gate_proj and up_proj
+        read the same input); consecutive layers are compared, before any is popped."""
+        def sums_of_A(name: str) -> list[torch.Tensor]:
+            return [self.sums[f"A/{name}/{i}"] for i in range(len(self.slices[f"A/{name}"]))]
+
+        shares: dict[str, str] = {}
+        for previous, name in zip(names, names[1:]):
+            first, second = sums_of_A(previous), sums_of_A(name)
+            if len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b)
+                                                 for a, b in zip(first, second)):
+                shares[name] = shares.get(previous, previous)
+        return shares

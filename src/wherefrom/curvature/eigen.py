@@ -1,43 +1,99 @@
 """Eigendecomposition of the Kronecker factors, in float64, with errors that name the broken layer.
 
-On the CPU the decomposition is LAPACK's divide-and-conquer ``dsyevd`` through scipy (OpenBLAS), which took 26%
-less CPU time than torch's (MKL's ``dsyevd``) for the 1536-wide factors of SmolLM2-135M on this project's AMD
-machine (0.64 s against 0.86 s, one thread; benchmarks/results/profile-fit.md); on a GPU it is torch's (cuSOLVER).
-Both are float64 throughout: the precision policy is unchanged.
+On the CPU the decomposition is LAPACK's divide-and-conquer ``dsyevd`` (scipy's OpenBLAS, called from numba so
+that the GIL is released), several factors at a time, each on one LAPACK thread: ``dsyevd``'s tridiagonal
+reduction scales poorly over threads, and two single-threaded decompositions side by side took 2.1 s where one
+after another with two threads each took 3.0 s (six 1536-wide and four 576-wide factors, 2 cores;
+benchmarks/results/profile-fit.md). On a GPU it is torch's (cuSOLVER), one at a time. Both are float64
+throughout: the precision policy is unchanged.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
+
 import numpy as np
-import scipy.linalg
 import torch
 
 from wherefrom.engine.stream import all_finite
-from wherefrom.engine.threads import scipy_threads_like_torch
+from wherefrom.engine.threads import scipy_threads
 from wherefrom.errors import WherefromError
 
+Factor = tuple[str, str, torch.Tensor]  # layer name, factor name ("A", "S block 2"), a symmetric matrix's upper triangle
 
-def eigendecompose(name: str, factor_name: str, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eigenvalues, eigenvectors) of a symmetric PSD factor; tiny negative eigenvalues (round-off) become 0."""
+
+def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(eigenvalues in float64, eigenvectors in ``basis_dtype``) of each factor, in order.
+
+    On the CPU ``torch.get_num_threads()`` factors are decomposed at once, one LAPACK thread each; ``factors`` is
+    read only as far as the decompositions in flight need, so that few float64 copies are alive at a time.
+    """
+    def decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, vectors = _decompose(factor)
+        return values, torch.empty(vectors.shape, dtype=basis_dtype, device=vectors.device).copy_(vectors)  # row-major, in one pass
+
+    workers = torch.get_num_threads()
+    factors = iter(factors)
+    first = next(factors, None)
+    if first is None:
+        return
+    if first[2].device.type != "cpu" or workers == 1:
+        with scipy_threads(workers):
+            yield decompose(first)
+            yield from map(decompose, factors)
+        return
+    with scipy_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="eigh") as pool:
+        yield from _in_order(pool, decompose, [first], factors, workers)
+
+
+def _in_order(pool: ThreadPoolExecutor, work: Callable, first: list, rest: Iterator, in_flight: int) -> Iterator:
+    """work(item) for each item of first + rest, in order, with at most ``in_flight`` + 1 submitted at a time."""
+    pending: deque[Future] = deque(pool.submit(work, item) for item in first)
+    for item in rest:
+        pending.append(pool.submit(work, item))
+        if len(pending) > in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
+    name, factor_name, matrix = factor
     if not all_finite(matrix):
         raise WherefromError(
             f"layer {name}: factor {factor_name} holds NaN or inf. The model's activations or gradients overflowed "
             "on some sequence: check the model loads correctly, use float32 rather than float16, and look for "
             "corrupt corpus records."
         )
-    symmetric = (matrix.double() + matrix.double().T) / 2
     try:
-        eigenvalues, eigenvectors = _eigh(symmetric)
+        eigenvalues, eigenvectors = _eigh(matrix.double())
     except (RuntimeError, np.linalg.LinAlgError) as exc:  # LAPACK failed to converge
         raise WherefromError(f"layer {name}: eigendecomposition of {factor_name} failed ({exc}); the factor is "
                              "ill-conditioned, which usually means too few tokens were seen for its size.") from exc
     return eigenvalues.clamp_min(0.0), eigenvectors
 
 
-def _eigh(symmetric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ascending eigenvalues and orthonormal eigenvectors (columns) of a float64 symmetric matrix."""
-    if symmetric.device.type != "cpu":
-        return torch.linalg.eigh(symmetric)
-    with scipy_threads_like_torch():  # the transpose is the same symmetric matrix, column-major: LAPACK copies nothing
-        values, vectors = scipy.linalg.eigh(symmetric.numpy().T, driver="evd", check_finite=False, overwrite_a=True)
-    return torch.from_numpy(values), torch.from_numpy(vectors).contiguous()
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ascending eigenvalues and orthonormal eigenvectors (columns) of the float64 symmetric matrix whose upper
+    triangle ``matrix`` holds (LAPACK reads one triangle: the other need not be filled in)."""
+    if matrix.device.type != "cpu":
+        return torch.linalg.eigh(matrix, UPLO="U")
+    values, vectors = _lapack_eigh()(matrix.T.numpy())  # column-major: numpy's lower triangle is our upper one
+    return torch.from_numpy(values), torch.from_numpy(vectors)
+
+
+@cache
+def _lapack_eigh() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """numpy's ``eigh`` compiled by numba: LAPACK ``dsyevd`` through scipy, with the GIL released (compiled on first
+    use, then cached on disk)."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(_numpy_eigh)
+
+
+def _numpy_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.linalg.eigh(matrix)

@@ -13,7 +13,7 @@ dtype); eigendecompositions run in float64; the bases Q_A, Q_S and Λ are kept i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 from wherefrom.curvature.blocks import Basis, basis_from_tensors, basis_tensors, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
-from wherefrom.curvature.eigen import eigendecompose
+from wherefrom.curvature.eigen import Factor, eigendecompose_each
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.data.corpus import TrainingSequence
 from wherefrom.engine.distributed import World
@@ -96,16 +96,22 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
     """
     names = list(covariance.names)
     mine = [name for index, name in enumerate(names) if world.owns(index)]
+    shares_A = covariance.shared_inputs(mine)
+
+    def factors() -> Iterator[Factor]:  # popped layer by layer, as the decompositions in flight need them
+        for name in mine:
+            A, S = covariance.pop(name)
+            if name not in shares_A:
+                yield from _labelled(name, "A", A)
+            yield from _labelled(name, "S", S)
+
+    decomposed = eigendecompose_each(factors(), dtype)
     eigen: dict[str, Eigen] = {}
-    previous_A: tuple[list[torch.Tensor], tuple[torch.Tensor, Basis]] | None = None
     for name in track(mine, len(mine), "eigendecompositions", quiet or not world.is_main):
-        A, S = covariance.pop(name)
-        if previous_A is not None and _same_blocks(previous_A[0], A):
-            lam_A, Q_A = previous_A[1]
-        else:
-            lam_A, Q_A = _eigendecompose_blocks(name, "A", A, dtype)
-            previous_A = (A, (lam_A, Q_A))
-        eigen[name] = (lam_A, Q_A, *_eigendecompose_blocks(name, "S", S, dtype))
+        A_blocks, S_blocks = (len(covariance.slices[f"{factor}/{name}"]) for factor in ("A", "S"))
+        parts = [next(decomposed) for _ in range(S_blocks if name in shares_A else A_blocks + S_blocks)]
+        lam_A, Q_A = eigen[shares_A[name]][:2] if name in shares_A else _joined(parts[:A_blocks])
+        eigen[name] = (lam_A, Q_A, *_joined(parts[-S_blocks:]))
     if world.size == 1:
         return eigen
     shared, counts = {}, {}
@@ -121,16 +127,15 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
     return {name: _unflatten([shared[f"{name}/{i}"] for i in range(counts[name])]) for name in names}
 
 
-def _eigendecompose_blocks(name: str, factor: str, blocks: list[torch.Tensor], dtype: torch.dtype
-                           ) -> tuple[torch.Tensor, Basis]:
-    """Eigenvalues (the blocks' in order) and the block-diagonal basis of a factor given by its diagonal blocks."""
-    parts = [eigendecompose(name, factor if len(blocks) == 1 else f"{factor} block {i}", block)
-             for i, block in enumerate(blocks)]
-    return torch.cat([values for values, _ in parts]), basis_from_tensors([Q.to(dtype) for _, Q in parts])
+def _labelled(name: str, factor: str, blocks: list[torch.Tensor]) -> Iterator[Factor]:
+    """A factor's diagonal blocks, each named for the errors that may come of it."""
+    for i, block in enumerate(blocks):
+        yield name, factor if len(blocks) == 1 else f"{factor} block {i}", block
 
 
-def _same_blocks(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
-    return len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
+def _joined(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Basis]:
+    """Eigenvalues (the blocks' in order) and the block-diagonal basis of a factor from its blocks' decompositions."""
+    return torch.cat([values for values, _ in parts]), basis_from_tensors([Q for _, Q in parts])
 
 
 def _flatten(eigen: Eigen) -> list[torch.Tensor]:

@@ -1,8 +1,8 @@
-"""scipy's BLAS and LAPACK (OpenBLAS, behind the covariance sums' syrk and the CPU eigendecompositions) keep a
-thread pool of their own, sized to every core unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS say otherwise,
-whatever torch's thread count (``--threads``). On shared cores two pools of busy-waiting threads slow each other
-down (a 576-wide syrk measured 9× slower with 2 OpenBLAS threads than with 1 on a loaded 2-core machine), so the
-curvature code calls scipy's routines with torch's thread count."""
+"""scipy's BLAS and LAPACK (OpenBLAS, behind the CPU eigendecompositions) keep a thread pool of their own, sized
+to every core unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS say otherwise, whatever torch's thread count
+(``--threads``). On shared cores two pools of busy-waiting threads slow each other down (a 576-wide syrk measured
+9× slower with 2 OpenBLAS threads than with 1 on a loaded 2-core machine), so the curvature code says how many
+threads scipy's routines get."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from functools import cache
 
 import scipy.linalg  # noqa: F401 - loaded before the controller looks for its BLAS
-import torch
 from threadpoolctl import ThreadpoolController
 
 
@@ -22,7 +21,7 @@ def _controller() -> ThreadpoolController:
 
 
 @contextmanager
-def scipy_threads_like_torch() -> Iterator[None]:
-    """Run the block with scipy's (and numpy's) BLAS limited to ``torch.get_num_threads()`` threads."""
-    with _controller().limit(limits=torch.get_num_threads(), user_api="blas"):
+def scipy_threads(count: int) -> Iterator[None]:
+    """Run the block with scipy's (and numpy's) BLAS limited to ``count`` threads."""
+    with _controller().limit(limits=count, user_api="blas"):
         yield
