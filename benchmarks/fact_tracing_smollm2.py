@@ -16,6 +16,7 @@ Stages (each skipped when its output exists under --out, default bench-work/fact
 Writes benchmarks/results/fact-tracing-smollm2.{json,md}.
 
 Run: PYTHONPATH=src flock /tmp/wherefrom-heavy.lock python benchmarks/fact_tracing_smollm2.py [--threads 2]
+[--index] [--all-linear] [--carriers-only] (the last: the autograd recomputation for the 36 carriers only)
 """
 
 from __future__ import annotations
@@ -181,8 +182,9 @@ def query_log_prob(model: torch.nn.Module, prompt: list[int], completion: list[i
 
 
 def autograd_scores(opened, result, sequences: list) -> dict[str, torch.Tensor]:
-    """Influence of every sequence on every query recomputed from autograd gradients: EK-FAC's (G + λI)⁻¹ at
-    each damping factor (× the layer's mean Λ) and the plain dot product. [Q, N] float64 each."""
+    """Influence of every sequence in ``sequences`` on every query recomputed from autograd gradients: EK-FAC's
+    (G + λI)⁻¹ at each damping factor (× the layer's mean Λ) and the plain dot product. [Q, len(sequences)]
+    float64 each."""
     model, layers = opened.loaded.model, opened.layers
     curvature = {layer.name: opened.curvature.layers[layer.name] for layer in layers}
     per_query = [log_prob_gradients(model, layers, q.prompt_ids + q.completion_ids, len(q.prompt_ids))
@@ -321,8 +323,10 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def analyse(out: Path, world: FactWorld, threads: int) -> dict:
-    """Stage 3 (see the module docstring)."""
+def analyse(out: Path, world: FactWorld, threads: int, carriers_only: bool = False) -> dict:
+    """Stage 3 (see the module docstring). ``carriers_only``: recompute the scores by autograd (the damping sweep,
+    the dot product, the agreement with `score`) for the 36 carriers' columns only, not all 238, so those
+    variants get no recall, only their carriers' signs (a backward pass per sequence is the cost)."""
     from wherefrom.analysis.fact_tracing import read_truth
     from wherefrom.curvature.opening import open_run
     from wherefrom.scoring.results import ScoreResult
@@ -337,18 +341,28 @@ def analyse(out: Path, world: FactWorld, threads: int) -> dict:
     if [s.record_id for s in sequences] != [s.record_id for s in result.sequences]:
         raise RuntimeError("the run's sequences are not the score folder's columns")
     start = time.perf_counter()
-    brute = autograd_scores(opened, result, sequences)
+    carrier_columns = sorted({s.row for q in result.queries for s in result.sequences
+                              if s.record_id in world.carriers(world.queries[q.index])})
+    columns = carrier_columns if carriers_only else list(range(len(sequences)))
+    brute = autograd_scores(opened, result, [sequences[c] for c in columns])
     default = brute["EK-FAC λ = 0.1 × mean Λ"]
-    product = result.scores.double()
+    product = result.scores.double()[:, columns]
     agreement = {"max_abs_difference": float((default - product).abs().max()),
                  "max_abs_score": float(product.abs().max()),
                  "pearson": float(np.corrcoef(default.flatten(), product.flatten())[0, 1]),
+                 "columns": "the 36 carriers" if carriers_only else "all",
                  "seconds": round(time.perf_counter() - start, 1)}
-    variants = {name: {**recall_of(scores, result, truths, name),
-                       "carriers_negative": sum(float(scores[q.index, s.row]) < 0 for q in result.queries
-                                                for s in result.sequences
-                                                if s.record_id in world.carriers(world.queries[q.index]))}
-                for name, scores in {**brute, **token_views(result)}.items()}
+    position = {c: i for i, c in enumerate(columns)}
+
+    def variant(name: str, scores: torch.Tensor, full: bool) -> dict:
+        at = (lambda c: c) if full else position.__getitem__
+        negative = sum(float(scores[q.index, at(s.row)]) < 0 for q in result.queries for s in result.sequences
+                       if s.record_id in world.carriers(world.queries[q.index]))
+        return {**(recall_of(scores, result, truths, name) if full else {"recall": None, "mrr": None}),
+                "carriers_negative": negative}
+
+    variants = {**{name: variant(name, scores, not carriers_only) for name, scores in brute.items()},
+                **{name: variant(name, scores, True) for name, scores in token_views(result).items()}}
 
     opened.loaded.model.double()
     worst_and_best = []
@@ -377,7 +391,9 @@ def markdown(report: dict) -> str:
         "# Why a fact's own carrier can rank last: SmolLM2-135M + LoRA on 12 invented facts",
         "",
         f"Produced by `{report['command']}` (commit {report['commit']}, {report['date']}; load average "
-        f"{report['load_average']}). Set-up: benchmarks/fact_world.py (238 documents, 12 facts × 3 wordings, "
+        f"{report['load_average']} at the analysis's start, {report.get('load_average_end', '?')} at the end; "
+        f"{report.get('wall_seconds', float('nan')) / 60:.1f} min wall for this invocation, cached stages skipped). "
+        "Set-up: benchmarks/fact_world.py (238 documents, 12 facts × 3 wordings, "
         "12 distractors, 190 fillers); LoRA r 16 on q/k/v/o/gate/up/down.",
         "",
         f"Fine-tune: {tune['options']['epochs']} epochs, {tune['seconds']:.0f} s; greedy completion accuracy "
@@ -398,10 +414,13 @@ def markdown(report: dict) -> str:
               "sequence's largest token, and the sum of its positive tokens.", "",
               "| variant | recall@10 | MRR | carriers with negative influence (of 36) |", "| --- | --- | --- | --- |"]
     for name, v in report["analysis"]["variants"].items():
-        lines.append(f"| {name} | {v['recall']['10']:.2f} | {v['mrr']:.2f} | {v['carriers_negative']} |")
+        recall = "not computed" if v["recall"] is None else f"{v['recall']['10']:.2f}"
+        mrr = "not computed" if v["mrr"] is None else f"{v['mrr']:.2f}"
+        lines.append(f"| {name} | {recall} | {mrr} | {v['carriers_negative']} |")
     agreement = report["analysis"]["autograd_agreement"]
     fd = report["analysis"]["finite_difference"]
-    lines += ["", f"Autograd at the default damping against `wherefrom score`: max |difference| "
+    lines += ["", f"Autograd at the default damping against `wherefrom score` ({agreement['columns']} columns): "
+              f"max |difference| "
               f"{agreement['max_abs_difference']:.3g} (largest |score| {agreement['max_abs_score']:.3g}), Pearson "
               f"{agreement['pearson']:.6f}.", "",
               f"Finite differences (each query's worst and best carrier, 24 pairs): sign agrees in "
@@ -449,7 +468,11 @@ def main() -> None:
     parser.add_argument("--refine", action="store_true", help="also score with --refine cg (32 sequences, 5 steps)")
     parser.add_argument("--all-linear", action="store_true", help="also fit and score with --modules all-linear")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the .json and .md go")
+    parser.add_argument("--carriers-only", action="store_true",
+                        help="recompute the scores by autograd (damping sweep, dot product) for the 36 carriers only "
+                             "(no recall for those variants; a backward pass per sequence is saved)")
     args = parser.parse_args()
+    started = time.perf_counter()
     os.environ["WHEREFROM_THREADS"] = str(args.threads)
     world = build_world(args.seed)
     options = FineTuneOptions(epochs=args.epochs, seed=args.seed, threads=args.threads)
@@ -465,8 +488,10 @@ def main() -> None:
         "evaluation": {"methods": [{"method": m["method"], "recall": m["recall"], "mrr": m["mrr"],
                                     "recall_10_interval": bootstrap_interval([q["recall"]["10"] for q in m["queries"]])}
                                    for m in evaluation["methods"]]},
-        "analysis": analyse(args.out, world, args.threads),
+        "analysis": analyse(args.out, world, args.threads, args.carriers_only),
     }
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     args.results.mkdir(exist_ok=True)
     (args.results / "fact-tracing-smollm2.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.results / "fact-tracing-smollm2.md").write_text(markdown(report))
