@@ -102,3 +102,18 @@ def test_only_the_upper_triangle_of_a_factor_is_read():
     [(values, vectors)] = eigendecompose_each([("layer", "A", upper_only)], torch.float64)
     assert torch.allclose(values, torch.linalg.eigvalsh(symmetric), atol=1e-12, rtol=0)
     assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, symmetric, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dim", [1, 5, 383, 384, 800, 1537])
+def test_gram_sums_fill_the_upper_triangle_exactly(dim: int):
+    """The covariance sums' banded products against one float64 product, added twice onto a running sum."""
+    from wherefrom.curvature.covariance import add_gram_upper
+
+    generator = torch.Generator().manual_seed(dim)
+    x, y = (torch.randn(37, dim, generator=generator) for _ in range(2))
+    total = torch.zeros(dim, dim)
+    add_gram_upper(total, x)
+    add_gram_upper(total, y)
+    exact = x.double().T @ x.double() + y.double().T @ y.double()
+    upper = torch.triu(torch.ones(dim, dim, dtype=torch.bool))
+    assert torch.allclose(total.double()[upper], exact[upper], atol=1e-4, rtol=1e-5)

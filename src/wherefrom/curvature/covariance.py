@@ -26,14 +26,22 @@ from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.selection import TrackedLayer
 
 
-def add_gram(total: torch.Tensor, x: torch.Tensor) -> None:
-    """total += xᵀx for x [n, d], in place, on torch's own threads.
+_GRAM_BAND = 384  # columns per band of add_gram_upper: products of at least [n, 384] x [n, 384] keep BLAS efficient
 
-    Not BLAS syrk through scipy (half the arithmetic): its OpenBLAS threads and torch's OpenMP threads, each pool
-    busy-waiting between calls, took turns on the cores, and the covariance pass of SmolLM2-135M took 64 s
-    against 31 s this way (2 cores; benchmarks/results/profile-fit.md).
+
+def add_gram_upper(total: torch.Tensor, x: torch.Tensor) -> None:
+    """total += xᵀx for x [n, d], in place, on torch's own threads, in at least the upper triangle.
+
+    Band by band of rows (k = d // 384 bands, at least one), each from the diagonal rightwards: (k + 1)/2k of a
+    full product, 5/8 for d = 1536. Not BLAS syrk through scipy (half the arithmetic): its OpenBLAS threads and torch's OpenMP
+    threads, each pool busy-waiting between calls, took turns on the cores, and the covariance pass of
+    SmolLM2-135M took 64 s against 31 s with full products (2 cores; benchmarks/results/profile-fit.md).
     """
-    total.addmm_(x.T, x)
+    d = x.shape[1]
+    bands = max(1, d // _GRAM_BAND)
+    for start in range(0, d, -(-d // bands)):
+        stop = min(start + -(-d // bands), d)
+        total[start:stop, start:].addmm_(x[:, start:stop].T, x[:, start:])
 
 
 class CovarianceAccumulator(SummedTensors):
@@ -96,7 +104,7 @@ class CovarianceAccumulator(SummedTensors):
             if self.on_host:  # this batch's block formed on the device, added to the host's sum
                 total += (x[:, cut].T @ x[:, cut]).to(total.device)
             else:
-                add_gram(total, x[:, cut])
+                add_gram_upper(total, x[:, cut])
 
     @property
     def n_tokens(self) -> int:
