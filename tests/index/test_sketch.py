@@ -35,6 +35,23 @@ def test_each_entry_lands_in_one_bucket_with_a_sign():
     assert not torch.equal(count_sketch(values, 7, seed=4), sketched)
     kept = layer_hashes(50, 7, 3, torch.device("cpu"))  # a layer's hashes kept (int32 buckets, int8 signs)
     assert torch.equal(count_sketch(values, 7, 3, kept), sketched)
+    rows = torch.full((50, 7), 0.5)  # added into rows being built: what was there stays
+    for hashes in (None, kept):
+        added = count_sketch(values, 7, 3, hashes, out=rows.clone())
+        assert torch.equal(added, sketched + 0.5)
+
+
+def test_the_damped_square_norm_matches_float64():
+    """Σ x̃² / (Λ + λ) from float32 gradients, against the same sum in float64."""
+    from wherefrom.scoring.contract import damped_square_norm
+
+    generator = torch.Generator().manual_seed(5)
+    rotated = torch.randn(4, 30, 20, generator=generator) * torch.logspace(-3, 3, 20)
+    eigenvalues = torch.rand(30, 20, generator=generator) * 10
+    exact = (rotated.double().square() / (eigenvalues.double() + 0.3)).flatten(1).sum(1)
+    norm = damped_square_norm(rotated, eigenvalues, 0.3)
+    assert norm.dtype == torch.float64 and torch.allclose(norm, exact, rtol=1e-6, atol=0)
+    assert torch.allclose(damped_square_norm(rotated.double(), eigenvalues, 0.3), exact, rtol=1e-14, atol=0)
 
 
 def test_signs_and_their_scale_estimate_inner_products_without_bias():

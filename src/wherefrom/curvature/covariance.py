@@ -25,7 +25,6 @@ from wherefrom.engine.passes import SummedTensors
 from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.selection import TrackedLayer
 
-
 _GRAM_BAND = 384  # columns per band of add_gram_upper: products of at least [n, 384] x [n, 384] keep BLAS efficient
 
 

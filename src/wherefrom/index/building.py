@@ -82,7 +82,7 @@ class IndexWriter(Accumulator):
         projection = self.projections[name]
         rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
         lo, hi = self.columns[name]
-        self._rows[:, lo:hi] += projection.row(rotated)
+        projection.add_to_rows(rotated, self._rows[:, lo:hi])
         norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name])
         self._self_influence = norm if self._self_influence is None else self._self_influence + norm
 

@@ -86,9 +86,9 @@ class LayerProjection:
         """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)]."""
         return torch.einsum("bto,bti->boi", ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype))
 
-    def row(self, rotated: torch.Tensor) -> torch.Tensor:
-        """The layer's part of the rows of rotated training gradients [B, out, in(+1)]: [B, size]."""
-        return self.encode(self.read(rotated.flatten(1)))
+    def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor) -> None:
+        """Add the layer's part of the rows of rotated training gradients [B, out, in(+1)] into ``rows`` [B, size]."""
+        rows += self.encode(self.read(rotated.flatten(1)))
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None) -> torch.Tensor:
         """The query's part of a row: from (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""
@@ -151,6 +151,12 @@ class SketchedEntries(LayerProjection):
 
     def encode(self, read: torch.Tensor) -> torch.Tensor:
         return count_sketch(read.float() / self._root(), self.buckets, self.seed, self._layer_hashes())
+
+    def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor) -> None:
+        """Sketched straight into ``rows``: a [B, buckets] temporary and its addition per layer cost 3 times the
+        sketch itself on the demo's layers (benchmarks/results/index-build.md)."""
+        count_sketch(rotated.flatten(1).float() / self._root(), self.buckets, self.seed, self._layer_hashes(),
+                     out=rows)
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
         return count_sketch(preconditioned * self._root(), self.buckets, self.seed, self._layer_hashes())

@@ -46,10 +46,12 @@ def buckets_and_signs(first: int, last: int, buckets: int, seed: int, device: to
 
 
 def count_sketch(values: torch.Tensor, buckets: int, seed: int,
-                 hashes: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """S·v for each row of ``values`` [B, n] (a layer's flat entries): [B, buckets] float32. ``hashes``: the
-    layer's buckets and signs from :func:`layer_hashes`, if kept (else they are computed a chunk at a time)."""
-    out = values.new_zeros(values.shape[0], buckets, dtype=torch.float32)
+                 hashes: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """S·v for each row of ``values`` [B, n] (a layer's flat entries): [B, buckets] float32, added into ``out``
+    when given (the rows being built: no temporary of the rows' size per layer). ``hashes``: the layer's buckets
+    and signs from :func:`layer_hashes`, if kept (else they are computed a chunk at a time)."""
+    out = values.new_zeros(values.shape[0], buckets, dtype=torch.float32) if out is None else out
     if buckets == 0:
         return out
     if hashes is not None:  # kept as int32 for memory; index_add_ is many times slower with an int32 index

@@ -191,8 +191,12 @@ def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.T
 
 
 def damped_square_norm(rotated: torch.Tensor, eigenvalues: torch.Tensor, damping: float) -> torch.Tensor:
-    """xᵀ (G + λI)⁻¹ x for gradients x given in the eigenbasis (eq. 21): Σ_ij x̃_ij² / (Λ_ij + λ) per row: [B]."""
-    return (rotated.double().square() / (eigenvalues.double() + damping)).flatten(1).sum(1)
+    """xᵀ (G + λI)⁻¹ x for gradients x given in the eigenbasis (eq. 21): Σ_ij x̃_ij² / (Λ_ij + λ) per row: [B]
+    float64. Each term is formed in x's precision (float32 unless x is float64), the sum in float64: one
+    temporary of x's size instead of three float64 ones."""
+    x = rotated if rotated.dtype == torch.float64 else rotated.float()
+    weights = (eigenvalues.double() + damping).reciprocal().to(x.dtype)
+    return x.square().mul_(weights).flatten(1).sum(1, dtype=torch.float64)
 
 
 def _low_rank_is_cheaper(V: LowRankQueries, layer: LayerBatch) -> bool:
