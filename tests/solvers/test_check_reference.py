@@ -116,7 +116,9 @@ def test_the_reference_cg_converges_to_the_exact_solution_as_pcg_theory_says():
         kappa = float(eigenvalues.max() / eigenvalues.min())
         rate = (kappa ** 0.5 - 1) / (kappa ** 0.5 + 1)
         steps = torch.arange(errors.shape[0], dtype=torch.float64)[:, None]
-        assert (errors <= 2 * rate ** steps + 1e-9).all(), kappa  # ‖e_k‖_A ≤ 2 ((√κ-1)/(√κ+1))^k ‖e_0‖_A
+        # ‖e_k‖_A ≤ 2 ((√κ-1)/(√κ+1))^k ‖e_0‖_A, down to the floor of an energy difference in float64: bᵀA⁻¹b - bᵀx_k
+        # cancels to a few ε of the energy, so the relative norm bottoms out near √(10 ε) ≈ 5e-8
+        assert (errors <= 2 * rate ** steps + 1e-7).all(), kappa
         assert float(((solution.x[:, rows] - exact).norm(dim=-1) / exact.norm(dim=-1)).max()) < 1e-8
 
 
