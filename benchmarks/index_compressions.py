@@ -296,7 +296,7 @@ class ShippedSketch(Compression):
                                              seed=seed) for seed, (name, b) in enumerate(bases.items())}
 
     def layer(self, layer: Layer, rows: torch.Tensor) -> None:
-        rows += self.layers[layer.name].encode(layer.g)
+        self.layers[layer.name].add_encoded(layer.g, rows)
 
     def query_layer(self, layer: Layer, rows: torch.Tensor) -> None:
         rows += self.layers[layer.name].encode_query(layer.g)

@@ -64,13 +64,15 @@ class LayerProjection:
         """The entries the index reads of flat rotated gradients [B, out·in(+1)]."""
         raise NotImplementedError
 
-    def encode(self, read: torch.Tensor) -> torch.Tensor:
-        """A training sequence's part of the row from its read entries g̃: [B, size]."""
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
+        """Add the training sequences' part of their rows, from their read entries g̃, into ``rows`` [B, size] (in
+        place: a sketch adds every layer into the same buckets, and a [B, size] temporary per layer cost 3 times
+        the sketch itself on the demo's layers; benchmarks/results/index-build.md)."""
         raise NotImplementedError
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
-        """A query's part from its read entries of q̃ ⊘ (Λ + λ), so that its dot product with :meth:`encode` is the
-        influence (or, for a sketch, an unbiased estimate of it): [Q, size]."""
+        """A query's part from its read entries of q̃ ⊘ (Λ + λ), so that its dot product with what
+        :meth:`add_encoded` adds is the influence (or, for a sketch, an unbiased estimate of it): [Q, size]."""
         raise NotImplementedError
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -88,7 +90,7 @@ class LayerProjection:
 
     def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor) -> None:
         """Add the layer's part of the rows of rotated training gradients [B, out, in(+1)] into ``rows`` [B, size]."""
-        rows += self.encode(self.read(rotated.flatten(1)))
+        self.add_encoded(self.read(rotated.flatten(1)), rows)
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None) -> torch.Tensor:
         """The query's part of a row: from (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""
@@ -110,8 +112,8 @@ class KeptEntries(LayerProjection):
     def read(self, rotated: torch.Tensor) -> torch.Tensor:
         return rotated[:, self.entries]
 
-    def encode(self, read: torch.Tensor) -> torch.Tensor:
-        return read
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
+        rows += read
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
         return preconditioned
@@ -149,14 +151,8 @@ class SketchedEntries(LayerProjection):
     def read(self, rotated: torch.Tensor) -> torch.Tensor:
         return rotated
 
-    def encode(self, read: torch.Tensor) -> torch.Tensor:
-        return count_sketch(read.float() / self._root(), self.buckets, self.seed, self._layer_hashes())
-
-    def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor) -> None:
-        """Sketched straight into ``rows``: a [B, buckets] temporary and its addition per layer cost 3 times the
-        sketch itself on the demo's layers (benchmarks/results/index-build.md)."""
-        count_sketch(rotated.flatten(1).float() / self._root(), self.buckets, self.seed, self._layer_hashes(),
-                     out=rows)
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
+        count_sketch(read.float() / self._root(), self.buckets, self.seed, self._layer_hashes(), out=rows)
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
         return count_sketch(preconditioned * self._root(), self.buckets, self.seed, self._layer_hashes())
