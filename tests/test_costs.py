@@ -134,20 +134,35 @@ def test_a_dry_run_refuses_a_block_count_the_layers_cannot_hold(workspace):
 
 
 def test_the_timed_batches_are_the_ones_the_pass_forms(workspace):
-    """The dry run times parts of a batch cut as run_pass cuts them (by shard, then batch size), padding included:
-    the batch of median padded size."""
-    from wherefrom.costs.timing import median_batch, padded_tokens, run_batches
-    from wherefrom.data.batching import make_batches
-    from wherefrom.engine.passes import PassPlan
+    """The dry run times parts of a batch cut as run_pass cuts them (by shard, then batch size, shortest rows
+    first), padding included: the batch of median padded size."""
+    from wherefrom.costs.timing import median_batch, padded_tokens
+    from wherefrom.engine.passes import PassPlan, _batches
 
     tokens = [[1] * (3 + (i * 7) % 11) for i in range(23)]
     plan = PassPlan(tokens, [1] * 23, batch_size=4, shard_size=10)
-    formed = [batch for shard in plan.shards() for batch in make_batches(tokens, [1] * 23, 4, rows=shard)]
-    assert [list(rows) for rows in run_batches(plan)] == [batch.rows.tolist() for batch in formed]
-    sizes = [padded_tokens(plan, rows) for rows in run_batches(plan)]
+    formed = list(_batches(plan, plan.shards(), torch.device("cpu")))
+    assert plan.batches() == [batch.rows.tolist() for batch in formed]
+    sizes = [padded_tokens(plan, rows) for rows in plan.batches()]
     assert sizes == [batch.input_ids.numel() for batch in formed]
     median = padded_tokens(plan, median_batch(plan))
     assert sum(s < median for s in sizes) <= len(sizes) // 2 <= sum(s <= median for s in sizes) - 1
+
+
+def test_a_pass_batches_rows_of_similar_length_within_each_shard():
+    """Every row once, in its own shard; within a shard the rows go shortest first: 10 rows of lengths
+    alternating 2 and 20, in batches of 2, pad to 4 + 4 + 40 + 40 + 40 = 128 tokens, against 5 × 40 in corpus
+    order."""
+    from wherefrom.engine.passes import PassPlan
+
+    lengths = [2, 20] * 5 + [7, 3, 5]
+    plan = PassPlan([[1] * n for n in lengths], [1] * len(lengths), batch_size=2, shard_size=10)
+    batches = plan.batches()
+    assert sorted(r for batch in batches for r in batch) == list(range(len(lengths)))
+    assert [sorted(r for batch in batches[:5] for r in batch), sorted(r for batch in batches[5:] for r in batch)] \
+        == [list(range(10)), [10, 11, 12]]
+    padded = [len(batch) * max(lengths[r] for r in batch) for batch in batches[:5]]
+    assert padded == [4, 4, 40, 40, 40] and sum(padded) < 5 * 2 * 20
 
 
 def test_the_cost_line_goes_through_its_two_samples():

@@ -60,20 +60,14 @@ def sample_rows(n: int, count: int) -> list[int]:
     return [i * n // count for i in range(count)]
 
 
-def run_batches(plan: PassPlan) -> list[range]:
-    """The rows of each batch of a pass over ``plan``, as :func:`engine.passes.run_pass` forms them."""
-    return [range(lo, min(lo + plan.batch_size, shard.stop)) for shard in plan.shards()
-            for lo in range(shard.start, shard.stop, plan.batch_size)]
-
-
 def padded_tokens(plan: PassPlan, rows: Sequence[int]) -> int:
     """Tokens of one batch with its padding: rows × the longest row."""
     return len(rows) * max(len(plan.token_lists[r]) for r in rows)
 
 
-def median_batch(plan: PassPlan) -> range:
+def median_batch(plan: PassPlan) -> list[int]:
     """The pass's batch of median padded size (the earlier one of equal sizes)."""
-    batches = run_batches(plan)
+    batches = plan.batches()
     ranked = sorted(range(len(batches)), key=lambda i: (padded_tokens(plan, batches[i]), i))
     return batches[ranked[len(ranked) // 2]]
 
@@ -95,7 +89,7 @@ def measure_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, l
                  max_repeats: int = 3) -> SampleMeasure:
     """Time the first row and the first half of the pass's median batch, streamed into ``make(sample_lengths)``
     (after an untimed warm-up of the first row), and scale the cost line through them to every batch."""
-    batches = run_batches(plan)
+    batches = plan.batches()
     median = median_batch(plan)
     small, large = median[:1], median[:max(2, len(median) // 2)]
     samples = [small] + [small, large] * max_repeats

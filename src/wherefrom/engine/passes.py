@@ -164,6 +164,16 @@ class PassPlan:
         n = len(self.token_lists)
         return [range(lo, min(lo + self.shard_size, n)) for lo in range(0, n, self.shard_size)]
 
+    def shard_batches(self, shard: range) -> list[list[int]]:
+        """The rows of each batch of ``shard``: its rows shortest first, so that a batch pads little (every
+        consumer places results by row, and a shard's checkpoint covers all its rows whatever their order)."""
+        rows = sorted(shard, key=lambda row: len(self.token_lists[row]))
+        return [rows[lo:lo + self.batch_size] for lo in range(0, len(rows), self.batch_size)]
+
+    def batches(self) -> list[list[int]]:
+        """The rows of every batch of the pass, shard after shard."""
+        return [batch for shard in self.shards() for batch in self.shard_batches(shard)]
+
 
 def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, labels: Labels, name: str,
              description: str, make: Callable[[], Accumulator], checkpoints: Checkpoints, execution: Execution,
@@ -195,4 +205,5 @@ def run_pass(model: nn.Module, layers: list[TrackedLayer], plan: PassPlan, label
 
 def _batches(plan: PassPlan, shards: list[range], device: torch.device):  # noqa: ANN202 - a generator of Batch
     for shard in shards:
-        yield from make_batches(plan.token_lists, plan.first_targets, plan.batch_size, rows=shard, device=device)
+        for rows in plan.shard_batches(shard):
+            yield from make_batches(plan.token_lists, plan.first_targets, len(rows), rows=rows, device=device)
