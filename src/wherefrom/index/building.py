@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from wherefrom.allocator import Workspace
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.opening import open_run
 from wherefrom.curvature.store import FactorRun
@@ -67,6 +68,7 @@ class IndexWriter(Accumulator):
         self.columns = layer_columns(projections)
         self.width = max(hi for _, hi in self.columns.values())
         self.device = device
+        self.workspace = Workspace(device)
         self._rows: torch.Tensor | None = None
         self._self_influence: torch.Tensor | None = None
         self._batch: Batch | None = None
@@ -83,7 +85,7 @@ class IndexWriter(Accumulator):
         rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
         lo, hi = self.columns[name]
         projection.add_to_rows(rotated, self._rows[:, lo:hi])
-        norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name])
+        norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name], self.workspace)
         self._self_influence = norm if self._self_influence is None else self._self_influence + norm
 
     def end(self, loss: torch.Tensor) -> None:

@@ -83,7 +83,8 @@ class ScoreAccumulator(Accumulator):
         self._scores[self.layer_index[name] if self.per_layer else 0] += scores.double()
         if self._self_influence is not None:
             curvature, damping = self.self_curvature[name]
-            self._self_influence += self_influence(curvature, damping, layer.output_grads, layer.inputs)
+            self._self_influence += self_influence(curvature, damping, layer.output_grads, layer.inputs,
+                                                   self.workspace)
 
     def end(self, loss: torch.Tensor) -> None:
         """Move the batch's scores to the host."""
@@ -178,25 +179,40 @@ def token_contributions(V: torch.Tensor | LowRankQueries, layer: LayerBatch) -> 
     return token_terms(V, layer)
 
 
-def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.Tensor, a: torch.Tensor
-                   ) -> torch.Tensor:
+def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.Tensor, a: torch.Tensor,
+                   workspace: Workspace | None = None) -> torch.Tensor:
     """∇Lᵀ (G + λI)⁻¹ ∇L per row of gradients given by their rows (Ds [B, T, out], ā [B, T, in(+1)]), computed
-    in the eigenbasis: Σ (Q_Sᵀ DW̄ Q_A)∘2 ⊘ (Λ + λ): [B] float64."""
+    in the eigenbasis: Σ (Q_Sᵀ DW̄ Q_A)∘2 ⊘ (Λ + λ): [B] float64. The per-row gradients and their squares go
+    into ``workspace``'s buffers (reused batch after batch: no fresh pages to fault in)."""
+    workspace = workspace or Workspace(a.device)
     a = a if curvature.Q_A is None else a @ curvature.Q_A.to(a.dtype)
     ds = ds if curvature.Q_S is None else ds @ curvature.Q_S.to(a.dtype)
-    DW = torch.einsum("bto,bti->boi", ds, a).double()
+    DW = workspace.get("self-influence DW", (ds.shape[0], ds.shape[2], a.shape[2]), a.dtype)
+    torch.bmm(ds.transpose(1, 2), a, out=DW)
     if curvature.eigenvalues is None:
-        return DW.square().sum((1, 2))
-    return damped_square_norm(DW, curvature.eigenvalues, curvature.damping(damping))
+        return _square_norm(DW, None, workspace)
+    return damped_square_norm(DW, curvature.eigenvalues, curvature.damping(damping), workspace)
 
 
-def damped_square_norm(rotated: torch.Tensor, eigenvalues: torch.Tensor, damping: float) -> torch.Tensor:
+def damped_square_norm(rotated: torch.Tensor, eigenvalues: torch.Tensor, damping: float,
+                       workspace: Workspace | None = None) -> torch.Tensor:
     """xᵀ (G + λI)⁻¹ x for gradients x given in the eigenbasis (eq. 21): Σ_ij x̃_ij² / (Λ_ij + λ) per row: [B]
-    float64. Each term is formed in x's precision (float32 unless x is float64), the sum in float64: one
-    temporary of x's size instead of three float64 ones."""
+    float64. Each term is formed in x's precision (float32 unless x is float64), the sum in float64."""
     x = rotated if rotated.dtype == torch.float64 else rotated.float()
-    weights = (eigenvalues.double() + damping).reciprocal().to(x.dtype)
-    return x.square().mul_(weights).flatten(1).sum(1, dtype=torch.float64)
+    workspace = workspace or Workspace(x.device)
+    weights = workspace.get("1/(Λ+λ)", tuple(eigenvalues.shape), x.dtype)
+    torch.add(eigenvalues.to(x.dtype), damping, out=weights).reciprocal_()
+    return _square_norm(x, weights, workspace)
+
+
+def _square_norm(x: torch.Tensor, weights: torch.Tensor | None, workspace: Workspace) -> torch.Tensor:
+    """Σ_ij x_ij² w_ij per row (w = 1 when None) [B] float64: the terms in one reused buffer of x's dtype, summed
+    over j in it and over i in float64 (a float64 sum of every term would first copy them all to float64)."""
+    squares = workspace.get("squares", tuple(x.shape), x.dtype)
+    torch.mul(x, x, out=squares)
+    if weights is not None:
+        squares.mul_(weights)
+    return squares.sum(-1).double().flatten(1).sum(1)
 
 
 def _low_rank_is_cheaper(V: LowRankQueries, layer: LayerBatch) -> bool:
