@@ -24,7 +24,7 @@ from wherefrom.models.units import find_unit, unit_map
 from wherefrom.options import FitOptions, ScoreOptions
 from wherefrom.scoring.contract import sequence_scores, token_contributions
 from wherefrom.scoring.scorer import score
-from wherefrom.scoring.units import layer_split, to_units
+from wherefrom.scoring.units import layer_split, split_layout, to_units
 
 TOKENIZER = char_tokenizer()
 DAMPING = 1e-3
@@ -138,20 +138,20 @@ def test_row_column_and_unit_splits_sum_exactly_to_the_layer_score(fitted):
         expected = sequence_scores(V, batch, Workspace())
         for axis in ("row", "column"):
             for with_tokens in (False, True):
-                split, token_terms = layer_split(V, batch, axis, with_tokens)
+                split, token_terms = layer_split(V, split_layout(V, axis), batch, axis, with_tokens, Workspace())
                 assert split.shape[-1] == (out if axis == "row" else width)
                 torch.testing.assert_close(split.sum(-1), expected, rtol=1e-12, atol=1e-12)
                 if with_tokens:
                     torch.testing.assert_close(token_terms, token_contributions(V, batch), rtol=1e-12, atol=1e-12)
         part = units.layers[layer.name]
-        split, _ = layer_split(V, batch, part.axis, False)
+        split, _ = layer_split(V, split_layout(V, part.axis), batch, part.axis, False, Workspace())
         in_units = to_units(split, part.assignment, split.new_zeros(*split.shape[:-1], len(units)))
         outside = split[..., part.assignment < 0].sum(-1)
         torch.testing.assert_close(in_units.sum(-1) + outside, expected, rtol=1e-12, atol=1e-12)
         assert (part.assignment < 0).sum() == (int(layer.shape.has_bias) if part.axis == "column" else 0)
         if layer.name in residual.layers:  # the residual view: whole rows of the output projections
             part = residual.layers[layer.name]
-            split, _ = layer_split(V, batch, part.axis, False)
+            split, _ = layer_split(V, split_layout(V, part.axis), batch, part.axis, False, Workspace())
             in_units = to_units(split, part.assignment, split.new_zeros(*split.shape[:-1], len(residual)))
             torch.testing.assert_close(in_units.sum(-1), expected, rtol=1e-12, atol=1e-12)
 

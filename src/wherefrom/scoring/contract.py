@@ -23,7 +23,7 @@ from wherefrom.engine.stream import LayerBatch
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
-from wherefrom.scoring.units import layer_split, to_units, token_terms
+from wherefrom.scoring.units import layer_split, split_layout, to_units, token_terms
 
 
 class ScoreAccumulator(Accumulator):
@@ -40,6 +40,9 @@ class ScoreAccumulator(Accumulator):
         if units is not None:  # the unit split needs V entry by entry
             self.queries = {name: V.dense() if name in units.layers and isinstance(V, LowRankQueries) else V
                             for name, V in self.queries.items()}
+        self.split_queries = {} if units is None else {
+            name: split_layout(self.queries[name], part.axis) for name, part in units.layers.items()
+            if name in self.queries}
         self.layer_index = {name: i for i, name in enumerate(queries)}
         self.per_layer = per_layer
         self.scores = torch.zeros(len(queries) if per_layer else 1, n_queries, n_sequences, dtype=torch.float64)
@@ -104,7 +107,8 @@ class ScoreAccumulator(Accumulator):
         """The layer's unit split added into ``unit_split`` [Q, B, U]; returns its token terms and scores, which
         are sums of the same product (one contraction, not two)."""
         part = self.units.layers[name]
-        split, tokens = layer_split(V, layer, part.axis, self.per_token is not None)
+        split, tokens = layer_split(V, self.split_queries[name], layer, part.axis, self.per_token is not None,
+                                    self.workspace)
         to_units(split.double(), part.assignment, unit_split)
         return tokens, split.sum(-1)
 
