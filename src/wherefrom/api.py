@@ -206,7 +206,8 @@ def units(out: str | Path, unit: str, among: int | None = None, model: str | Pat
     known = {f.name for f in fields(ScoreOptions)}
     # The influence through one unit, whatever the scoring ranked by: a unit's share has no cosine of its own.
     options = replace(ScoreOptions(**{k: v for k, v in recorded["options"].items() if k in known}),
-                      per_token=True, per_layer=True, per_unit=None, self_influence=False, normalize=False)
+                      per_token=True, per_token_top=None, per_layer=True, per_unit=None, self_influence=False,
+                      normalize=False)
     opened = open_run(recorded["run"], model if model is not None else recorded["model"])
     find_unit(opened.loaded.model, opened.layers, unit)  # a unit the model does not have is refused before any pass
     corpus = {s.row: s for s in opened.sequences(recorded["corpus"], options.max_length, options.pack)}
@@ -240,6 +241,10 @@ def _check_score_options(options: ScoreOptions, with_index: bool) -> None:
                              f"{options.top_p}.")
     if options.per_unit is not None and options.per_unit < 1:
         raise WherefromError(f"--per-unit must be at least 1, got {options.per_unit}.")
+    if options.per_token_top is not None and not options.per_token:
+        raise WherefromError("--per-token-top N says which sequences keep token shares: give --per-token too.")
+    if options.per_token_top is not None and options.per_token_top < 1:
+        raise WherefromError(f"--per-token-top must be at least 1, got {options.per_token_top}.")
     if options.per_unit is not None and with_index and options.rescored_per_query == 0:
         raise WherefromError("--per-unit splits exact scores; with --index it needs --rescore N (N ≥ 1).")
     if options.query_rank is not None and options.query_rank < 1:

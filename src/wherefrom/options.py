@@ -93,6 +93,13 @@ class ScoreOptions(DataOptions):
     top_k: int = option(20, "Sequences listed per query in results.jsonl and on the terminal.")
     per_layer: bool = option(False, "Keep each tracked layer's share of every score.")
     per_token: bool = option(False, "Keep each training token's share of every score.")
+    per_token_top: int | None = option(
+        None,
+        "With --per-token: token shares only for each query's N best sequences (by the ranking: influence, or "
+        "cosine with --normalize), formed in a second pass over those sequences alone; the others keep their "
+        "scores but no token split. Token shares cost about queries × tokens times the plain contraction, so on a "
+        "large corpus this is far faster. Default: every sequence.",
+    )
     self_influence: bool = option(False, "Also compute each training sequence's self-influence.")
     normalize: bool = option(
         False,

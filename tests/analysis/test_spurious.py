@@ -120,3 +120,21 @@ def test_short_sequences_are_not_flagged_for_being_short_but_a_lone_outlier_toke
     assert shares[:60].min() > 0.05  # a short one's concentration is common in same-length corpus draws
     flagged = spurious_sequences(result)[0]
     assert [s.row for s in flagged] == [60] and flagged[0].p_value == pytest.approx(1 / 1001)
+
+
+def test_the_null_pool_holds_only_the_tokens_of_the_pooled_sequences():
+    """With token shares for some sequences only (--per-token-top), a query's pool is their tokens: the same
+    p-values as a matrix holding only those sequences (the others' zeros never enter the pool)."""
+    rng = np.random.default_rng(3)
+    lengths = [5, 7, 4, 6]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    per_token = rng.normal(size=(1, offsets[-1]))
+    per_token[:, offsets[1]:offsets[2]] = 0.0  # sequences 1 and 3 have no token shares
+    per_token[:, offsets[3]:offsets[4]] = 0.0
+    kept = np.concatenate([per_token[:, offsets[0]:offsets[1]], per_token[:, offsets[2]:offsets[3]]], axis=1)
+    alone = concentration_p_values(kept, [0, 5, 9], rows=[[0, 1]], draws=500)
+    pooled = concentration_p_values(per_token, offsets, rows=[[0, 2]], draws=500, pooled=[[0, 2]])
+    np.testing.assert_array_equal(pooled[0, [0, 2]], alone[0])
+    assert np.isnan(pooled[0, [1, 3]]).all()
+    assert not np.array_equal(concentration_p_values(per_token, offsets, rows=[[0, 2]], draws=500)[0, [0, 2]],
+                              alone[0])  # zeros in the pool would change them

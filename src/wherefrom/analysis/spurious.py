@@ -70,13 +70,15 @@ def flag_spurious(ratios: Any, threshold: float = SPURIOUS_THRESHOLD) -> list[li
 
 
 def concentration_p_values(per_token: Any, token_offsets: Any, rows: list[list[int]] | None = None,
-                           draws: int = NULL_DRAWS, seed: int = 0) -> np.ndarray:
+                           draws: int = NULL_DRAWS, seed: int = 0, pooled: Any | None = None) -> np.ndarray:
     """For each query and sequence: the share of ``draws`` random sets of as many tokens, drawn from all of the
     query's per-token influences, whose ||a||_2 / ||a||_1 is at least the sequence's, [n_queries, n_sequences].
 
     Each sequence's first token (nothing predicts it, so it carries no influence) is left out of both the
     sequence and the pool. ``rows``: per query, the sequences to compute (default all); the others get NaN.
-    The share is (1 + as concentrated) / (1 + draws), so never 0.
+    ``pooled``: per query, the sequences whose tokens make its pool (default all; scores with
+    ``--per-token-top`` have token shares only for each query's ``token_rows``). The share is
+    (1 + as concentrated) / (1 + draws), so never 0.
     """
     tokens = np.atleast_2d(as_numpy(per_token))
     offsets = as_numpy(token_offsets, dtype=np.int64)
@@ -86,7 +88,7 @@ def concentration_p_values(per_token: Any, token_offsets: Any, rows: list[list[i
     rng = np.random.default_rng(seed)
     shares = np.full(ratios.shape, np.nan)
     for query, values in enumerate(tokens):
-        pool = np.abs(values[predicted])
+        pool = np.abs(values[predicted & _token_mask(offsets, None if pooled is None else pooled[query])])
         null: dict[int, np.ndarray] = {}
         for row in range(ratios.shape[1]) if rows is None else rows[query]:
             length = int(offsets[row + 1] - offsets[row]) - 1
@@ -112,11 +114,21 @@ def spurious_sequences(
         raise ValueError("these results hold no per-token scores; score again with per-token scores enabled")
     ratios = token_norm_ratios(result.per_token, result.token_offsets)
     rows = None if top_k is None else [result.top(query, top_k) for query in range(ratios.shape[0])]
-    shares = concentration_p_values(result.per_token, result.token_offsets, rows)
+    shares = concentration_p_values(result.per_token, result.token_offsets, rows, pooled=result.token_rows)
     calibrated = np.where(shares <= level, ratios, np.nan)  # NaN never flags
     flagged = flag_spurious(calibrated, threshold)
     return [[SpuriousSequence(s.query, s.row, s.ratio, float(shares[s.query, s.row])) for s in per_query]
             for per_query in flagged]
+
+
+def _token_mask(offsets: np.ndarray, rows: Any | None) -> np.ndarray | bool:
+    """Which tokens belong to the sequences ``rows`` (True for all when None)."""
+    if rows is None:
+        return True
+    mask = np.zeros(int(offsets[-1]), dtype=bool)
+    for row in np.asarray(rows, dtype=np.int64).tolist():
+        mask[offsets[row]:offsets[row + 1]] = True
+    return mask
 
 
 def _segment_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:

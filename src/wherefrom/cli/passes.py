@@ -102,6 +102,7 @@ def score(
     top_k: int = score_opt("top_k", "--top-k"),
     per_layer: bool = score_opt("per_layer", "--per-layer"),
     per_token: bool = score_opt("per_token", "--per-token"),
+    per_token_top: int | None = score_opt("per_token_top", "--per-token-top"),
     self_influence: bool = score_opt("self_influence", "--self-influence"),
     normalize: bool = score_opt("normalize", "--normalize"),
     per_unit: int | None = score_opt("per_unit", "--per-unit"),
@@ -141,7 +142,8 @@ def score(
         options = ScoreOptions(
             **given_data_options(data, max_length, batch_size, shard_size),
             damping=parse_damping(damping), top_k=top_k, per_layer=per_layer,
-            per_token=per_token, self_influence=self_influence, normalize=normalize, query_rank=query_rank,
+            per_token=per_token, per_token_top=per_token_top, self_influence=self_influence, normalize=normalize,
+            query_rank=query_rank,
             per_unit=per_unit, unit_view=choice(unit_view, UNIT_VIEWS, "--unit-view"),
             max_new_tokens=max_new_tokens, stop=choice(stop, STOPS, "--stop"), sample=sample,
             temperature=temperature, top_p=top_p,

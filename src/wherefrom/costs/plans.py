@@ -137,13 +137,16 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
     units = unit_map(loaded.model, layers, options.unit_view) if options.per_unit else None
     n_units, top_k = 0 if units is None else len(units), min(options.top_k, n)
 
-    def make(lengths: list[int]) -> ScoreAccumulator:
-        offsets = torch.tensor([0, *lengths]).cumsum(0) if options.per_token else None
+    tokens_of_top = options.per_token and options.per_token_top is not None  # a second pass, as score runs it
+    with_tokens = min(n, n_queries * options.per_token_top) if tokens_of_top else n  # sequences split per token
+
+    def make(lengths: list[int], per_token: bool = options.per_token and not tokens_of_top) -> ScoreAccumulator:
+        offsets = torch.tensor([0, *lengths]).cumsum(0) if per_token else None
         return ScoreAccumulator(V, n_queries, len(lengths), options.per_layer, offsets, self_curvature, execution,
                                 units, top_k)
 
-    measured = measure_pass(loaded.model, layers, PassPlan(tokens, [1] * n, options.batch_size, options.shard_size),
-                            Labels("data"), make, execution)
+    plan = PassPlan(tokens, [1] * n, options.batch_size, options.shard_size)
+    measured = measure_pass(loaded.model, layers, plan, Labels("data"), make, execution)
     weights = memory.weights_bytes(loaded.model)
     widths = sum(layer.shape.in_dim + layer.shape.out_features for layer in layers)
     gradients = n_queries * query_length * widths * size
@@ -174,14 +177,24 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
             "re-scoring the index's top", weights + batch + preconditioned, measured.seconds_per_sequence * rescored,
             f"at most {rescored} sequences (each query's top {options.rescored_per_query}), scored exactly")]
             if rescored else [])
+    if tokens_of_top:  # each sequence streamed again, plus each query's token terms on its own top N
+        split = measure_pass(loaded.model, layers, plan, Labels("data"), lambda lengths: make(lengths, True), execution)
+        terms = max(0.0, split.seconds_per_sequence - measured.seconds_per_sequence) / n_queries
+        stages.append(Stage(
+            "token shares of the top sequences", weights + batch + preconditioned + accumulators,
+            measured.seconds_per_sequence * with_tokens + terms * n_queries * options.per_token_top,
+            f"at most {with_tokens} sequences (each query's top {options.per_token_top}), split per token"))
     shapes = memory.score_file_shapes(n_queries, n, n_tokens, len(layers), options.per_layer, options.per_token,
                                       options.self_influence)
     if options.per_unit:
         shapes.update(memory.unit_file_shapes(n_queries, min(options.per_unit, n_units), top_k,
                                               min(top_k, MAPPED_SEQUENCES), longest, options.per_token))
-    row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, options.per_token)
+    row_bytes = _sequence_row_bytes(loaded.tokenizer, sequences, False)
+    if options.per_token:
+        row_bytes += (_sequence_row_bytes(loaded.tokenizer, sequences, True) - row_bytes) * with_tokens / n
+    tokens_per_entry = n_tokens / n * (min(1.0, options.per_token_top / top_k) if tokens_of_top else 1.0)
     result_bytes = (row_bytes + (sum(len(layer.name) + _FLOAT_CHARS for layer in layers) if options.per_layer else 0)
-                    + (n_tokens / n * _FLOAT_CHARS if options.per_token else 0))
+                    + (tokens_per_entry * _FLOAT_CHARS if options.per_token else 0))
     disk = {"scores.safetensors": memory.safetensors_bytes(shapes), "sequences.jsonl": round(row_bytes * n),
             "results.jsonl": round(result_bytes * n_queries * min(options.top_k, n))}
     prompt_only = sum(q.needs_completion for q in query_list)

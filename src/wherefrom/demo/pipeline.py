@@ -24,6 +24,7 @@ from wherefrom.synthetic.config import MAX_LENGTH, DemoConfig
 
 STRATEGIES = ("ekfac", "identity")  # EK-FAC against the plain gradient dot product
 RECALL_K = 10
+TOKEN_SHARES = 20  # sequences per query split per token: every one results.jsonl lists (top 20), the report shows 10
 SMOLLM2_DOCUMENTS = 64  # pydoc topics, each cut to MAX_LENGTH tokens: a few minutes of CPU for a 135M model
 
 
@@ -68,7 +69,8 @@ def _run_demo(out: Path, config: DemoConfig | None, threads: int, quiet: bool, b
         clock = time.perf_counter()
         detailed = strategy == STRATEGIES[0]  # per-layer and per-token scores for the report's strategy
         options = ScoreOptions(max_length=MAX_LENGTH, batch_size=32, per_layer=detailed, per_token=detailed,
-                               normalize=True, per_unit=TOP_UNITS if detailed else None)
+                               per_token_top=TOKEN_SHARES if detailed else None, normalize=True,
+                               per_unit=TOP_UNITS if detailed else None)
         folders[strategy] = out / f"scores-{strategy}"
         results[strategy] = score(run, queries, out=folders[strategy], options=options, quiet=quiet,
                                   execution=execution)

@@ -87,7 +87,8 @@ def query_sections(result: ScoreResult, top_k: int, n_bootstrap: int) -> list[Qu
     if result.per_token is not None and result.token_offsets is not None:
         ratios = token_norm_ratios(result.per_token, result.token_offsets)
         shares = concentration_p_values(result.per_token, result.token_offsets,
-                                        [result.top(query.index, top_k) for query in result.queries])
+                                        [result.top(query.index, top_k) for query in result.queries],
+                                        pooled=result.token_rows)
     index = CorpusIndex([s.text for s in result.sequences])
     sections = []
     for query in result.queries:
@@ -124,8 +125,8 @@ def _top_sequences(result: ScoreResult, query: int, rows: list[int], ratios: np.
             record_id=sequence.record_id,
             score=float(result.scores[query, row]),
             text=sequence.text,
-            tokens=None if scale is None else token_spans(sequence.tokens, result.token_scores(query, row).tolist(),
-                                                          scale),
+            tokens=None if scale is None or not result.has_token_scores(query, row) else token_spans(
+                sequence.tokens, result.token_scores(query, row).tolist(), scale),
             norm_ratio=None if math.isnan(ratio) else ratio,
             concentration_p=None if math.isnan(share) else share,
             spurious=ratio > SPURIOUS_THRESHOLD and share <= SPURIOUS_LEVEL,
@@ -139,6 +140,7 @@ def _top_sequences(result: ScoreResult, query: int, rows: list[int], ratios: np.
 def _token_scale(result: ScoreResult, query: int, rows: list[int]) -> float | None:
     if result.per_token is None or result.token_offsets is None:
         return None
+    rows = [row for row in rows if result.has_token_scores(query, row)]
     values = torch.cat([result.token_scores(query, row) for row in rows]) if rows else torch.zeros(0)
     return float(values.abs().max()) if values.numel() else 0.0
 

@@ -3,7 +3,8 @@
 On disk (OUT/):
 - ``scores.safetensors``: ``scores`` [n_queries, n_sequences] float32; optional ``per_layer``
   [n_layers, n_queries, n_sequences], ``per_token`` [n_queries, n_tokens_total] (row n of the corpus owns the
-  slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, and
+  slice ``token_offsets[n]:token_offsets[n+1]``), ``token_offsets`` [n_sequences + 1] int64, with
+  ``--per-token-top N`` ``token_rows`` [n_queries, N] int64 (the only sequences whose tokens hold shares), and
   ``self_influence`` [n_sequences]; with normalisation, ``cosine`` [n_queries, n_sequences] (the influence over
   both gradients' norms in the (G + λI)⁻¹ metric, see scoring/cosine.py) and ``query_self_influence`` [n_queries];
   with ``--per-unit`` the ``unit_*`` tensors of :mod:`wherefrom.scoring.unit_results`.
@@ -76,7 +77,8 @@ class ScoreResult:
 
     ``per_token[q, token_offsets[n] + j]`` is the influence carried by the model's prediction of token j of
     sequence n (its activations at position j-1); token 0 is never predicted and always holds 0.
-    Sums: ``per_layer.sum(0) == scores`` and each sequence's per-token slice sums to its score.
+    Sums: ``per_layer.sum(0) == scores`` and each sequence's per-token slice sums to its score; with
+    ``token_rows`` only query q's sequences ``token_rows[q]`` have token shares (the others' slices hold 0).
     """
 
     scores: torch.Tensor
@@ -86,16 +88,24 @@ class ScoreResult:
     per_layer: torch.Tensor | None = None
     per_token: torch.Tensor | None = None
     token_offsets: torch.Tensor | None = None
+    token_rows: torch.Tensor | None = None  # [Q, N]: the sequences with token shares per query (None: all)
     self_influence: torch.Tensor | None = None
     cosine: torch.Tensor | None = None  # [Q, N]: normalised influence; when present it orders the sequences
     query_self_influence: torch.Tensor | None = None  # [Q]: ‖∇L_q‖² in the (G + λI)⁻¹ metric
     units: UnitInfluence | None = None  # which neurons and heads carry each query's influence (--per-unit)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def has_token_scores(self, query: int, row: int) -> bool:
+        """Whether sequence ``row``'s influence on query ``query`` is split over its tokens."""
+        return self.per_token is not None and (self.token_rows is None or bool((self.token_rows[query] == row).any()))
+
     def token_scores(self, query: int, row: int) -> torch.Tensor:
         """Per-token influence of sequence ``row`` on query ``query`` (length = the sequence's tokens)."""
         if self.per_token is None or self.token_offsets is None:
             raise ValueError("these results hold no per-token scores; score again with per_token enabled")
+        if not self.has_token_scores(query, row):
+            raise ValueError(f"sequence {row} is not among query {query}'s {self.token_rows.shape[1]} sequences with "
+                             "token shares (--per-token-top)")
         lo, hi = int(self.token_offsets[row]), int(self.token_offsets[row + 1])
         return self.per_token[query, lo:hi]
 
@@ -122,7 +132,7 @@ class ScoreResult:
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifest.json").unlink(missing_ok=True)
         tensors = {}
-        for name in ("scores", "per_layer", "per_token", "token_offsets", "self_influence", "cosine",
+        for name in ("scores", "per_layer", "per_token", "token_offsets", "token_rows", "self_influence", "cosine",
                      "query_self_influence"):
             value = getattr(self, name)
             if value is not None:
@@ -166,6 +176,7 @@ class ScoreResult:
             per_layer=tensors.get("per_layer"),
             per_token=tensors.get("per_token"),
             token_offsets=tensors.get("token_offsets"),
+            token_rows=tensors.get("token_rows"),
             self_influence=tensors.get("self_influence"),
             cosine=tensors.get("cosine"),
             query_self_influence=tensors.get("query_self_influence"),
@@ -192,6 +203,10 @@ class ScoreResult:
                 or self.per_token.shape != (n_queries, int(self.token_offsets[-1]))
                 or bool((self.token_offsets.diff() < 0).any())):
             return "per_token does not match token_offsets"
+        if self.token_rows is not None and (
+                self.per_token is None or self.token_rows.dim() != 2 or self.token_rows.shape[0] != n_queries
+                or self.token_rows.is_floating_point() or bool(((self.token_rows < 0) | (self.token_rows >= n_sequences)).any())):
+            return "token_rows does not name sequences with per-token scores"
         if self.self_influence is not None and tuple(self.self_influence.shape) != (n_sequences,):
             return "self_influence does not have one value per sequence"
         if self.cosine is not None and self.cosine.shape != self.scores.shape:
@@ -221,7 +236,7 @@ class ScoreResult:
                 }
                 if self.per_layer is not None:
                     entry["per_layer"] = dict(zip(self.layer_names, self.per_layer[:, q.index, row].tolist()))
-                if self.per_token is not None:
+                if self.has_token_scores(q.index, row):
                     entry["tokens"] = seq.tokens
                     entry["per_token"] = self.token_scores(q.index, row).tolist()
                 if self.units is not None and (split := self.units.sequence_split(q.index, row)) is not None:

@@ -22,6 +22,7 @@ from wherefrom.scoring.cosine import cosine, query_self_influence
 from wherefrom.scoring.lowrank import LowRankQueries, low_rank
 from wherefrom.scoring.query_gradients import QueryGradients, query_gradients
 from wherefrom.scoring.results import QueryInfo, ScoreResult, SequenceInfo
+from wherefrom.scoring.top_tokens import top_token_scores
 from wherefrom.scoring.unit_pass import unit_summary, unit_token_maps
 from wherefrom.scoring.unit_scan import UnitScanAccumulator, restrict_queries
 
@@ -65,6 +66,7 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
                                              execution)
     lengths = torch.tensor([len(s.input_ids) for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]) if options.per_token else None
+    tokens_of_top = options.per_token and options.per_token_top is not None  # by a second pass, once ranked
     self_curvature = {layer.name: (curvature.layers[layer.name], options.damping) for layer in layers} \
         if options.self_influence or options.normalize else None
     query_self = query_self_influence(curvature, gradients, options.damping) if options.normalize else None
@@ -78,8 +80,9 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
         layers = [layer for layer in layers if layer.name in positions]
 
     def make() -> ScoreAccumulator | UnitScanAccumulator:
-        accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer, offsets,
-                                       self_curvature, execution, units, options.top_k)
+        accumulator = ScoreAccumulator(queries_V, len(queries), len(sequences), options.per_layer,
+                                       None if tokens_of_top else offsets, self_curvature, execution, units,
+                                       options.top_k)
         return accumulator if positions is None else UnitScanAccumulator(accumulator, positions)
 
     accumulator = run_pass(model, layers, plan, Labels("data"), "scores", "scoring sequences", make, checkpoints,
@@ -92,19 +95,29 @@ def score(model: nn.Module, tokenizer: object, layers: list[TrackedLayer], curva
             unit_influence.tokens = unit_token_maps(model, layers, accumulator.queries, unit_influence, units, sequences,
                                                     options, checkpoints, execution, quiet)
     detailed = set() if unit_influence is None else set(unit_influence.rows.flatten().tolist())
+    scores = accumulator.score_matrix()
+    cosines = None if query_self is None else cosine(accumulator.scores.sum(0), query_self,
+                                                     accumulator.self_influence).to(accumulator.dtype)
+    per_token, token_rows = accumulator.per_token, None
+    if tokens_of_top:
+        ranking = scores if cosines is None else cosines
+        token_rows = torch.topk(ranking, min(options.per_token_top, len(sequences)), dim=1).indices
+        per_token = top_token_scores(model, layers, accumulator.queries, token_rows, sequences, offsets, options,
+                                     checkpoints, execution, quiet)
+        detailed |= set(token_rows.flatten().tolist())
     return ScoreResult(
-        scores=accumulator.score_matrix(),
-        sequences=[sequence_info(s, tokenizer, options.per_token or column in detailed)
+        scores=scores,
+        sequences=[sequence_info(s, tokenizer, (options.per_token and not tokens_of_top) or column in detailed)
                    for column, s in enumerate(sequences)],
         queries=query_infos(queries, gradients.logprobs),
         layer_names=[layer.name for layer in layers],
         per_layer=accumulator.scores.to(accumulator.dtype) if options.per_layer else None,
-        per_token=accumulator.per_token,
+        per_token=per_token,
         token_offsets=offsets,
+        token_rows=token_rows,
         self_influence=None if accumulator.self_influence is None else accumulator.self_influence.to(accumulator.dtype),
         units=unit_influence,
-        cosine=None if query_self is None else cosine(accumulator.scores.sum(0), query_self,
-                                                      accumulator.self_influence).to(accumulator.dtype),
+        cosine=cosines,
         query_self_influence=query_self,
     )
 
