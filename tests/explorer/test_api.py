@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from exact import sequence_gradient
-from outputs.page import code_scripts, parse, svg_of
+from outputs.page import code_scripts, parse
 from safetensors.torch import load_file
 
 import wherefrom
@@ -69,8 +72,43 @@ def test_answer_ranks_like_an_independent_float64_computation(client, explorer_d
                 float(restricted_scores(independent[:, shown["row"]], block)), rel=1e-3, abs=1e-2)
     assert answer["ranking"] == "exact" and answer["n_sequences"] == len(sequences)
     assert answer["tail"]["n_scores"] == len(sequences)
-    assert svg_of(answer["layer_heatmap"]).tag == "{http://www.w3.org/2000/svg}svg"
     assert answer["completion_logprob"] < 0 and not answer["generated"]
+
+
+def test_the_figures_hold_the_tail_and_layer_split_of_an_independent_computation(client, explorer_demo, independent):
+    answer = ask(client, prompt=explorer_demo.prompt, completion=explorer_demo.completion, top_k=5)
+    exact = independent.sum(0).numpy()
+    positive = np.sort(exact[exact > 0])
+    tail = answer["tail"]
+    assert tail["n_positive"] == positive.size < 2000  # so every point is drawn
+    assert tail["x"] == pytest.approx(positive.tolist(), rel=1e-3, abs=1e-3)
+    n = positive.size
+    assert tail["survival"] == pytest.approx([(n - i) / n for i in range(n)], rel=1e-12)  # 1 - CDF by rank (ties
+    # among duplicated documents too)
+    if tail["alpha"] is not None:  # the line: the share of scores >= x_min there, falling as x^(1 - alpha)
+        (x0, y0), (x1, y1) = tail["fit_line"]
+        assert x0 == tail["x_min"] and x1 == pytest.approx(positive[-1], rel=1e-3)
+        assert np.mean(positive > x0 * 1.002) <= y0 <= np.mean(positive >= x0 * 0.998)
+        assert math.log(y1 / y0) / math.log(x1 / x0) == pytest.approx(1 - tail["alpha"], rel=1e-9)
+
+    heatmap = answer["layer_heatmap"]
+    layer_of = [int(re.search(r"\.(\d+)\.", layer.name).group(1)) for layer in explorer_demo.session.layers]
+    numbers = sorted(set(layer_of))
+    assert heatmap["block_labels"] == [f"layer {number}" for number in numbers]
+    top = [s["row"] for s in answer["top"]]
+    assert sorted(heatmap["rows"]) == sorted(top)
+    by_block = np.stack([independent[[i for i, x in enumerate(layer_of) if x == number]].sum(0).numpy()
+                         for number in numbers])
+    expected = by_block[:, heatmap["rows"]]
+    assert np.array(heatmap["matrix"]) == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    weights = np.abs(np.array(heatmap["matrix"]))
+    centres = (np.arange(len(numbers))[:, None] * weights).sum(0) / weights.sum(0)
+    assert np.all(np.diff(centres) >= 0)  # lower layers first
+    ids = [explorer_demo.session.sequences[row].record_id for row in heatmap["rows"]]
+    assert heatmap["labels"] == [f"#{top.index(row) + 1} {rid if len(rid) <= 18 else rid[:17] + '…'}"
+                                 for row, rid in zip(heatmap["rows"], ids, strict=True)]
+    assert heatmap["limit"] == pytest.approx(np.abs(expected).max(), rel=1e-3)
+    assert heatmap["colours"] == [[33, 102, 172], [247, 247, 247], [230, 97, 1]]  # blue, near-white, orange
 
 
 def test_a_layer_block_ranks_by_the_scores_of_its_layers_only(client, explorer_demo, independent):

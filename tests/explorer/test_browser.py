@@ -1,6 +1,7 @@
 """The explorer in a real headless Chromium, against a real uvicorn server: ask a question of the demo model,
-wait for the answer, check the top sequence, its heatmap and the plots, that a corpus document holding <script>
-shows as text and runs nothing, and that two answers can be compared side by side. Screenshots go to
+wait for the answer, check the top sequence, its heatmap and the two figures drawn from the answer's numbers, that
+a corpus document holding <script> shows as text and runs nothing, and that two answers can be compared side by
+side. Screenshots go to
 $WHEREFROM_ARTIFACTS (default: the test's tmp folder).
 """
 
@@ -28,10 +29,18 @@ def test_a_question_is_answered_with_ranked_heatmaps_and_plots(browser, server, 
     colored = first.locator(".tokens span").evaluate_all(
         "spans => spans.filter(s => s.style.backgroundColor !== '').length")
     assert colored > 0  # the token heatmap is drawn
-    for plot in ("layer-heatmap", "tail"):
-        image = page.locator(f"#current .{plot} img.plot")
-        sync_api.expect(image).to_be_visible()
-        assert image.evaluate("i => i.complete && i.naturalWidth > 0")
+    heatmap, tail = answer["layer_heatmap"], answer["tail"]
+    drawn = page.locator("#current .layer-heatmap svg.figure")
+    sync_api.expect(drawn).to_be_visible()
+    sync_api.expect(drawn.locator(".cells rect")).to_have_count(len(heatmap["matrix"]) * len(heatmap["labels"]))
+    sync_api.expect(drawn.locator(".cells title").first).to_contain_text(heatmap["labels"][0])
+    for label in heatmap["labels"] + heatmap["block_labels"]:
+        sync_api.expect(drawn.get_by_text(label, exact=True)).to_have_count(1)
+    plot = page.locator("#current .tail svg.figure")
+    sync_api.expect(plot).to_be_visible()
+    sync_api.expect(plot.locator(".points circle")).to_have_count(len(tail["x"]))
+    sync_api.expect(plot.locator("line.fit")).to_have_count(1 if tail["fit_line"] else 0)
+    assert plot.evaluate("svg => svg.getBoundingClientRect().width") > 200
     page.screenshot(path=str(artifacts / "explorer-answer.png"), full_page=True)
     page.close()
     assert problems == []

@@ -16,6 +16,7 @@ from wherefrom.explorer.ranking import rank_all, rescore
 from wherefrom.explorer.schemas import (
     AnswerView,
     AskRequest,
+    HeatmapView,
     NeuronsView,
     SequenceView,
     TailView,
@@ -25,6 +26,7 @@ from wherefrom.explorer.schemas import (
 )
 from wherefrom.explorer.session import ExplorerSession
 from wherefrom.options import DEFAULT_RESCORE
+from wherefrom.outputs.figures import DIVERGING_RGB, Layers, Tail
 from wherefrom.outputs.sections import query_sections
 from wherefrom.outputs.unit_panel import UnitPanel
 from wherefrom.scoring.generation import generate_completion
@@ -64,7 +66,7 @@ def answer(session: ExplorerSession, query: Query, request: AskRequest, job: Job
              "per layer", done=0, total=1)
     exact = rescore(session, query, candidates, layers, request.normalize)
     seconds["rescoring"], clock = time.perf_counter() - clock, time.perf_counter()
-    job.emit("stage", stage="figures", message="drawing the figures", done=0, total=1)
+    job.emit("stage", stage="figures", message="preparing the figures", done=0, total=1)
     influence = ranking.scores if request.layers == "all" else basis
     result = _whole_corpus_result(session, exact, candidates, influence, ranking.cosine)
     view = _view(session, request, result, candidates, ranking.exact, generated)
@@ -89,7 +91,6 @@ def _write(session: ExplorerSession, query: Query, max_new_tokens: int, stop: st
 def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, candidates: list[int],
           exact_ranking: bool, generated: bool) -> AnswerView:
     section = query_sections(result, request.top_k, n_bootstrap=0)[0]
-    whole = section.tail
     blocks = session.blocks if request.layers == "all" else {}
     exact = set(candidates)
     def block_split(row: int) -> dict[str, float]:
@@ -109,14 +110,28 @@ def _view(session: ExplorerSession, request: AskRequest, result: ScoreResult, ca
         layer_range=_layer_range(session, request.layers, len(result.layer_names)),
         ranking="exact" if exact_ranking else "index", ranked_by=result.ranked_by, n_sequences=len(session.sequences),
         n_candidates=len(candidates), top=top, token_scale=section.token_scale or 0.0,
-        layer_heatmap=section.layers.plot, layer_message=section.layers.message,
-        tail=TailView(plot=whole.plot, n_scores=whole.n_scores, n_positive=whole.n_positive,
-                      alpha=whole.fit.alpha if whole.fit else None, x_min=whole.fit.x_min if whole.fit else None,
-                      top_share=whole.top_share, message=whole.message,
-                      source="exact EK-FAC scores of every sequence" if exact_ranking else
-                      f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
+        layer_heatmap=_heatmap(section.layers), layer_message=section.layers.message,
+        tail=_tail(section.tail, "exact EK-FAC scores of every sequence" if exact_ranking else
+                   f"exact for the best {len(candidates)}, the gradient index's approximation for the others"),
         units=SIGN_AND_UNITS, seconds={}, neurons=_neurons(section.units),
     )
+
+
+def _tail(tail: Tail, source: str) -> TailView:
+    """The tail's statistics and the points of its plot, as the page's JSON."""
+    return TailView(n_scores=tail.n_scores, n_positive=tail.n_positive, alpha=tail.fit.alpha if tail.fit else None,
+                    x_min=tail.fit.x_min if tail.fit else None, top_share=tail.top_share, message=tail.message,
+                    source=source, x=[] if tail.x is None else tail.x.tolist(),
+                    survival=[] if tail.survival is None else tail.survival.tolist(),
+                    fit_line=None if tail.fit_line is None else list(tail.fit_line))
+
+
+def _heatmap(layers: Layers) -> HeatmapView | None:
+    """The layer heatmap's matrix, labels and colour scale, as the page's JSON (None without one)."""
+    if layers.heatmap is None:
+        return None
+    return HeatmapView(matrix=layers.heatmap.matrix.tolist(), block_labels=layers.block_labels, labels=layers.labels,
+                       rows=layers.heatmap.rows.tolist(), limit=layers.limit, colours=list(DIVERGING_RGB))
 
 
 def _neurons(panel: UnitPanel) -> NeuronsView:

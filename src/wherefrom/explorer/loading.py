@@ -33,17 +33,20 @@ class SessionLoader:
         return loader
 
     def open(self, open_session: Callable[[], ExplorerSession]) -> ExplorerSession:
-        """Open the session; what it raises is also kept for :meth:`get`."""
+        """Open the session, and once questions can be asked, warm it up (warmup.py); what opening raises is also
+        kept for :meth:`get`."""
         try:
             session = open_session()
             import_module("wherefrom.explorer.answer")  # what answering needs, loaded before the first question
+            warm_up = import_module("wherefrom.explorer.warmup").warm_up
             self._session = session
-            return session
         except BaseException as error:
             self._error = error
             raise
         finally:
             self._done.set()
+        warm_up(session.index)
+        return session
 
     @property
     def ready(self) -> bool:

@@ -58,9 +58,8 @@ class SequenceView(BaseModel):
 
 
 class TailView(BaseModel):
-    """The heavy tail of the query's scores over all sequences."""
+    """The heavy tail of the query's scores over all sequences, and the points of its plot (drawn by the page)."""
 
-    plot: str | None = Field(description="SVG data URI of 1 - CDF of the positive scores (log-log).")
     n_scores: int
     n_positive: int
     alpha: float | None = Field(description="Fitted power-law exponent of the density (None: no fit).")
@@ -68,6 +67,27 @@ class TailView(BaseModel):
     top_share: float | None = Field(description="Share of the positive influence held by the top 1% of sequences.")
     message: str | None
     source: str = Field(description="Where the scores come from (exact scoring, or the index's approximation).")
+    x: list[float] = Field(description="The positive scores, ascending (with more than 2,000 of them the bulk is "
+                                       "thinned evenly in log-rank; every point of the tail is kept); empty with "
+                                       "fewer than 2.")
+    survival: list[float] = Field(description="1 - CDF at each x: the share of the positive scores >= x.")
+    fit_line: list[tuple[float, float]] | None = Field(
+        description="The fitted power law's 1 - CDF as (x, 1 - CDF) at x_min and at the largest score: a straight "
+                    "line on log-log axes (None: no fit).")
+
+
+class HeatmapView(BaseModel):
+    """The layer heatmap: the influence of each block of layers on each top sequence (drawn by the page)."""
+
+    matrix: list[list[float]] = Field(description="[blocks][sequences] influence (nats per N copies), the lowest "
+                                                  "layers first.")
+    block_labels: list[str] = Field(description="Each row's layers, lowest first.")
+    labels: list[str] = Field(description="Each column's sequence ('#rank record id').")
+    rows: list[int] = Field(description="Each column's corpus row; columns ordered by centre of mass, sequences "
+                                        "drawing on lower layers first.")
+    limit: float = Field(description="|influence| drawn at full colour (the largest |value|).")
+    colours: list[tuple[int, int, int]] = Field(description="RGB at -limit, 0 and +limit; values in between are "
+                                                            "interpolated linearly.")
 
 
 class UnitSequenceView(BaseModel):
@@ -114,7 +134,7 @@ class AnswerView(BaseModel):
     n_candidates: int = Field(description="Sequences re-scored exactly (per token and per layer).")
     top: list[SequenceView]
     token_scale: float = Field(description="|influence| of a token drawn at full colour.")
-    layer_heatmap: str | None = Field(description="SVG data URI: layer blocks x top sequences.")
+    layer_heatmap: HeatmapView | None = Field(description="Layer blocks x top sequences (None: see layer_message).")
     layer_message: str | None
     tail: TailView
     units: str

@@ -12,7 +12,6 @@ import base64
 import io
 import math
 import re
-from collections.abc import Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -24,11 +23,9 @@ from matplotlib.patches import PathPatch
 from matplotlib.path import Path
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from wherefrom.analysis import PowerLawFit, ccdf
-from wherefrom.analysis.layers import LayerHeatmap
-from wherefrom.outputs.tokens import NEGATIVE_RGB, POSITIVE_RGB
+from wherefrom.outputs.figures import DIVERGING_RGB, Layers, Tail
+from wherefrom.outputs.tokens import POSITIVE_RGB
 
-_MAX_POINTS = 2000  # CCDF points drawn; the tail keeps every point, the bulk is thinned evenly in log-rank
 _SPOTS = (600, 400)  # a scatter keeps one point per 1/600 of its x range and 1/400 of its y range (log axes)
 _COORDINATES = re.compile(r' (?:d|x|y|x1|x2|y1|y2|width|height)="[^"]*"')  # attributes holding coordinates only
 _GROUP_IDS = re.compile(r'<g id="[^"]*"')  # nothing refers to a group (references go to defs and clip paths)
@@ -52,25 +49,21 @@ _STYLE = {
     "svg.fonttype": "none",  # text as <text>, drawn with the page's fonts (DejaVu Sans where installed)
     "svg.hashsalt": "wherefrom",  # stable element ids: the same result gives the same file
 }
-DIVERGING = LinearSegmentedColormap.from_list(  # the token heatmap's blue and orange, through near-white at 0
-    "wherefrom_diverging", [tuple(c / 255 for c in rgb) for rgb in (NEGATIVE_RGB, (247, 247, 247), POSITIVE_RGB)]
-)
+DIVERGING = LinearSegmentedColormap.from_list(
+    "wherefrom_diverging", [tuple(c / 255 for c in rgb) for rgb in DIVERGING_RGB])
 
 
-def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
+def tail_plot(tail: Tail) -> str:
     """Log-log 1 - CDF of the positive scores, with the fitted power law over its tail when there is a fit."""
-    x, survival = ccdf(positive_scores)
-    keep = _thinned(x.size)
     with rc_context(_STYLE):
         figure = Figure(figsize=(5.2, 3.4))
         axes = figure.add_subplot()
-        _dots(axes, x[keep], survival[keep], "#555", "positive scores")
-        if fit is not None:
-            line = np.geomspace(fit.x_min, x[-1], 100)
-            in_tail = fit.n_tail / x.size
-            axes.loglog(line, in_tail * (line / fit.x_min) ** (1.0 - fit.alpha), color=_hex(POSITIVE_RGB),
-                        linewidth=2, label=f"power law, alpha = {fit.alpha:.3g}")
-            axes.axvline(fit.x_min, color="#999", linestyle="--", linewidth=1, label=f"x_min = {fit.x_min:.3g}")
+        _dots(axes, tail.x, tail.survival, "#555", "positive scores")
+        if tail.fit is not None and tail.fit_line is not None:
+            (x_min, top), (largest, bottom) = tail.fit_line
+            axes.loglog([x_min, largest], [top, bottom], color=_hex(POSITIVE_RGB), linewidth=2,
+                        label=f"power law, alpha = {tail.fit.alpha:.3g}")
+            axes.axvline(x_min, color="#999", linestyle="--", linewidth=1, label=f"x_min = {x_min:.3g}")
         axes.set_xlabel("influence (nats per N copies)")
         axes.set_ylabel("1 - CDF  (share of positive scores >= x)")
         axes.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on a short log range
@@ -81,18 +74,17 @@ def tail_plot(positive_scores: np.ndarray, fit: PowerLawFit | None) -> str:
         return _svg_uri(figure)
 
 
-def layer_heatmap_plot(heatmap: LayerHeatmap, column_labels: Sequence[str]) -> str:
+def layer_heatmap_plot(layers: Layers) -> str:
     """Blocks (rows, lowest layers at the bottom) x sequences (columns, by centre of mass), diverging at 0."""
-    matrix = heatmap.matrix
-    limit = float(np.abs(matrix).max()) or 1.0
+    matrix = layers.heatmap.matrix
     n_blocks, n_columns = matrix.shape
     with rc_context(_STYLE):
         figure = Figure(figsize=(min(max(4.0, 0.42 * n_columns + 2.2), 9.0), max(2.4, 0.19 * n_blocks + 1.7)))
         axes = figure.add_subplot()
-        image = axes.imshow(matrix, cmap=DIVERGING, vmin=-limit, vmax=limit, origin="lower", aspect="auto",
-                            interpolation="nearest")
-        axes.set_xticks(range(n_columns), list(column_labels), rotation=45, ha="right", rotation_mode="anchor")
-        axes.set_yticks(range(n_blocks), [_block_label(b.first_layer, b.last_layer) for b in heatmap.blocks])
+        image = axes.imshow(matrix, cmap=DIVERGING, vmin=-layers.limit, vmax=layers.limit, origin="lower",
+                            aspect="auto", interpolation="nearest")
+        axes.set_xticks(range(n_columns), layers.labels, rotation=45, ha="right", rotation_mode="anchor")
+        axes.set_yticks(range(n_blocks), layers.block_labels)
         axes.set_xlabel("top sequences, ordered by centre of mass (lower layers first)")
         axes.tick_params(length=0)
         for spine in axes.spines.values():
@@ -124,18 +116,6 @@ def _power_of_ten(value: float, _position: int) -> str:
     if math.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9:
         return "10" + str(round(exponent)).translate(_SUPERSCRIPTS)
     return f"{value:g}"
-
-
-def _block_label(first: int, last: int) -> str:
-    return f"layer {first}" if first == last else f"layers {first}-{last}"
-
-
-def _thinned(n: int) -> np.ndarray:
-    """Indices of at most about _MAX_POINTS of n sorted points, dense at the top (the tail), sparse in the bulk."""
-    if n <= _MAX_POINTS:
-        return np.arange(n)
-    from_top = np.unique(np.geomspace(1, n, _MAX_POINTS).astype(np.int64))
-    return n - from_top
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:

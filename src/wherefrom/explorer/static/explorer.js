@@ -104,15 +104,6 @@ function span(className, text) {
   return element;
 }
 
-function plot(container, uri, alt) {
-  if (!uri) return;
-  const image = document.createElement("img");
-  image.className = "plot";
-  image.alt = alt;
-  image.src = uri;
-  container.append(image);
-}
-
 function number(value) { return value === null || value === undefined ? "—" : Number(value).toPrecision(4); }
 
 function sequenceCard(sequence) {
@@ -222,15 +213,15 @@ function render(answer, jobId, target = $("current")) {
   const list = body.querySelector(".sequences");
   for (const sequence of answer.top) list.append(sequenceCard(sequence));
   neuronsPanel(body, answer);
-  plot(body.querySelector(".layer-heatmap"), answer.layer_heatmap, "layer heatmap");
-  if (answer.layer_message) body.querySelector(".layer-heatmap").textContent = answer.layer_message;
+  if (answer.layer_heatmap) body.querySelector(".layer-heatmap").append(heatmapFigure(answer.layer_heatmap));
+  else body.querySelector(".layer-heatmap").textContent = answer.layer_message;
   const tail = answer.tail;
   body.querySelector(".tail-note").textContent = `1 - CDF of the ${tail.n_positive} positive scores of all ` +
     `${tail.n_scores} sequences (${tail.source}), log-log` +
     (tail.alpha ? `; power law alpha = ${number(tail.alpha)} above x_min = ${number(tail.x_min)}` : "") +
     (tail.top_share !== null ? `; the top 1% hold ${(100 * tail.top_share).toFixed(1)}% of the positive influence` : "") +
     (tail.message ? `. ${tail.message}` : ".");
-  plot(body.querySelector(".tail"), tail.plot, "tail plot");
+  if (tail.x.length) body.querySelector(".tail").append(tailFigure(tail));
   const pinned = target.id === "compare";
   show(body.querySelector(".pin"), !pinned);
   show(body.querySelector(".unpin"), pinned);
