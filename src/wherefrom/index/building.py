@@ -75,16 +75,18 @@ class IndexWriter(Accumulator):
 
     def begin(self, batch: Batch) -> None:
         self._batch, self._self_influence = batch, None
-        self._rows = torch.zeros(batch.rows.numel(), self.width, device=self.device)
+        self._rows = self.workspace.get("rows", (batch.rows.numel(), self.width), torch.float32).zero_()
 
     def layer(self, name: str, layer: LayerBatch) -> None:
         """Rotate one layer's per-sequence gradients (in float32): add the layer's part into its columns of the rows
         (a sketch's layers all add into the whole row), and its full rotated gradient's damped square norm into the
         self-influence."""
         projection = self.projections[name]
-        rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float())
+        ds, a = layer.output_grads.float(), layer.inputs.float()
+        rotated = projection.rotate(ds, a, out=self.workspace.get(
+            "rotated", (ds.shape[0], projection.Q_S.shape[1], projection.Q_A.shape[1]), torch.float32))
         lo, hi = self.columns[name]
-        projection.add_to_rows(rotated, self._rows[:, lo:hi])
+        projection.add_to_rows(rotated, self._rows[:, lo:hi], self.workspace)
         norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name], self.workspace)
         self._self_influence = norm if self._self_influence is None else self._self_influence + norm
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from wherefrom.allocator import Workspace
 from wherefrom.curvature.blocks import BlockDiagonal
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
@@ -64,10 +65,11 @@ class LayerProjection:
         """The entries the index reads of flat rotated gradients [B, out·in(+1)]."""
         raise NotImplementedError
 
-    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor, workspace: Workspace | None = None) -> None:
         """Add the training sequences' part of their rows, from their read entries g̃, into ``rows`` [B, size] (in
         place: a sketch adds every layer into the same buckets, and a [B, size] temporary per layer cost 3 times
-        the sketch itself on the demo's layers; benchmarks/results/index-build.md)."""
+        the sketch itself on the demo's layers; benchmarks/results/index-build.md), its temporaries in
+        ``workspace``'s buffers when given (reused batch after batch)."""
         raise NotImplementedError
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
@@ -84,13 +86,13 @@ class LayerProjection:
         """What the manifest's entry for this layer holds beyond its name, size, columns and damping."""
         return {}
 
-    def rotate(self, ds: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)]."""
-        return torch.einsum("bto,bti->boi", ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype))
+    def rotate(self, ds: torch.Tensor, a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)] (into ``out``)."""
+        return torch.bmm((ds @ self.Q_S.to(ds.dtype)).transpose(1, 2), a @ self.Q_A.to(a.dtype), out=out)
 
-    def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor) -> None:
+    def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor, workspace: Workspace | None = None) -> None:
         """Add the layer's part of the rows of rotated training gradients [B, out, in(+1)] into ``rows`` [B, size]."""
-        self.add_encoded(self.read(rotated.flatten(1)), rows)
+        self.add_encoded(self.read(rotated.flatten(1)), rows, workspace)
 
     def precondition(self, ds: torch.Tensor, a: torch.Tensor, damping: float | None) -> torch.Tensor:
         """The query's part of a row: from (G + λI)⁻¹ ∇L_q in the eigenbasis, q̃ ⊘ (Λ + λ): [Q, size] float32."""
@@ -112,7 +114,7 @@ class KeptEntries(LayerProjection):
     def read(self, rotated: torch.Tensor) -> torch.Tensor:
         return rotated[:, self.entries]
 
-    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor, workspace: Workspace | None = None) -> None:
         rows += read
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
@@ -151,8 +153,13 @@ class SketchedEntries(LayerProjection):
     def read(self, rotated: torch.Tensor) -> torch.Tensor:
         return rotated
 
-    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor) -> None:
-        count_sketch(read.float() / self._root(), self.buckets, self.seed, self._layer_hashes(), out=rows)
+    def add_encoded(self, read: torch.Tensor, rows: torch.Tensor, workspace: Workspace | None = None) -> None:
+        workspace = workspace or Workspace(read.device)
+        root = workspace.get("√(Λ+λ₀)", tuple(self.eigenvalues.shape), torch.float32)
+        torch.add(self.eigenvalues, self.default_damping, out=root).sqrt_()
+        whitened = workspace.get("g̃ ⊘ √(Λ+λ₀)", tuple(read.shape), torch.float32)
+        torch.div(read, root, out=whitened)
+        count_sketch(whitened, self.buckets, self.seed, self._layer_hashes(), out=rows, workspace=workspace)
 
     def encode_query(self, preconditioned: torch.Tensor) -> torch.Tensor:
         return count_sketch(preconditioned * self._root(), self.buckets, self.seed, self._layer_hashes())

@@ -23,6 +23,8 @@ import math
 import numpy as np
 import torch
 
+from wherefrom.allocator import Workspace
+
 _MASK32 = 0xFFFFFFFF
 _CHUNK = 1 << 22  # entries hashed and added at a time (bounds the temporaries)
 
@@ -47,15 +49,19 @@ def buckets_and_signs(first: int, last: int, buckets: int, seed: int, device: to
 
 def count_sketch(values: torch.Tensor, buckets: int, seed: int,
                  hashes: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None, workspace: Workspace | None = None) -> torch.Tensor:
     """S·v for each row of ``values`` [B, n] (a layer's flat entries): [B, buckets] float32, added into ``out``
     when given (the rows being built: no temporary of the rows' size per layer). ``hashes``: the layer's buckets
-    and signs from :func:`layer_hashes`, if kept (else they are computed a chunk at a time)."""
+    and signs from :func:`layer_hashes`, if kept (else they are computed a chunk at a time); ``workspace``: where
+    the temporaries go (reused batch after batch)."""
     out = values.new_zeros(values.shape[0], buckets, dtype=torch.float32) if out is None else out
     if buckets == 0:
         return out
     if hashes is not None:  # kept as int32 for memory; index_add_ is many times slower with an int32 index
-        return out.index_add_(1, hashes[0].long(), values.float() * hashes[1])
+        workspace = workspace or Workspace(values.device)
+        index = workspace.get("buckets", tuple(hashes[0].shape), torch.int64)
+        signed = workspace.get("signed", tuple(values.shape), torch.float32)
+        return out.index_add_(1, index.copy_(hashes[0]), torch.mul(values, hashes[1], out=signed))
     for first in range(0, values.shape[1], _CHUNK):
         last = min(first + _CHUNK, values.shape[1])
         bucket, sign = buckets_and_signs(first, last, buckets, seed, values.device)
@@ -78,7 +84,10 @@ def sign_bits(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bits = (rows > 0).to(torch.uint8).view(rows.shape[0], -1, 8)
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=rows.device)
     packed = (bits * weights).sum(-1, dtype=torch.uint8)
-    scale = rows.float().pow(2).mean(1).sqrt() * SIGN_GAIN
+    # RMS from the norms of the same groups of 8 (a float32 sum of 8 squares, then of their sums: as close to a
+    # float64 sum as a pairwise one, without a squared copy of the rows)
+    groups = torch.linalg.vector_norm(rows.float().view(rows.shape[0], -1, 8), dim=2)
+    scale = groups.square_().mean(1).sqrt_() * (SIGN_GAIN / math.sqrt(8))
     return packed, scale
 
 
