@@ -45,6 +45,9 @@ class PowerLawFit:
     loglik_ratio_p: float
 
 
+_KS_TABLE = 1 << 16  # values in a [candidates, values] table of KS gaps: 512 KB, under the mmap threshold (allocator.py)
+
+
 @dataclass(frozen=True)
 class _TailFit:
     alpha: float
@@ -129,16 +132,40 @@ def fit_power_law(
 
 
 def _best_tail(x: np.ndarray, min_tail: int, max_candidates: int) -> _TailFit:
-    """The maximum-likelihood fit at the x_min minimising the KS distance; ``x`` sorted ascending and positive."""
+    """The maximum-likelihood fit at the x_min minimising the KS distance; ``x`` sorted ascending and positive.
+
+    Every candidate is fitted at once: its tail's Σ log x from a suffix sum, its KS distance over a [candidates,
+    values] table built a block of candidates at a time (the bootstrap refits this a hundred times per query)."""
     first_of_value = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
     starts = first_of_value[x.size - first_of_value >= min_tail]
     if starts.size > max_candidates:
         starts = starts[np.unique(np.linspace(0, starts.size - 1, max_candidates).round().astype(int))]
-    fits = (_maximum_likelihood(x[start:], float(x[start])) for start in starts)
-    best = min((fit for fit in fits if fit is not None), key=lambda fit: fit.ks_distance, default=None)
-    if best is None:
+    log_x = np.log(x)
+    suffix = np.cumsum(log_x[::-1])[::-1]  # suffix[s] = Σ_{j ≥ s} log x_j
+    n_tail = x.size - starts
+    log_sums = suffix[starts] - n_tail * log_x[starts]  # Σ log(x / x_min) over each tail
+    starts, n_tail, log_sums = (v[log_sums > 0.0] for v in (starts, n_tail, log_sums))  # a constant tail fits none
+    if not starts.size:
         raise ValueError(f"every candidate tail of {min_tail} or more positive scores is constant: no exponent fits")
-    return best
+    alphas = 1.0 + n_tail / log_sums
+    block = max(1, _KS_TABLE // x.size)
+    distances = np.concatenate([_ks_distances(log_x, starts[lo:lo + block], alphas[lo:lo + block])
+                                for lo in range(0, starts.size, block)])
+    best = int(np.argmin(distances))  # the first of equal distances, as a search in x_min order finds it
+    return _TailFit(alpha=float(alphas[best]), x_min=float(x[starts[best]]), n_tail=int(n_tail[best]),
+                    ks_distance=float(distances[best]))
+
+
+def _ks_distances(log_x: np.ndarray, starts: np.ndarray, alphas: np.ndarray,
+                  log_x_min: np.ndarray | None = None) -> np.ndarray:
+    """Two-sided KS statistics between the tails of sorted ``log_x`` (log values) from each of ``starts`` and
+    their fitted power-law CDFs, 1 − (x / x_min)^(1 − alpha), with x_min the tail's first value unless given."""
+    log_x_min = log_x[starts] if log_x_min is None else log_x_min
+    rank = np.arange(log_x.size)[None, :] - starts[:, None]  # position within each tail (negative: below it)
+    n = (log_x.size - starts)[:, None]
+    model_cdf = -np.expm1((1.0 - alphas[:, None]) * (log_x[None, :] - log_x_min[:, None]))
+    gap = np.maximum((rank + 1) / n - model_cdf, model_cdf - rank / n)
+    return np.where(rank >= 0, gap, -np.inf).max(1)
 
 
 def _tail_at(x: np.ndarray, x_min: float, min_tail: int) -> _TailFit:
@@ -155,21 +182,13 @@ def _tail_at(x: np.ndarray, x_min: float, min_tail: int) -> _TailFit:
 
 def _maximum_likelihood(tail: np.ndarray, x_min: float) -> _TailFit | None:
     """alpha = 1 + n / sum(log(x / x_min)) and its KS distance; None when every value equals x_min."""
-    log_ratio = np.log(tail) - math.log(x_min)
-    log_sum = log_ratio.sum()
+    log_tail = np.log(tail)
+    log_sum = log_tail.sum() - tail.size * math.log(x_min)
     if log_sum <= 0.0:
         return None
     alpha = 1.0 + tail.size / log_sum
-    return _TailFit(alpha=float(alpha), x_min=x_min, n_tail=int(tail.size), ks_distance=_ks_distance(log_ratio, alpha))
-
-
-def _ks_distance(log_ratio: np.ndarray, alpha: float) -> float:
-    """Two-sided KS statistic between sorted tail values (as log(x / x_min)) and the fitted power-law CDF."""
-    n = log_ratio.size
-    model_cdf = -np.expm1((1.0 - alpha) * log_ratio)
-    above = np.arange(1, n + 1) / n - model_cdf
-    below = model_cdf - np.arange(n) / n
-    return float(max(above.max(), below.max()))
+    distance = _ks_distances(log_tail, np.array([0]), np.array([alpha]), np.array([math.log(x_min)]))[0]
+    return _TailFit(alpha=float(alpha), x_min=x_min, n_tail=int(tail.size), ks_distance=float(distance))
 
 
 def _bootstrap_p_value(
