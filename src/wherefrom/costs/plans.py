@@ -155,7 +155,11 @@ def estimate_score(run: str | Path | None, queries: str | Path, corpus: str | Pa
                                             for layer in layers)
     factor_file = memory.factor_file_shapes(layers, factors.strategy, fitted.get("factor_blocks", 1), summed)
     factor_bytes = memory.safetensors_bytes(factor_file)
-    accumulators = ((len(layers) if options.per_layer else 1) * n_queries * n * 8
+    # --per-unit: the layers split over their columns keep Vᵀ beside V, in full whatever --query-rank
+    transposed = 0 if units is None else n_queries * size * sum(
+        layer.shape.out_features * layer.shape.in_dim for layer in layers
+        if layer.name in units.layers and units.layers[layer.name].axis == "column")
+    accumulators = (transposed + (len(layers) if options.per_layer else 1) * n_queries * n * 8
                     + (n_queries * n_tokens * size if options.per_token else 0)
                     + (n * 8 + factor_bytes if options.self_influence else 0)
                     # --per-unit: positive sums, the top sequences' splits (twice while merging), one batch's split

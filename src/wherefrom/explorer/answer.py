@@ -156,7 +156,7 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
                          influence: torch.Tensor, cosine: torch.Tensor | None) -> ScoreResult:
     """The answer as a result over the whole corpus (what the page and the HTML report show): the ranking's
     scores (and cosines), with the candidates' exact values and per-layer and per-token splits in their columns
-    (the other columns carry no split)."""
+    (the other columns carry no split; ``token_rows`` says so, which keeps their zeros out of the spurious test)."""
     n = len(session.sequences)
     columns = torch.tensor(candidates)
     scores = influence.clone().float().unsqueeze(0)
@@ -178,4 +178,4 @@ def _whole_corpus_result(session: ExplorerSession, exact: ScoreResult, candidate
     if units is not None:  # its rows are positions among the candidates: make them corpus rows
         units = replace(units, rows=torch.where(units.rows >= 0, columns[units.rows.clamp(min=0)], -1))
     return ScoreResult(scores, sequences, exact.queries, exact.layer_names, per_layer, per_token, offsets,
-                       cosine=cosine, units=units, metadata=metadata)
+                       token_rows=columns.unsqueeze(0), cosine=cosine, units=units, metadata=metadata)
