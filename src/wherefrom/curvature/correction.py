@@ -19,7 +19,7 @@ from wherefrom.curvature.blocks import Basis, rotate
 from wherefrom.data.batching import Batch
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import SummedTensors
-from wherefrom.engine.stream import LayerBatch
+from wherefrom.engine.stream import LayerBatch, sequence_products
 
 
 class CorrectionAccumulator(SummedTensors):
@@ -53,8 +53,7 @@ class CorrectionAccumulator(SummedTensors):
         grads = layer.output_grads
         ds = grads if Q_S is None else rotate(grads, Q_S, out=self.workspace.get("ds", grads.shape, grads.dtype))
         rotated_a = self._rotated[2]
-        DW = self.workspace.get("DW", (ds.shape[0], ds.shape[2], rotated_a.shape[2]), ds.dtype)
-        torch.bmm(ds.transpose(1, 2), rotated_a, out=DW)  # rotated per-sequence gradients
+        DW = sequence_products(ds, rotated_a, self.workspace, "DW")  # rotated per-sequence gradients
         total = self.sums[name]
         squares = total if not self.on_host else self.workspace.get("squares", total.shape, total.dtype).zero_()
         for sequence in DW:  # in place: no [B, out, in] temporary for the squares

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wherefrom.allocator import Workspace
 from wherefrom.data.batching import Batch
 from wherefrom.errors import WherefromError
 from wherefrom.models.selection import TrackedLayer
@@ -52,6 +53,16 @@ class LayerBatch:
         first = torch.argsort((~routed).to(torch.int8), dim=1, stable=True)[:, :width, None]
         return LayerBatch(self.inputs.gather(1, first.expand(-1, -1, self.inputs.shape[-1])),
                           self.output_grads.gather(1, first.expand(-1, -1, self.output_grads.shape[-1])), True)
+
+
+def sequence_products(first: torch.Tensor, second: torch.Tensor, workspace: Workspace | None = None,
+                      name: str = "Σ_t") -> torch.Tensor:
+    """Σ_t first_t second_tᵀ for each sequence of the batch (first [B, T, m], second [B, T, n]): [B, m, n], e.g.
+    DW̄ = Σ_t Ds_t ā_tᵀ, the per-sequence gradient. With ``workspace``, into its buffer ``name``, reused batch after
+    batch (a fresh product of this size per layer and batch costs page faults that rival the product itself)."""
+    out = None if workspace is None else workspace.get(name, (first.shape[0], first.shape[2], second.shape[2]),
+                                                      first.dtype)
+    return torch.bmm(first.transpose(1, 2), second, out=out)
 
 
 @dataclass

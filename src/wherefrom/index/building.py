@@ -82,9 +82,7 @@ class IndexWriter(Accumulator):
         (a sketch's layers all add into the whole row), and its full rotated gradient's damped square norm into the
         self-influence."""
         projection = self.projections[name]
-        ds, a = layer.output_grads.float(), layer.inputs.float()
-        rotated = projection.rotate(ds, a, out=self.workspace.get(
-            "rotated", (ds.shape[0], projection.Q_S.shape[1], projection.Q_A.shape[1]), torch.float32))
+        rotated = projection.rotate(layer.output_grads.float(), layer.inputs.float(), self.workspace)
         lo, hi = self.columns[name]
         projection.add_to_rows(rotated, self._rows[:, lo:hi], self.workspace)
         norm = damped_square_norm(rotated, self.eigenvalues[name], self.damping[name], self.workspace)

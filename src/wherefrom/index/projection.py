@@ -28,6 +28,7 @@ import torch
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.blocks import BlockDiagonal
 from wherefrom.curvature.preconditioner import LayerCurvature
+from wherefrom.engine.stream import sequence_products
 from wherefrom.errors import WherefromError
 from wherefrom.index.budget import BITS, RowLayout, row_layout
 from wherefrom.index.sketch import count_sketch, layer_hashes
@@ -86,9 +87,10 @@ class LayerProjection:
         """What the manifest's entry for this layer holds beyond its name, size, columns and damping."""
         return {}
 
-    def rotate(self, ds: torch.Tensor, a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)] (into ``out``)."""
-        return torch.bmm((ds @ self.Q_S.to(ds.dtype)).transpose(1, 2), a @ self.Q_A.to(a.dtype), out=out)
+    def rotate(self, ds: torch.Tensor, a: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """Q_Sᵀ (Σ_t Ds_t ā_tᵀ) Q_A for each row of the batch, every entry: [B, out, in(+1)] (in ``workspace``'s
+        buffer when given)."""
+        return sequence_products(ds @ self.Q_S.to(ds.dtype), a @ self.Q_A.to(a.dtype), workspace, "rotated")
 
     def add_to_rows(self, rotated: torch.Tensor, rows: torch.Tensor, workspace: Workspace | None = None) -> None:
         """Add the layer's part of the rows of rotated training gradients [B, out, in(+1)] into ``rows`` [B, size]."""

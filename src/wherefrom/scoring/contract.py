@@ -19,7 +19,7 @@ from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.data.batching import Batch
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.passes import Accumulator
-from wherefrom.engine.stream import LayerBatch
+from wherefrom.engine.stream import LayerBatch, sequence_products
 from wherefrom.models.units import UnitMap
 from wherefrom.scoring.lowrank import LowRankQueries
 from wherefrom.scoring.unit_totals import UnitTotals
@@ -167,9 +167,7 @@ def sequence_scores(V: torch.Tensor | LowRankQueries, layer: LayerBatch, workspa
     """⟨V_q, DW̄_b⟩ for every query q and sequence b of the batch, via per-example gradients: [Q, B]."""
     if isinstance(V, LowRankQueries):
         V = V.dense()
-    ds, a = layer.output_grads, layer.inputs
-    DW = workspace.get("DW", (ds.shape[0], ds.shape[2], a.shape[2]), ds.dtype)
-    torch.bmm(ds.transpose(1, 2), a, out=DW)
+    DW = sequence_products(layer.output_grads, layer.inputs, workspace, "DW")
     return V.reshape(V.shape[0], -1) @ DW.reshape(DW.shape[0], -1).T
 
 
@@ -191,8 +189,7 @@ def self_influence(curvature: LayerCurvature, damping: float | None, ds: torch.T
     workspace = workspace or Workspace(a.device)
     a = a if curvature.Q_A is None else a @ curvature.Q_A.to(a.dtype)
     ds = ds if curvature.Q_S is None else ds @ curvature.Q_S.to(a.dtype)
-    DW = workspace.get("self-influence DW", (ds.shape[0], ds.shape[2], a.shape[2]), a.dtype)
-    torch.bmm(ds.transpose(1, 2), a, out=DW)
+    DW = sequence_products(ds, a, workspace, "self-influence DW")
     if curvature.eigenvalues is None:
         return _square_norm(DW, None, workspace)
     return damped_square_norm(DW, curvature.eigenvalues, curvature.damping(damping), workspace)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from wherefrom.allocator import Workspace
-from wherefrom.engine.stream import LayerBatch
+from wherefrom.engine.stream import LayerBatch, sequence_products
 from wherefrom.models.units import Axis
 
 _CHUNK_ELEMENTS = 1 << 25  # bound on the [Q, B, T, out] intermediate of the token contraction
@@ -41,8 +41,7 @@ def layer_split(V: torch.Tensor, V_split: torch.Tensor, layer: LayerBatch, axis:
     # ⟨q̂_d, DW̄_d⟩ for each row d (columns: the same on the transposes, DW̄ᵀ = Σ_t ā_t Ds_tᵀ, which keeps each
     # product's memory contiguous): one small matrix product per row, DW̄ in a buffer reused batch after batch.
     first, second = (ds, a) if axis == "row" else (a, ds)
-    DW = workspace.get(f"DW {axis}s", (ds.shape[0], first.shape[2], second.shape[2]), ds.dtype)
-    torch.bmm(first.transpose(1, 2), second, out=DW)
+    DW = sequence_products(first, second, workspace, f"DW {axis}s")
     return torch.einsum("qdk,bdk->qbd", V_split, DW), tokens
 
 
