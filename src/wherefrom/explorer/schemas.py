@@ -53,7 +53,7 @@ class SequenceView(BaseModel):
     text: str
     tokens: list[TokenView]
     spurious: bool = Field(description="Its influence sits on very few tokens: ||a||_2/||a||_1 above 2/3 and more "
-                                       "concentrated than 99% of same-length token sets of the corpus.")
+                                       "concentrated than 99% of same-length sets of the tokens split for this question.")
     blocks: dict[str, float] = Field(description="Score restricted to each layer block (only with layers='all').")
 
 

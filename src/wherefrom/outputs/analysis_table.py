@@ -41,5 +41,5 @@ def print_analyses(sections: list[QuerySection], console: Console | None = None)
     console.print(table)
     console.print("[dim]α: exponent of the power-law density fitted to the upper tail of positive scores "
                   "(p: bootstrap goodness of fit; high p = plausible); spurious: per-token influence with "
-                  "‖a‖₂/‖a‖₁ > 2/3 and more concentrated than 99% of same-length token sets of the corpus; "
+                  "‖a‖₂/‖a‖₁ > 2/3 and more concentrated than 99% of same-length sets of the query's split tokens; "
                   "memorisation lengths are in characters.[/]")
