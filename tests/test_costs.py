@@ -189,8 +189,8 @@ def test_the_eigendecompositions_counted_are_the_ones_the_fit_does(workspace, tm
     decomposed, counted = [], []
     real_eigendecompose_each, real_eigh_seconds = fitting.eigendecompose_each, plans.eigh_seconds
 
-    def recorded(factors, dtype):  # noqa: ANN001, ANN202
-        return real_eigendecompose_each(((decomposed.append(f[2].shape[0]), f)[1] for f in factors), dtype)
+    def recorded(factors, dtype, divisor):  # noqa: ANN001, ANN202
+        return real_eigendecompose_each(((decomposed.append(f[2].shape[0]), f)[1] for f in factors), dtype, divisor)
 
     monkeypatch.setattr(fitting, "eigendecompose_each", recorded)
     monkeypatch.setattr(plans, "eigh_seconds", lambda dims, device: (counted.extend(dims),

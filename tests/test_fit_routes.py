@@ -7,7 +7,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from wherefrom.curvature.eigen import eigendecompose_each
+from wherefrom.curvature.eigen import _AHEAD_PER_WORKER, eigendecompose_each
 from wherefrom.engine.stream import all_finite
 from wherefrom.engine.threads import scipy_threads
 from wherefrom.errors import WherefromError
@@ -46,10 +46,11 @@ def test_scipy_blas_runs_with_the_threads_it_is_given():
 
 def test_factors_decomposed_side_by_side_come_back_in_order_and_equal_to_one_at_a_time():
     """Several threads: each factor's own decomposition (checked against torch's float64 eigh), in the order given,
-    bit for bit what one thread computes; the factors are read lazily, a few ahead of the results."""
+    bit for bit what one thread computes; the factors are read lazily, a few ahead of the results; each is
+    divided by the divisor in float64."""
     generator = torch.Generator().manual_seed(1)
     factors = []
-    for i, dim in enumerate([40, 7, 40, 23, 1, 40, 9]):
+    for i, dim in enumerate([40, 7, 40, 23, 1, 40, 9] * 3):
         half = torch.randn(3 * dim, dim, dtype=torch.float64, generator=generator)
         factors.append((f"layer{i}", "S", half.T @ half / dim))
     read = []
@@ -62,11 +63,11 @@ def test_factors_decomposed_side_by_side_come_back_in_order_and_equal_to_one_at_
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one_at_a_time = list(eigendecompose_each(factors, torch.float64))
-        torch.set_num_threads(3)
-        results = eigendecompose_each(lazily(), torch.float32)
+        one_at_a_time = list(eigendecompose_each(factors, torch.float64, divisor=3.0))
+        torch.set_num_threads(2)
+        results = eigendecompose_each(lazily(), torch.float32, divisor=3.0)
         first = next(results)
-        assert len(read) <= 4  # the first result waits for at most 3 more factors to be in flight
+        assert len(read) <= 1 + 2 * _AHEAD_PER_WORKER < len(factors)  # the queue runs only a few factors ahead
         side_by_side = [first, *results]
     finally:
         torch.set_num_threads(previous)
@@ -74,8 +75,8 @@ def test_factors_decomposed_side_by_side_come_back_in_order_and_equal_to_one_at_
     for (_, _, matrix), (values, vectors), (values_1, vectors_1) in zip(factors, side_by_side, one_at_a_time):
         assert vectors.dtype == torch.float32 and values.dtype == torch.float64
         assert torch.equal(values, values_1) and torch.equal(vectors, vectors_1.float())
-        assert torch.allclose(values, torch.linalg.eigvalsh(matrix).clamp_min(0), atol=1e-12, rtol=1e-12)
-        assert torch.allclose(vectors_1 @ torch.diag(values_1) @ vectors_1.T, matrix, atol=1e-11, rtol=0)
+        assert torch.allclose(values, torch.linalg.eigvalsh(matrix / 3).clamp_min(0), atol=1e-12, rtol=1e-12)
+        assert torch.allclose(vectors_1 @ torch.diag(values_1) @ vectors_1.T, matrix / 3, atol=1e-11, rtol=0)
 
 
 def test_a_factor_that_fails_among_others_names_its_layer():

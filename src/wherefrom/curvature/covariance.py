@@ -114,12 +114,11 @@ class CovarianceAccumulator(SummedTensors):
         return int(self.sums["n_sequences"])
 
     def pop(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Layer ``name``'s diagonal blocks of A and of S in float64, each divided by the number of predicting
-        tokens (one block each without the block-diagonal approximation); frees the sums. Only the upper
+        """Layer ``name``'s diagonal blocks of the sums Σ ā āᵀ and Σ Ds Dsᵀ, as summed (divide by :attr:`n_tokens`
+        for A and S; one block each without the block-diagonal approximation); frees the sums. Only the upper
         triangles are read afterwards (shards written by earlier versions summed nothing below them)."""
-        n = float(self.sums["n_tokens"])
-        return tuple([self.sums.pop(f"{factor}/{name}/{i}").double().div_(n)
-                      for i in range(len(self.slices[f"{factor}/{name}"]))] for factor in ("A", "S"))
+        return tuple([self.sums.pop(f"{factor}/{name}/{i}") for i in range(len(self.slices[f"{factor}/{name}"]))]
+                     for factor in ("A", "S"))
 
     def shared_inputs(self, names: list[str]) -> dict[str, str]:
         """Layer → the earlier of ``names`` whose A it equals, whose basis Q_A it reuses (gate_proj and up_proj

@@ -23,17 +23,21 @@ from wherefrom.engine.threads import scipy_threads
 from wherefrom.errors import WherefromError
 
 Factor = tuple[str, str, torch.Tensor]  # layer name, factor name ("A", "S block 2"), a symmetric matrix's upper triangle
+_AHEAD_PER_WORKER = 4  # factors queued per worker beyond those being decomposed
 
 
-def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype
+def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype, divisor: float = 1.0
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(eigenvalues in float64, eigenvectors in ``basis_dtype``) of each factor, in order.
+    """(eigenvalues in float64, eigenvectors in ``basis_dtype``) of each factor divided by ``divisor``, in order.
 
-    On the CPU ``torch.get_num_threads()`` factors are decomposed at once, one LAPACK thread each; ``factors`` is
-    read only as far as the decompositions in flight need, so that few float64 copies are alive at a time.
+    On the CPU ``torch.get_num_threads()`` factors are decomposed at once, one LAPACK thread each, taken from a
+    queue that runs a few factors ahead of the results: with only one factor ahead a worker sat idle whenever it
+    finished small factors while the other was still on a large one (SmolLM2-135M's 150 factors: 44 s, now 30 s;
+    benchmarks/results/profile-fit.md). ``factors`` is read only as far as that queue needs; each factor becomes
+    float64 in its worker, so only the factors being decomposed have a float64 copy.
     """
     def decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, vectors = _decompose(factor)
+        values, vectors = _decompose(factor, divisor)
         return values, torch.empty(vectors.shape, dtype=basis_dtype, device=vectors.device).copy_(vectors)  # row-major, in one pass
 
     workers = torch.get_num_threads()
@@ -47,7 +51,7 @@ def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype
             yield from map(decompose, factors)
         return
     with scipy_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="eigh") as pool:
-        yield from _in_order(pool, decompose, [first], factors, workers)
+        yield from _in_order(pool, decompose, [first], factors, _AHEAD_PER_WORKER * workers)
 
 
 def _in_order(pool: ThreadPoolExecutor, work: Callable, first: list, rest: Iterator, in_flight: int) -> Iterator:
@@ -61,7 +65,7 @@ def _in_order(pool: ThreadPoolExecutor, work: Callable, first: list, rest: Itera
         yield pending.popleft().result()
 
 
-def _decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
+def _decompose(factor: Factor, divisor: float) -> tuple[torch.Tensor, torch.Tensor]:
     name, factor_name, matrix = factor
     if not all_finite(matrix):
         raise WherefromError(
@@ -70,11 +74,17 @@ def _decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
             "corrupt corpus records."
         )
     try:
-        eigenvalues, eigenvectors = _eigh(matrix.double())
+        eigenvalues, eigenvectors = _eigh(_float64_divided(matrix, divisor))
     except (RuntimeError, np.linalg.LinAlgError) as exc:  # LAPACK failed to converge
         raise WherefromError(f"layer {name}: eigendecomposition of {factor_name} failed ({exc}); the factor is "
                              "ill-conditioned, which usually means too few tokens were seen for its size.") from exc
     return eigenvalues.clamp_min(0.0), eigenvectors
+
+
+def _float64_divided(matrix: torch.Tensor, divisor: float) -> torch.Tensor:
+    """matrix / divisor in float64, never changing ``matrix`` itself."""
+    converted = matrix.double()
+    return converted.div_(divisor) if converted is not matrix else converted / divisor
 
 
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

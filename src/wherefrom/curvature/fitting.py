@@ -105,7 +105,7 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
                 yield from _labelled(name, "A", A)
             yield from _labelled(name, "S", S)
 
-    decomposed = eigendecompose_each(factors(), dtype)
+    decomposed = eigendecompose_each(factors(), dtype, divisor=float(covariance.n_tokens))  # A = Σ ā āᵀ / n_tokens
     eigen: dict[str, Eigen] = {}
     for name in track(mine, len(mine), "eigendecompositions", quiet or not world.is_main):
         A_blocks, S_blocks = (len(covariance.slices[f"{factor}/{name}"]) for factor in ("A", "S"))
