@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_ground_truth import QUERY_TOKENS, TOKENIZER, corpus_tokens, sequences_of, whole_sequence_queries
 from tiny import TEXTS, save_model_dir, tiny_llama, write_jsonl
 from typer.testing import CliRunner
@@ -18,7 +19,7 @@ from wherefrom.curvature.covariance import CovarianceAccumulator
 from wherefrom.curvature.fitting import fit_curvature
 from wherefrom.data.batching import make_batches
 from wherefrom.engine.execution import Execution, check_execution_options, resolve_device, resolve_dtype
-from wherefrom.engine.stream import Labels, LayerBatch, LayerConsumer, stream
+from wherefrom.engine.stream import Labels, LayerBatch, LayerConsumer, stream, token_summed_nll
 from wherefrom.errors import WherefromError
 from wherefrom.models.loading import prepare_for_influence
 from wherefrom.models.selection import select_layers
@@ -101,6 +102,28 @@ def test_the_stream_releases_each_layers_inputs_once_handed_over(inputs_in_forwa
         pass
     assert watcher.handed_over == len(layers) and len(watcher.received) == len(layers)
     assert max(watcher.alive) == 0, watcher.alive
+
+
+def test_the_streams_loss_and_its_gradient_are_cross_entropys_over_the_target_tokens():
+    """The pass's loss (per row, over positions whose next token is a target) and its gradient with respect to the
+    logits, against F.cross_entropy's in float64; positions outside the targets get no gradient."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 7, 50, dtype=torch.float64, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 7), generator=generator)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :3], mask[2, 5:] = 0, 0
+    weights = torch.randn(3, dtype=torch.float64, generator=generator)
+    loss = token_summed_nll(logits, targets, mask)
+    (gradient,) = torch.autograd.grad((loss * weights).sum(), logits)
+    shifted = targets[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, 50), shifted.reshape(-1), reduction="none").view(3, 6).sum(1)
+    (expected_gradient,) = torch.autograd.grad((expected * weights).sum(), logits)
+    assert torch.allclose(loss, expected, rtol=1e-13, atol=1e-13)
+    assert torch.allclose(gradient, expected_gradient, rtol=1e-12, atol=1e-14)
+    assert gradient[:, -1].abs().max() == 0 and gradient[0, :2].abs().max() == 0 and gradient[2, 4:].abs().max() == 0
+    assert torch.autograd.gradcheck(lambda x: token_summed_nll(x, targets, mask), (logits,))
+    half = token_summed_nll(logits.detach().bfloat16(), targets, mask)  # the loss of half-precision logits is float32
+    assert half.dtype == torch.float32 and torch.allclose(half.double(), expected, rtol=2e-2)
 
 
 @pytest.fixture(scope="module")

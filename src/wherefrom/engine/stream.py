@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wherefrom.allocator import Workspace
@@ -155,8 +154,31 @@ def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: t
     # Position t predicts token t+1: shift the targets, not the logits (slicing the logits would copy them).
     shifted = torch.full_like(targets, -100)
     shifted[:, :-1] = torch.where(target_mask[:, 1:].bool(), targets[:, 1:], -100)
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1), reduction="none")
+    nll = _TokenNLL.apply(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
     return nll.view(targets.shape).sum(dim=1)
+
+
+class _TokenNLL(torch.autograd.Function):
+    """-log softmax(logits)[target] per row of logits [N, V] (0 where the target is -100), whose backward pass
+    forms softmax - one-hot in one [N, V] tensor. ``F.cross_entropy`` keeps the log-probabilities for its backward
+    pass and forms two more [N, V] tensors in it: on a 49,152-token vocabulary each is 100 MB per batch of 512
+    tokens, and one of them is live at the pass's peak (the start of the backward pass)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor
+                ) -> torch.Tensor:
+        counted = targets.ne(-100)
+        picked = targets.clamp_min(0).unsqueeze(1)
+        log_normaliser = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(logits, log_normaliser, picked, counted)
+        return (log_normaliser - logits.gather(1, picked).squeeze(1)) * counted
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, log_normaliser, picked, counted = ctx.saved_tensors
+        weight = (grad * counted).unsqueeze(1)
+        softmax = torch.sub(logits, log_normaliser.unsqueeze(1)).exp_()
+        return softmax.mul_(weight).scatter_add_(1, picked, -weight), None
 
 
 def _non_finite_error(model: nn.Module, layers: list[TrackedLayer], batch: Batch) -> WherefromError:
