@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wherefrom.allocator import release_free_heap
 from wherefrom.curvature.blocks import Basis, basis_from_tensors, basis_tensors, block_sizes, check_factor_blocks
 from wherefrom.curvature.correction import CorrectionAccumulator
 from wherefrom.curvature.covariance import CovarianceAccumulator
@@ -112,6 +113,7 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
         parts = [next(decomposed) for _ in range(S_blocks if name in shares_A else A_blocks + S_blocks)]
         lam_A, Q_A = eigen[shares_A[name]][:2] if name in shares_A else _joined(parts[:A_blocks])
         eigen[name] = (lam_A, Q_A, *_joined(parts[-S_blocks:]))
+    release_free_heap()
     if world.size == 1:
         return eigen
     shared, counts = {}, {}
