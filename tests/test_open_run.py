@@ -46,3 +46,29 @@ def test_refuses_a_model_the_run_was_not_fitted_for(fitted: tuple[Path, Path, Pa
         open_run(run, model=other)
     with pytest.raises(WherefromError, match="fitted for model"):
         open_run(run, model=load_model(other))
+
+
+def test_the_model_fingerprint_is_the_hash_runs_were_saved_with():
+    """The fingerprint that every saved run records: the config and each parameter's name, shape and float64 sum
+    and sum of squares over chunks of 2^20 values, formed here the plain way (runs fitted by earlier versions
+    must still open), and it changes with one weight."""
+    import hashlib
+    import json
+
+    from wherefrom.models.loading import model_fingerprint
+
+    model = tiny_gpt2()
+    with torch.no_grad():
+        model.transformer.wte.weight.copy_(torch.randn(model.transformer.wte.weight.shape) * 0.02)
+    h = hashlib.sha256()
+    settings = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, p in model.named_parameters():
+        chunks = [c.double() for c in p.detach().reshape(-1).split(1 << 20)]
+        total = sum(float(c.sum()) for c in chunks)
+        squares = sum(float(c.square().sum()) for c in chunks)
+        h.update(f"{name}{tuple(p.shape)}{total:.12e}{squares:.12e}".encode())
+    assert model_fingerprint(model) == h.hexdigest()[:16]
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1e-3
+    assert model_fingerprint(model) != h.hexdigest()[:16]

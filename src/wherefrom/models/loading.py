@@ -144,11 +144,12 @@ def model_fingerprint(model: nn.Module) -> str:
     if config is not None and hasattr(config, "to_dict"):
         settings = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
         h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    chunk64 = torch.empty(1 << 20, dtype=torch.float64)  # float64 moments chunk by chunk, in one reused buffer
     with torch.no_grad():
         for name, p in model.named_parameters():
             total, squares = 0.0, 0.0
-            for chunk in p.detach().reshape(-1).split(1 << 20):  # float64 moments without a float64 copy
-                chunk64 = chunk.double()
-                total, squares = total + float(chunk64.sum()), squares + float(chunk64.square().sum())
+            for chunk in p.detach().reshape(-1).split(1 << 20):
+                values = chunk64[:chunk.numel()].copy_(chunk)
+                total, squares = total + float(values.sum()), squares + float(values.square_().sum())
             h.update(f"{name}{tuple(p.shape)}{total:.12e}{squares:.12e}".encode())
     return h.hexdigest()[:16]
