@@ -15,13 +15,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from wherefrom.curvature.blocks import basis_from_tensors, basis_tensors
 from wherefrom.curvature.fitting import FittedCurvature
 from wherefrom.curvature.preconditioner import LayerCurvature
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text, first_line
+from wherefrom.fileio import atomic_write_text, first_line, save_tensors
 from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.models.selection import TrackedLayer
 from wherefrom.version import __version__
@@ -87,7 +86,7 @@ def save_run(run_dir: Path, curvature: FittedCurvature, layers: list[TrackedLaye
                     "out_features": layer.shape.out_features, "has_bias": layer.shape.has_bias} for layer in layers],
         **({} if coverage is None else {"coverage": coverage}),
     }
-    atomic_write(run_dir / "factors.safetensors", lambda p: save_file(tensors, str(p)))
+    save_tensors(run_dir / "factors.safetensors", tensors)
     atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return run_dir
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from wherefrom.data.batching import make_batches
@@ -25,7 +25,7 @@ from wherefrom.engine.distributed import World, is_first_rank
 from wherefrom.engine.execution import Execution
 from wherefrom.engine.stream import Labels, LayerConsumer, stream
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text, first_line
+from wherefrom.fileio import atomic_write_text, first_line, save_tensors
 from wherefrom.models.selection import TrackedLayer
 
 _DONE = "__finished_shards__"
@@ -114,7 +114,7 @@ class Checkpoints:
                 atomic_write_text(job, json.dumps({"fingerprint": self.fingerprint}) + "\n")
             tensors = {k: v.contiguous().cpu() for k, v in state.items()}
             tensors[_DONE] = torch.tensor(sorted(done), dtype=torch.long)
-            atomic_write(path, lambda p: save_file(tensors, str(p)))
+            save_tensors(path, tensors)
 
     def _pinned_to(self) -> str | None:
         """The fingerprint in job.json (None when it is missing or unreadable)."""

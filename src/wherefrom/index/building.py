@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from wherefrom.allocator import Workspace
 from wherefrom.curvature.fitting import FittedCurvature
@@ -30,7 +29,7 @@ from wherefrom.engine.execution import Execution, start_execution
 from wherefrom.engine.passes import Accumulator, Checkpoints, PassPlan, run_pass
 from wherefrom.engine.stream import Labels, LayerBatch
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text
+from wherefrom.fileio import atomic_write_text, save_tensors
 from wherefrom.folders import claim_output, finished_job
 from wherefrom.index.budget import BITS, RowLayout, check_budget
 from wherefrom.index.projection import LayerProjection, choose_projections, factors_digest, layer_columns
@@ -231,7 +230,7 @@ def _finish(out: Path, run_dir: Path, layout: RowLayout, projections: dict[str, 
     (out / MANIFEST).unlink(missing_ok=True)
     tensors = {f"{name}/{part}": tensor.contiguous()
                for name, p in projections.items() for part, tensor in p.tensors().items()}
-    atomic_write(out / PROJECTIONS, lambda path: save_file(tensors, str(path)))
+    save_tensors(out / PROJECTIONS, tensors)
     for name in (GRADIENTS, SCALES, SELF_INFLUENCE):
         os.replace(out / SHARDS / name, out / name)
     layers = [{"name": name, "size": p.size, "columns": list(layer_columns(projections)[name]),

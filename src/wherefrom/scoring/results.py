@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from wherefrom.data.records import read_json_objects
 from wherefrom.errors import WherefromError
-from wherefrom.fileio import atomic_write, atomic_write_text, first_line, jsonl_text
+from wherefrom.fileio import atomic_write_text, first_line, jsonl_text, save_tensors
 from wherefrom.folders import FOREIGN, describe, folder_kind, read_manifest
 from wherefrom.scoring.unit_results import UnitInfluence
 
@@ -139,7 +139,7 @@ class ScoreResult:
                 tensors[name] = (value.float() if value.is_floating_point() else value).contiguous()
         if self.units is not None:
             tensors.update({k: v.contiguous() for k, v in self.units.tensors().items()})
-        atomic_write(out / "scores.safetensors", lambda p: save_file(tensors, str(p)))
+        save_tensors(out / "scores.safetensors", tensors)
         atomic_write_text(out / "sequences.jsonl", jsonl_text(asdict(s) for s in self.sequences))
         atomic_write_text(out / "queries.jsonl", jsonl_text(asdict(q) for q in self.queries))
         atomic_write_text(out / "results.jsonl", jsonl_text(self._query_summaries(top_k)))
