@@ -159,6 +159,9 @@ def token_summed_nll(logits: torch.Tensor, targets: torch.Tensor, target_mask: t
     return nll.view(targets.shape).sum(dim=1)
 
 
+_LOGSUMEXP_BYTES = 2 * 1024 * 1024
+
+
 class _TokenNLL(torch.autograd.Function):
     """-log softmax(logits)[target] per row of logits [N, V] (0 where the target is -100), whose backward pass
     forms softmax - one-hot in one [N, V] tensor. ``F.cross_entropy`` keeps the log-probabilities for its backward
@@ -170,7 +173,9 @@ class _TokenNLL(torch.autograd.Function):
                 ) -> torch.Tensor:
         counted = targets.ne(-100)
         picked = targets.clamp_min(0).unsqueeze(1)
-        log_normaliser = torch.logsumexp(logits, dim=1)
+        # logsumexp forms exp(logits - max) whole: a few rows at a time, that temporary stays small and is reused
+        rows = max(1, _LOGSUMEXP_BYTES // max(1, logits.shape[1] * logits.element_size()))
+        log_normaliser = torch.cat([torch.logsumexp(chunk, dim=1) for chunk in logits.split(rows)])
         ctx.save_for_backward(logits, log_normaliser, picked, counted)
         return (log_normaliser - logits.gather(1, picked).squeeze(1)) * counted
 
