@@ -3,14 +3,14 @@ the heap's free pages handed back between stages, and hot temporaries reused.
 
 Each batch allocates and frees many tensors of one to a hundred MB. Left alone, glibc's malloc raises its mmap
 threshold after the first such free and then serves every later request up to 32 MB from its heap, which
-fragments and never shrinks: resident memory grows well past what is live. A fixed threshold of 4 MB keeps the
-logits, the per-sequence products and the factors on mmap (freed at once) but recycles a batch's activations
-(a 512-token batch of a 2048-wide layer is 4 MB) through the heap: with every block above 1 MB on mmap, each
-batch page-faulted its activations afresh, and on SmolLM2-135M's peer workload (benchmarks/results/peers.md) the
-fit's system time was 34 s of 218 CPU s; at 4 MB a pass took 5-7 s less, for 0.35 GB more peak memory.
-Between stages (the end of a pass, of the eigendecompositions) the heap's free pages go back to the OS, so that
-one stage's leftovers do not add to the next one's peak. Temporaries written by every layer of every batch are
-reused through :class:`Workspace`.
+fragments and never shrinks: resident memory grows well past what is live. A fixed threshold of 2 MB keeps the
+logits, the wide layers' activations, the per-sequence products and the factors on mmap (freed at once) but
+recycles the many smaller activations through the heap. With every block above 1 MB on mmap, each batch
+page-faulted those afresh: on SmolLM2-135M's peer workload (benchmarks/results/peers.md) the fit's system time
+was 34 s of 218 CPU s, and with 2 MB a pass takes 5-7 s less for 0.25 GB more peak memory (4 MB was no faster
+and took 0.07 GB more; benchmarks/results/profile-fit.md). Between stages (the end of a pass, of the
+eigendecompositions) the heap's free pages go back to the OS, so that one stage's leftovers do not add to the
+next one's peak. Temporaries written by every layer of every batch are reused through :class:`Workspace`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from functools import cache
 import torch
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers in glibc's malloc.h
-_THRESHOLD_BYTES = 4 * 1024 * 1024
+_THRESHOLD_BYTES = 2 * 1024 * 1024
 # Fixing the mmap threshold also fixes the trim threshold at its 128 KB default: every free at the heap's top
 # would hand the pages back, and the next allocation fault them in again (a report's KS tables, 0.5 MB each,
 # spent a third of its time so). Up to this much free heap is kept instead.
