@@ -8,8 +8,8 @@ logits, the wide layers' activations, the per-sequence products and the factors 
 recycles the many smaller activations through the heap. With every block above 1 MB on mmap, each batch
 page-faulted those afresh: on SmolLM2-135M's peer workload (benchmarks/results/peers.md) the fit's system time
 was 34 s of 218 CPU s, and with 2 MB a pass takes 5-7 s less for 0.25 GB more peak memory (4 MB was no faster
-and took 0.07 GB more; benchmarks/results/profile-fit.md). Between stages (the end of a pass, of the
-eigendecompositions) the heap's free pages go back to the OS, so that one stage's leftovers do not add to the
+and took 0.07 GB more; benchmarks/results/profile-fit.md). Between the fit's stages (after the covariance pass and
+the eigendecompositions) the heap's free pages go back to the OS, so that one stage's leftovers do not add to the
 next one's peak. Temporaries written by every layer of every batch are reused through :class:`Workspace`.
 """
 

@@ -74,6 +74,7 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
     covariance = run_pass(model, layers, plan, labels, "covariance", "covariances A, S",
                           lambda: CovarianceAccumulator(layers, execution, options.factor_blocks), checkpoints, execution,
                           quiet)
+    release_free_heap()  # the pass's activations, freed in the heap, need not stay resident while the bases are formed
     eigen = eigendecompose_all(covariance, world, dtype, quiet)
     if options.strategy == "kfac":
         tau = covariance.n_tokens / covariance.n_sequences
@@ -113,7 +114,7 @@ def eigendecompose_all(covariance: CovarianceAccumulator, world: World, dtype: t
         parts = [next(decomposed) for _ in range(S_blocks if name in shares_A else A_blocks + S_blocks)]
         lam_A, Q_A = eigen[shares_A[name]][:2] if name in shares_A else _joined(parts[:A_blocks])
         eigen[name] = (lam_A, Q_A, *_joined(parts[-S_blocks:]))
-    release_free_heap()
+    release_free_heap()  # the workers' float64 copies and LAPACK workspaces, freed in their heaps
     if world.size == 1:
         return eigen
     shared, counts = {}, {}

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from wherefrom.allocator import Workspace, release_free_heap
+from wherefrom.allocator import Workspace
 from wherefrom.data.batching import Batch
 from wherefrom.errors import WherefromError
 from wherefrom.models.selection import TrackedLayer
@@ -130,7 +130,6 @@ def stream(model: nn.Module, layers: list[TrackedLayer], batches: Iterable[Batch
             capture.backward(loss.sum())
             consumer.end(loss.detach())
             yield StreamBatch(batch, loss.detach())
-    release_free_heap()
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
