@@ -146,8 +146,9 @@ def test_an_experts_input_covariance_sums_only_the_tokens_routed_to_it(kind):
                 if layer.expert in routing[t].tolist():
                     a = torch.cat([hidden[t], torch.ones(1, dtype=hidden.dtype)]) if layer.shape.has_bias else hidden[t]
                     expected += torch.outer(a, a)
-        (A,), _ = accumulator.pop(layer.name)
-        torch.testing.assert_close(A, expected / n_tokens, rtol=1e-6, atol=1e-12)
+        (A_sum,), _ = accumulator.pop(layer.name)  # the sums; A = Σ ā āᵀ / n_tokens
+        assert accumulator.n_tokens == n_tokens
+        torch.testing.assert_close(A_sum.double() / n_tokens, expected / n_tokens, rtol=1e-6, atol=1e-12)
 
 
 def test_an_expert_no_fitted_token_reached_contributes_nothing_instead_of_nan():
