@@ -31,7 +31,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     os.replace(tmp, path)
 
 
-def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     """Write ``tensors`` to ``path`` as a safetensors file, atomically, each tensor's bytes streamed to the file.
 
     safetensors' own ``save_file`` first copies every tensor into one bytes object: for a fitted run's 1.3 GB of
@@ -40,7 +40,7 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
     if sys.byteorder != "little":  # the format's bytes are little-endian, as the tensors' are in memory here
         raise OSError("safetensors files are written only on little-endian machines")
     names = sorted(tensors)
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    header: dict[str, Any] = {}
     offset = 0
     for name in names:
         tensor = tensors[name]
