@@ -17,7 +17,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "wherefrom"
 # docs/architecture.md, bottom to top: each part imports only parts of lower levels.
 LAYERS = [
     {"errors", "version"},
-    {"fileio", "jobs", "options", "progress", "allocator", "folders"},
+    {"fileio", "jobs", "options", "progress", "allocator", "collector", "folders"},
     {"data", "models", "synthetic"},
     {"engine"},
     {"curvature"},

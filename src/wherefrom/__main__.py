@@ -1,5 +1,5 @@
 """`python -m wherefrom` runs the command line (also under torchrun)."""
 
-from wherefrom.cli.main import app
+from wherefrom.cli.entry import main
 
-app(prog_name="wherefrom")
+main()

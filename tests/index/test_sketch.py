@@ -3,6 +3,9 @@ float64."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +155,27 @@ def test_without_numba_or_with_many_queries_the_bits_are_unpacked_for_the_int8_k
     torch.testing.assert_close(index.contract(queries)[0].double(), expected, rtol=0, atol=tolerance)
     monkeypatch.setattr(store, "plane_kernel", lambda: None)
     torch.testing.assert_close(index.contract(queries[:1])[0].double(), expected[:1], rtol=0, atol=tolerance)
+
+
+def test_the_explorers_warm_up_loads_the_kernel_a_question_uses(tmp_path):
+    """In a fresh process (numba's kernels not yet loaded): the warm-up, which reads only the index's first rows,
+    loads the bit-plane kernel for the argument types a question's contraction passes it, so the question loads
+    nothing more; and it leaves the index whole."""
+    pytest.importorskip("numba")
+    _sketch_index(tmp_path, 37, 1024, torch.Generator().manual_seed(6))  # writes gradients.npy
+    program = f"""
+import numpy as np, torch
+from wherefrom.explorer.warmup import warm_up
+from wherefrom.index.plane_kernel import plane_counts
+from wherefrom.index.store import GradientIndex
+index = GradientIndex({str(tmp_path)!r}, {{"compression": "sketch", "values": 1024}}, {{}},
+                      np.load({str(tmp_path / "gradients.npy")!r}, mmap_mode="c"), np.ones(37, np.float32), None)
+assert not plane_counts.signatures
+warm_up(index)
+loaded = list(plane_counts.signatures)
+index.contract(torch.randn(1, 1024))
+print(len(loaded), plane_counts.signatures == loaded, index.n_sequences)
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "True", "37"]

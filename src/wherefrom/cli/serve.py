@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from wherefrom.cli.common import DEVICE, DTYPE, app, err, run_action
+from wherefrom.collector import collector_paused
 from wherefrom.errors import WherefromError
 from wherefrom.options import ExecutionOptions
 
@@ -31,7 +32,7 @@ def serve(
     """Start the explorer: a local web page to ask the model a question and see the training sequences that most
     influenced its answer, token by token (JSON API documented at /docs)."""
 
-    def action() -> None:
+    def start():  # noqa: ANN202 - the server and its thread, once the session is open
         import threading
 
         import torch
@@ -66,15 +67,29 @@ def serve(
                   "loading the model, curvature and corpus…")
         try:
             loader.open(open_session)
+        except BaseException:
+            _stop(server, serving)
+            raise
+        return server, serving
+
+    def action() -> None:
+        with collector_paused(freeze=True):  # start-up: what it loads lives as long as the server (collector.py)
+            server, serving = start()
+        try:
             serving.join()
         except BaseException:
-            server.should_exit = True
-            serving.join()
+            _stop(server, serving)
             raise
         if not server.started:
             raise WherefromError(f"could not listen on {host}:{port} (is the port in use?): pick another with --port.")
 
     run_action(action)
+
+
+def _stop(server, serving) -> None:  # noqa: ANN001 - uvicorn's Server, its thread
+    """Stop the web server and wait for its thread."""
+    server.should_exit = True
+    serving.join()
 
 
 def _check_inputs(run: Path | None, index: Path | None) -> None:

@@ -33,19 +33,19 @@ class SessionLoader:
         return loader
 
     def open(self, open_session: Callable[[], ExplorerSession]) -> ExplorerSession:
-        """Open the session and warm it up (warmup.py) before questions can be asked, so that the first answer
-        takes no longer than the others (the page is served meanwhile); what opening raises is also kept for
-        :meth:`get`."""
+        """Open the session (the page is served meanwhile), then warm it up (warmup.py) in a thread of its own as it
+        starts taking questions; what opening raises is also kept for :meth:`get`."""
         try:
             session = open_session()
             import_module("wherefrom.explorer.answer")  # what answering needs, loaded before the first question
-            import_module("wherefrom.explorer.warmup").warm_up(session.index)
             self._session = session
         except BaseException as error:
             self._error = error
             raise
         finally:
             self._done.set()
+        threading.Thread(target=import_module("wherefrom.explorer.warmup").warm_up, args=(session.index,),
+                         name="wherefrom-warm-up", daemon=True).start()
         return session
 
     @property

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wherefrom.collector import collector_paused
 from wherefrom.errors import WherefromError
 from wherefrom.fileio import first_line
 from wherefrom.models.files import check_model_source
@@ -40,7 +41,8 @@ def load_model(source: str | Path, dtype: torch.dtype = torch.float32, device: t
     path = Path(source)
     check_model_source(path, allow_pickle)
     try:
-        model = _load(path, dtype, allow_pickle)
+        with collector_paused():  # transformers imports the architecture's code: see collector.py
+            model = _load(path, dtype, allow_pickle)
     except WherefromError:
         raise
     except Exception as exc:  # transformers, safetensors and peft each raise their own types
