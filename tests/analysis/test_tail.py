@@ -113,6 +113,16 @@ def test_matches_powerlaw_package():
     assert ours.x_min == pytest.approx(searched.xmin, rel=0.1)
 
 
+def test_scores_far_below_a_steep_tail_fit_without_overflow_warnings():
+    """A body 30 orders of magnitude below a steep tail: (x / x_min)^(1 − alpha) of the body overflows, and is no
+    part of any tail's KS distance (it once warned from inside the fit of a `wherefrom demo --sizes` run)."""
+    scores = np.r_[np.full(500, 1e-30), power_law_samples(4.0, 1e3, 100, seed=2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_power_law(scores, n_bootstrap=20, seed=0)
+    assert fit.x_min >= 1e3 and fit.alpha == pytest.approx(4.0, abs=1.0) and 0.0 <= fit.p_value <= 1.0
+
+
 def test_ccdf_of_small_sample():
     x, tail = ccdf(torch.tensor([3.0, 1.0, 2.0, 4.0]))
     np.testing.assert_array_equal(x, [1.0, 2.0, 3.0, 4.0])

@@ -163,7 +163,8 @@ def _ks_distances(log_x: np.ndarray, starts: np.ndarray, alphas: np.ndarray,
     log_x_min = log_x[starts] if log_x_min is None else log_x_min
     rank = np.arange(log_x.size)[None, :] - starts[:, None]  # position within each tail (negative: below it)
     n = (log_x.size - starts)[:, None]
-    model_cdf = -np.expm1((1.0 - alphas[:, None]) * (log_x[None, :] - log_x_min[:, None]))
+    # (1 − alpha)·log(x / x_min) ≤ 0 within a tail; below it (masked out) it can overflow expm1, so it is capped at 0
+    model_cdf = -np.expm1(np.minimum((1.0 - alphas[:, None]) * (log_x[None, :] - log_x_min[:, None]), 0.0))
     gap = np.maximum((rank + 1) / n - model_cdf, model_cdf - rank / n)
     return np.where(rank >= 0, gap, -np.inf).max(1)
 
