@@ -118,3 +118,38 @@ def test_gram_sums_fill_the_upper_triangle_exactly(dim: int):
     exact = x.double().T @ x.double() + y.double().T @ y.double()
     upper = torch.triu(torch.ones(dim, dim, dtype=torch.bool))
     assert torch.allclose(total.double()[upper], exact[upper], atol=1e-4, rtol=1e-5)
+
+
+def _routines() -> list:
+    from wherefrom.curvature import lapack
+
+    return [lapack._scipy(), *([mkl] if (mkl := lapack._mkl()) is not None else [])]
+
+
+@pytest.mark.parametrize("chosen", _routines(), ids=lambda routine: routine.name)
+def test_each_lapack_build_decomposes_the_upper_triangle_like_torch_in_float64(chosen, monkeypatch):
+    """scipy's and (where torch carries it) MKL's dsyevd through ctypes, against torch's float64 eigh: every size
+    from one row up, garbage below the diagonal ignored, the divisor applied, the per-thread buffers reused across
+    sizes and threads without one factor's leftovers reaching the next."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wherefrom.curvature import lapack
+
+    monkeypatch.setattr(lapack, "routine", lambda: chosen)
+    generator = torch.Generator().manual_seed(3)
+    cases = []
+    for dim in [1, 2, 7, 130, 7, 130, 64]:
+        half = torch.randn(2 * dim, dim, dtype=torch.float64, generator=generator)
+        symmetric = half.T @ half
+        garbage = torch.triu(symmetric) + torch.tril(torch.full((dim, dim), 1e6, dtype=torch.float64), -1)
+        cases.append((symmetric, garbage))
+    for threads in (1, 2):
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda case: lapack.eigh_upper(case[1], 4.0, torch.float64, threads), cases))
+        for (symmetric, _), (values, vectors) in zip(cases, results):
+            exact = symmetric / 4.0
+            scale = exact.abs().max()
+            assert values.dtype == vectors.dtype == torch.float64 and vectors.is_contiguous()
+            assert torch.allclose(values, torch.linalg.eigvalsh(exact), atol=1e-12 * scale, rtol=0)
+            assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, exact, atol=1e-12 * scale, rtol=0)
+            assert torch.allclose(vectors.T @ vectors, torch.eye(len(values), dtype=torch.float64), atol=1e-12)

@@ -1,9 +1,9 @@
 """Eigendecomposition of the Kronecker factors, in float64, with errors that name the broken layer.
 
-On the CPU the decomposition is LAPACK's divide-and-conquer ``dsyevd`` (scipy's OpenBLAS, called from numba so
-that the GIL is released), several factors at a time, each on one LAPACK thread: ``dsyevd``'s tridiagonal
-reduction scales poorly over threads, and two single-threaded decompositions side by side took 2.1 s where one
-after another with two threads each took 3.0 s (six 1536-wide and four 576-wide factors, 2 cores;
+On the CPU the decomposition is LAPACK's divide-and-conquer ``dsyevd`` (MKL's or scipy's, called through ctypes
+with the GIL released: `curvature/lapack.py`), several factors at a time, each on one LAPACK thread: ``dsyevd``'s
+tridiagonal reduction scales poorly over threads, and two single-threaded decompositions side by side took 2.1 s
+where one after another with two threads each took 3.0 s (six 1536-wide and four 576-wide factors, 2 cores;
 benchmarks/results/profile-fit.md). On a GPU it is torch's (cuSOLVER), one at a time. Both are float64
 throughout: the precision policy is unchanged.
 """
@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cache
 
-import numpy as np
 import torch
 
+from wherefrom.curvature.lapack import EighFailed, eigh_upper
 from wherefrom.engine.stream import all_finite
 from wherefrom.engine.threads import scipy_threads
 from wherefrom.errors import WherefromError
@@ -36,10 +35,6 @@ def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype, div
     benchmarks/results/profile-fit.md). ``factors`` is read only as far as that queue needs; each factor becomes
     float64 in its worker, so only the factors being decomposed have a float64 copy.
     """
-    def decompose(factor: Factor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, vectors = _decompose(factor, divisor)
-        return values, torch.empty(vectors.shape, dtype=basis_dtype, device=vectors.device).copy_(vectors)  # row-major, in one pass
-
     workers = torch.get_num_threads()
     factors = iter(factors)
     first = next(factors, None)
@@ -47,11 +42,11 @@ def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype, div
         return
     if first[2].device.type != "cpu" or workers == 1:
         with scipy_threads(workers):
-            yield decompose(first)
-            yield from map(decompose, factors)
+            yield from (_decompose(factor, divisor, basis_dtype, workers) for factor in (first, *factors))
         return
     with scipy_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="eigh") as pool:
-        yield from _in_order(pool, decompose, [first], factors, _AHEAD_PER_WORKER * workers)
+        yield from _in_order(pool, lambda factor: _decompose(factor, divisor, basis_dtype, 1), [first], factors,
+                             _AHEAD_PER_WORKER * workers)
 
 
 def _in_order(pool: ThreadPoolExecutor, work: Callable, first: list, rest: Iterator, in_flight: int) -> Iterator:
@@ -65,7 +60,9 @@ def _in_order(pool: ThreadPoolExecutor, work: Callable, first: list, rest: Itera
         yield pending.popleft().result()
 
 
-def _decompose(factor: Factor, divisor: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _decompose(factor: Factor, divisor: float, basis_dtype: torch.dtype, threads: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (float64, clamped at 0) and eigenvectors (``basis_dtype``, row-major) of one factor / divisor."""
     name, factor_name, matrix = factor
     if not all_finite(matrix):
         raise WherefromError(
@@ -74,8 +71,12 @@ def _decompose(factor: Factor, divisor: float) -> tuple[torch.Tensor, torch.Tens
             "corrupt corpus records."
         )
     try:
-        eigenvalues, eigenvectors = _eigh(_float64_divided(matrix, divisor))
-    except (RuntimeError, np.linalg.LinAlgError) as exc:  # LAPACK failed to converge
+        if matrix.device.type == "cpu":
+            eigenvalues, eigenvectors = eigh_upper(matrix, divisor, basis_dtype, threads)
+        else:  # LAPACK reads one triangle: the other need not be filled in
+            eigenvalues, vectors = torch.linalg.eigh(_float64_divided(matrix, divisor), UPLO="U")
+            eigenvectors = torch.empty(vectors.shape, dtype=basis_dtype, device=vectors.device).copy_(vectors)
+    except (EighFailed, torch.linalg.LinAlgError) as exc:
         raise WherefromError(f"layer {name}: eigendecomposition of {factor_name} failed ({exc}); the factor is "
                              "ill-conditioned, which usually means too few tokens were seen for its size.") from exc
     return eigenvalues.clamp_min(0.0), eigenvectors
@@ -85,25 +86,3 @@ def _float64_divided(matrix: torch.Tensor, divisor: float) -> torch.Tensor:
     """matrix / divisor in float64, never changing ``matrix`` itself."""
     converted = matrix.double()
     return converted.div_(divisor) if converted is not matrix else converted / divisor
-
-
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ascending eigenvalues and orthonormal eigenvectors (columns) of the float64 symmetric matrix whose upper
-    triangle ``matrix`` holds (LAPACK reads one triangle: the other need not be filled in)."""
-    if matrix.device.type != "cpu":
-        return torch.linalg.eigh(matrix, UPLO="U")
-    values, vectors = _lapack_eigh()(matrix.T.numpy())  # column-major: numpy's lower triangle is our upper one
-    return torch.from_numpy(values), torch.from_numpy(vectors)
-
-
-@cache
-def _lapack_eigh() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """numpy's ``eigh`` compiled by numba: LAPACK ``dsyevd`` through scipy, with the GIL released (compiled on first
-    use, then cached on disk)."""
-    import numba
-
-    return numba.njit(nogil=True, cache=True)(_numpy_eigh)
-
-
-def _numpy_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.linalg.eigh(matrix)
