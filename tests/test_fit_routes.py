@@ -153,3 +153,22 @@ def test_each_lapack_build_decomposes_the_upper_triangle_like_torch_in_float64(c
             assert torch.allclose(values, torch.linalg.eigvalsh(exact), atol=1e-12 * scale, rtol=0)
             assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, exact, atol=1e-12 * scale, rtol=0)
             assert torch.allclose(vectors.T @ vectors, torch.eye(len(values), dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 9, 384])
+def test_a_covariance_checkpoint_keeps_the_upper_triangle_and_earlier_whole_squares_still_resume(dim: int):
+    """The packed upper triangle added back onto a running sum equals the triangle itself, element for element;
+    a whole square (what earlier versions saved) is added as it is."""
+    from wherefrom.curvature.covariance import add_packed_upper, pack_upper
+
+    generator = torch.Generator().manual_seed(dim)
+    saved, running = torch.randn(dim, dim, generator=generator), torch.randn(dim, dim, generator=generator)
+    packed = pack_upper(saved)
+    assert packed.numel() == dim * (dim + 1) // 2
+    total = running.clone()
+    add_packed_upper(total, packed)
+    upper = torch.triu(torch.ones(dim, dim, dtype=torch.bool))
+    assert torch.equal(total[upper], running[upper] + saved[upper]) and torch.equal(total[~upper], running[~upper])
+    whole = running.clone()
+    add_packed_upper(whole, saved)
+    assert torch.equal(whole, running + saved)

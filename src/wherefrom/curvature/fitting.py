@@ -67,7 +67,7 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
     if options.strategy == "diagonal":
         diagonal = run_pass(model, layers, plan, labels, "diagonal", "diagonal of G",
                             lambda: CorrectionAccumulator({n: (None, None) for n in shapes}, shapes, execution),
-                            checkpoints, execution, quiet)
+                            checkpoints, execution, quiet, save_last=False)
         return result({name: LayerCurvature(None, None, lam) for name, lam in diagonal.eigenvalues().items()})
 
     check_factor_blocks(layers, options.factor_blocks)
@@ -82,7 +82,8 @@ def fit_curvature(model: nn.Module, layers: list[TrackedLayer], sequences: list[
                        for name, (lam_A, Q_A, lam_S, Q_S) in eigen.items()})
     bases = {name: (Q_A, Q_S) for name, (_, Q_A, _, Q_S) in eigen.items()}
     correction = run_pass(model, layers, plan, labels, "correction", "eigenvalue correction Λ",
-                          lambda: CorrectionAccumulator(bases, shapes, execution), checkpoints, execution, quiet)
+                          lambda: CorrectionAccumulator(bases, shapes, execution), checkpoints, execution, quiet,
+                          save_last=False)
     return result({name: LayerCurvature(eigen[name][1], eigen[name][3], lam)
                    for name, lam in correction.eigenvalues().items()})
 
