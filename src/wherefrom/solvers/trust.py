@@ -20,7 +20,9 @@ A curvature far from G is called "not trustworthy" as soon as the bound drops be
 error ε_k is estimated from its last step's gain, ε̂_k = 4 √((bᵀx_k - bᵀx_{k-1}) / bᵀx_k) (the gain alone is
 Strakoš & Tichý's delay-1 estimate, a lower bound on the previous iterate's error; on exact tiny models the true
 error was 1.8 times it at the median and 4.1 times at the 90th percentile, benchmarks/check_thresholds.py, hence
-the factor 4: an estimate, not a bound). A layer has
+the factor 4: an estimate, not a bound). In floating point the gain can come out negative where CG loses
+conjugacy; it then counts by its size, and a gain within round-off of the energy means converged as far as the
+solver's precision can tell (ε̂ = 0). A layer has
 converged once ε̂ ≤ --tolerance. When the solver stops before that (budget or iterations), a layer still gets a
 verdict if [c_k √(1 - ε̂²), c_k] lies within one verdict's band, and is "inconclusive" otherwise.
 
@@ -50,6 +52,7 @@ from wherefrom.solvers.reference import Reference
 
 TRUSTWORTHY, ROUGH = 0.9, 0.7  # energy-cosine thresholds (docs/faithfulness-solvers.md: how they were chosen)
 ERROR_FACTOR = 4  # CG's estimated error: this many times the square root of its last step's relative gain
+ROUNDOFF_ULPS = 1000  # a relative gain within this many ulps of the energy is round-off (√n ulps for n ~ 10⁶ terms)
 CONVERGED = 0.1  # LiSSA: the largest relative residual ‖b - A x‖ / ‖b‖ at which its answer counts as the solution
 
 
@@ -118,11 +121,16 @@ def energy_cosine(estimate: torch.Tensor, A_estimate: torch.Tensor, b: torch.Ten
 
 def energy_error(energies: torch.Tensor) -> torch.Tensor:
     """CG's estimated energy-norm error ‖x - x_k‖_A / ‖x‖_A from its energies bᵀx_j [iterations + 1, ...]:
-    ERROR_FACTOR × √((bᵀx_k - bᵀx_{k-1}) / bᵀx_k) (see the module docstring), 1 before two iterations."""
+    ERROR_FACTOR × √(|bᵀx_k - bᵀx_{k-1}| / bᵀx_k) (see the module docstring), 1 before two iterations, and 0 once
+    the last gain is within round-off of the energy (ROUNDOFF_ULPS of the solver's precision). A gain that is
+    negative beyond round-off (CG's energies rise in exact arithmetic; in floating point they can fall where CG
+    loses conjugacy) counts by its size: taken as 0, it had settled a layer whose residual was still 8e-6."""
     if energies.shape[0] < 3:
         return torch.ones_like(energies[-1], dtype=torch.float64)
     last, before = energies[-1].double(), energies[-2].double()
-    return (ERROR_FACTOR * ((last - before).clamp_min(0) / last.clamp_min(torch.finfo(torch.float64).tiny)).sqrt()).clamp_max(1)
+    gain = (last - before).abs() / last.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    error = (ERROR_FACTOR * gain.sqrt()).clamp_max(1)
+    return error.masked_fill(gain <= ROUNDOFF_ULPS * torch.finfo(energies.dtype).eps, 0.0)
 
 
 def band(cosine: float) -> str:
