@@ -154,3 +154,16 @@ def test_the_energy_cosine_is_that_of_the_exact_solution_and_a_bound_before():
 ])
 def test_a_stopped_solver_gives_the_verdict_its_interval_allows(bound, error, word):
     assert cg_verdict(bound, error, 0.1) == word
+
+
+def test_a_falling_energy_is_not_taken_for_convergence_and_round_off_is():
+    """CG's energies rise in exact arithmetic; a fall beyond round-off (lost conjugacy) must keep the estimated
+    error at the size of that step, while a step within round-off of the energy means converged."""
+    from wherefrom.solvers.trust import ERROR_FACTOR, energy_error
+
+    energies = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0],
+                             [1.0 - 1e-7, 1.0 + 1e-7, 1.0 + 1e-14]], dtype=torch.float64)
+    error = energy_error(energies)
+    expected = ERROR_FACTOR * torch.tensor([1e-7 / (1 - 1e-7), 1e-7 / (1 + 1e-7)], dtype=torch.float64).sqrt()
+    assert torch.allclose(error[:2], expected, rtol=1e-6) and error[2] == 0
+    assert torch.equal(energy_error(energies[:2]), torch.ones(3, dtype=torch.float64))
