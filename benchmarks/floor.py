@@ -6,9 +6,10 @@ This script times exactly that, with nothing else:
 - pass: one forward and one backward per batch, the backward computing gradients with respect to the tracked
   MLP layers' outputs only (parameters frozen, the embedding output requires grad so autograd walks the whole
   network, no weight gradient is formed);
-- eigh: float64 LAPACK dsyevd (scipy's on the CPU, the fastest float64 route measured there; torch's on a GPU)
-  of a random symmetric matrix of each factor's shape (A: in x in per distinct
-  layer input, so gate_proj and up_proj share one; S: out x out per layer).
+- eigh: float64 LAPACK dsyevd of a random symmetric matrix of each factor's shape (A: in x in per distinct
+  layer input, so gate_proj and up_proj share one; S: out x out per layer): on the CPU as many side by side as
+  torch has threads, one LAPACK thread each (wherefrom's own route, the fastest float64 one measured there:
+  MKL's on Intel CPUs, scipy's elsewhere); on a GPU torch's, one at a time.
 Writes a JSON with the timings: fit_s = 2 passes + eigh, score_s = 1 pass, total_s = 3 passes + eigh, the same
 in CPU seconds of the process (fit_cpu_s, score_cpu_s, total_cpu_s), and the tokens per second of one pass.
 
@@ -40,7 +41,6 @@ import json
 import time
 from pathlib import Path
 
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from scipy.linalg import blas
@@ -100,36 +100,48 @@ def factor_sizes(model: torch.nn.Module, names: list[str]) -> list[int]:
     return sizes
 
 
-def eigh(matrix: torch.Tensor) -> None:
-    """Float64 eigendecomposition, eigenvectors included: scipy's dsyevd on the CPU, torch's on a GPU."""
-    if matrix.device.type == "cpu":
-        scipy.linalg.eigh(matrix.numpy(), driver="evd", check_finite=False)
-    else:
-        torch.linalg.eigh(matrix)
-
-
 def timed_eigendecompositions(
     sizes: list[int], device: torch.device, once_per_size: bool, seed: int = 0
 ) -> tuple[float, float]:
     """Wall and CPU seconds for float64 eigh of one random symmetric positive matrix of each size, on `device`.
 
-    With `once_per_size` each distinct size is timed once and counted as many times as it occurs.
+    On the CPU as many run side by side as torch has threads, one LAPACK thread each, through wherefrom's own
+    dsyevd route (`curvature/lapack.py`: the fastest float64 route measured, benchmarks/results/profile-fit.md);
+    on a GPU torch's, one at a time. With `once_per_size` each distinct size is timed once (on the CPU, one matrix
+    per thread at once) and counted as many times as it occurs.
     """
     generator = torch.Generator().manual_seed(seed)
     counts = {size: sizes.count(size) for size in sizes} if once_per_size else None
-    if device.type == "cuda":  # load cuSOLVER outside the timings
-        torch.linalg.eigh(torch.eye(8, dtype=torch.float64, device=device))
+    matrices = {}
+    for size in dict.fromkeys(sizes):
+        half = torch.randn(size, size, dtype=torch.float64, generator=generator).to(device)
+        matrices[size] = half @ half.T / size
+    if device.type == "cpu":
+        at_once = torch.get_num_threads()
+        if counts is None:
+            return _timed_side_by_side([matrices[size].float() for size in sizes])
+        timings = {size: _timed_side_by_side([matrices[size].float()] * at_once) for size in counts}
+        return tuple(sum(timings[size][i] * counts[size] / at_once for size in counts) for i in range(2))
+    torch.linalg.eigh(torch.eye(8, dtype=torch.float64, device=device))  # load cuSOLVER outside the timings
     total = total_cpu = 0.0
     for size in counts or sizes:
-        half = torch.randn(size, size, dtype=torch.float64, generator=generator).to(device)
-        matrix = half @ half.T / size
         synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        eigh(matrix)
+        torch.linalg.eigh(matrices[size])
         synchronize(device)
         total += (time.perf_counter() - start) * (counts[size] if counts else 1)
         total_cpu += (time.process_time() - cpu_start) * (counts[size] if counts else 1)
     return total, total_cpu
+
+
+def _timed_side_by_side(factors: list[torch.Tensor]) -> tuple[float, float]:
+    """Wall and CPU seconds of the fit's CPU eigendecompositions of these float32 factors (as its sums are kept)."""
+    from wherefrom.curvature.eigen import eigendecompose_each
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in eigendecompose_each((("floor", "A", factor) for factor in factors), torch.float32):
+        pass
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def layer_shapes(model: torch.nn.Module, names: list[str]) -> list[tuple[int, int, bool]]:
