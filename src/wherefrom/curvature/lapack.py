@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_Int = ctypes.c_int  # LAPACK's integers: 32-bit in scipy's build and in torch's MKL (its LP64 interface)
+_Int = ctypes.c_int  # LAPACK's integers: 32-bit in scipy's build and in torch's MKL (LP64, which torch's own calls assume)
 _DSYEVD = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, *[ctypes.c_void_p] * 9)
 
 
