@@ -172,3 +172,17 @@ def test_a_covariance_checkpoint_keeps_the_upper_triangle_and_earlier_whole_squa
     whole = running.clone()
     add_packed_upper(whole, saved)
     assert torch.equal(whole, running + saved)
+
+
+def test_one_thread_keeps_no_lapack_buffers_after_its_decompositions():
+    """Decomposed on the calling thread (one torch thread), the float64 matrix and LAPACK's workspaces are freed
+    once the factors are done, so the passes after the eigendecompositions do not carry them."""
+    from wherefrom.curvature import lapack
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        list(eigendecompose_each([("layer", "A", torch.eye(50)), ("layer", "S", torch.eye(70))], torch.float32))
+    finally:
+        torch.set_num_threads(previous)
+    assert lapack._buffers.by_size == {}

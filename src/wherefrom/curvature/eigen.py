@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from wherefrom.curvature.lapack import EighFailed, eigh_upper
+from wherefrom.curvature.lapack import EighFailed, eigh_upper, release_buffers
 from wherefrom.engine.stream import all_finite
 from wherefrom.engine.threads import scipy_threads
 from wherefrom.errors import WherefromError
@@ -41,8 +41,11 @@ def eigendecompose_each(factors: Iterable[Factor], basis_dtype: torch.dtype, div
     if first is None:
         return
     if first[2].device.type != "cpu" or workers == 1:
-        with scipy_threads(workers):
-            yield from (_decompose(factor, divisor, basis_dtype, workers) for factor in (first, *factors))
+        try:
+            with scipy_threads(workers):
+                yield from (_decompose(factor, divisor, basis_dtype, workers) for factor in (first, *factors))
+        finally:
+            release_buffers()  # this thread's LAPACK buffers (a pool's go with its threads)
         return
     with scipy_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="eigh") as pool:
         yield from _in_order(pool, lambda factor: _decompose(factor, divisor, basis_dtype, 1), [first], factors,

@@ -101,6 +101,11 @@ class _Buffers(threading.local):
 _buffers = _Buffers()
 
 
+def release_buffers() -> None:
+    """Free the calling thread's buffers (a worker thread's are freed when it ends)."""
+    _buffers.by_size.clear()
+
+
 def eigh_upper(matrix: torch.Tensor, divisor: float, basis_dtype: torch.dtype, threads: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ascending eigenvalues (float64) and orthonormal eigenvectors (columns, in ``basis_dtype``) of the symmetric
