@@ -117,10 +117,10 @@ def timed_eigendecompositions(
         half = torch.randn(size, size, dtype=torch.float64, generator=generator).to(device)
         matrices[size] = half @ half.T / size
     if device.type == "cpu":
-        at_once = torch.get_num_threads()
+        at_once, floats = torch.get_num_threads(), {size: matrix.float() for size, matrix in matrices.items()}
         if counts is None:
-            return _timed_side_by_side([matrices[size].float() for size in sizes])
-        timings = {size: _timed_side_by_side([matrices[size].float()] * at_once) for size in counts}
+            return _timed_side_by_side([floats[size] for size in sizes])
+        timings = {size: _timed_side_by_side([floats[size]] * at_once) for size in counts}
         return tuple(sum(timings[size][i] * counts[size] / at_once for size in counts) for i in range(2))
     torch.linalg.eigh(torch.eye(8, dtype=torch.float64, device=device))  # load cuSOLVER outside the timings
     total = total_cpu = 0.0

@@ -40,13 +40,9 @@ class Routine:
     set_local_threads: Callable[[int], int] | None = None  # returns the thread's previous count (0: the global one)
 
 
+@cache
 def routine() -> Routine:
     """The ``dsyevd`` this process uses: MKL's on an Intel CPU where torch carries MKL, else scipy's."""
-    return _chosen()
-
-
-@cache
-def _chosen() -> Routine:
     return (_mkl() if _cpu_vendor() == "GenuineIntel" else None) or _scipy()
 
 
